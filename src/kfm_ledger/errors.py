@@ -113,6 +113,15 @@ class FormatError(KfmError):
     """Bytes that do not follow a wire format (checkpoint, tlog-proof, key text, tile path)."""
 
 
+class MalformedNoteError(NoteError, FormatError):
+    """A signed note does not follow c2sp.org/signed-note (the line is named).
+
+    Both a NoteError (Go's ``note.Open`` answers "malformed note") and a
+    FormatError (bytes that do not follow a wire format), so callers catching
+    either see it.
+    """
+
+
 class KeyFormatError(FormatError):
     """A signer or verifier key string does not follow Go's sumdb/note text format."""
 

@@ -1,0 +1,208 @@
+"""Offline inclusion proofs in the c2sp.org/tlog-proof@v1 text format ("spicy signatures").
+
+::
+
+    c2sp.org/tlog-proof@v1
+    extra <base64>            (optional: opaque, unauthenticated application data)
+    index <n>
+    <base64 hash>             (zero or more: the RFC 9162 §2.1.3 audit path, leaf's sibling first)
+    <empty line>
+    <the signed checkpoint, verbatim, with its signatures>
+
+Pure code: nothing here opens a file.  Parsing is strict (tlog-proof §Format): the first line
+exactly; ``index`` canonical decimal (no leading zeros unless 0); each hash canonical base64
+of 32 bytes; the checkpoint must be a well-formed signed checkpoint.  Verification checks
+the checkpoint's signature FIRST, then the inclusion of the entry under its root.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kfm_ledger import merkle
+from kfm_ledger.checkpoint import Checkpoint, open_checkpoint, parse_unverified
+from kfm_ledger.errors import FormatError
+from kfm_ledger.note import MAX_NOTE_SIZE, Verifier
+
+__all__ = [
+    "HEADER",
+    "MAX_PROOF_HASHES",
+    "TlogProof",
+    "format_tlog_proof",
+    "parse_tlog_proof",
+    "verify_tlog_proof",
+]
+
+#: The first line of a proof (tlog-proof §Format).
+HEADER = b"c2sp.org/tlog-proof@v1"
+#: Most hashes an inclusion proof can hold: a tree of at most 2**63-1 leaves has depth 63.
+MAX_PROOF_HASHES = 63
+_MAX_INDEX = 2**63 - 1
+_HASH_SIZE = 32
+# Header, an extra line of up to one note's size, index line, 63 hash lines, a checkpoint.
+_MAX_PROOF_SIZE = 3 * MAX_NOTE_SIZE
+_DIGITS = frozenset(b"0123456789")
+
+
+def _show(raw: bytes, limit: int = 60) -> str:
+    text = raw.decode("utf-8", errors="replace")
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _b64decode(raw: bytes) -> bytes:
+    """Strict, canonical standard base64 (RFC 4648 §4); ValueError otherwise."""
+    try:
+        data = base64.b64decode(raw, validate=True)
+    except binascii.Error as e:
+        raise ValueError("not valid base64") from e
+    if base64.b64encode(data) != raw:
+        raise ValueError("not canonical base64")
+    return data
+
+
+@dataclass(frozen=True)
+class TlogProof:
+    """An offline proof that the entry at ``index`` is in the tree of ``checkpoint``.
+
+    ``hashes`` is the audit path (leaf's sibling first, 32 bytes each); ``checkpoint`` the
+    signed checkpoint note, verbatim; ``extra`` opaque unauthenticated data or None."""
+
+    index: int
+    hashes: tuple[bytes, ...]
+    checkpoint: bytes
+    extra: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.index, bool) or not isinstance(self.index, int) or not 0 <= self.index <= _MAX_INDEX:
+            raise FormatError(f"tlog-proof index {self.index!r} is not an integer in [0, 2**63-1]")
+        hashes = tuple(self.hashes)
+        if len(hashes) > MAX_PROOF_HASHES:
+            raise FormatError(f"tlog-proof has {len(hashes)} hashes, at most {MAX_PROOF_HASHES} are possible")
+        for i, h in enumerate(hashes):
+            if not isinstance(h, bytes) or len(h) != _HASH_SIZE:
+                raise FormatError(f"tlog-proof hash {i} is not {_HASH_SIZE} bytes")
+        if not isinstance(self.checkpoint, bytes) or not self.checkpoint:
+            raise FormatError("tlog-proof checkpoint is empty")
+        if self.extra is not None and not isinstance(self.extra, bytes):
+            raise FormatError(f"tlog-proof extra must be bytes or None, not {type(self.extra).__name__}")
+        object.__setattr__(self, "hashes", hashes)
+
+
+def format_tlog_proof(proof: TlogProof) -> bytes:
+    """The c2sp.org/tlog-proof@v1 text of ``proof`` (tlog-proof §Format)."""
+    out = [HEADER + b"\n"]
+    if proof.extra is not None:
+        out.append(b"extra " + base64.b64encode(proof.extra) + b"\n")
+    out.append(b"index %d\n" % proof.index)
+    out.extend(base64.b64encode(h) + b"\n" for h in proof.hashes)
+    out.append(b"\n")
+    out.append(proof.checkpoint)
+    return b"".join(out)
+
+
+def _parse_index(value: bytes, line_no: int) -> int:
+    if (
+        not value
+        or not set(value) <= _DIGITS
+        or (len(value) > 1 and value[:1] == b"0")
+        or len(value) > len(str(_MAX_INDEX))
+        or int(value) > _MAX_INDEX
+    ):
+        raise FormatError(f"tlog-proof line {line_no}: index {_show(value)} is not a canonical decimal number")
+    return int(value)
+
+
+def parse_tlog_proof(data: bytes) -> TlogProof:
+    """Parse a c2sp.org/tlog-proof@v1 proof strictly (tlog-proof §Format).  The embedded
+    checkpoint must be a well-formed signed checkpoint (its signatures are NOT checked here:
+    use :func:`verify_tlog_proof`).  Raises FormatError naming the line."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise FormatError(f"tlog-proof must be bytes, not {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > _MAX_PROOF_SIZE:
+        raise FormatError(f"tlog-proof is {len(data)} bytes, more than the limit of {_MAX_PROOF_SIZE}")
+    pos = 0
+    line_no = 0
+
+    def next_line() -> bytes:
+        nonlocal pos, line_no
+        end = data.find(b"\n", pos)
+        line_no += 1
+        if end < 0:
+            raise FormatError(f"tlog-proof line {line_no}: missing (the proof ends before its checkpoint)")
+        line = data[pos:end]
+        pos = end + 1
+        return line
+
+    first = next_line()
+    if first != HEADER:
+        raise FormatError(f"tlog-proof line 1: expected {HEADER.decode()!r}, found {_show(first)}")
+
+    extra: bytes | None = None
+    line = next_line()
+    if line.startswith(b"extra "):
+        try:
+            extra = _b64decode(line[len(b"extra ") :])
+        except ValueError as e:
+            raise FormatError(f"tlog-proof line {line_no}: extra data is {e}: {_show(line)}") from None
+        line = next_line()
+
+    if not line.startswith(b"index "):
+        expected = "'index <n>'" if extra is not None else "'extra <base64>' or 'index <n>'"
+        raise FormatError(f"tlog-proof line {line_no}: expected {expected}, found {_show(line)}")
+    index = _parse_index(line[len(b"index ") :], line_no)
+
+    hashes: list[bytes] = []
+    while True:
+        line = next_line()
+        if line == b"":
+            break
+        if len(hashes) == MAX_PROOF_HASHES:
+            raise FormatError(
+                f"tlog-proof line {line_no}: more than {MAX_PROOF_HASHES} proof hashes "
+                "(or no empty line before the checkpoint)"
+            )
+        try:
+            h = _b64decode(line)
+        except ValueError as e:
+            raise FormatError(f"tlog-proof line {line_no}: proof hash is {e}: {_show(line)}") from None
+        if len(h) != _HASH_SIZE:
+            raise FormatError(
+                f"tlog-proof line {line_no}: proof hash {_show(line)} decodes to {len(h)} bytes, expected {_HASH_SIZE}"
+            )
+        hashes.append(h)
+
+    checkpoint = data[pos:]
+    if not checkpoint:
+        raise FormatError(f"tlog-proof line {line_no + 1}: no checkpoint after the empty line")
+    try:
+        parse_unverified(checkpoint)
+    except FormatError as e:
+        raise FormatError(f"tlog-proof checkpoint (from line {line_no + 1}): {e}") from None
+    return TlogProof(index=index, hashes=tuple(hashes), checkpoint=checkpoint, extra=extra)
+
+
+def verify_tlog_proof(
+    data: bytes, entry: bytes, verifiers: Sequence[Verifier], *, origin: str | None = None
+) -> tuple[Checkpoint, int]:
+    """Check offline that ``entry`` (the leaf's bytes: one ledger line without its newline)
+    is in the log, and return ``(checkpoint, index)``.
+
+    1. Parse the proof (FormatError).
+    2. Verify the checkpoint's signatures against ``verifiers`` and its origin
+       (:func:`kfm_ledger.checkpoint.open_checkpoint`: BadSignatureError, UnknownKeyError,
+       VerificationError) - before trusting anything the proof says.
+    3. Verify the audit path of ``leaf_hash(entry)`` at the index against the checkpoint's
+       size and root (RFC 9162 §2.1.3.2; :func:`kfm_ledger.merkle.verify_inclusion`:
+       ProofError, RootMismatchError).
+
+    The ``extra`` line is not authenticated and plays no part here.
+    """
+    proof = parse_tlog_proof(data)
+    signed = open_checkpoint(proof.checkpoint, verifiers, origin=origin)
+    checkpoint = signed.checkpoint
+    merkle.verify_inclusion(merkle.leaf_hash(entry), proof.index, checkpoint.size, proof.hashes, checkpoint.root)
+    return checkpoint, proof.index
