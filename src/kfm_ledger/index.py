@@ -1,0 +1,146 @@
+"""The commit index: lakeFS commit -> leaf index and byte range of its line.
+
+Derived data, rebuildable from the JSONL at any time (``kfm rebuild``).  It
+lives in SQLite (WAL, ``synchronous=NORMAL``): after a crash it may miss the
+last transactions but is never torn; the ledger's recovery re-indexes every
+line after :meth:`CommitIndex.end_offset`.
+
+It answers in O(log n) what a scan would answer in O(n): whether a commit is
+already in the ledger (the "one row per lakeFS commit" invariant), where its
+line is, which commits start with a prefix, and the last ``created_at``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Iterable, NamedTuple
+
+SCHEMA_VERSION = "1"
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS entries (
+    leaf INTEGER PRIMARY KEY,
+    lakefs_commit TEXT NOT NULL UNIQUE,
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class IndexedEntry(NamedTuple):
+    """Where one row is: its leaf index, commit and line's byte range in the JSONL."""
+
+    leaf: int
+    lakefs_commit: str
+    offset: int
+    length: int
+    created_at: str
+
+
+class CommitIndex:
+    """Commit -> leaf lookups over a SQLite connection the storage gives us."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError:  # pragma: no cover - in-memory databases
+            pass
+        conn.executescript(_DDL)
+        version = self._meta("schema_version")
+        if version is None:
+            self._set_meta({"schema_version": SCHEMA_VERSION, "size": "0", "end_offset": "0"})
+        elif version != SCHEMA_VERSION:
+            self.reset()
+
+    # -- meta ------------------------------------------------------------
+    def _meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def _set_meta(self, values: dict[str, str]) -> None:
+        self._conn.executemany(
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            list(values.items()),
+        )
+
+    def size(self) -> int:
+        """Number of rows indexed (rows 0 .. size-1)."""
+        return int(self._meta("size") or 0)
+
+    def end_offset(self) -> int:
+        """Byte offset in the JSONL just after the last indexed line."""
+        return int(self._meta("end_offset") or 0)
+
+    # -- updates ---------------------------------------------------------
+    def add(self, entries: Iterable[IndexedEntry], *, size: int, end_offset: int) -> None:
+        """Add rows and move the high-water marks, in one transaction.
+
+        Raises ``sqlite3.IntegrityError`` if a commit is already indexed (the
+        caller checked for that; this is the last line of defence).
+        """
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT INTO entries(leaf, lakefs_commit, offset, length, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                entries,
+            )
+            self._set_meta({"size": str(size), "end_offset": str(end_offset)})
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def reset(self) -> None:
+        """Forget everything (the index is rebuilt from the JSONL afterwards)."""
+        self._conn.executescript("DROP TABLE IF EXISTS entries; DROP TABLE IF EXISTS meta;")
+        self._conn.executescript(_DDL)
+        self._set_meta({"schema_version": SCHEMA_VERSION, "size": "0", "end_offset": "0"})
+
+    # -- lookups ---------------------------------------------------------
+    def lookup(self, lakefs_commit: str) -> IndexedEntry | None:
+        row = self._conn.execute(
+            "SELECT leaf, lakefs_commit, offset, length, created_at FROM entries "
+            "WHERE lakefs_commit = ?",
+            (lakefs_commit,),
+        ).fetchone()
+        return None if row is None else IndexedEntry(*row)
+
+    def lookup_many(self, commits: list[str]) -> dict[str, int]:
+        """Commit -> leaf for those of ``commits`` already indexed."""
+        found: dict[str, int] = {}
+        for start in range(0, len(commits), 500):
+            chunk = commits[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for leaf, commit in self._conn.execute(
+                f"SELECT leaf, lakefs_commit FROM entries WHERE lakefs_commit IN ({marks})", chunk
+            ):
+                found[commit] = leaf
+        return found
+
+    def find_prefix(self, prefix: str, *, below: int, limit: int = 20) -> list[IndexedEntry]:
+        """Rows with leaf < ``below`` whose commit starts with ``prefix`` (at most ``limit``)."""
+        # Commit ids are ASCII letters, digits, '-', '_' and '.', all below 0x7f.
+        rows = self._conn.execute(
+            "SELECT leaf, lakefs_commit, offset, length, created_at FROM entries "
+            "WHERE lakefs_commit >= ? AND lakefs_commit < ? AND leaf < ? "
+            "ORDER BY lakefs_commit LIMIT ?",
+            (prefix, prefix + "\x7f", below, limit),
+        ).fetchall()
+        return [IndexedEntry(*r) for r in rows]
+
+    def at(self, leaf: int) -> IndexedEntry | None:
+        row = self._conn.execute(
+            "SELECT leaf, lakefs_commit, offset, length, created_at FROM entries WHERE leaf = ?",
+            (leaf,),
+        ).fetchone()
+        return None if row is None else IndexedEntry(*row)
+
+    def close(self) -> None:
+        self._conn.close()

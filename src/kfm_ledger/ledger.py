@@ -1,0 +1,727 @@
+"""The ledger: open (with crash recovery), append, look up, prove.
+
+Layout (keys in a :class:`~kfm_ledger.storage.Storage`; a local directory by
+default)::
+
+    rollback-index.jsonl     the authoritative rows, one canonical JSON line each
+    checkpoint               the latest signed checkpoint (c2sp.org/tlog-checkpoint)
+    checkpoints/<size>       every checkpoint the log ever signed, kept forever
+    tile/<L>/<N>[.p/<W>]     hash tiles (c2sp.org/tlog-tiles), derived data
+    log.vkey                 the log's verifier key (Go sumdb/note text format)
+    log.key                  the log's signing key, mode 0600 (unless kept elsewhere)
+    index.sqlite             commit -> leaf index, derived data
+
+Append order, and what a crash after each step leaves (see :meth:`Ledger.append`):
+
+1. rows appended to the JSONL and fsync'd — a crash before the fsync may leave
+   a torn last line, which the next writer cuts off; a crash after it leaves
+   complete rows not covered by a checkpoint;
+2. the commit index updated — behind after a crash; re-indexed from its
+   high-water mark;
+3. tiles for the new leaves written (immutable objects, same bytes when
+   rewritten) — readers ignore tiles beyond the signed size;
+4. the new checkpoint signed and stored: ``checkpoints/<size>`` first, then
+   ``checkpoint`` replaced atomically.  Only now does append report success.
+5. partial tiles made redundant by full ones are deleted.
+
+**Recovery rule** (run by every writer before it appends, and by ``kfm
+recover``): a torn last line is cut off; complete rows after the signed size
+are *integrated*: validated like new input, then tiled and covered by a new
+signed checkpoint.  They were fsync'd before the crash, so integrating them
+loses nothing and keeps every tile written earlier valid.  A complete row that
+fails validation there stops the writer with :class:`CorruptLedgerError` (kfm
+never wrote it) and is left for a person to inspect.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+from . import merkle, schema, tiles
+from .checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint, sign_checkpoint
+from .errors import (
+    AmbiguousCommitError,
+    CommitNotFoundError,
+    CorruptLedgerError,
+    IndexOutOfRangeError,
+    InputRejected,
+    KeyFormatError,
+    LedgerExistsError,
+    NotALedgerError,
+    ObjectNotFoundError,
+    RowProblem,
+    SchemaError,
+)
+from .index import CommitIndex, IndexedEntry
+from .note import Signer, Verifier
+from .storage import LocalStorage, Storage
+from .tlogproof import TlogProof
+
+JSONL_KEY = "rollback-index.jsonl"
+CHECKPOINT_KEY = "checkpoint"
+CHECKPOINTS_PREFIX = "checkpoints/"
+VKEY_KEY = "log.vkey"
+SKEY_KEY = "log.key"
+MIRROR_KEY = "rollback-index.parquet"
+
+
+def open_storage(location: str | os.PathLike[str] | Storage) -> Storage:
+    """A Storage for a directory path (or the Storage itself)."""
+    if isinstance(location, (str, os.PathLike)):
+        return LocalStorage(location)
+    return location
+
+
+def read_text_key(data: bytes, what: str) -> str:
+    """The single key line of a key file (Go's sumdb/note text format)."""
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise KeyFormatError(f"{what}: not UTF-8 text") from None
+    if not text or "\n" in text:
+        raise KeyFormatError(f"{what}: expected exactly one key line")
+    return text
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What an append did: rows [first_index, first_index + count) under ``checkpoint``."""
+
+    first_index: int
+    count: int
+    checkpoint: SignedCheckpoint
+    recovered: int = 0  #: uncovered rows from an interrupted append integrated first
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    """What recovery found and did."""
+
+    torn_bytes_cut: int
+    rows_integrated: int
+    rows_reindexed: int
+    size: int
+
+
+def _chunked_lines(chunks: Iterator[bytes]) -> Iterator[tuple[bytes, bool]]:
+    """Split a byte stream into lines; yields (line without '\\n', complete?)."""
+    rest = b""
+    for chunk in chunks:
+        if rest:
+            chunk = rest + chunk
+        parts = chunk.split(b"\n")
+        rest = parts.pop()
+        for p in parts:
+            yield p, True
+    if rest:
+        yield rest, False
+
+
+class Ledger:
+    """A Rollback Registry Index ledger.
+
+    Open one with :meth:`open` (read side: the tree as of the latest signed
+    checkpoint, whose signature is checked on open) or create one with
+    :meth:`init`.  Writing methods take the log's :class:`~kfm_ledger.note.Signer`.
+    """
+
+    def __init__(self, storage: Storage, verifier: Verifier, signed: SignedCheckpoint) -> None:
+        self.storage = storage
+        self.verifier = verifier
+        self._signed = signed
+        self._log = storage.append_log(JSONL_KEY)
+        self._index: CommitIndex | None = None
+
+    # ------------------------------------------------------------ opening
+    @classmethod
+    def init(
+        cls,
+        location: str | os.PathLike[str] | Storage,
+        *,
+        origin: str,
+        signer: Signer | None = None,
+        store_key: bool = True,
+    ) -> "Ledger":
+        """Create an empty ledger: an empty JSONL, ``log.vkey``, the signed size-0 checkpoint.
+
+        Without ``signer`` a new Ed25519 key named ``origin`` is generated and
+        saved as ``log.key`` (mode 0600).  With one, its name must be ``origin``
+        and it is saved only if ``store_key`` is true.
+        """
+        storage = open_storage(location)
+        if storage.exists(CHECKPOINT_KEY) or storage.exists(JSONL_KEY):
+            raise LedgerExistsError(f"a ledger already exists in {storage.describe()}")
+        generated = signer is None
+        if signer is None:
+            signer = Signer.generate(origin)
+        if signer.name != origin:
+            raise KeyFormatError(
+                f"the signing key is named {signer.name!r} but the origin is {origin!r}: "
+                "a checkpoint's key name must equal its origin (c2sp.org/tlog-checkpoint)"
+            )
+        verifier = signer.verifier()
+        if generated or store_key:
+            storage.write_private(SKEY_KEY, (signer.private_key_text() + "\n").encode())
+        storage.write_atomic(VKEY_KEY, (verifier.vkey_text() + "\n").encode())
+        log = storage.append_log(JSONL_KEY)
+        log.sync()
+        log.close()
+        note = sign_checkpoint(Checkpoint(origin=origin, size=0, root=merkle.EMPTY_ROOT), signer)
+        storage.write_once(CHECKPOINTS_PREFIX + "0", note)
+        storage.write_atomic(CHECKPOINT_KEY, note)
+        return cls.open(storage)
+
+    @classmethod
+    def open(
+        cls, location: str | os.PathLike[str] | Storage, *, vkey: str | None = None
+    ) -> "Ledger":
+        """Open a ledger; its latest checkpoint must verify with ``vkey`` (default: ``log.vkey``)."""
+        storage = open_storage(location)
+        try:
+            note = storage.read(CHECKPOINT_KEY)
+        except ObjectNotFoundError:
+            raise NotALedgerError(
+                f"no ledger in {storage.describe()} (no 'checkpoint'); create one with `kfm init --origin ORIGIN`"
+            ) from None
+        if vkey is None:
+            try:
+                vkey = read_text_key(storage.read(VKEY_KEY), VKEY_KEY)
+            except ObjectNotFoundError:
+                raise NotALedgerError(f"no {VKEY_KEY} in {storage.describe()}; pass --vkey") from None
+        verifier = Verifier.from_vkey(vkey)
+        signed = open_checkpoint(note, [verifier])
+        return cls(storage, verifier, signed)
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+        self._log.close()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --------------------------------------------------------- properties
+    @property
+    def checkpoint(self) -> SignedCheckpoint:
+        """The latest signed checkpoint (verified when the ledger was opened)."""
+        return self._signed
+
+    @property
+    def origin(self) -> str:
+        return self._signed.checkpoint.origin
+
+    @property
+    def size(self) -> int:
+        """The signed tree size: rows 0 .. size-1 are in the ledger."""
+        return self._signed.checkpoint.size
+
+    @property
+    def root(self) -> bytes:
+        return self._signed.checkpoint.root
+
+    @property
+    def jsonl_path(self) -> str | None:
+        """The JSONL's local path when the storage has one (for bulk readers)."""
+        return self.storage.local_path(JSONL_KEY)
+
+    # ------------------------------------------------------------- index
+    @property
+    def index(self) -> CommitIndex:
+        """The commit index, caught up with the signed rows (re-indexed if behind)."""
+        if self._index is None:
+            self._index = CommitIndex(self.storage.open_index_db())
+        if self._index.size() < self.size:
+            self._catch_up_index(limit=self.size)
+        return self._index
+
+    def _raw_index(self) -> CommitIndex:
+        if self._index is None:
+            self._index = CommitIndex(self.storage.open_index_db())
+        return self._index
+
+    def _catch_up_index(self, *, limit: int | None) -> tuple[int, int, int]:
+        """Index the complete lines after the index's high-water mark.
+
+        Returns (rows indexed, byte offset after the last complete line, torn bytes after it).
+        Stops after ``limit`` rows in total when given (readers index only signed rows).
+        Every line is validated as new input is (schema, canonical bytes, one row per
+        commit, created_at monotonic); a failure raises :class:`CorruptLedgerError`.
+        """
+        idx = self._raw_index()
+        if idx.end_offset() > self._log.size():
+            # The JSONL is shorter than what was indexed: not ours to guess why.
+            idx.reset()
+        size, offset = idx.size(), idx.end_offset()
+        last_created = None
+        if size:
+            prev = idx.at(size - 1)
+            if prev is not None:
+                last_created = schema.parse_created_at(prev.created_at)
+        batch: list[IndexedEntry] = []
+        seen: dict[str, int] = {}
+        added = 0
+        torn = 0
+
+        def flush() -> None:
+            nonlocal batch
+            if batch:
+                found = idx.lookup_many([e.lakefs_commit for e in batch])
+                if found:
+                    commit, leaf = next(iter(found.items()))
+                    line_no = seen[commit] + 1
+                    raise CorruptLedgerError(
+                        f"{JSONL_KEY} line {line_no}: lakefs_commit {commit!r} already appears "
+                        f"at line {leaf + 1} (one row per lakeFS commit)"
+                    )
+                idx.add(batch, size=batch[-1].leaf + 1, end_offset=batch[-1].offset + batch[-1].length + 1)
+                batch = []
+                seen.clear()
+
+        for line, complete in _chunked_lines(self._log.iter_chunks(offset)):
+            if not complete:
+                torn = len(line)
+                break
+            if limit is not None and size >= limit:
+                break
+            try:
+                row = schema.decode_row(line)
+            except SchemaError as e:
+                raise CorruptLedgerError(f"{JSONL_KEY} line {size + 1}: {e}") from None
+            if schema.encode_row(row) != line:
+                raise CorruptLedgerError(f"{JSONL_KEY} line {size + 1}: row is not in canonical form")
+            created = schema.created_at_datetime(row)
+            if last_created is not None and created < last_created:
+                raise CorruptLedgerError(
+                    f"{JSONL_KEY} line {size + 1}: created_at {row.created_at} is earlier than the previous row's"
+                )
+            if row.lakefs_commit in seen:
+                raise CorruptLedgerError(
+                    f"{JSONL_KEY} line {size + 1}: lakefs_commit {row.lakefs_commit!r} already appears "
+                    f"at line {seen[row.lakefs_commit] + 1}"
+                )
+            last_created = created
+            seen[row.lakefs_commit] = size
+            batch.append(IndexedEntry(size, row.lakefs_commit, offset, len(line), row.created_at))
+            offset += len(line) + 1
+            size += 1
+            added += 1
+            if len(batch) >= 10_000:
+                flush()
+        flush()
+        return added, offset, torn
+
+    # ----------------------------------------------------------- lookups
+    def _entry_at(self, e: IndexedEntry) -> schema.Entry:
+        line = self._log.read(e.offset, e.length)
+        return schema.Entry(e.leaf, line, schema.decode_row(line))
+
+    def entry(self, index: int) -> schema.Entry:
+        """The row at leaf ``index`` (0-based) of the signed tree."""
+        if not 0 <= index < self.size:
+            raise IndexOutOfRangeError(f"index {index} out of bounds for tree size {self.size}")
+        e = self.index.at(index)
+        if e is None:
+            raise CorruptLedgerError(f"commit index has no entry for leaf {index}; run `kfm rebuild`")
+        return self._entry_at(e)
+
+    def find(self, commit_prefix: str, *, limit: int = 20) -> list[IndexedEntry]:
+        """Signed rows whose lakeFS commit is ``commit_prefix`` or starts with it."""
+        exact = self.index.lookup(commit_prefix)
+        if exact is not None and exact.leaf < self.size:
+            return [exact]
+        return self.index.find_prefix(commit_prefix, below=self.size, limit=limit)
+
+    def get(self, commit: str) -> schema.Entry:
+        """The row for a lakeFS commit id, or a unique prefix of one (as in git)."""
+        if not commit:
+            raise CommitNotFoundError(commit)
+        found = self.find(commit)
+        if not found:
+            raise CommitNotFoundError(commit)
+        if len(found) > 1:
+            raise AmbiguousCommitError(commit, [f"{e.lakefs_commit} (index {e.leaf})" for e in found])
+        return self._entry_at(found[0])
+
+    def iter_lines(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        """Stream the stored lines of leaves [start, stop) (default: the whole signed tree)."""
+        stop = self.size if stop is None else min(stop, self.size)
+        if start >= stop:
+            return
+        offset = 0
+        if start:
+            e = self.index.at(start)
+            if e is None:
+                raise CorruptLedgerError(f"commit index has no entry for leaf {start}")
+            offset = e.offset
+        n = start
+        for line, complete in _chunked_lines(self._log.iter_chunks(offset)):
+            if n >= stop or not complete:
+                break
+            yield line
+            n += 1
+        if n < stop:
+            raise CorruptLedgerError(f"{JSONL_KEY} ends after {n} rows; the signed tree has {self.size}")
+
+    def iter_entries(self, start: int = 0, stop: int | None = None) -> Iterator[schema.Entry]:
+        """Stream (index, line, row) for leaves [start, stop)."""
+        for i, line in enumerate(self.iter_lines(start, stop), start):
+            yield schema.Entry(i, line, schema.decode_row(line))
+
+    # ------------------------------------------------------------ proofs
+    def read_tile(self, level: int, index: int, width: int) -> bytes:
+        """Bytes of tile (level, index) holding at least ``width`` hashes.
+
+        Tries the exact partial tile, then the full tile, then the widest
+        partial (c2sp.org/tlog-tiles: a full tile or a wider partial tile
+        starts with the same hashes).
+        """
+        full = tiles.tile_path(level, index)
+        keys = [tiles.tile_path(level, index, width)] if width < tiles.TILE_WIDTH else []
+        keys.append(full)
+        for key in keys:
+            try:
+                return self.storage.read(key)
+            except ObjectNotFoundError:
+                continue
+        wider = []
+        for key in self.storage.list(full + ".p/"):
+            try:
+                w = int(key.rsplit("/", 1)[1])
+            except ValueError:
+                continue
+            if w >= width:
+                wider.append((w, key))
+        if wider:
+            return self.storage.read(max(wider)[1])
+        raise CorruptLedgerError(
+            f"missing tile {tiles.tile_path(level, index, width)} (needed for width {width}); "
+            "run `kfm rebuild` to recreate tiles from the JSONL"
+        )
+
+    def hash_reader(self, size: int | None = None) -> tiles.TileHashReader:
+        """A merkle.HashReader over the stored tiles for a tree of ``size`` leaves."""
+        return tiles.TileHashReader(self.size if size is None else size, self.read_tile)
+
+    def _check_size(self, size: int | None) -> int:
+        if size is None:
+            return self.size
+        if not 0 <= size <= self.size:
+            raise IndexOutOfRangeError(f"tree size {size} is beyond the signed tree size {self.size}")
+        return size
+
+    def checkpoint_sizes(self) -> list[int]:
+        """Every tree size the log has signed a checkpoint for, ascending."""
+        sizes = []
+        for key in self.storage.list(CHECKPOINTS_PREFIX):
+            name = key[len(CHECKPOINTS_PREFIX) :]
+            if name.isdigit() and str(int(name)) == name:
+                sizes.append(int(name))
+        return sorted(s for s in sizes if s <= self.size)
+
+    def stored_checkpoint(self, size: int) -> SignedCheckpoint:
+        """The signed checkpoint the log issued for ``size`` (verified)."""
+        if size == self.size:
+            return self._signed
+        try:
+            note = self.storage.read(f"{CHECKPOINTS_PREFIX}{size}")
+        except ObjectNotFoundError:
+            near = self.checkpoint_sizes()
+            hint = ", ".join(str(s) for s in near[-10:])
+            raise IndexOutOfRangeError(
+                f"the log never signed a checkpoint for tree size {size}; signed sizes include: {hint}"
+            ) from None
+        return open_checkpoint(note, [self.verifier], origin=self.origin)
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        """RFC 9162 §2.1.3 audit path for leaf ``index`` in the tree of ``size`` (default: signed size)."""
+        size = self._check_size(size)
+        if not 0 <= index < size:
+            raise IndexOutOfRangeError(f"index {index} out of bounds for tree size {size}")
+        return merkle.inclusion_proof(index, size, self.hash_reader(size))
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        """RFC 9162 §2.1.4 consistency proof from ``old_size`` to ``new_size`` (default: signed size)."""
+        new_size = self._check_size(new_size)
+        return merkle.consistency_proof(old_size, new_size, self.hash_reader(new_size))
+
+    def tlog_proof(self, index: int, size: int | None = None) -> TlogProof:
+        """A c2sp.org/tlog-proof for leaf ``index`` against the checkpoint signed at ``size``.
+
+        The proof is checked against that checkpoint before it is returned, so
+        a corrupt tile is caught here, not by the client.
+        """
+        signed = self.stored_checkpoint(self._check_size(size))
+        size = signed.checkpoint.size
+        path = self.inclusion_proof(index, size)
+        leaf = merkle.leaf_hash(self.entry(index).line)
+        try:
+            merkle.verify_inclusion(leaf, index, size, path, signed.checkpoint.root)
+        except Exception as e:
+            raise CorruptLedgerError(
+                f"stored tiles give an inclusion proof for index {index} that does not verify "
+                f"against the checkpoint at size {size} ({e}); run `kfm verify`"
+            ) from None
+        return TlogProof(index=index, hashes=tuple(path), checkpoint=signed.note)
+
+    # ------------------------------------------------------------ writing
+    def _check_signer(self, signer: Signer) -> None:
+        if signer.verifier().vkey_text() != self.verifier.vkey_text():
+            raise KeyFormatError(
+                f"the signing key ({signer.name}) does not match the ledger's verifier key "
+                f"({self.verifier.vkey_text()})"
+            )
+
+    def _reload_checkpoint(self) -> None:
+        note = self.storage.read(CHECKPOINT_KEY)
+        self._signed = open_checkpoint(note, [self.verifier], origin=self.origin)
+
+    def recover(self, signer: Signer, *, wait: float = 10.0) -> RecoveryReport:
+        """Bring the ledger to a clean state after a crash (takes the writer lock)."""
+        self._check_signer(signer)
+        with self.storage.lock(wait=wait):
+            return self._recover_locked(signer)
+
+    def _recover_locked(self, signer: Signer) -> RecoveryReport:
+        self._reload_checkpoint()
+        signed_size = self.size
+        before = self._raw_index().size()
+        added, end, torn = self._catch_up_index(limit=None)
+        if torn:
+            # Crash order: the torn bytes are the unsynced tail of an append that
+            # never reported success (its checkpoint comes after the fsync), so
+            # cutting them loses nothing a user was told was written.
+            self._log.truncate(end)
+        rows = self._raw_index().size()
+        if rows < signed_size:
+            raise CorruptLedgerError(
+                f"{JSONL_KEY} holds {rows} complete rows but the signed checkpoint covers {signed_size}: "
+                "rows were removed; restore the file from a copy"
+            )
+        integrated = 0
+        if rows > signed_size:
+            # Complete rows after the signed size: an append crashed after its
+            # fsync.  They passed validation when indexed above; integrate them.
+            hashes = [merkle.leaf_hash(line) for line in self._lines_from(signed_size, rows)]
+            self._integrate(signed_size, hashes, signer)
+            integrated = rows - signed_size
+        else:
+            self._prune_partials(signed_size)
+        return RecoveryReport(
+            torn_bytes_cut=torn, rows_integrated=integrated, rows_reindexed=added - integrated if added > integrated else 0,
+            size=self.size,
+        )
+
+    def _lines_from(self, start: int, stop: int) -> Iterator[bytes]:
+        e = self._raw_index().at(start)
+        if e is None:
+            raise CorruptLedgerError(f"commit index has no entry for leaf {start}")
+        n = start
+        for line, complete in _chunked_lines(self._log.iter_chunks(e.offset)):
+            if n >= stop or not complete:
+                break
+            yield line
+            n += 1
+
+    def append(
+        self,
+        batch: bytes | Sequence[schema.Row],
+        *,
+        signer: Signer,
+        wait: float = 10.0,
+    ) -> AppendResult:
+        """Validate a batch and append it under a new signed checkpoint.
+
+        ``batch`` is input bytes (one JSON object, a JSON array or JSONL) or rows.
+        Everything is validated before anything is written: on any problem
+        :class:`~kfm_ledger.errors.InputRejected` lists every one (line, field,
+        why) and the ledger is unchanged.  One writer at a time: waits up to
+        ``wait`` seconds for the lock, then raises LockedError.
+        """
+        self._check_signer(signer)
+        if isinstance(batch, (bytes, bytearray, memoryview)):
+            parsed = schema.parse_batch(bytes(batch))
+        else:
+            parsed = schema.parse_rows(batch)
+        if not parsed:
+            raise InputRejected([RowProblem(1, "$", "no rows in the input")])
+        with self.storage.lock(wait=wait):
+            recovery = self._recover_locked(signer)
+            old_size = self.size
+            idx = self._raw_index()
+            problems: list[RowProblem] = []
+            existing = idx.lookup_many([row.lakefs_commit for _, row, _ in parsed])
+            for line_no, row, line in parsed:
+                if row.lakefs_commit in existing:
+                    leaf = existing[row.lakefs_commit]
+                    same = self._entry_at(idx.at(leaf)).line == line  # type: ignore[arg-type]
+                    problems.append(
+                        RowProblem(
+                            line_no,
+                            "$.lakefs_commit",
+                            f"commit {row.lakefs_commit!r} is already in the ledger at index {leaf}"
+                            + (" with identical bytes (was this batch appended before?)" if same else "")
+                            + "; one row per lakeFS commit",
+                        )
+                    )
+            if old_size:
+                last = idx.at(old_size - 1)
+                if last is not None:
+                    last_created = schema.parse_created_at(last.created_at)
+                    line_no, row, _ = parsed[0]
+                    if schema.created_at_datetime(row) < last_created:
+                        problems.append(
+                            RowProblem(
+                                line_no,
+                                "$.created_at",
+                                f"{row.created_at} is earlier than the last row's created_at "
+                                f"{last.created_at} (index {old_size - 1}); created_at never goes backwards",
+                            )
+                        )
+            if problems:
+                problems.sort(key=lambda p: p.line)
+                raise InputRejected(problems)
+
+            offset = self._log.size()
+            payload = b"".join(line + b"\n" for _, _, line in parsed)
+            # Step 1: rows to the JSONL, then fsync.  Crash before the fsync
+            # returns: a torn or missing tail, cut on the next open.  Crash
+            # after: complete uncovered rows, integrated on the next open.
+            self._log.append(payload)
+            self._log.sync()
+            # Step 2: the commit index.  Crash before the commit: the index is
+            # behind and is caught up from its high-water mark on the next open.
+            entries = []
+            pos = offset
+            for i, (_, row, line) in enumerate(parsed):
+                entries.append(IndexedEntry(old_size + i, row.lakefs_commit, pos, len(line), row.created_at))
+                pos += len(line) + 1
+            idx.add(entries, size=old_size + len(parsed), end_offset=pos)
+            # Steps 3-5: tiles, checkpoint, pruning (crash order in _integrate).
+            self._integrate(old_size, [merkle.leaf_hash(line) for _, _, line in parsed], signer)
+            return AppendResult(
+                first_index=old_size,
+                count=len(parsed),
+                checkpoint=self._signed,
+                recovered=recovery.rows_integrated,
+            )
+
+    def _write_tiles(
+        self, old_size: int, leaf_hashes: Iterable[bytes], write: Callable[[str, bytes], None]
+    ) -> tuple[int, bytes, list[tuple[int, int]]]:
+        """Write the tiles for leaves appended after ``old_size``, touching only the right edge.
+
+        A compact range over [0, old_size) is seeded from the stored tiles; each
+        leaf's completed nodes at levels 0, 8, 16, ... are tile hashes
+        (c2sp.org/tlog-tiles: tile-level L holds the roots of 256**L-leaf
+        subtrees).  Returns (new size, new root, the tiles that became full).
+        """
+        reader = self.hash_reader(old_size)
+        peaks = reader.read_node_hashes(merkle.subtree_nodes(0, old_size)) if old_size else []
+        crange = merkle.CompactRange(old_size, peaks)
+        # The right edge: per tile level, the hashes already in its partial tile.
+        buffers: dict[int, list[bytes]] = {}
+        level = 0
+        while (old_size >> (tiles.TILE_HEIGHT * level)) > 0:
+            count = old_size >> (tiles.TILE_HEIGHT * level)
+            width = count % tiles.TILE_WIDTH
+            if width:
+                data = self.read_tile(level, count // tiles.TILE_WIDTH, width)
+                buffers[level] = tiles.hashes_of_tile(data[: width * merkle.HASH_SIZE])
+            level += 1
+        completed: list[tuple[int, int]] = []
+        for leaf in leaf_hashes:
+            for (node_level, node_index), node in crange.append(leaf):
+                if node_level % tiles.TILE_HEIGHT:
+                    continue
+                tile_level = node_level // tiles.TILE_HEIGHT
+                buf = buffers.setdefault(tile_level, [])
+                buf.append(node)
+                if len(buf) == tiles.TILE_WIDTH:
+                    # A full tile.  Crash after: it lies beyond the signed size,
+                    # readers ignore it, and the recovery that integrates its rows
+                    # rewrites the same bytes.
+                    tile_index = node_index // tiles.TILE_WIDTH
+                    write(tiles.tile_path(tile_level, tile_index), b"".join(buf))
+                    completed.append((tile_level, tile_index))
+                    buf.clear()
+        new_size = crange.size
+        for tile_level, buf in sorted(buffers.items()):
+            if buf:
+                # The right-edge partial tile for the new size (immutable too).
+                tile_index = (new_size >> (tiles.TILE_HEIGHT * tile_level)) // tiles.TILE_WIDTH
+                write(tiles.tile_path(tile_level, tile_index, len(buf)), b"".join(buf))
+        return new_size, crange.root(), completed
+
+    def _integrate(self, old_size: int, leaf_hashes: Sequence[bytes], signer: Signer) -> None:
+        """Tile leaves [old_size, old_size + len(leaf_hashes)) and sign the new tree head."""
+        # Step 3: tiles (see _write_tiles for the crash order of each write).
+        new_size, root, completed = self._write_tiles(old_size, leaf_hashes, self.storage.write_once)
+        note = sign_checkpoint(Checkpoint(origin=self.origin, size=new_size, root=root), signer)
+        # Step 4a: keep every signed checkpoint.  Crash after: recovery re-signs
+        # the same body, which gives the same bytes (Ed25519 is deterministic).
+        self.storage.write_once(f"{CHECKPOINTS_PREFIX}{new_size}", note)
+        # Step 4b: publish it.  From here on the rows are in the ledger.
+        self.storage.write_atomic(CHECKPOINT_KEY, note)
+        self._signed = open_checkpoint(note, [self.verifier], origin=self.origin)
+        # Step 5: partial tiles that a full tile now replaces.  Crash before:
+        # harmless leftovers, pruned by the next writer's recovery.
+        for tile_level, tile_index in completed:
+            self._delete_partials(tile_level, tile_index)
+
+    def _delete_partials(self, level: int, index: int) -> None:
+        for key in list(self.storage.list(tiles.tile_path(level, index) + ".p/")):
+            self.storage.delete(key)
+
+    def _prune_partials(self, size: int) -> None:
+        """Delete leftover partials of the last full tile per level (an interrupted step 5)."""
+        level = 0
+        while (size >> (tiles.TILE_HEIGHT * level)) >= tiles.TILE_WIDTH:
+            count = size >> (tiles.TILE_HEIGHT * level)
+            self._delete_partials(level, count // tiles.TILE_WIDTH - 1)
+            level += 1
+
+    def rebuild(self, *, wait: float = 10.0) -> int:
+        """Recreate the commit index and every tile from the JSONL (derived data).
+
+        Does not sign anything: the rebuilt tree must match the signed
+        checkpoint, else :class:`CorruptLedgerError`.  Returns the rows indexed.
+        """
+        with self.storage.lock(wait=wait):
+            self._reload_checkpoint()
+            idx = self._raw_index()
+            idx.reset()
+            added, _, _ = self._catch_up_index(limit=self.size)
+            if added < self.size:
+                raise CorruptLedgerError(
+                    f"{JSONL_KEY} holds {added} complete rows but the signed checkpoint covers {self.size}"
+                )
+            for key in list(self.storage.list("tile/")):
+                if not key.startswith("tile/entries/"):
+                    self.storage.delete(key)
+            lines = self._lines_from(0, self.size) if self.size else iter(())
+            _, root, _ = self._write_tiles(
+                0, (merkle.leaf_hash(line) for line in lines), self.storage.write_atomic
+            )
+            if root != self.root:
+                raise CorruptLedgerError(
+                    f"the tree rebuilt from {JSONL_KEY} has a different root than the signed checkpoint "
+                    f"at size {self.size}: the rows were changed"
+                )
+            return added
+
+
+def load_signer(data: bytes, what: str = SKEY_KEY) -> Signer:
+    """A Signer from a key file's bytes (Go's ``PRIVATE+KEY+...`` text)."""
+    return Signer.from_private_key_text(read_text_key(data, what))
+
+
+def default_ledger_dir() -> Path:
+    """``$KFM_LEDGER`` or the current directory."""
+    return Path(os.environ.get("KFM_LEDGER") or ".")

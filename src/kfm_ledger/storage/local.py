@@ -1,0 +1,203 @@
+"""A ledger in a local directory (the default backend).
+
+Durability follows the POSIX recipe: write a temporary file in the same
+directory, fsync it, rename it over the target, fsync the directory.  The
+writer lock is an ``fcntl.flock`` on ``<dir>/.lock`` (released by the kernel
+if the process dies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import ImmutableObjectError, LockedError, ObjectNotFoundError, StorageError
+
+INDEX_DB_NAME = "index.sqlite"
+LOCK_NAME = ".lock"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalAppendLog:
+    """The JSONL file, opened for appending and positional reads."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        created = not path.exists()
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        if created:
+            _fsync_dir(path.parent)
+
+    def size(self) -> int:
+        return os.fstat(self._fd).st_size
+
+    def append(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self._fd, size)
+        os.fsync(self._fd)
+
+    def read(self, offset: int, length: int) -> bytes:
+        data = os.pread(self._fd, length, offset)
+        if len(data) != length:
+            raise StorageError(
+                f"{self._path}: short read at offset {offset}: wanted {length} bytes, got {len(data)}"
+            )
+        return data
+
+    def iter_chunks(self, offset: int = 0, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        while True:
+            chunk = os.pread(self._fd, chunk_size, offset)
+            if not chunk:
+                return
+            offset += len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class LocalStorage:
+    """Objects as files under one directory."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise StorageError(f"bad storage key {key!r}")
+        return self.root / key
+
+    def describe(self) -> str:
+        return f"local directory {self.root}"
+
+    def read(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise ObjectNotFoundError(key) from None
+        except OSError as e:
+            raise StorageError(f"cannot read {self._path(key)}: {e.strerror}") from e
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def _write(self, key: str, data: bytes, mode: int) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+
+    def write_atomic(self, key: str, data: bytes) -> None:
+        self._write(key, data, 0o644)
+
+    def write_private(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        if path.exists():
+            raise StorageError(f"refusing to overwrite the existing secret {path}")
+        self._write(key, data, 0o600)
+
+    def write_once(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            old = path.read_bytes()
+        except FileNotFoundError:
+            self._write(key, data, 0o644)
+            return
+        if old != data:
+            raise ImmutableObjectError(
+                f"immutable object {key!r} already exists with different bytes "
+                f"({len(old)} bytes stored, {len(data)} bytes offered)"
+            )
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            pass
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix.rstrip("/")) if prefix else self.root
+        if not base.is_dir():
+            return
+        for dirpath, _dirnames, filenames in os.walk(base):
+            for name in filenames:
+                if name.startswith("."):
+                    continue
+                full = Path(dirpath) / name
+                yield full.relative_to(self.root).as_posix()
+
+    def append_log(self, key: str) -> LocalAppendLog:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return LocalAppendLog(path)
+
+    @contextlib.contextmanager
+    def lock(self, *, wait: float = 0.0) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                        raise
+                    if time.monotonic() >= deadline:
+                        raise LockedError(
+                            f"another writer holds the lock on {self.root} "
+                            f"(waited {wait:g} s); try again when it has finished"
+                        ) from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def open_index_db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.root / INDEX_DB_NAME, isolation_level=None)
+
+    def local_path(self, key: str) -> str | None:
+        return str(self._path(key))

@@ -1,0 +1,168 @@
+"""An in-memory backend that enforces the storage contract, for tests.
+
+It can also simulate a crash: after :meth:`crash_at` (N) the N+1-th mutating
+operation raises :class:`SimulatedCrash` *before* it takes effect, and bytes
+appended to the log but not yet synced are lost when :meth:`crash` is called
+(what a power cut does to a page cache).  Tests inject a crash at each write
+step, reopen the ledger and check that it recovers and verifies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from typing import Iterator
+
+from ..errors import ImmutableObjectError, LockedError, ObjectNotFoundError, StorageError
+
+
+class SimulatedCrash(Exception):
+    """Raised by MemoryStorage at the injected crash point (not a KfmError on purpose)."""
+
+
+class MemoryAppendLog:
+    def __init__(self, owner: "MemoryStorage", key: str) -> None:
+        self._owner = owner
+        self._key = key
+
+    @property
+    def _buf(self) -> bytearray:
+        return self._owner._logs.setdefault(self._key, bytearray())
+
+    def size(self) -> int:
+        return len(self._buf)
+
+    def append(self, data: bytes) -> None:
+        self._owner._step(f"append {self._key}")
+        torn = self._owner.tear_next_append
+        if torn is not None:
+            self._owner.tear_next_append = None
+            self._buf.extend(data[:torn])
+            raise SimulatedCrash(f"torn append to {self._key} after {torn} bytes")
+        self._buf.extend(data)
+
+    def sync(self) -> None:
+        self._owner._step(f"sync {self._key}")
+        self._owner._synced[self._key] = len(self._buf)
+
+    def truncate(self, size: int) -> None:
+        self._owner._step(f"truncate {self._key}")
+        del self._buf[size:]
+        self._owner._synced[self._key] = min(self._owner._synced.get(self._key, 0), size)
+
+    def read(self, offset: int, length: int) -> bytes:
+        data = bytes(self._buf[offset : offset + length])
+        if len(data) != length:
+            raise StorageError(f"{self._key}: short read at {offset}")
+        return data
+
+    def iter_chunks(self, offset: int = 0, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        while offset < len(self._buf):
+            chunk = bytes(self._buf[offset : offset + chunk_size])
+            offset += len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        pass
+
+
+class MemoryStorage:
+    """Objects in a dict; the index in a shared in-memory SQLite database."""
+
+    def __init__(self, *, crash_after: int | None = None) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.private_keys: set[str] = set()
+        self._logs: dict[str, bytearray] = {}
+        self._synced: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self.crash_after = crash_after
+        self.tear_next_append: int | None = None
+        self.steps: list[str] = []
+
+    # -- fault injection -------------------------------------------------
+    def crash_at(self, step: int) -> None:
+        """Crash before the ``step``-th mutating operation from now (0 = the next one)."""
+        self.steps.clear()
+        self.crash_after = step
+
+    def _step(self, what: str) -> None:
+        if self.crash_after is not None and len(self.steps) >= self.crash_after:
+            raise SimulatedCrash(f"crash before step {len(self.steps)}: {what}")
+        self.steps.append(what)
+
+    def crash(self) -> None:
+        """Lose every unsynced log byte and the index cache (a machine that lost power)."""
+        for key, buf in self._logs.items():
+            del buf[self._synced.get(key, 0) :]
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self.crash_after = None
+        self.steps.clear()
+
+    # -- Storage ---------------------------------------------------------
+    def describe(self) -> str:
+        return "memory"
+
+    def read(self, key: str) -> bytes:
+        if key in self._logs:
+            return bytes(self._logs[key])
+        try:
+            return self.objects[key]
+        except KeyError:
+            raise ObjectNotFoundError(key) from None
+
+    def exists(self, key: str) -> bool:
+        return key in self.objects or key in self._logs
+
+    def write_atomic(self, key: str, data: bytes) -> None:
+        self._step(f"write {key}")
+        self.objects[key] = bytes(data)
+
+    def write_private(self, key: str, data: bytes) -> None:
+        if key in self.objects:
+            raise StorageError(f"refusing to overwrite the existing secret {key}")
+        self.write_atomic(key, data)
+        self.private_keys.add(key)
+
+    def write_once(self, key: str, data: bytes) -> None:
+        old = self.objects.get(key)
+        if old is None:
+            self._step(f"write {key}")
+            self.objects[key] = bytes(data)
+        elif old != data:
+            raise ImmutableObjectError(f"immutable object {key!r} rewritten with different bytes")
+
+    def delete(self, key: str) -> None:
+        self._step(f"delete {key}")
+        self.objects.pop(key, None)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        return iter([k for k in self.objects if k.startswith(prefix)])
+
+    def append_log(self, key: str) -> MemoryAppendLog:
+        self._logs.setdefault(key, bytearray())
+        return MemoryAppendLog(self, key)
+
+    @contextlib.contextmanager
+    def lock(self, *, wait: float = 0.0) -> Iterator[None]:
+        acquired = self._lock.acquire(timeout=wait) if wait > 0 else self._lock.acquire(blocking=False)
+        if not acquired:
+            raise LockedError("another writer holds the lock on the in-memory ledger")
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def open_index_db(self) -> sqlite3.Connection:
+        # A named shared-cache in-memory database lives while one connection
+        # (the anchor kept here) is open; callers get their own connections.
+        uri = f"file:kfm-memory-{id(self)}?mode=memory&cache=shared"
+        if self._db is None:
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+
+    def local_path(self, key: str) -> str | None:
+        return None

@@ -1,0 +1,325 @@
+"""The ledger: append, lookups, proofs from tiles, invariants, recovery after crashes."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from conftest import ORIGIN, fill, signer_of
+from kfm_ledger import merkle, tiles
+from kfm_ledger.errors import (
+    AmbiguousCommitError,
+    CommitNotFoundError,
+    CorruptLedgerError,
+    IndexOutOfRangeError,
+    InputRejected,
+    KeyFormatError,
+    LedgerExistsError,
+    LockedError,
+)
+from kfm_ledger.ledger import CHECKPOINT_KEY, JSONL_KEY, Ledger
+from kfm_ledger.note import Signer
+from kfm_ledger.sample import sample_jsonl, sample_row, sample_rows
+from kfm_ledger.schema import encode_row
+from kfm_ledger.storage import MemoryStorage, SimulatedCrash
+from kfm_ledger.tlogproof import format_tlog_proof, verify_tlog_proof
+from kfm_ledger.verify import verify_ledger
+
+
+def reference_tree(ledger: Ledger) -> merkle.MemoryTree:
+    return merkle.MemoryTree(merkle.leaf_hash(line) for line in ledger.iter_lines())
+
+
+def snapshot(storage: MemoryStorage) -> tuple[dict[str, bytes], bytes]:
+    return dict(storage.objects), storage.read(JSONL_KEY)
+
+
+def test_init_signs_the_empty_tree(mem_ledger: Ledger) -> None:
+    assert mem_ledger.size == 0
+    assert mem_ledger.root == merkle.EMPTY_ROOT
+    assert mem_ledger.checkpoint_sizes() == [0]
+    with pytest.raises(LedgerExistsError):
+        Ledger.init(mem_ledger.storage, origin=ORIGIN)
+
+
+def test_init_with_a_key_whose_name_is_not_the_origin_is_refused() -> None:
+    with pytest.raises(KeyFormatError, match="origin"):
+        Ledger.init(MemoryStorage(), origin=ORIGIN, signer=Signer.generate("other.example/log"))
+
+
+def test_append_gives_the_rfc9162_root_and_canonical_lines(mem_ledger: Ledger) -> None:
+    fill(mem_ledger, 3, 1, 300)
+    lines = list(mem_ledger.iter_lines())
+    assert len(lines) == mem_ledger.size == 304
+    assert lines == [encode_row(r) for r in sample_rows(304)]
+    assert mem_ledger.root == reference_tree(mem_ledger).root()
+    assert mem_ledger.checkpoint_sizes() == [0, 3, 4, 304]
+
+
+def test_input_in_any_key_order_is_stored_canonically(mem_ledger: Ledger) -> None:
+    import json
+
+    row = json.loads(encode_row(sample_row(0)))
+    shuffled = json.dumps(dict(reversed(list(row.items()))), indent=3).encode()
+    mem_ledger.append(shuffled, signer=signer_of(mem_ledger))
+    assert mem_ledger.entry(0).line == encode_row(sample_row(0))
+
+
+def test_tiles_written_are_exactly_those_of_the_signed_size(mem_ledger: Ledger) -> None:
+    fill(mem_ledger, 255, 1, 1, 600)
+    size = mem_ledger.size
+    stored = {k for k in mem_ledger.storage.objects if k.startswith("tile/")}
+    expected = {tiles.tile_path(l, n, w) for l, n, w in tiles.tiles_for_size(size)}
+    # Full tiles replace their partials; partials of the still-partial tile
+    # from earlier sizes are kept for clients holding older checkpoints.
+    assert expected <= stored
+    for key in stored - expected:
+        level, index, width = tiles.parse_tile_path(key)
+        assert width < tiles.tile_width(level, index, size), key
+
+
+def test_inclusion_proofs_from_tiles_match_the_reference_for_every_leaf(mem_ledger: Ledger) -> None:
+    fill(mem_ledger, 7, 250, 40)
+    tree = reference_tree(mem_ledger)
+    for size in mem_ledger.checkpoint_sizes()[1:]:
+        root = tree.root(size)
+        for index in range(size):
+            proof = mem_ledger.inclusion_proof(index, size)
+            assert proof == merkle.inclusion_proof(index, size, tree)
+            merkle.verify_inclusion(merkle.leaf_hash(mem_ledger.entry(index).line), index, size, proof, root)
+
+
+def test_consistency_proofs_between_every_pair_of_signed_sizes(mem_ledger: Ledger) -> None:
+    fill(mem_ledger, 1, 2, 255, 1, 300)
+    sizes = mem_ledger.checkpoint_sizes()
+    roots = {s: mem_ledger.stored_checkpoint(s).checkpoint.root for s in sizes}
+    for i, old in enumerate(sizes):
+        for new in sizes[i:]:
+            if old == 0:
+                continue
+            proof = mem_ledger.consistency_proof(old, new)
+            merkle.verify_consistency(old, new, roots[old], roots[new], proof)
+
+
+def test_tlog_proof_verifies_offline_and_names_the_checkpoint(mem_ledger: Ledger) -> None:
+    fill(mem_ledger, 20, 5)
+    entry = mem_ledger.get(sample_row(11).lakefs_commit)
+    data = format_tlog_proof(mem_ledger.tlog_proof(entry.index))
+    cp, index = verify_tlog_proof(data, entry.line, [mem_ledger.verifier], origin=ORIGIN)
+    assert (index, cp.size) == (11, 25)
+    old = format_tlog_proof(mem_ledger.tlog_proof(entry.index, 20))
+    assert verify_tlog_proof(old, entry.line, [mem_ledger.verifier])[0].size == 20
+    with pytest.raises(IndexOutOfRangeError, match="never signed a checkpoint for tree size 21"):
+        mem_ledger.tlog_proof(entry.index, 21)
+
+
+def test_get_by_prefix_unknown_and_ambiguous(mem_ledger: Ledger) -> None:
+    fill(mem_ledger, 200)
+    commit = sample_row(42).lakefs_commit
+    assert mem_ledger.get(commit).index == 42
+    assert mem_ledger.get(commit[:12]).index == 42
+    with pytest.raises(CommitNotFoundError):
+        mem_ledger.get("zzzz")
+    # 200 hex ids: some one-digit prefix is shared by several
+    prefix = commit[0]
+    with pytest.raises(AmbiguousCommitError) as e:
+        mem_ledger.get(prefix)
+    assert len(e.value.candidates) > 1
+    assert any(commit in c for c in e.value.candidates) or len(e.value.candidates) == 20
+
+
+def test_bad_batch_writes_nothing_and_names_line_and_field(mem_ledger: Ledger) -> None:
+    fill(mem_ledger, 5)
+    before = snapshot(mem_ledger.storage)
+    good = sample_jsonl(2, start=5).splitlines()
+    bad = good[1].replace(b'"artifact_sha256":"', b'"artifact_sha256":"XYZ')
+    with pytest.raises(InputRejected) as e:
+        mem_ledger.append(good[0] + b"\n" + bad + b"\n", signer=signer_of(mem_ledger))
+    assert [(p.line, p.path) for p in e.value.problems] == [(2, "$.checksums.artifact_sha256")]
+    assert snapshot(mem_ledger.storage) == before
+
+
+def test_one_row_per_commit_across_the_ledger(mem_ledger: Ledger) -> None:
+    fill(mem_ledger, 5)
+    before = snapshot(mem_ledger.storage)
+    import msgspec
+
+    again = encode_row(msgspec.structs.replace(sample_row(3), created_at="2030-01-01T00:00:00Z"))
+    with pytest.raises(InputRejected) as e:
+        mem_ledger.append(sample_jsonl(1, start=5) + again, signer=signer_of(mem_ledger))
+    (problem,) = e.value.problems
+    assert problem.line == 2 and problem.path == "$.lakefs_commit"
+    assert "already in the ledger at index 3" in problem.message
+    assert snapshot(mem_ledger.storage) == before
+
+
+def test_created_at_never_goes_backwards(mem_ledger: Ledger) -> None:
+    fill(mem_ledger, 5)
+    before = snapshot(mem_ledger.storage)
+    older = sample_row(10)
+    import msgspec
+
+    older = msgspec.structs.replace(older, created_at="2024-01-01T00:00:00Z")
+    with pytest.raises(InputRejected) as e:
+        mem_ledger.append(encode_row(older), signer=signer_of(mem_ledger))
+    assert e.value.problems[0].path == "$.created_at"
+    assert "never goes backwards" in e.value.problems[0].message
+    assert snapshot(mem_ledger.storage) == before
+
+
+def test_a_key_that_is_not_the_logs_is_refused(mem_ledger: Ledger) -> None:
+    with pytest.raises(KeyFormatError, match="does not match"):
+        mem_ledger.append(sample_jsonl(1), signer=Signer.generate(ORIGIN))
+    assert mem_ledger.size == 0
+
+
+def test_second_writer_fails_clearly_while_the_lock_is_held(mem_ledger: Ledger) -> None:
+    held = threading.Event()
+    release = threading.Event()
+
+    def holder() -> None:
+        with mem_ledger.storage.lock():
+            held.set()
+            release.wait(5)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(5)
+    try:
+        with pytest.raises(LockedError, match="another writer"):
+            mem_ledger.append(sample_jsonl(1), signer=signer_of(mem_ledger), wait=0.1)
+    finally:
+        release.set()
+        t.join()
+    assert mem_ledger.size == 0
+
+
+def test_two_processes_appending_at_once_never_interleave(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    # Every row has the same created_at, so either process may go first.
+    script = (
+        "import sys, msgspec; from kfm_ledger.ledger import Ledger, load_signer, SKEY_KEY;"
+        "from kfm_ledger.sample import sample_row; from kfm_ledger.schema import encode_row;"
+        "l = Ledger.open(sys.argv[1]); s = load_signer(l.storage.read(SKEY_KEY));"
+        "seed = int(sys.argv[2])\n"
+        "def row(i): return encode_row(msgspec.structs.replace(sample_row(i, seed), created_at='2026-01-01T00:00:00Z'))\n"
+        "for k in range(25): l.append(b'\\n'.join(row(20 * k + j) for j in range(20)), signer=s, wait=60)"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "l"), str(seed)]) for seed in (1, 2)]
+    assert [p.wait(120) for p in procs] == [0, 0]
+    final = Ledger.open(tmp_path / "l")
+    assert final.size == 1000
+    assert verify_ledger(final).ok
+    # Each batch of 20 stayed contiguous: batches start at multiples of 20.
+    commits = [e.row.lakefs_commit for e in final.iter_entries()]
+    for start in range(0, 1000, 20):
+        first = commits[start]
+        seed, i = next((s, i) for s in (1, 2) for i in range(500) if sample_row(i, s).lakefs_commit == first)
+        assert i % 20 == 0
+        assert commits[start : start + 20] == [sample_row(i + j, seed).lakefs_commit for j in range(20)]
+
+
+# ---------------------------------------------------------------- crashes
+
+
+def crash_points() -> int:
+    """How many mutating storage steps one append of 300 rows onto 10 takes."""
+    storage = MemoryStorage()
+    led = Ledger.init(storage, origin=ORIGIN)
+    fill(led, 10)
+    storage.steps.clear()
+    led.append(sample_jsonl(300, start=10), signer=signer_of(led))
+    return len(storage.steps)
+
+
+@pytest.mark.parametrize("step", range(crash_points() + 1))
+def test_crash_at_every_write_step_leaves_a_ledger_that_opens_verifies_and_recovers(step: int) -> None:
+    storage = MemoryStorage()
+    led = Ledger.init(storage, origin=ORIGIN)
+    fill(led, 10)
+    signed_before = storage.read(CHECKPOINT_KEY)
+    storage.crash_at(step)
+    signer = signer_of(led)
+    reported = False
+    try:
+        led.append(sample_jsonl(300, start=10), signer=signer)
+        reported = True
+    except SimulatedCrash:
+        pass
+    storage.crash()  # unsynced bytes and the index cache are gone
+    after = Ledger.open(storage)
+    if reported:
+        assert after.size == 310
+    else:
+        assert storage.read(CHECKPOINT_KEY) in (signed_before, storage.objects.get("checkpoints/310"))
+    report = verify_ledger(after)
+    assert report.ok, report.failures
+    after.recover(signer)
+    assert after.size in (10, 310)
+    # Whatever happened, the next append works and the ledger verifies.
+    nxt = after.size
+    after.append(sample_jsonl(5, start=nxt), signer=signer)
+    assert verify_ledger(after).ok
+    assert after.root == reference_tree(after).root()
+
+
+def test_torn_last_line_is_cut_and_uncovered_rows_are_integrated() -> None:
+    storage = MemoryStorage()
+    led = Ledger.init(storage, origin=ORIGIN)
+    fill(led, 10)
+    signer = signer_of(led)
+    # An append that wrote and synced its rows, then died before the checkpoint.
+    storage.crash_at(2)  # step 0: append, step 1: sync, step 2: the first tile write
+    with pytest.raises(SimulatedCrash):
+        led.append(sample_jsonl(4, start=10), signer=signer)
+    storage.crash()
+    # Then a torn write of a fifth row.
+    storage.tear_next_append = 50
+    with pytest.raises(SimulatedCrash):
+        storage.append_log(JSONL_KEY).append(sample_jsonl(1, start=14))
+    led = Ledger.open(storage)
+    assert led.size == 10
+    report = verify_ledger(led)
+    assert report.ok and report.uncovered_rows == 4 and report.torn_bytes == 50
+    rec = led.recover(signer)
+    assert (rec.torn_bytes_cut, rec.rows_integrated, rec.size) == (50, 4, 14)
+    assert verify_ledger(led).ok
+
+
+def test_an_invalid_row_after_the_checkpoint_stops_the_writer() -> None:
+    storage = MemoryStorage()
+    led = Ledger.init(storage, origin=ORIGIN)
+    fill(led, 3)
+    storage.append_log(JSONL_KEY).append(b'{"not": "a row"}\n')
+    with pytest.raises(CorruptLedgerError, match="line 4"):
+        led.append(sample_jsonl(1, start=3), signer=signer_of(led))
+    assert led.size == 3
+
+
+def test_rebuild_recreates_index_and_tiles(disk_ledger: Ledger) -> None:
+    fill(disk_ledger, 700)
+    root = disk_ledger.storage.root  # type: ignore[attr-defined]
+    tile_bytes = {p: p.read_bytes() for p in (root / "tile").rglob("*") if p.is_file()}
+    import shutil
+
+    shutil.rmtree(root / "tile")
+    (root / "index.sqlite").unlink()
+    led = Ledger.open(root)
+    assert led.rebuild() == 700
+    again = {p: p.read_bytes() for p in (root / "tile").rglob("*") if p.is_file()}
+    assert {p: b for p, b in tile_bytes.items() if p in again} == {p: again[p] for p in tile_bytes if p in again}
+    assert set(again) <= set(tile_bytes)
+    assert verify_ledger(led).ok
+    assert led.get(sample_row(650).lakefs_commit).index == 650
+
+
+def test_private_key_is_mode_0600_and_vkey_is_public(disk_ledger: Ledger) -> None:
+    import stat
+
+    root = disk_ledger.storage.root  # type: ignore[attr-defined]
+    assert stat.S_IMODE((root / "log.key").stat().st_mode) == 0o600
+    assert (root / "log.vkey").read_text().startswith(ORIGIN + "+")
