@@ -1,0 +1,421 @@
+"""Core ledger commands: init, keygen, append, get, prove, verify-proof, verify, checkpoint,
+rebuild, recover, schema, demo."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import EXIT_USAGE, JsonFlag, LedgerDir, emit_json, fail, handle_errors, is_terminal
+
+KeyFile = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--key",
+        envvar="KFM_KEY",
+        help="Signing key file (Go sumdb/note PRIVATE+KEY+... text). Default: $KFM_KEY, else <ledger>/log.key.",
+        show_default=False,
+    ),
+]
+VkeyFile = Annotated[
+    Optional[Path],
+    typer.Option("--vkey", help="Verifier key file (default: <ledger>/log.vkey).", show_default=False),
+]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _open(ledger_dir: Path, vkey: Optional[Path] = None):  # -> Ledger
+    from ..ledger import Ledger, read_text_key
+
+    vkey_text = read_text_key(vkey.read_bytes(), str(vkey)) if vkey else None
+    return Ledger.open(ledger_dir, vkey=vkey_text)
+
+
+def _signer(ledger, key: Optional[Path]):  # -> Signer
+    from ..errors import NotALedgerError, ObjectNotFoundError
+    from ..ledger import SKEY_KEY, load_signer
+
+    if key is not None:
+        try:
+            return load_signer(key.read_bytes(), str(key))
+        except FileNotFoundError:
+            raise NotALedgerError(f"signing key file {key} does not exist") from None
+    try:
+        return load_signer(ledger.storage.read(SKEY_KEY))
+    except ObjectNotFoundError:
+        raise NotALedgerError(
+            f"no signing key: {SKEY_KEY} is not in the ledger; pass --key FILE or set KFM_KEY"
+        ) from None
+
+
+def _checkpoint_json(signed) -> dict[str, object]:
+    cp = signed.checkpoint
+    return {"origin": cp.origin, "size": cp.size, "root": _b64(cp.root), "note": signed.note.decode()}
+
+
+def _write_private_file(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+# ----------------------------------------------------------------- commands
+
+
+@handle_errors
+def init(
+    origin: Annotated[str, typer.Option("--origin", help="The log's origin line; also the key name.")],
+    ledger_dir: LedgerDir = Path("."),
+    key: Annotated[
+        Optional[Path], typer.Option("--key", help="Use this existing signing key instead of generating log.key.")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Create a ledger: empty JSONL, log.vkey, log.key (mode 0600) and the signed size-0 checkpoint."""
+    from ..ledger import Ledger, load_signer
+
+    signer = load_signer(key.read_bytes(), str(key)) if key else None
+    ledger_dir.mkdir(parents=True, exist_ok=True)
+    led = Ledger.init(ledger_dir, origin=origin, signer=signer, store_key=key is None)
+    if json_out:
+        emit_json({"ledger": str(ledger_dir), "vkey": led.verifier.vkey_text(), "checkpoint": _checkpoint_json(led.checkpoint)})
+    else:
+        typer.echo(f"created ledger {ledger_dir} for origin {origin}")
+        typer.echo(f"verifier key: {led.verifier.vkey_text()}")
+        typer.echo("signing key: " + (str(key) if key else f"{ledger_dir / 'log.key'} (mode 0600)"))
+
+
+@handle_errors
+def keygen(
+    name: Annotated[str, typer.Argument(help="Key name (for a log: its origin).")],
+    key_file: Annotated[Path, typer.Option("--key-file", help="Where to write the private key (mode 0600).")] = Path("log.key"),
+    vkey_file: Annotated[Path, typer.Option("--vkey-file", help="Where to write the verifier key.")] = Path("log.vkey"),
+    cosignature: Annotated[
+        bool, typer.Option("--cosignature", help="A witness key for c2sp.org/tlog-cosignature (type 0x04).")
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Generate an Ed25519 key pair in Go's sumdb/note text formats. The private key is never printed."""
+    from ..note import CosignatureSigner, Signer
+
+    signer = CosignatureSigner.generate(name) if cosignature else Signer.generate(name)
+    if key_file.exists():
+        raise fail(f"{key_file} exists; refusing to overwrite a key", EXIT_USAGE)
+    _write_private_file(key_file, signer.private_key_text() + "\n")
+    vkey = signer.verifier().vkey_text()
+    vkey_file.write_text(vkey + "\n")
+    if json_out:
+        emit_json({"name": name, "vkey": vkey, "key_file": str(key_file), "vkey_file": str(vkey_file)})
+    else:
+        typer.echo(f"wrote {key_file} (mode 0600) and {vkey_file}")
+        typer.echo(f"verifier key: {vkey}")
+
+
+@handle_errors
+def append(
+    file: Annotated[str, typer.Argument(help="Input: one JSON object, a JSON array, or JSONL; '-' for stdin.")],
+    ledger_dir: LedgerDir = Path("."),
+    key: KeyFile = None,
+    wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for another writer's lock.")] = 10.0,
+    mirror: Annotated[bool, typer.Option("--mirror", help="Regenerate the Parquet mirror afterwards.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Validate rows and append them under a new signed checkpoint (all or nothing)."""
+    data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    led = _open(ledger_dir)
+    result = led.append(data, signer=_signer(led, key), wait=wait)
+    mirror_info = None
+    if mirror:
+        from ..mirror import write_mirror
+
+        mirror_info = write_mirror(led)
+    cp = result.checkpoint.checkpoint
+    if json_out:
+        out: dict[str, object] = {
+            "appended": result.count,
+            "first_index": result.first_index,
+            "recovered": result.recovered,
+            "checkpoint": _checkpoint_json(result.checkpoint),
+            "mirror": "regenerated" if mirror_info is not None else "stale",
+        }
+        emit_json(out)
+    else:
+        if result.recovered:
+            typer.echo(f"recovered {result.recovered} row(s) left by an interrupted append")
+        typer.echo(
+            f"appended {result.count} row(s) at index {result.first_index}..{result.first_index + result.count - 1}; "
+            f"signed tree size {cp.size}, root {_b64(cp.root)}"
+        )
+        if mirror_info is None:
+            typer.echo("the Parquet mirror is now stale: run `kfm mirror` (or append with --mirror)")
+
+
+@handle_errors
+def get(
+    commit: Annotated[Optional[str], typer.Option("--commit", help="lakeFS commit id or unique prefix.")] = None,
+    index: Annotated[Optional[int], typer.Option("--index", help="Leaf index (0-based).")] = None,
+    ledger_dir: LedgerDir = Path("."),
+    json_out: JsonFlag = False,
+) -> None:
+    """Print a row: its stored canonical line (usable as --entry for verify-proof)."""
+    from ..merkle import leaf_hash
+
+    if (commit is None) == (index is None):
+        raise fail("give exactly one of --commit or --index", EXIT_USAGE)
+    led = _open(ledger_dir)
+    entry = led.get(commit) if commit is not None else led.entry(index)  # type: ignore[arg-type]
+    if json_out:
+        emit_json({"index": entry.index, "leaf_hash": _b64(leaf_hash(entry.line)), "row": json.loads(entry.line)})
+    else:
+        sys.stdout.buffer.write(entry.line + b"\n")
+
+
+@handle_errors
+def prove(
+    commit: Annotated[Optional[str], typer.Option("--commit", help="Inclusion proof for this commit (or unique prefix).")] = None,
+    index: Annotated[Optional[int], typer.Option("--index", help="Inclusion proof for this leaf index.")] = None,
+    size: Annotated[Optional[int], typer.Option("--size", help="Tree size of a signed checkpoint (default: latest).")] = None,
+    from_size: Annotated[Optional[int], typer.Option("--from", help="Consistency proof from this tree size.")] = None,
+    to_size: Annotated[Optional[int], typer.Option("--to", help="Consistency proof to this tree size (default: latest).")] = None,
+    ledger_dir: LedgerDir = Path("."),
+    json_out: JsonFlag = False,
+) -> None:
+    """Inclusion proof as a c2sp.org/tlog-proof, or a consistency proof (one base64 hash a line)."""
+    from ..merkle import leaf_hash
+    from ..tlogproof import format_tlog_proof
+
+    inclusion = commit is not None or index is not None
+    if inclusion == (from_size is not None) or (commit is not None and index is not None):
+        raise fail("give --commit or --index (inclusion), or --from (consistency)", EXIT_USAGE)
+    led = _open(ledger_dir)
+    if inclusion:
+        if to_size is not None:
+            raise fail("--to goes with --from; use --size for an inclusion proof", EXIT_USAGE)
+        entry = led.get(commit) if commit is not None else led.entry(index)  # type: ignore[arg-type]
+        proof = led.tlog_proof(entry.index, size)
+        if json_out:
+            signed = led.stored_checkpoint(size if size is not None else led.size)
+            emit_json(
+                {
+                    "index": entry.index,
+                    "size": signed.checkpoint.size,
+                    "lakefs_commit": entry.row.lakefs_commit,
+                    "leaf_hash": _b64(leaf_hash(entry.line)),
+                    "proof": [_b64(h) for h in proof.hashes],
+                    "checkpoint": _checkpoint_json(signed),
+                    "tlog_proof": format_tlog_proof(proof).decode(),
+                }
+            )
+        else:
+            sys.stdout.buffer.write(format_tlog_proof(proof))
+        return
+    if size is not None:
+        raise fail("--size goes with an inclusion proof; use --to", EXIT_USAGE)
+    new_size = led.size if to_size is None else to_size
+    hashes = led.consistency_proof(from_size, new_size)  # type: ignore[arg-type]
+    if json_out:
+        old = led.stored_checkpoint(from_size) if from_size in led.checkpoint_sizes() else None
+        new = led.stored_checkpoint(new_size) if new_size in led.checkpoint_sizes() else None
+        emit_json(
+            {
+                "old_size": from_size,
+                "new_size": new_size,
+                "old_root": _b64(old.checkpoint.root) if old else None,
+                "new_root": _b64(new.checkpoint.root) if new else None,
+                "proof": [_b64(h) for h in hashes],
+            }
+        )
+    else:
+        for h in hashes:
+            typer.echo(_b64(h))
+
+
+@handle_errors
+def verify_proof(
+    proof_file: Annotated[Path, typer.Argument(metavar="PROOF", help="A c2sp.org/tlog-proof file.")],
+    vkey: Annotated[Path, typer.Option("--vkey", help="The log's verifier key file.")],
+    entry: Annotated[Path, typer.Option("--entry", help="The entry's bytes (one stored line; a final newline is ignored).")],
+    origin: Annotated[Optional[str], typer.Option("--origin", help="Require this origin.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Check a tlog-proof offline: the checkpoint's signature first, then the inclusion path."""
+    from ..ledger import read_text_key
+    from ..note import Verifier
+    from ..tlogproof import verify_tlog_proof
+
+    verifiers = [Verifier.from_vkey(read_text_key(vkey.read_bytes(), str(vkey)))]
+    data = entry.read_bytes()
+    if data.endswith(b"\n"):
+        data = data[:-1]
+    checkpoint, index = verify_tlog_proof(proof_file.read_bytes(), data, verifiers, origin=origin)
+    if json_out:
+        emit_json({"ok": True, "origin": checkpoint.origin, "index": index, "size": checkpoint.size, "root": _b64(checkpoint.root)})
+    else:
+        typer.echo(
+            f"OK: entry is leaf {index} of {checkpoint.origin} at tree size {checkpoint.size} "
+            f"(root {_b64(checkpoint.root)}), signature and path verified"
+        )
+
+
+@handle_errors
+def verify(
+    ledger_dir: LedgerDir = Path("."),
+    since: Annotated[
+        Optional[Path], typer.Option("--since", help="A checkpoint saved earlier: prove the ledger extends it.")
+    ] = None,
+    vkey: VkeyFile = None,
+    no_mirror: Annotated[bool, typer.Option("--no-mirror", help="Skip the Parquet mirror check.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Verify the whole ledger in one streaming pass; exit 0 only when everything holds."""
+    from ..verify import verify_ledger
+
+    led = _open(ledger_dir, vkey)
+    progress = None
+    if is_terminal() and not json_out:
+        def progress(done: int, total: int) -> None:
+            pct = 100 * done // total if total else 100
+            sys.stderr.write(f"\rverifying: {pct:3d}% of {total:,} bytes")
+            if done >= total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+    report = verify_ledger(
+        led, since=since.read_bytes() if since else None, check_mirror=not no_mirror, progress=progress
+    )
+    if json_out:
+        emit_json(report.to_json())
+    else:
+        for f in report.failures:
+            typer.echo(f"FAIL {f}", err=True)
+        if report.failures_truncated:
+            typer.echo(f"FAIL ... and {report.failures_truncated} more", err=True)
+        for note in report.notes:
+            typer.echo(f"note: {note}")
+        status = "OK" if report.ok else f"FAILED ({len(report.failures) + report.failures_truncated} problem(s))"
+        typer.echo(
+            f"{status}: {report.rows_checked} rows, {report.checkpoints_checked} signed checkpoints, "
+            f"{report.tiles_checked} tiles checked; tree size {report.size}, root {_b64(report.root)}"
+            + (", mirror checked" if report.mirror_checked else "")
+        )
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@handle_errors
+def checkpoint(
+    ledger_dir: LedgerDir = Path("."),
+    size: Annotated[Optional[int], typer.Option("--size", help="A stored checkpoint's tree size.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Print the latest signed checkpoint (save it for `kfm verify --since`)."""
+    led = _open(ledger_dir)
+    signed = led.stored_checkpoint(led.size if size is None else size)
+    if json_out:
+        emit_json(_checkpoint_json(signed))
+    else:
+        sys.stdout.buffer.write(signed.note)
+
+
+@handle_errors
+def rebuild(ledger_dir: LedgerDir = Path("."), json_out: JsonFlag = False) -> None:
+    """Recreate the commit index and every tile from the JSONL; they must match the signed checkpoint."""
+    led = _open(ledger_dir)
+    rows = led.rebuild()
+    if json_out:
+        emit_json({"rows": rows, "size": led.size, "root": _b64(led.root)})
+    else:
+        typer.echo(f"rebuilt the index and tiles from {rows} rows; root matches the signed checkpoint")
+
+
+@handle_errors
+def recover(ledger_dir: LedgerDir = Path("."), key: KeyFile = None, json_out: JsonFlag = False) -> None:
+    """Repair after a crash: cut a torn last line, integrate complete rows not yet signed."""
+    led = _open(ledger_dir)
+    report = led.recover(_signer(led, key))
+    if json_out:
+        emit_json({"torn_bytes_cut": report.torn_bytes_cut, "rows_integrated": report.rows_integrated, "size": report.size})
+    else:
+        typer.echo(
+            f"recovered: cut {report.torn_bytes_cut} torn byte(s), integrated {report.rows_integrated} row(s); "
+            f"signed tree size {report.size}"
+        )
+
+
+def schema_cmd() -> None:
+    """Print the row's JSON Schema."""
+    from ..schema import row_json_schema
+
+    emit_json(row_json_schema())
+
+
+@handle_errors
+def demo(
+    directory: Annotated[
+        Optional[Path], typer.Argument(help="Where to create the demo ledger (default: a new temporary directory).")
+    ] = None,
+    rows: Annotated[int, typer.Option("--rows", help="Sample rows to append (in two batches).")] = 100,
+) -> None:
+    """Create a ledger, append sample rows, prove and verify, and say what happened."""
+    from ..ledger import Ledger, SKEY_KEY, load_signer
+    from ..merkle import verify_consistency
+    from ..sample import sample_jsonl
+    from ..tlogproof import format_tlog_proof, verify_tlog_proof
+    from ..verify import verify_ledger
+
+    where = directory or Path(tempfile.mkdtemp(prefix="kfm-demo-"))
+    where.mkdir(parents=True, exist_ok=True)
+    led = Ledger.init(where, origin="demo.kfm.example/rollback-index")
+    signer = load_signer(led.storage.read(SKEY_KEY))
+    typer.echo(f"1. created ledger {where} (origin {led.origin}); key {where / 'log.key'} is mode 0600")
+    first = max(1, rows // 2)
+    r1 = led.append(sample_jsonl(first), signer=signer)
+    typer.echo(f"2. appended {r1.count} rows; signed checkpoint size {led.size} root {_b64(led.root)}")
+    old_size, old_root = led.size, led.root
+    if rows - first:
+        r2 = led.append(sample_jsonl(rows - first, start=first), signer=signer)
+        typer.echo(f"3. appended {r2.count} more rows; signed checkpoint size {led.size}")
+    entry = led.entry(led.size // 2)
+    proof = format_tlog_proof(led.tlog_proof(entry.index))
+    (where / "proof.tlog").write_bytes(proof)
+    (where / "entry.json").write_bytes(entry.line + b"\n")
+    cp, idx = verify_tlog_proof(proof, entry.line, [led.verifier])
+    typer.echo(
+        f"4. inclusion proof for commit {entry.row.lakefs_commit[:12]}... (index {idx}) verified offline "
+        f"against the signed checkpoint; saved as {where / 'proof.tlog'}"
+    )
+    verify_consistency(old_size, led.size, old_root, led.root, led.consistency_proof(old_size))
+    typer.echo(f"5. consistency proof {old_size} -> {led.size} verified: the log only grew")
+    report = verify_ledger(led)
+    typer.echo(
+        f"6. kfm verify: {'OK' if report.ok else 'FAILED'} ({report.rows_checked} rows, "
+        f"{report.checkpoints_checked} checkpoints, {report.tiles_checked} tiles)"
+    )
+    typer.echo(f"try: kfm get --ledger {where} --commit {entry.row.lakefs_commit[:10]}")
+    typer.echo(f"     kfm verify-proof {where / 'proof.tlog'} --vkey {where / 'log.vkey'} --entry {where / 'entry.json'}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.command("keygen")(keygen)
+    app.command("append")(append)
+    app.command("get")(get)
+    app.command("prove")(prove)
+    app.command("verify-proof")(verify_proof)
+    app.command("verify")(verify)
+    app.command("checkpoint")(checkpoint)
+    app.command("rebuild")(rebuild)
+    app.command("recover")(recover)
+    app.command("schema")(schema_cmd)
+    app.command("demo")(demo)
