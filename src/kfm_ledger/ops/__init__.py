@@ -1,0 +1,1 @@
+"""Reliability engineer operations over the ledger (rollback, diff, impact, energy, lineage, query)."""
