@@ -383,7 +383,8 @@ def parse_created_at(text: str) -> datetime.datetime:
     not a real date and time.
     """
     if not isinstance(text, str) or _TIMESTAMP_RE.search(text) is None:
-        raise SchemaError("$.created_at", f"expected {_STRING_RULES['created_at'].expected}, found {_show(text)}")
+        expected = _STRING_RULES["created_at"].expected
+        raise SchemaError("$.created_at", f"expected {expected}, found {_show(text)}")
     return _timestamp_to_datetime(text)
 
 
@@ -505,10 +506,8 @@ def _decode_and_encode(raw: bytes) -> tuple[Row, bytes, datetime.datetime]:
         row = _ROW_DECODER.decode(raw)
     except msgspec.ValidationError as e:
         raise _friendly_validation_error(str(e), raw) from None
-    except msgspec.DecodeError as e:
-        raise SchemaError("$", f"invalid JSON: {_lower_first(str(e))}") from None
-    except UnicodeDecodeError as e:
-        raise SchemaError("$", f"invalid UTF-8 at byte {e.start}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
+        raise SchemaError("$", _syntax_message(raw, e)[1]) from None
     energy = row.energy_carbon
     if _ROW_SHAPE(_joined(row)) is None or not (energy.kwh >= 0 and energy.co2e_kg >= 0):
         raise _diagnose(raw)
@@ -670,8 +669,8 @@ def parse_batch(data: bytes | str) -> list[tuple[int, Row, bytes]]:
     items: list[tuple[int, bytes]]
     if raw[start] == ord("["):
         items = _array_items(raw, start, problems)
-    elif raw[start] == ord("{") and _is_single_value(raw, start):
-        items = [(_line_of_byte(raw, start), raw[start:])]
+    elif raw[start] == ord("{") and _is_one_object(raw, start):
+        items = _single_item(raw, start, problems)
     else:
         items = _jsonl_items(raw, bom)
     rows = _validate_items(items, problems)
@@ -762,20 +761,36 @@ def _line_of_byte(raw: bytes, offset: int) -> int:
 _BYTE_OFFSET = re.compile(r"\(byte (\d+)\)")
 
 
-def _syntax_problem(raw: bytes, base: int, error: Exception) -> RowProblem:
-    """A RowProblem for malformed JSON; msgspec's "(byte N)" (relative to ``base``) gives the line."""
+def _syntax_message(raw: bytes, error: Exception) -> tuple[int, str]:
+    """(byte offset, message) for malformed JSON or bad UTF-8 in ``raw`` (error path only)."""
     if isinstance(error, UnicodeDecodeError):
-        offset = base + error.start
-        text = f"invalid UTF-8 at byte {offset}"
+        # msgspec's offset is inside the string being decoded; find the real one.
+        try:
+            raw.decode("utf-8")
+            offset = len(raw)
+        except UnicodeDecodeError as e:
+            offset = e.start
+        return offset, f"invalid UTF-8 at byte {offset}"
+    text = str(error)
+    text = text.removeprefix("JSON is malformed: ")
+    m = _BYTE_OFFSET.search(text)
+    offset = int(m.group(1)) if m else len(raw)
+    return offset, f"invalid JSON: {_lower_first(text)}"
+
+
+def _syntax_problem(raw: bytes, start: int, error: Exception) -> RowProblem:
+    """A RowProblem for malformed input that starts at ``raw[start]``, on the line of the fault."""
+    offset, message = _syntax_message(raw[start:], error)
+    # Offsets in the message count from the start of the whole input.
+    if isinstance(error, UnicodeDecodeError):
+        message = f"invalid UTF-8 at byte {start + offset}"
     else:
-        text = str(error)
-        m = _BYTE_OFFSET.search(text)
-        offset = base + int(m.group(1)) if m else len(raw)
-    return RowProblem(_line_of_byte(raw, offset), "$", f"invalid JSON: {_lower_first(text)}")
+        message = _BYTE_OFFSET.sub(f"(byte {start + offset})", message, count=1)
+    return RowProblem(_line_of_byte(raw, start + offset), "$", message)
 
 
-def _is_single_value(raw: bytes, start: int) -> bool:
-    """Is the input from ``start`` (a '{') one JSON object, possibly over many lines, not JSONL?"""
+def _is_one_object(raw: bytes, start: int) -> bool:
+    """Is the input from ``start`` (a '{') one JSON object, possibly over many lines (not JSONL)?"""
     try:
         _RAW_DECODER.decode(memoryview(raw)[start:])
         return True
@@ -789,6 +804,16 @@ def _is_single_value(raw: bytes, start: int) -> bool:
     end = raw.find(b"\n", start)
     first_line = raw[start:] if end < 0 else raw[start:end]
     return first_line.strip(_SPACE) == b"{"
+
+
+def _single_item(raw: bytes, start: int, problems: list[RowProblem]) -> list[tuple[int, bytes]]:
+    """The one object from ``start``, or a problem on the line of its syntax error."""
+    try:
+        _RAW_DECODER.decode(memoryview(raw)[start:])
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
+        problems.append(_syntax_problem(raw, start, e))
+        return []
+    return [(_line_of_byte(raw, start), raw[start:])]
 
 
 def _jsonl_items(raw: bytes, bom: int) -> list[tuple[int, bytes]]:
