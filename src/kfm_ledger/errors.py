@@ -33,7 +33,7 @@ class KfmError(Exception):
 class RowProblem:
     """One problem with one input row: ``line 3: $.checksums.artifact_sha256: ...``."""
 
-    line: int  #: 1-based line (JSONL) or element number (JSON array) in the input
+    line: int  #: 1-based line of the input where the row starts (a JSONL line, or where the object / array element begins)
     path: str  #: JSON path of the field, ``$`` for the whole row
     message: str
 
