@@ -238,16 +238,18 @@ def verify_ledger(
     def flush_commits() -> None:
         if not pending:
             return
-        for commit, leaf in pending:
-            try:
-                seen.execute("INSERT INTO c VALUES (?, ?)", (commit, leaf))
-            except sqlite3.IntegrityError:
+        before = seen.total_changes
+        seen.executemany("INSERT OR IGNORE INTO c VALUES (?, ?)", pending)
+        if seen.total_changes - before != len(pending):
+            # Some commit was seen before: find which, row by row (rare).
+            for commit, leaf in pending:
                 first = seen.execute("SELECT line FROM c WHERE commit_id = ?", (commit,)).fetchone()[0]
-                report.fail(
-                    f"line {leaf + 1}",
-                    f"$.lakefs_commit: {commit!r} already appears at line {first + 1} (one row per lakeFS commit)",
-                    limit,
-                )
+                if first != leaf:
+                    report.fail(
+                        f"line {leaf + 1}",
+                        f"$.lakefs_commit: {commit!r} already appears at line {first + 1} (one row per lakeFS commit)",
+                        limit,
+                    )
         if index is not None:
             signed = [(c, leaf) for c, leaf in pending if leaf < ledger.size]
             found = index.lookup_many([c for c, _ in signed])
