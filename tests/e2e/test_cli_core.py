@@ -251,3 +251,16 @@ def test_real_process_demo_and_help(tmp_path: Path) -> None:
         capture_output=True, text=True, env=env,
     )
     assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stderr
+
+
+def test_demo_json_reports_every_step(tmp_path: Path) -> None:
+    r = kfm("demo", str(tmp_path / "d"), "--rows", "9", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert (out["size"], out["consistency"]) == (9, {"old_size": 4, "new_size": 9, "verified": True})
+    assert out["verify"]["ok"] and out["verify"]["rows_checked"] == 9
+    assert len(out["steps"]) == 6 and out["proven_index"] == 4
+    assert Path(out["proof_file"]).read_bytes().startswith(b"c2sp.org/tlog-proof@v1\nindex 4\n")
+    again = kfm("demo", str(tmp_path / "d"))
+    assert again.exit_code == 1 and "already exists" in again.stderr
+    assert kfm("demo", "--rows", "1").exit_code == 2

@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -363,46 +362,20 @@ def demo(
     directory: Annotated[
         Optional[Path], typer.Argument(help="Where to create the demo ledger (default: a new temporary directory).")
     ] = None,
-    rows: Annotated[int, typer.Option("--rows", help="Sample rows to append (in two batches).")] = 100,
+    rows: Annotated[int, typer.Option("--rows", min=2, help="Sample rows to append (in two batches).")] = 100,
+    json_out: JsonFlag = False,
 ) -> None:
     """Create a ledger, append sample rows, prove and verify, and say what happened."""
-    from ..ledger import Ledger, SKEY_KEY, load_signer
-    from ..merkle import verify_consistency
-    from ..sample import sample_jsonl
-    from ..tlogproof import format_tlog_proof, verify_tlog_proof
-    from ..verify import verify_ledger
+    from ..demo import run_demo
 
-    where = directory or Path(tempfile.mkdtemp(prefix="kfm-demo-"))
-    where.mkdir(parents=True, exist_ok=True)
-    led = Ledger.init(where, origin="demo.kfm.example/rollback-index")
-    signer = load_signer(led.storage.read(SKEY_KEY))
-    typer.echo(f"1. created ledger {where} (origin {led.origin}); key {where / 'log.key'} is mode 0600")
-    first = max(1, rows // 2)
-    r1 = led.append(sample_jsonl(first), signer=signer)
-    typer.echo(f"2. appended {r1.count} rows; signed checkpoint size {led.size} root {_b64(led.root)}")
-    old_size, old_root = led.size, led.root
-    if rows - first:
-        r2 = led.append(sample_jsonl(rows - first, start=first), signer=signer)
-        typer.echo(f"3. appended {r2.count} more rows; signed checkpoint size {led.size}")
-    entry = led.entry(led.size // 2)
-    proof = format_tlog_proof(led.tlog_proof(entry.index))
-    (where / "proof.tlog").write_bytes(proof)
-    (where / "entry.json").write_bytes(entry.line + b"\n")
-    cp, idx = verify_tlog_proof(proof, entry.line, [led.verifier])
-    typer.echo(
-        f"4. inclusion proof for commit {entry.row.lakefs_commit[:12]}... (index {idx}) verified offline "
-        f"against the signed checkpoint; saved as {where / 'proof.tlog'}"
-    )
-    verify_consistency(old_size, led.size, old_root, led.root, led.consistency_proof(old_size))
-    typer.echo(f"5. consistency proof {old_size} -> {led.size} verified: the log only grew")
-    report = verify_ledger(led)
-    typer.echo(
-        f"6. kfm verify: {'OK' if report.ok else 'FAILED'} ({report.rows_checked} rows, "
-        f"{report.checkpoints_checked} checkpoints, {report.tiles_checked} tiles)"
-    )
-    typer.echo(f"try: kfm get --ledger {where} --commit {entry.row.lakefs_commit[:10]}")
-    typer.echo(f"     kfm verify-proof {where / 'proof.tlog'} --vkey {where / 'log.vkey'} --entry {where / 'entry.json'}")
-    if not report.ok:
+    result = run_demo(directory, rows=rows, say=(lambda _: None) if json_out else typer.echo)
+    if json_out:
+        emit_json(result.to_json())
+    else:
+        where = result.ledger
+        typer.echo(f"try: kfm get --ledger {where} --commit {result.proven_commit[:10]}")
+        typer.echo(f"     kfm verify-proof {result.proof_file} --vkey {where / 'log.vkey'} --entry {result.entry_file}")
+    if not result.report.ok:
         raise typer.Exit(1)
 
 
