@@ -173,6 +173,18 @@ class CorruptLedgerError(VerificationError):
     """Stored bytes contradict each other (tiles vs rows, checkpoint vs tree)."""
 
 
+class MissingExtraError(KfmError):
+    """An optional dependency is not installed; the message names the pip extra."""
+
+    def __init__(self, module: str, extra: str, what: str) -> None:
+        self.module = module
+        self.extra = extra
+        super().__init__(
+            f"{what} needs the Python package {module!r}, which is not installed: "
+            f"pip install 'kfm-ledger[{extra}]'"
+        )
+
+
 class StorageError(KfmError):
     """The storage backend failed (I/O error, missing object)."""
 

@@ -1,0 +1,203 @@
+"""Analytics commands: mirror, query, report energy, impact (docs/analytics.md).
+
+Thin: each command opens the ledger, calls one function of :mod:`kfm_ledger.mirror` or
+``kfm_ledger.ops`` and prints its text, CSV or ``--json`` rendering.  Those modules (and
+pyarrow, DuckDB, matplotlib) are imported inside the commands.
+
+Exit codes: 0 ok; 1 mirror missing/stale/modified (``--check``, ``query``), unknown or
+ambiguous commit, query failed, optional dependency missing, ledger error; 2 usage error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import EXIT_FAILED, EXIT_USAGE, JsonFlag, LedgerDir, emit_json, fail, handle_errors
+
+CsvFlag = Annotated[bool, typer.Option("--csv", help="Print CSV (with a header line) instead of a table.")]
+
+
+def _open(ledger_dir: Path):  # -> Ledger
+    from ..ledger import Ledger
+
+    return Ledger.open(ledger_dir)
+
+
+def _emit_large_json(value: object) -> None:
+    """:func:`emit_json` for results that may be large (query rows, impact trees): the same
+    indented JSON, encoded by msgspec in C."""
+    import sys
+
+    import msgspec
+
+    out = msgspec.json.format(msgspec.json.encode(value), indent=2) + b"\n"
+    sys.stdout.flush()
+    sys.stdout.buffer.write(out)
+    sys.stdout.buffer.flush()
+
+
+def _one_format(csv_out: bool, json_out: bool) -> None:
+    if csv_out and json_out:
+        raise fail("--csv and --json cannot be used together", EXIT_USAGE)
+
+
+@handle_errors
+def mirror(
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Only check the mirror against a regeneration; exit 1 when it drifted."),
+    ] = False,
+    ledger_dir: LedgerDir = Path("."),
+    json_out: JsonFlag = False,
+) -> None:
+    """Regenerate the Parquet mirror rollback-index.parquet (or --check it)."""
+    from ..mirror import check_mirror, write_mirror
+
+    led = _open(ledger_dir)
+    try:
+        if check:
+            status = check_mirror(led)
+            if json_out:
+                emit_json(status.to_json())
+            elif status.ok:
+                typer.echo(status.render_text())
+            else:
+                typer.echo(f"kfm: error: {status.render_text()}", err=True)
+            if not status.ok:
+                raise typer.Exit(EXIT_FAILED)
+            return
+        info = write_mirror(led)
+    finally:
+        led.close()
+    if json_out:
+        emit_json(info.to_json())
+    else:
+        typer.echo(info.render_text())
+
+
+@handle_errors
+def query(
+    sql: Annotated[str, typer.Argument(help="SQL over the table rollback_index (DuckDB dialect).", show_default=False)],
+    ledger_dir: LedgerDir = Path("."),
+    csv_out: CsvFlag = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Run a read-only SQL audit over the Parquet mirror (table rollback_index)."""
+    from ..ops.query import run_query
+
+    _one_format(csv_out, json_out)
+    led = _open(ledger_dir)
+    try:
+        result = run_query(led, sql)
+    finally:
+        led.close()
+    if json_out:
+        _emit_large_json(result.to_json())
+    elif csv_out:
+        typer.echo(result.render_csv(), nl=False)
+    else:
+        typer.echo(result.render_text())
+
+
+report_app = typer.Typer(name="report", help="Reports over the ledger.", no_args_is_help=True)
+
+
+@handle_errors
+def energy(
+    ledger_dir: LedgerDir = Path("."),
+    csv_out: CsvFlag = False,
+    json_out: JsonFlag = False,
+    plot: Annotated[
+        Optional[Path],
+        typer.Option("--plot", help="Also draw the monthly chart to this PNG file (needs matplotlib: the extra 'plot')."),
+    ] = None,
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            help="Where to read rows: auto (the mirror when current, else the JSONL), mirror, jsonl.",
+        ),
+    ] = "auto",
+) -> None:
+    """kWh and CO2e by producer, by month (UTC) and by branch, with totals and a trend."""
+    from ..ops.energy import energy_report, plot_energy
+
+    _one_format(csv_out, json_out)
+    if source not in ("auto", "mirror", "jsonl"):
+        raise fail(f"--source must be auto, mirror or jsonl, not {source!r}", EXIT_USAGE)
+    led = _open(ledger_dir)
+    try:
+        report = energy_report(led, source=source)  # type: ignore[arg-type]
+    finally:
+        led.close()
+    if plot is not None:
+        png = plot_energy(report)
+        try:
+            plot.write_bytes(png)
+        except OSError as e:
+            raise fail(f"cannot write the plot to {plot}: {e.strerror}") from None
+    if json_out:
+        emit_json(report.to_json())
+    elif csv_out:
+        typer.echo(report.render_csv(), nl=False)
+    else:
+        typer.echo(report.render_text())
+    if plot is not None:
+        typer.echo(f"plot written to {plot}", err=json_out or csv_out)
+
+
+@handle_errors
+def impact(
+    commit: Annotated[
+        Optional[str],
+        typer.Option("--commit", help="lakeFS commit id (or unique prefix): what depends on what it introduced.", show_default=False),
+    ] = None,
+    model: Annotated[
+        Optional[str], typer.Option("--model", help="NAME or NAME@VERSION: entries using this model (version).", show_default=False)
+    ] = None,
+    config: Annotated[
+        Optional[str], typer.Option("--config", help="PATH or PATH@SHA256: entries using this config (hash).", show_default=False)
+    ] = None,
+    dataset: Annotated[
+        Optional[str],
+        typer.Option("--dataset", help="STAC_URI or STAC_URI@LAKEFS_REF: entries using this data snapshot.", show_default=False),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", help="Entries shown per producer in the text tree (0: all).")
+    ] = 50,
+    ledger_dir: LedgerDir = Path("."),
+    json_out: JsonFlag = False,
+) -> None:
+    """The tree of dependent pipelines: later entries, by producer, that use what an entry introduced."""
+    from ..ops.impact import impact_of_artifact, impact_of_entry, parse_selector
+
+    given = [(k, v) for k, v in (("commit", commit), ("model", model), ("config", config), ("dataset", dataset)) if v is not None]
+    if len(given) != 1:
+        raise fail("give exactly one of --commit, --model, --config, --dataset", EXIT_USAGE)
+    if limit < 0:
+        raise fail("--limit must be >= 0", EXIT_USAGE)
+    kind, value = given[0]
+    selector = None if kind == "commit" else parse_selector(kind, value)  # type: ignore[arg-type]
+    led = _open(ledger_dir)
+    try:
+        if selector is None:
+            report = impact_of_entry(led, led.get(value))
+        else:
+            report = impact_of_artifact(led, selector)
+    finally:
+        led.close()
+    if json_out:
+        _emit_large_json(report.to_json())
+    else:
+        typer.echo(report.render_text(limit=limit))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("mirror")(mirror)
+    app.command("query")(query)
+    app.command("impact")(impact)
+    report_app.command("energy")(energy)
+    app.add_typer(report_app, name="report")

@@ -1,0 +1,461 @@
+"""`kfm report energy`: energy (kWh) and carbon (kg CO2e) by producer, month and branch.
+
+Every signed row carries ``energy_carbon {kwh, co2e_kg}`` (spec: "Energy & carbon
+telemetry required").  The report groups them:
+
+* **by producer** and **by branch** (``lakefs_branch``): sorted by CO2e, largest first,
+  then by name;
+* **by month**: the UTC calendar month of ``created_at`` (``YYYY-MM``), every month from
+  the first to the last row's, months without rows included with zeros; each month
+  also has its **month-over-month change** against the previous calendar month
+  (absolute, and in percent of the previous month; ``None`` for the first month and when
+  the previous month is 0);
+* **totals**, and the **trend**: the ordinary least-squares slope of the monthly totals
+  against the month number (0, 1, 2, ...), in kWh per month and kg CO2e per month
+  (``None`` with fewer than two months).
+
+**Exact sums.**  Sums are computed with :func:`math.fsum` (exactly rounded, so they do
+not depend on row order or on where the rows were read from) and then rounded to
+:data:`DECIMALS` decimal places, as are slopes and changes.
+
+**Where the rows come from** (``source``): ``"mirror"`` reads four columns of the Parquet
+mirror (fast: well under a second at 1M rows), ``"jsonl"`` streams the signed JSONL lines
+and decodes only the needed fields with msgspec, ``"auto"`` (the default) uses the mirror
+when its footer names the ledger's current checkpoint and the JSONL otherwise.  Both give
+identical reports.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Literal, Sequence
+
+import msgspec
+
+from ..errors import KfmError
+from ..ledger import MIRROR_KEY, Ledger
+
+__all__ = [
+    "DECIMALS",
+    "ENERGY_FORMAT",
+    "EnergyGroup",
+    "EnergyReport",
+    "EnergySourceError",
+    "MonthEnergy",
+    "Trend",
+    "cells_from_jsonl",
+    "cells_from_mirror",
+    "energy_report",
+    "plot_energy",
+    "summarize",
+]
+
+#: The ``format`` field of ``kfm report energy --json``.
+ENERGY_FORMAT = "kfm.energy/v1"
+#: Decimal places kept in sums, changes and slopes.
+DECIMALS = 9
+
+Source = Literal["auto", "mirror", "jsonl"]
+
+
+class EnergySourceError(KfmError):
+    """``source="mirror"`` was asked for but the mirror is not current."""
+
+
+@dataclass(frozen=True)
+class EnergyGroup:
+    """Totals of one group (a producer, a branch)."""
+
+    key: str
+    rows: int
+    kwh: float
+    co2e_kg: float
+
+    def to_json(self, key_name: str) -> dict[str, Any]:
+        return {key_name: self.key, "rows": self.rows, "kwh": self.kwh, "co2e_kg": self.co2e_kg}
+
+
+@dataclass(frozen=True)
+class MonthEnergy:
+    """Totals of one UTC calendar month and the change from the month before."""
+
+    month: str  #: ``YYYY-MM``
+    rows: int
+    kwh: float
+    co2e_kg: float
+    kwh_change: float | None
+    kwh_change_pct: float | None
+    co2e_kg_change: float | None
+    co2e_kg_change_pct: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "month": self.month,
+            "rows": self.rows,
+            "kwh": self.kwh,
+            "co2e_kg": self.co2e_kg,
+            "kwh_change": self.kwh_change,
+            "kwh_change_pct": self.kwh_change_pct,
+            "co2e_kg_change": self.co2e_kg_change,
+            "co2e_kg_change_pct": self.co2e_kg_change_pct,
+        }
+
+
+@dataclass(frozen=True)
+class Trend:
+    """Least-squares slopes of the monthly totals (per calendar month)."""
+
+    months: int
+    kwh_per_month: float | None
+    co2e_kg_per_month: float | None
+    method: str = "ordinary least squares over calendar months (months without rows count as 0)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "months": self.months,
+            "kwh_slope_per_month": self.kwh_per_month,
+            "co2e_kg_slope_per_month": self.co2e_kg_per_month,
+            "method": self.method,
+        }
+
+
+@dataclass(frozen=True)
+class EnergyReport:
+    """The energy and carbon report of the first ``tree_size`` rows (see the module doc)."""
+
+    tree_size: int
+    root: bytes
+    source: str  #: "mirror" or "jsonl"
+    rows: int
+    total_kwh: float
+    total_co2e_kg: float
+    by_producer: tuple[EnergyGroup, ...]
+    by_month: tuple[MonthEnergy, ...]
+    by_branch: tuple[EnergyGroup, ...]
+    trend: Trend
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": ENERGY_FORMAT,
+            "tree_size": self.tree_size,
+            "root": base64.b64encode(self.root).decode(),
+            "source": self.source,
+            "totals": {"rows": self.rows, "kwh": self.total_kwh, "co2e_kg": self.total_co2e_kg},
+            "by_producer": [g.to_json("producer") for g in self.by_producer],
+            "by_month": [m.to_json() for m in self.by_month],
+            "by_branch": [g.to_json("branch") for g in self.by_branch],
+            "trend": self.trend.to_json(),
+        }
+
+    def render_csv(self) -> str:
+        """One CSV table: ``section,key,rows,kwh,co2e_kg,kwh_change,kwh_change_pct,co2e_kg_change,
+        co2e_kg_change_pct``; sections ``producer``, ``month``, ``branch``, ``total``, ``trend``
+        (the trend row holds the slopes in the kwh and co2e_kg columns)."""
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(["section", "key", "rows", "kwh", "co2e_kg", "kwh_change", "kwh_change_pct",
+                    "co2e_kg_change", "co2e_kg_change_pct"])
+        cell = lambda v: "" if v is None else repr(v) if isinstance(v, float) else str(v)  # noqa: E731
+        for g in self.by_producer:
+            w.writerow(["producer", g.key, g.rows, cell(g.kwh), cell(g.co2e_kg), "", "", "", ""])
+        for m in self.by_month:
+            w.writerow(["month", m.month, m.rows, cell(m.kwh), cell(m.co2e_kg), cell(m.kwh_change),
+                        cell(m.kwh_change_pct), cell(m.co2e_kg_change), cell(m.co2e_kg_change_pct)])
+        for g in self.by_branch:
+            w.writerow(["branch", g.key, g.rows, cell(g.kwh), cell(g.co2e_kg), "", "", "", ""])
+        w.writerow(["total", "", self.rows, cell(self.total_kwh), cell(self.total_co2e_kg), "", "", "", ""])
+        w.writerow(["trend", "slope_per_month", self.trend.months, cell(self.trend.kwh_per_month),
+                    cell(self.trend.co2e_kg_per_month), "", "", "", ""])
+        return out.getvalue()
+
+    def render_text(self) -> str:
+        out = [
+            f"Energy and carbon of {self.rows} rows (tree size {self.tree_size}, read from the {self.source})",
+            "",
+        ]
+        out += _table("producer", self.by_producer)
+        out.append("")
+        out += _month_table(self.by_month)
+        out.append("")
+        out += _table("branch", self.by_branch)
+        out.append("")
+        out.append(f"total  {self.rows} rows  {_num(self.total_kwh)} kWh  {_num(self.total_co2e_kg)} kg CO2e")
+        t = self.trend
+        if t.kwh_per_month is None:
+            out.append(f"trend  n/a (needs at least two months; have {t.months})")
+        else:
+            out.append(
+                f"trend  {_signed(t.kwh_per_month)} kWh/month, {_signed(t.co2e_kg_per_month)} kg CO2e/month "
+                f"(least-squares slope over {t.months} calendar months)"
+            )
+        return "\n".join(out)
+
+
+def _num(x: float | None, places: int = 3) -> str:
+    return "n/a" if x is None else f"{x:,.{places}f}"
+
+
+def _signed(x: float | None, places: int = 3) -> str:
+    return "n/a" if x is None else f"{x:+,.{places}f}"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:+.1f}%"
+
+
+def _align(rows: list[list[str]], right: Sequence[bool]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, r in enumerate(rows):
+        cells = [c.rjust(w) if right[i] else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return lines
+
+
+def _table(title: str, groups: Sequence[EnergyGroup]) -> list[str]:
+    rows = [[title, "rows", "kWh", "kg CO2e"]]
+    rows += [[g.key, str(g.rows), _num(g.kwh), _num(g.co2e_kg)] for g in groups]
+    return _align(rows, [False, True, True, True])
+
+
+def _month_table(months: Sequence[MonthEnergy]) -> list[str]:
+    rows = [["month", "rows", "kWh", "kg CO2e", "kWh MoM", "CO2e MoM"]]
+    for m in months:
+        rows.append([m.month, str(m.rows), _num(m.kwh), _num(m.co2e_kg), _pct(m.kwh_change_pct),
+                     _pct(m.co2e_kg_change_pct)])
+    return _align(rows, [False, True, True, True, True, True])
+
+
+# ------------------------------------------------------------------- summing
+
+# (producer, month, branch) -> ([kwh...], [co2e...]): the finest groups, whose value
+# lists are fsum'd alone or concatenated, so every sum is exact whatever the source.
+Cells = dict[tuple[str, str, str], tuple[list[float], list[float]]]
+
+
+def _round(x: float) -> float:
+    r = round(x, DECIMALS)
+    return 0.0 if r == 0 else r  # no -0.0
+
+
+def _month_range(first: str, last: str) -> list[str]:
+    y, m = int(first[:4]), int(first[5:7])
+    end = (int(last[:4]), int(last[5:7]))
+    months = []
+    while (y, m) <= end:
+        months.append(f"{y:04d}-{m:02d}")
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return months
+
+
+def _slope(values: Sequence[float]) -> float | None:
+    n = len(values)
+    if n < 2:
+        return None
+    x_mean = (n - 1) / 2
+    y_mean = math.fsum(values) / n
+    num = math.fsum((i - x_mean) * (v - y_mean) for i, v in enumerate(values))
+    den = math.fsum((i - x_mean) ** 2 for i in range(n))
+    return _round(num / den)
+
+
+def _change(cur: float, prev: float | None) -> tuple[float | None, float | None]:
+    if prev is None:
+        return None, None
+    return _round(cur - prev), (None if prev == 0 else _round((cur - prev) / prev * 100.0))
+
+
+def summarize(cells: Cells, *, tree_size: int, root: bytes, source: str) -> EnergyReport:
+    """Build the report from the finest groups (pure)."""
+
+    def group(index: int) -> dict[str, tuple[int, list[float], list[float]]]:
+        acc: dict[str, tuple[int, list[float], list[float]]] = {}
+        for key, (kwh, co2e) in cells.items():
+            name = key[index]
+            n, k, c = acc.get(name, (0, [], []))
+            k.extend(kwh)
+            c.extend(co2e)
+            acc[name] = (n + len(kwh), k, c)
+        return acc
+
+    def groups(index: int) -> tuple[EnergyGroup, ...]:
+        made = [
+            EnergyGroup(name, n, _round(math.fsum(k)), _round(math.fsum(c))) for name, (n, k, c) in group(index).items()
+        ]
+        return tuple(sorted(made, key=lambda g: (-g.co2e_kg, -g.kwh, g.key)))
+
+    by_month_raw = group(1)
+    months: list[MonthEnergy] = []
+    prev: tuple[float, float] | None = None
+    if by_month_raw:
+        for month in _month_range(min(by_month_raw), max(by_month_raw)):
+            n, k, c = by_month_raw.get(month, (0, [], []))
+            kwh, co2e = _round(math.fsum(k)), _round(math.fsum(c))
+            kc, kp = _change(kwh, prev[0] if prev else None)
+            cc, cp = _change(co2e, prev[1] if prev else None)
+            months.append(MonthEnergy(month, n, kwh, co2e, kc, kp, cc, cp))
+            prev = (kwh, co2e)
+    all_kwh = [v for kwh, _ in cells.values() for v in kwh]
+    all_co2e = [v for _, co2e in cells.values() for v in co2e]
+    return EnergyReport(
+        tree_size=tree_size,
+        root=root,
+        source=source,
+        rows=len(all_kwh),
+        total_kwh=_round(math.fsum(all_kwh)),
+        total_co2e_kg=_round(math.fsum(all_co2e)),
+        by_producer=groups(0),
+        by_month=tuple(months),
+        by_branch=groups(2),
+        trend=Trend(
+            months=len(months),
+            kwh_per_month=_slope([m.kwh for m in months]),
+            co2e_kg_per_month=_slope([m.co2e_kg for m in months]),
+        ),
+    )
+
+
+# ------------------------------------------------------------------- sources
+
+
+class _EnergyCarbon(msgspec.Struct):
+    kwh: float
+    co2e_kg: float
+
+
+class _EnergyFields(msgspec.Struct):
+    """Just the fields the report needs; msgspec skips the others without building them."""
+
+    lakefs_branch: str
+    created_at: str
+    producer: str
+    energy_carbon: _EnergyCarbon
+
+
+_LINE_DECODER = msgspec.json.Decoder(_EnergyFields)
+
+
+def cells_from_jsonl(blocks: Iterable[bytes]) -> Cells:
+    """Finest groups from blocks of complete JSONL lines (each block ends with ``\\n``)."""
+    cells: Cells = {}
+    for data in blocks:
+        if not data:
+            continue
+        rows = _LINE_DECODER.decode_lines(data)  # one call per block, no copy
+        for r in rows:
+            key = (r.producer, r.created_at[:7], r.lakefs_branch)  # created_at is UTC: YYYY-MM
+            cell = cells.get(key)
+            if cell is None:
+                cell = cells[key] = ([], [])
+            cell[0].append(r.energy_carbon.kwh)
+            cell[1].append(r.energy_carbon.co2e_kg)
+    return cells
+
+
+def cells_from_mirror(data: Any) -> Cells:
+    """Finest groups from the mirror (a path or bytes), reading four columns with pyarrow."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    source = data if isinstance(data, str) else pa.BufferReader(data)
+    table = pq.read_table(source, columns=["producer", "lakefs_branch", "created_at", "energy_carbon"])
+    # The stored instants are UTC; dropping the zone keeps the UTC wall clock.
+    naive = table.column("created_at").cast(pa.timestamp("us"))
+    energy = table.column("energy_carbon")
+    slim = pa.table(
+        {
+            "producer": table.column("producer"),
+            "month": pc.strftime(naive, format="%Y-%m"),
+            "branch": table.column("lakefs_branch"),
+            "kwh": pc.struct_field(energy, "kwh"),
+            "co2e": pc.struct_field(energy, "co2e_kg"),
+        }
+    )
+    grouped = slim.group_by(["producer", "month", "branch"], use_threads=False).aggregate(
+        [("kwh", "list"), ("co2e", "list")]
+    )
+    cells: Cells = {}
+    keys = zip(
+        grouped.column("producer").to_pylist(),
+        grouped.column("month").to_pylist(),
+        grouped.column("branch").to_pylist(),
+    )
+    kwh_lists = grouped.column("kwh_list").to_pylist()
+    co2e_lists = grouped.column("co2e_list").to_pylist()
+    for key, kwh, co2e in zip(keys, kwh_lists, co2e_lists):
+        cells[key] = (kwh, co2e)
+    return cells
+
+
+def energy_report(ledger: Ledger, *, source: Source = "auto") -> EnergyReport:
+    """The energy report of ``ledger``'s signed rows (see the module docstring for ``source``)."""
+    from .. import mirror
+
+    if source not in ("auto", "mirror", "jsonl"):
+        raise ValueError(f"unknown source {source!r}")
+    use_mirror = False
+    if source != "jsonl":
+        status = mirror.check_mirror(ledger, regenerate=False)
+        if status.ok:
+            use_mirror = True
+        elif source == "mirror":
+            raise EnergySourceError(
+                f"the mirror cannot be used: {status.state}: "
+                + "; ".join(status.problems)
+                + "; run `kfm mirror` or use --source jsonl"
+            )
+    if use_mirror:
+        path = ledger.storage.local_path(MIRROR_KEY)
+        cells = cells_from_mirror(path if path is not None else ledger.storage.read(MIRROR_KEY))
+        used = "mirror"
+    else:
+        blocks = mirror.iter_line_blocks(ledger, max_bytes=mirror.BLOCK_BYTES)
+        cells = cells_from_jsonl(block.data for block in blocks)
+        used = "jsonl"
+    return summarize(cells, tree_size=ledger.size, root=ledger.root, source=used)
+
+
+def plot_energy(report: EnergyReport) -> bytes:
+    """PNG bytes of a chart: monthly kWh and CO2e as bars, with the least-squares trend lines.
+
+    Needs matplotlib (``pip install 'kfm-ledger[plot]'``); draws with the Agg backend, so
+    no display is needed.
+    """
+    from .query import require_extra
+
+    matplotlib = require_extra("matplotlib", "plot", "kfm report energy --plot")
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    months = [m.month for m in report.by_month]
+    x = list(range(len(months)))
+    fig, (ax_kwh, ax_co2) = plt.subplots(2, 1, figsize=(max(6.0, 0.5 * len(months) + 2), 6), sharex=True)
+    try:
+        for ax, values, slope, label, colour in (
+            (ax_kwh, [m.kwh for m in report.by_month], report.trend.kwh_per_month, "kWh", "tab:blue"),
+            (ax_co2, [m.co2e_kg for m in report.by_month], report.trend.co2e_kg_per_month, "kg CO2e", "tab:green"),
+        ):
+            ax.bar(x, values, color=colour, label=label)
+            if slope is not None and values:
+                mean_x = (len(values) - 1) / 2
+                mean_y = math.fsum(values) / len(values)
+                ax.plot(x, [mean_y + slope * (i - mean_x) for i in x], color="black", linestyle="--",
+                        label=f"trend {slope:+.3f}/month")
+            ax.set_ylabel(label)
+            ax.legend(loc="upper left")
+        ax_co2.set_xticks(x)
+        ax_co2.set_xticklabels(months, rotation=45, ha="right")
+        fig.suptitle(f"Energy and carbon by month (UTC), {report.rows} rows, tree size {report.tree_size}")
+        fig.tight_layout()
+        out = io.BytesIO()
+        fig.savefig(out, format="png", dpi=100, metadata={"Software": None})
+        return out.getvalue()
+    finally:
+        plt.close(fig)

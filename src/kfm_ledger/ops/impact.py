@@ -1,0 +1,485 @@
+"""`kfm impact`: the tree of dependent pipelines (spec, "Use in Reliability Systems").
+
+Artifacts and their identity:
+
+* a **model version**: the pair (``models[].name``, ``models[].version``) (the URI is not
+  part of the identity);
+* a **config**: the pair (``configs[].path``, ``configs[].sha256``): a config path with
+  one content hash;
+* a **data snapshot**: the pair (``data_snapshot[].stac``, ``data_snapshot[].lakefs_ref``):
+  a STAC document pinned at one lakeFS ref.
+
+Two questions:
+
+``--commit SHA`` (:func:`impact_of_entry`)
+    Entry E at leaf index *i* **introduced** an artifact when no entry with a smaller
+    index uses it (E is its first user in leaf order).  The dependents are the entries
+    with index > *i* that use at least one artifact E introduced.  Artifacts E uses but
+    did not introduce are listed with the index of their first user and have no
+    dependents here (ask about them by name).
+
+``--model NAME[@VERSION]``, ``--config PATH[@SHA256]``, ``--dataset STAC_URI[@LAKEFS_REF]``
+(:func:`impact_of_artifact`)
+    Every entry (any index) that uses the named artifact; without the part after ``@``,
+    any version / hash / ref of it.  The first of them is the one that introduced it.
+    The ``@`` split is at the last ``@`` for models; for configs only when the rest is
+    64 lower-case hex digits; for datasets at ``@lakefs://``.
+
+The result is drawn as a tree: the root is the entry or the artifact, its children the
+producers (sorted by name), their leaves the entries (by index) with the artifacts
+that link each one.
+
+**How it is fast.**  Stored lines are canonical JSON (:mod:`kfm_ledger.schema`), so an
+artifact always appears in a line as the exact bytes ``{"name":<n>,"version":<v>,"uri":``
+(``{"path":<p>,"sha256":<h>}``, ``{"stac":<s>,"lakefs_ref":<r>}``), with the strings
+encoded as msgspec writes them.  Large blocks of the JSONL are searched for those bytes
+(C-speed ``bytes.find``) and only the candidate lines are decoded, then checked field by
+field; a line is never counted on the byte match alone.  Only the signed rows are read.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Literal, Sequence
+
+import msgspec
+
+from ..errors import KfmError
+from ..ledger import Ledger
+from ..schema import Entry
+
+__all__ = [
+    "IMPACT_FORMAT",
+    "Artifact",
+    "ImpactEntry",
+    "ImpactReport",
+    "InheritedArtifact",
+    "ProducerGroup",
+    "SelectorError",
+    "artifacts_of",
+    "impact_of_artifact",
+    "impact_of_entry",
+    "parse_selector",
+]
+
+#: The ``format`` field of ``kfm impact --json``.
+IMPACT_FORMAT = "kfm.impact/v1"
+
+Kind = Literal["model", "config", "dataset"]
+
+
+class SelectorError(KfmError):
+    """An artifact selector (``--model``, ``--config``, ``--dataset``) is malformed."""
+
+    exit_code = 2
+
+
+_encode = msgspec.json.encode
+
+# kind -> (the row's list field, the element's key field, its detail field)
+_FIELDS = {
+    "model": ("models", "name", "version"),
+    "config": ("configs", "path", "sha256"),
+    "dataset": ("data_snapshot", "stac", "lakefs_ref"),
+}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A model version, config or data snapshot; ``detail`` None means "any" (a selector).
+
+    ``key`` is the model name / config path / STAC URI; ``detail`` the model version /
+    config sha256 / lakeFS ref.
+    """
+
+    kind: Kind
+    key: str
+    detail: str | None = None
+
+    def label(self) -> str:
+        if self.detail is None:
+            return f"{self.kind} {self.key}"
+        detail = self.detail[:12] if self.kind == "config" else self.detail
+        return f"{self.kind} {self.key}@{detail}"
+
+    def to_json(self) -> dict[str, Any]:
+        _, key_name, detail_name = _FIELDS[self.kind]
+        return {"kind": self.kind, key_name: self.key, detail_name: self.detail}
+
+    def fragment(self) -> bytes:
+        """The bytes every canonical line using this artifact contains (see the module doc)."""
+        k = _encode(self.key)
+        d = None if self.detail is None else _encode(self.detail)
+        if self.kind == "model":
+            return b'{"name":' + k + b',"version":' + (d + b',"uri":' if d is not None else b"")
+        if self.kind == "config":
+            return b'{"path":' + k + b',"sha256":' + (d + b"}" if d is not None else b"")
+        return b'{"stac":' + k + b',"lakefs_ref":' + (d + b"}" if d is not None else b"")
+
+    def found_in(self, row: Any) -> list["Artifact"]:
+        """The concrete artifacts of ``row`` this one matches (a Row or a decoded slim row)."""
+        list_name, key_name, detail_name = _FIELDS[self.kind]
+        out: list[Artifact] = []
+        for item in getattr(row, list_name):
+            if getattr(item, key_name) != self.key:
+                continue
+            detail = getattr(item, detail_name)
+            if self.detail is None:
+                a = _concrete(self.kind, self.key, detail)
+            elif detail == self.detail:
+                a = self
+            else:
+                continue
+            if a not in out:
+                out.append(a)
+        return out
+
+    @functools.cached_property
+    def json(self) -> dict[str, Any]:
+        """:meth:`to_json`, computed once (one artifact links many entries)."""
+        return self.to_json()
+
+
+@functools.lru_cache(maxsize=4096)
+def _concrete(kind: Kind, key: str, detail: str) -> Artifact:
+    """One shared Artifact per (kind, key, detail) met while scanning."""
+    return Artifact(kind, key, detail)
+
+
+def artifacts_of(row: Any) -> list[Artifact]:
+    """A row's artifacts, in row order (models, configs, data snapshots), without repeats."""
+    found: list[Artifact] = []
+    for a in (
+        [Artifact("model", m.name, m.version) for m in row.models]
+        + [Artifact("config", c.path, c.sha256) for c in row.configs]
+        + [Artifact("dataset", d.stac, d.lakefs_ref) for d in row.data_snapshot]
+    ):
+        if a not in found:
+            found.append(a)
+    return found
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def parse_selector(kind: Kind, text: str) -> Artifact:
+    """``NAME[@VERSION]``, ``PATH[@SHA256]`` or ``STAC_URI[@LAKEFS_REF]`` as an Artifact."""
+    if not text or text != text.strip():
+        raise SelectorError(f"--{kind}: expected a non-empty value without surrounding spaces, found {text!r}")
+    key, detail = text, None
+    if kind == "model" and "@" in text:
+        key, detail = text.rsplit("@", 1)
+    elif kind == "config" and "@" in text:
+        head, tail = text.rsplit("@", 1)
+        if _SHA256.fullmatch(tail):
+            key, detail = head, tail
+    elif kind == "dataset" and "@lakefs://" in text:
+        at = text.rindex("@lakefs://")
+        key, detail = text[:at], text[at + 1 :]
+    if not key or detail == "":
+        raise SelectorError(f"--{kind}: {text!r} has an empty part around '@'")
+    return Artifact(kind, key, detail)
+
+
+# ------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True)
+class ImpactEntry:
+    """A dependent entry and the artifacts that link it to the root."""
+
+    index: int
+    lakefs_commit: str
+    created_at: str
+    lakefs_branch: str
+    producer: str
+    links: tuple[Artifact, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "lakefs_commit": self.lakefs_commit,
+            "created_at": self.created_at,
+            "lakefs_branch": self.lakefs_branch,
+            "producer": self.producer,
+            "links": [a.json for a in self.links],
+        }
+
+
+@dataclass(frozen=True)
+class ProducerGroup:
+    producer: str
+    entries: tuple[ImpactEntry, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"producer": self.producer, "count": len(self.entries), "entries": [e.to_json() for e in self.entries]}
+
+
+@dataclass(frozen=True)
+class InheritedArtifact:
+    """An artifact the root entry uses but did not introduce: its first user's index."""
+
+    artifact: Artifact
+    first_index: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.artifact.to_json(), "first_index": self.first_index}
+
+
+@dataclass(frozen=True)
+class ImpactReport:
+    """The dependency tree; ``root_entry`` for ``--commit``, ``selector`` for an artifact."""
+
+    tree_size: int
+    root_hash: bytes
+    root_entry: ImpactEntry | None
+    selector: Artifact | None
+    introduced: tuple[Artifact, ...]  #: for a commit: what it introduced; for a selector: itself
+    inherited: tuple[InheritedArtifact, ...]  #: for a commit: what earlier entries used first
+    groups: tuple[ProducerGroup, ...]
+
+    @property
+    def entry_count(self) -> int:
+        return sum(len(g.entries) for g in self.groups)
+
+    def to_json(self) -> dict[str, Any]:
+        root: dict[str, Any]
+        if self.root_entry is not None:
+            root = {"kind": "entry", **self.root_entry.to_json()}
+            del root["links"]
+        else:
+            assert self.selector is not None
+            root = {"kind": "artifact", "artifact": self.selector.to_json()}
+        return {
+            "format": IMPACT_FORMAT,
+            "tree_size": self.tree_size,
+            "root_hash": base64.b64encode(self.root_hash).decode(),
+            "root": root,
+            "introduced": [a.json for a in self.introduced],
+            "inherited": [a.to_json() for a in self.inherited],
+            "entry_count": self.entry_count,
+            "producer_count": len(self.groups),
+            "producers": [g.to_json() for g in self.groups],
+        }
+
+    def render_text(self, *, limit: int = 0) -> str:
+        """The tree; ``limit`` > 0 shows at most that many entries per producer."""
+        out: list[str] = []
+        if self.root_entry is not None:
+            e = self.root_entry
+            out.append(f"entry {e.index} {e.lakefs_commit} ({e.created_at}, {e.lakefs_branch}, {e.producer})")
+            if self.introduced:
+                out.append("introduced: " + ", ".join(a.label() for a in self.introduced))
+            else:
+                out.append("introduced: nothing (every model version, config and data snapshot was used before)")
+            for inh in self.inherited:
+                out.append(f"used before: {inh.artifact.label()} (first at index {inh.first_index})")
+        else:
+            assert self.selector is not None
+            out.append(f"{self.selector.label()}")
+            first = min((x.index for g in self.groups for x in g.entries), default=None)
+            if first is not None:
+                out.append(f"first used at index {first}")
+        for gi, group in enumerate(self.groups):
+            last_group = gi == len(self.groups) - 1
+            n = len(group.entries)
+            out.append(f"{'└── ' if last_group else '├── '}{group.producer} ({n} entr{'y' if n == 1 else 'ies'})")
+            pad = "    " if last_group else "│   "
+            shown = group.entries if limit <= 0 else group.entries[:limit]
+            hidden = n - len(shown)
+            for ei, x in enumerate(shown):
+                last = ei == len(shown) - 1 and not hidden
+                via = ", ".join(a.label() for a in x.links)
+                out.append(
+                    f"{pad}{'└── ' if last else '├── '}{x.index} {x.lakefs_commit[:12]} {x.created_at} "
+                    f"{x.lakefs_branch}  via {via}"
+                )
+            if hidden:
+                out.append(f"{pad}└── ... and {hidden} more (use --limit 0 or --json for all)")
+        noun = "dependent entr" + ("y" if self.entry_count == 1 else "ies")
+        if self.root_entry is None:
+            noun = "entr" + ("y uses" if self.entry_count == 1 else "ies use") + " it"
+        out.append(f"{self.entry_count} {noun} across {len(self.groups)} producer(s) (tree size {self.tree_size})")
+        return "\n".join(out)
+
+
+# ------------------------------------------------------------------ scanning
+
+
+class _Model(msgspec.Struct):
+    name: str
+    version: str
+
+
+class _Config(msgspec.Struct):
+    path: str
+    sha256: str
+
+
+class _Snapshot(msgspec.Struct):
+    stac: str
+    lakefs_ref: str
+
+
+class _ImpactFields(msgspec.Struct):
+    lakefs_branch: str
+    lakefs_commit: str
+    created_at: str
+    producer: str
+    data_snapshot: list[_Snapshot]
+    models: list[_Model]
+    configs: list[_Config]
+
+
+class _ModelFields(msgspec.Struct):
+    lakefs_branch: str
+    lakefs_commit: str
+    created_at: str
+    producer: str
+    models: list[_Model]
+
+
+class _ConfigFields(msgspec.Struct):
+    lakefs_branch: str
+    lakefs_commit: str
+    created_at: str
+    producer: str
+    configs: list[_Config]
+
+
+class _DatasetFields(msgspec.Struct):
+    lakefs_branch: str
+    lakefs_commit: str
+    created_at: str
+    producer: str
+    data_snapshot: list[_Snapshot]
+
+
+# Decode only what is needed: every artifact kind (a commit's), or one kind (a selector's).
+_DECODERS = {
+    None: msgspec.json.Decoder(list[_ImpactFields]),
+    "model": msgspec.json.Decoder(list[_ModelFields]),
+    "config": msgspec.json.Decoder(list[_ConfigFields]),
+    "dataset": msgspec.json.Decoder(list[_DatasetFields]),
+}
+
+
+def _candidates(data: bytes, first_index: int, fragment: bytes, start: int = 0) -> Iterable[tuple[int, int, int]]:
+    """(leaf index, line start, line end) of each line in ``data`` containing ``fragment``.
+
+    ``data`` holds complete lines each ending in ``\\n``; lines are counted incrementally, so
+    a block is read once per fragment however many lines match.
+    """
+    index = first_index
+    counted_to = 0
+    pos = data.find(fragment, start)
+    while pos != -1:
+        line_start = data.rfind(b"\n", 0, pos) + 1
+        line_end = data.index(b"\n", pos)
+        index += data.count(b"\n", counted_to, line_start)
+        counted_to = line_start
+        yield index, line_start, line_end
+        pos = data.find(fragment, line_end + 1)
+
+
+def _decode_lines(lines: Sequence[bytes], kind: Kind | None = None) -> list[Any]:
+    return _DECODERS[kind].decode(b"[" + b",".join(lines) + b"]")
+
+
+def _entry_of(index: int, row: Any, links: Sequence[Artifact]) -> ImpactEntry:
+    return ImpactEntry(index, row.lakefs_commit, row.created_at, row.lakefs_branch, row.producer, tuple(links))
+
+
+def _group(entries: Iterable[ImpactEntry]) -> tuple[ProducerGroup, ...]:
+    by: dict[str, list[ImpactEntry]] = {}
+    for e in entries:
+        by.setdefault(e.producer, []).append(e)
+    return tuple(ProducerGroup(p, tuple(sorted(es, key=lambda x: x.index))) for p, es in sorted(by.items()))
+
+
+def _blocks(ledger: Ledger) -> Iterable[Any]:
+    from .. import mirror
+
+    return mirror.iter_line_blocks(ledger, max_bytes=mirror.BLOCK_BYTES)
+
+
+def impact_of_artifact(ledger: Ledger, selector: Artifact) -> ImpactReport:
+    """Every signed entry that uses ``selector`` (see the module doc), grouped by producer."""
+    fragment = selector.fragment()
+    found: list[ImpactEntry] = []
+    for block in _blocks(ledger):
+        data = block.data
+        hits = list(_candidates(data, block.first_index, fragment))
+        if not hits:
+            continue
+        rows = _decode_lines([data[s:e] for _, s, e in hits], selector.kind)
+        for (index, _, _), row in zip(hits, rows):
+            links = selector.found_in(row)
+            if links:
+                found.append(_entry_of(index, row, links))
+    return ImpactReport(
+        tree_size=ledger.size,
+        root_hash=ledger.root,
+        root_entry=None,
+        selector=selector,
+        introduced=(selector,),
+        inherited=(),
+        groups=_group(found),
+    )
+
+
+def impact_of_entry(ledger: Ledger, entry: Entry) -> ImpactReport:
+    """The later entries that use an artifact ``entry`` introduced, grouped by producer.
+
+    One pass over the signed lines: for each of the entry's artifacts, a confirmed use
+    before ``entry.index`` marks it as inherited (and stops the search for it); uses
+    after ``entry.index`` of the still-introduced ones are the dependents.
+    """
+    target = entry.index
+    own = artifacts_of(entry.row)
+    fragments = {a: a.fragment() for a in own}
+    first_use: dict[Artifact, int] = {}  # inherited artifacts -> first user's index
+    dependents: dict[int, tuple[Any, list[Artifact]]] = {}
+    for block in _blocks(ledger):
+        data = block.data
+        for artifact, fragment in fragments.items():
+            if artifact in first_use:
+                continue
+            later: list[tuple[int, int, int]] = []
+            for hit in _candidates(data, block.first_index, fragment):
+                index, start, end = hit
+                if index > target:
+                    later.append(hit)
+                elif index < target and artifact.found_in(_decode_lines([data[start:end]])[0]):
+                    first_use[artifact] = index  # used before: not introduced by the entry
+                    break
+            if artifact in first_use or not later:
+                continue
+            rows = _decode_lines([data[s:e] for _, s, e in later])
+            for (index, _, _), row in zip(later, rows):
+                if not artifact.found_in(row):
+                    continue
+                slot = dependents.get(index)
+                if slot is None:
+                    slot = dependents[index] = (row, [])
+                slot[1].append(artifact)
+    introduced = [a for a in own if a not in first_use]
+    inherited = [InheritedArtifact(a, first_use[a]) for a in own if a in first_use]
+    entries = []
+    for index, (row, links) in dependents.items():
+        live = [a for a in own if a in links and a not in first_use]
+        if live:
+            entries.append(_entry_of(index, row, live))
+    r = entry.row
+    return ImpactReport(
+        tree_size=ledger.size,
+        root_hash=ledger.root,
+        root_entry=ImpactEntry(entry.index, r.lakefs_commit, r.created_at, r.lakefs_branch, r.producer, ()),
+        selector=None,
+        introduced=tuple(introduced),
+        inherited=tuple(inherited),
+        groups=_group(entries),
+    )
