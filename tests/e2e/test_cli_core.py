@@ -264,3 +264,19 @@ def test_demo_json_reports_every_step(tmp_path: Path) -> None:
     again = kfm("demo", str(tmp_path / "d"))
     assert again.exit_code == 1 and "already exists" in again.stderr
     assert kfm("demo", "--rows", "1").exit_code == 2
+
+
+def test_append_says_whether_the_mirror_is_stale(tmp_path: Path, ledger: Path) -> None:
+    rows = tmp_path / "r.jsonl"
+    rows.write_bytes(sample_jsonl(1, start=65))
+    out = json.loads(kfm("append", str(rows), "--ledger", str(ledger), "--json").stdout)
+    assert out["mirror"] == "absent"
+    assert kfm("mirror", "--ledger", str(ledger)).exit_code == 0
+    rows.write_bytes(sample_jsonl(1, start=66))
+    r = kfm("append", str(rows), "--ledger", str(ledger))
+    assert r.exit_code == 0 and "run `kfm mirror`" in r.stdout
+    assert kfm("verify", "--ledger", str(ledger)).exit_code == 1
+    rows.write_bytes(sample_jsonl(1, start=67))
+    out = json.loads(kfm("append", str(rows), "--ledger", str(ledger), "--mirror", "--json").stdout)
+    assert out["mirror"] == "regenerated"
+    assert kfm("verify", "--ledger", str(ledger)).exit_code == 0

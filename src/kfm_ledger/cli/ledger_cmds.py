@@ -133,11 +133,16 @@ def append(
     data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
     led = _open(ledger_dir)
     result = led.append(data, signer=_signer(led, key), wait=wait)
-    mirror_info = None
+    from ..ledger import MIRROR_KEY
+
+    mirror_state = "absent"
     if mirror:
         from ..mirror import write_mirror
 
-        mirror_info = write_mirror(led)
+        write_mirror(led)
+        mirror_state = "regenerated"
+    elif led.storage.exists(MIRROR_KEY):
+        mirror_state = "stale"
     cp = result.checkpoint.checkpoint
     if json_out:
         out: dict[str, object] = {
@@ -145,7 +150,7 @@ def append(
             "first_index": result.first_index,
             "recovered": result.recovered,
             "checkpoint": _checkpoint_json(result.checkpoint),
-            "mirror": "regenerated" if mirror_info is not None else "stale",
+            "mirror": mirror_state,
         }
         emit_json(out)
     else:
@@ -155,8 +160,11 @@ def append(
             f"appended {result.count} row(s) at index {result.first_index}..{result.first_index + result.count - 1}; "
             f"signed tree size {cp.size}, root {_b64(cp.root)}"
         )
-        if mirror_info is None:
-            typer.echo("the Parquet mirror is now stale: run `kfm mirror` (or append with --mirror)")
+        if mirror_state == "stale":
+            typer.echo(
+                "note: the Parquet mirror now mirrors an older tree; run `kfm mirror` to refresh it "
+                "(or append with --mirror)"
+            )
 
 
 @handle_errors

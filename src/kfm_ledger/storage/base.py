@@ -58,8 +58,12 @@ class Storage(Protocol):
     def exists(self, key: str) -> bool:
         """Whether an object exists under ``key``."""
 
-    def write_atomic(self, key: str, data: bytes) -> None:
-        """Replace the object atomically; durable once this returns."""
+    def write_atomic(self, key: str, data: bytes | memoryview) -> None:
+        """Replace the object atomically; durable once this returns.
+
+        ``data`` may be any bytes-like object (bytes, memoryview): large
+        objects such as the Parquet mirror are passed without a copy.
+        """
 
     def write_once(self, key: str, data: bytes) -> None:
         """Create an immutable object; same bytes again is a no-op, other bytes raise."""

@@ -110,7 +110,7 @@ class LocalStorage:
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
 
-    def _write(self, key: str, data: bytes, mode: int) -> None:
+    def _write(self, key: str, data: bytes | memoryview, mode: int) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
@@ -126,7 +126,7 @@ class LocalStorage:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
 
-    def write_atomic(self, key: str, data: bytes) -> None:
+    def write_atomic(self, key: str, data: bytes | memoryview) -> None:
         self._write(key, data, 0o644)
 
     def write_private(self, key: str, data: bytes) -> None:

@@ -117,7 +117,7 @@ class MemoryStorage:
     def exists(self, key: str) -> bool:
         return key in self.objects or key in self._logs
 
-    def write_atomic(self, key: str, data: bytes) -> None:
+    def write_atomic(self, key: str, data: bytes | memoryview) -> None:
         self._step(f"write {key}")
         self.objects[key] = bytes(data)
 
