@@ -78,17 +78,11 @@ def is_terminal() -> bool:
 
 
 def _register_all() -> None:
-    from . import ledger_cmds
+    from . import analytics_cmds, engineer_cmds, ledger_cmds
 
     ledger_cmds.register(app)
-    for name in ("engineer_cmds", "analytics_cmds"):
-        try:
-            module = __import__(f"{__name__}.{name}", fromlist=["register"])
-        except ModuleNotFoundError as e:  # a command group not installed in this build
-            if e.name != f"{__name__}.{name}":
-                raise
-            continue
-        module.register(app)
+    engineer_cmds.register(app)
+    analytics_cmds.register(app)
 
 
 _register_all()
