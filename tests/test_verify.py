@@ -131,14 +131,20 @@ def test_since_from_another_key_is_rejected() -> None:
 
 
 def test_memory_does_not_grow_with_the_ledger(tmp_path: Path) -> None:
-    """The pass keeps O(1) state: only the compact range and one tile per level."""
-    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
-    fill(led, 3000)
+    """The pass keeps O(1) state: a compact range, one tile buffer per level, 1 MiB chunks."""
     import tracemalloc
 
-    tracemalloc.start()
-    report = verify_ledger(led)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    assert report.ok
-    assert peak < 8 * 1024 * 1024, peak  # 3000 rows are ~2 MB of JSONL
+    def peak_for(rows: int) -> tuple[int, int]:
+        led = Ledger.init(tmp_path / str(rows), origin=ORIGIN)
+        fill(led, rows)
+        tracemalloc.start()
+        report = verify_ledger(led)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert report.ok
+        return peak, (tmp_path / str(rows) / JSONL_KEY).stat().st_size
+
+    small, small_bytes = peak_for(2000)
+    large, large_bytes = peak_for(8000)
+    assert large_bytes - small_bytes > 7_000_000  # the ledger grew by more than 7 MB ...
+    assert large - small < 1_000_000, (small, large)  # ... verify's peak by less than 1 MB
