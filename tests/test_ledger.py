@@ -258,8 +258,13 @@ def test_crash_at_every_write_step_leaves_a_ledger_that_opens_verifies_and_recov
         assert storage.read(CHECKPOINT_KEY) in (signed_before, storage.objects.get("checkpoints/310"))
     report = verify_ledger(after)
     assert report.ok, report.failures
-    after.recover(signer)
+    after.recover()
     assert after.size in (10, 310)
+    # All or nothing: the JSONL holds exactly the signed rows.
+    assert storage.read(JSONL_KEY).count(b"\n") == after.size
+    if after.size == 10:
+        assert not any(k.startswith("tile/") and tiles.parse_tile_path(k)[2] > 10 and tiles.parse_tile_path(k)[0] == 0
+                       for k in storage.objects)
     # Whatever happened, the next append works and the ledger verifies.
     nxt = after.size
     after.append(sample_jsonl(5, start=nxt), signer=signer)
@@ -267,37 +272,110 @@ def test_crash_at_every_write_step_leaves_a_ledger_that_opens_verifies_and_recov
     assert after.root == reference_tree(after).root()
 
 
-def test_torn_last_line_is_cut_and_uncovered_rows_are_integrated() -> None:
+def test_an_interrupted_append_is_rolled_back_whole_and_can_be_retried() -> None:
     storage = MemoryStorage()
     led = Ledger.init(storage, origin=ORIGIN)
     fill(led, 10)
+    before = snapshot(storage)
     signer = signer_of(led)
-    # An append that wrote and synced its rows, then died before the checkpoint.
-    storage.crash_at(2)  # step 0: append, step 1: sync, step 2: the first tile write
+    # Steps: 0 the pending record, 1 the rows, 2 their fsync, 3 the first tile.
+    storage.crash_at(3)
     with pytest.raises(SimulatedCrash):
-        led.append(sample_jsonl(4, start=10), signer=signer)
-    storage.crash()
-    # Then a torn write of a fifth row.
-    storage.tear_next_append = 50
-    with pytest.raises(SimulatedCrash):
-        storage.append_log(JSONL_KEY).append(sample_jsonl(1, start=14))
+        led.append(sample_jsonl(300, start=10), signer=signer)
+    storage.crash()  # the rows were fsync'd: they survive the crash
     led = Ledger.open(storage)
     assert led.size == 10
     report = verify_ledger(led)
-    assert report.ok and report.uncovered_rows == 4 and report.torn_bytes == 50
-    rec = led.recover(signer)
-    assert (rec.torn_bytes_cut, rec.rows_integrated, rec.size) == (50, 4, 14)
+    assert report.ok, report.failures
+    assert report.uncovered_rows == 300
+    assert any("removes it" in n for n in report.notes)
+    rec = led.recover()
+    assert (rec.rows_integrated, rec.size) == (0, 10)
+    assert snapshot(storage) == before  # no trace: rows, index, tiles and record gone
+    led.append(sample_jsonl(300, start=10), signer=signer)  # the retry is not "already in the ledger"
+    assert led.size == 310 and verify_ledger(led).ok
+
+
+def test_a_torn_batch_is_rolled_back() -> None:
+    storage = MemoryStorage()
+    led = Ledger.init(storage, origin=ORIGIN)
+    fill(led, 10)
+    before = snapshot(storage)
+    storage.tear_next_append = 1000  # a kill in the middle of writing the batch
+    with pytest.raises(SimulatedCrash):
+        led.append(sample_jsonl(5, start=10), signer=signer_of(led))
+    storage.crash(power_loss=False)  # killed: the torn bytes stay in the page cache
+    led = Ledger.open(storage)
+    report = verify_ledger(led)
+    assert report.ok and report.torn_bytes > 0
+    led.append(sample_jsonl(1, start=10), signer=signer_of(led))
+    assert led.size == 11
+    assert storage.read(JSONL_KEY)[: len(before[1])] == before[1]
+
+
+def test_a_crash_after_signing_rolls_forward() -> None:
+    storage = MemoryStorage()
+    led = Ledger.init(storage, origin=ORIGIN)
+    fill(led, 10)
+    steps = [s for s in _append_steps(storage, led)]
+    step = next(i for i, s in enumerate(steps) if s == "write checkpoints/13")
+    storage2 = MemoryStorage()
+    led = Ledger.init(storage2, origin=ORIGIN)
+    fill(led, 10)
+    storage2.crash_at(step + 1)  # after checkpoints/13, before `checkpoint`
+    with pytest.raises(SimulatedCrash):
+        led.append(sample_jsonl(3, start=10), signer=signer_of(led))
+    storage2.crash()
+    led = Ledger.open(storage2)
+    assert led.size == 10
+    assert verify_ledger(led).ok
+    rec = led.recover()
+    assert (rec.rows_integrated, rec.size) == (3, 13)
     assert verify_ledger(led).ok
 
 
-def test_an_invalid_row_after_the_checkpoint_stops_the_writer() -> None:
+def _append_steps(storage: MemoryStorage, led: Ledger) -> list[str]:
+    storage.steps.clear()
+    led.append(sample_jsonl(3, start=led.size), signer=signer_of(led))
+    return list(storage.steps)
+
+
+def test_bytes_after_the_signed_rows_without_a_record_stop_writers_and_fail_verify() -> None:
     storage = MemoryStorage()
     led = Ledger.init(storage, origin=ORIGIN)
     fill(led, 3)
     storage.append_log(JSONL_KEY).append(b'{"not": "a row"}\n')
-    with pytest.raises(CorruptLedgerError, match="line 4"):
+    data = storage.read(JSONL_KEY)
+    with pytest.raises(CorruptLedgerError, match="no interrupted kfm append accounts for"):
         led.append(sample_jsonl(1, start=3), signer=signer_of(led))
-    assert led.size == 3
+    assert led.size == 3 and storage.read(JSONL_KEY) == data  # nothing cut
+    report = verify_ledger(led)
+    assert [f.where for f in report.failures] == [JSONL_KEY]
+
+
+def test_a_missing_last_newline_is_never_cut() -> None:
+    storage = MemoryStorage()
+    led = Ledger.init(storage, origin=ORIGIN)
+    fill(led, 3)
+    data = storage.read(JSONL_KEY)
+    storage._logs[JSONL_KEY] = bytearray(data[:-1])
+    led = Ledger.open(storage)
+    with pytest.raises(CorruptLedgerError):
+        led.append(sample_jsonl(1, start=3), signer=signer_of(led))
+    assert storage.read(JSONL_KEY) == data[:-1]
+    assert not verify_ledger(led).ok
+
+
+def test_a_failed_append_leaves_no_trace() -> None:
+    storage = MemoryStorage()
+    led = Ledger.init(storage, origin=ORIGIN)
+    fill(led, 10)
+    # A stray tile where the append will write: refused before any row is written.
+    storage.objects[tiles.tile_path(0, 0, 12)] = b"x" * (12 * 32)
+    before = snapshot(storage)
+    with pytest.raises(CorruptLedgerError, match="kfm rebuild"):
+        led.append(sample_jsonl(2, start=10), signer=signer_of(led))
+    assert snapshot(storage) == before
 
 
 def test_rebuild_recreates_index_and_tiles(disk_ledger: Ledger) -> None:

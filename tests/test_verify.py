@@ -36,7 +36,8 @@ def test_a_clean_ledger_verifies() -> None:
     assert report.ok, report.failures
     assert report.rows_checked == 301
     assert report.checkpoints_checked == 4
-    assert report.tiles_checked == len(tiles.tiles_for_size(301))
+    stored_tiles = [k for k in led.storage.objects if k.startswith("tile/")]  # type: ignore[attr-defined]
+    assert report.tiles_checked == len(stored_tiles) == len(tiles.tiles_for_size(301)) + 1  # + 0/001.p/44 of size 300
 
 
 def test_a_changed_row_is_found_at_its_line() -> None:
@@ -49,9 +50,9 @@ def test_a_changed_row_is_found_at_its_line() -> None:
     report = verify_ledger(Ledger.open(storage))
     assert not report.ok
     assert "checkpoint 50" in wheres(report)
-    assert "tile " + tiles.tile_path(0, 0, 50) in wheres(report)
-    tile_failure = next(f for f in report.failures if f.where.startswith("tile"))
-    assert "hash 7 " in tile_failure.message
+    # The rows no longer give the signed root, so the row is blamed, by line, not the tile.
+    assert "line 8" in wheres(report)
+    assert not any(w.startswith("tile") for w in wheres(report))
 
 
 def test_a_schema_violation_names_line_and_field() -> None:
@@ -92,6 +93,66 @@ def test_a_changed_or_missing_tile_is_found() -> None:
     assert wheres(report) == [f"tile {key}"]
     del storage.objects[tiles.tile_path(1, 0, 2)]
     assert f"tile {tiles.tile_path(1, 0, 2)}" in wheres(verify_ledger(led))
+
+
+def test_tile_length_old_partials_and_stray_tiles_are_checked() -> None:
+    storage, led = ledger_with(0, 300, 10)
+    full = tiles.tile_path(0, 0)
+    storage.objects[full] += b"xx"
+    assert wheres(verify_ledger(led)) == [f"tile {full}"]
+    storage.objects[full] = storage.objects[full][:-2]
+    old_partial = tiles.tile_path(0, 1, 44)  # kept for clients holding the size-300 checkpoint
+    data = bytearray(storage.objects[old_partial])
+    data[3] ^= 1
+    storage.objects[old_partial] = bytes(data)
+    assert wheres(verify_ledger(led)) == [f"tile {old_partial}"]
+    data[3] ^= 1
+    storage.objects[old_partial] = bytes(data)
+    stray = tiles.tile_path(0, 4)
+    storage.objects[stray] = storage.objects[full]
+    report = verify_ledger(led)
+    assert wheres(report) == [f"tile {stray}"] and "beyond the signed tree" in report.failures[0].message
+
+
+def test_a_tile_changed_alone_is_blamed_not_the_rows() -> None:
+    storage, led = ledger_with(20)
+    key = tiles.tile_path(0, 0, 20)
+    data = bytearray(storage.objects[key])
+    data[32 * 5] ^= 1
+    storage.objects[key] = bytes(data)
+    report = verify_ledger(led)
+    assert wheres(report) == [f"tile {key}"] and "hash 5 " in report.failures[0].message
+
+
+def test_index_offsets_are_checked_and_a_missing_index_is_only_a_note(tmp_path: Path) -> None:
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    fill(led, 10)
+    led.stored_index()._conn.execute("UPDATE entries SET offset = offset + 1 WHERE leaf = 5")  # type: ignore[union-attr]
+    assert "index" in wheres(verify_ledger(Ledger.open(tmp_path / "l")))
+    led.close()
+    for p in (tmp_path / "l").glob("index.sqlite*"):
+        p.unlink()
+    report = verify_ledger(Ledger.open(tmp_path / "l"))
+    assert report.ok and any("commit index covers 0 of 10" in n for n in report.notes)
+
+
+def test_a_published_checkpoint_replaced_by_an_older_one_is_found() -> None:
+    storage, led = ledger_with(0, 5, 5)
+    storage.objects[CHECKPOINT_KEY] = storage.objects["checkpoints/5"]
+    report = verify_ledger(Ledger.open(storage))
+    assert "checkpoint 10" in wheres(report)
+
+
+def test_verify_never_raises_for_a_bad_row_when_the_index_is_missing(tmp_path: Path) -> None:
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    fill(led, 10)
+    led.close()
+    for p in (tmp_path / "l").glob("index.sqlite*"):
+        p.unlink()
+    jsonl = tmp_path / "l" / JSONL_KEY
+    jsonl.write_bytes(jsonl.read_bytes().replace(b'"kwh":', b'"kwh":-', 1))
+    report = verify_ledger(Ledger.open(tmp_path / "l"))
+    assert "line 1" in wheres(report)
 
 
 def test_a_forged_checkpoint_is_found() -> None:

@@ -97,6 +97,19 @@ class CommitIndex:
             conn.execute("ROLLBACK")
             raise
 
+    def truncate(self, size: int, end_offset: int) -> None:
+        """Forget rows ``size`` and later (an interrupted append rolled back)."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM entries WHERE leaf >= ?", (size,))
+            if self.size() > size or self.end_offset() > end_offset:
+                self._set_meta({"size": str(size), "end_offset": str(end_offset)})
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
     def reset(self) -> None:
         """Forget everything (the index is rebuilt from the JSONL afterwards)."""
         self._conn.executescript("DROP TABLE IF EXISTS entries; DROP TABLE IF EXISTS meta;")
@@ -114,14 +127,20 @@ class CommitIndex:
 
     def lookup_many(self, commits: list[str]) -> dict[str, int]:
         """Commit -> leaf for those of ``commits`` already indexed."""
-        found: dict[str, int] = {}
+        return {commit: e.leaf for commit, e in self.lookup_entries(commits).items()}
+
+    def lookup_entries(self, commits: list[str]) -> dict[str, IndexedEntry]:
+        """Commit -> indexed entry for those of ``commits`` already indexed."""
+        found: dict[str, IndexedEntry] = {}
         for start in range(0, len(commits), 500):
             chunk = commits[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for leaf, commit in self._conn.execute(
-                f"SELECT leaf, lakefs_commit FROM entries WHERE lakefs_commit IN ({marks})", chunk
+            for row in self._conn.execute(
+                "SELECT leaf, lakefs_commit, offset, length, created_at FROM entries "
+                f"WHERE lakefs_commit IN ({marks})",
+                chunk,
             ):
-                found[commit] = leaf
+                found[row[1]] = IndexedEntry(*row)
         return found
 
     def find_prefix(self, prefix: str, *, below: int, limit: int = 20) -> list[IndexedEntry]:

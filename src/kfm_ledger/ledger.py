@@ -35,7 +35,10 @@ never wrote it) and is left for a person to inspect.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -66,6 +69,7 @@ CHECKPOINTS_PREFIX = "checkpoints/"
 VKEY_KEY = "log.vkey"
 SKEY_KEY = "log.key"
 MIRROR_KEY = "rollback-index.parquet"
+PENDING_KEY = "pending-append"
 
 
 def open_storage(location: str | os.PathLike[str] | Storage) -> Storage:
@@ -97,6 +101,32 @@ class AppendResult:
 
 
 @dataclass(frozen=True)
+class PendingAppend:
+    """The record an append writes before its first row: where its batch begins and ends."""
+
+    old_size: int
+    old_end: int  #: JSONL byte length before the batch (the signed end)
+    new_size: int
+    new_end: int  #: JSONL byte length after the batch
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {"old_size": self.old_size, "old_end": self.old_end, "new_size": self.new_size, "new_end": self.new_end}
+        ).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "PendingAppend":
+        obj = json.loads(data)
+        values = [obj[k] for k in ("old_size", "old_end", "new_size", "new_end")]
+        if not all(type(v) is int and v >= 0 for v in values):
+            raise ValueError("sizes and offsets must be non-negative integers")
+        p = cls(*values)
+        if not (p.old_size < p.new_size and p.old_end < p.new_end):
+            raise ValueError("the batch must add rows and bytes")
+        return p
+
+
+@dataclass(frozen=True)
 class RecoveryReport:
     """What recovery found and did."""
 
@@ -106,7 +136,7 @@ class RecoveryReport:
     size: int
 
 
-def _chunked_lines(chunks: Iterator[bytes]) -> Iterator[tuple[bytes, bool]]:
+def split_lines(chunks: Iterator[bytes]) -> Iterator[tuple[bytes, bool]]:
     """Split a byte stream into lines; yields (line without '\\n', complete?)."""
     rest = b""
     for chunk in chunks:
@@ -134,6 +164,7 @@ class Ledger:
         self._signed = signed
         self._log = storage.append_log(JSONL_KEY)
         self._index: CommitIndex | None = None
+        self._lock_depth = 0
 
     # ------------------------------------------------------------ opening
     @classmethod
@@ -152,23 +183,36 @@ class Ledger:
         and it is saved only if ``store_key`` is true.
         """
         storage = open_storage(location)
-        if storage.exists(CHECKPOINT_KEY) or storage.exists(JSONL_KEY):
+        if storage.exists(CHECKPOINT_KEY):
             raise LedgerExistsError(f"a ledger already exists in {storage.describe()}")
-        generated = signer is None
-        if signer is None:
-            signer = Signer.generate(origin)
-        if signer.name != origin:
-            raise KeyFormatError(
-                f"the signing key is named {signer.name!r} but the origin is {origin!r}: "
-                "a checkpoint's key name must equal its origin (c2sp.org/tlog-checkpoint)"
-            )
-        verifier = signer.verifier()
-        if generated or store_key:
-            storage.write_private(SKEY_KEY, (signer.private_key_text() + "\n").encode())
-        storage.write_atomic(VKEY_KEY, (verifier.vkey_text() + "\n").encode())
         log = storage.append_log(JSONL_KEY)
-        log.sync()
-        log.close()
+        try:
+            if log.size():
+                raise LedgerExistsError(
+                    f"{JSONL_KEY} in {storage.describe()} already holds rows but there is no checkpoint; "
+                    "refusing to initialise over them"
+                )
+            if signer is None and storage.exists(SKEY_KEY):
+                # An init that crashed before its checkpoint: finish it with the key it made.
+                signer = load_signer(storage.read(SKEY_KEY))
+                store_key = False
+            generated = signer is None
+            if signer is None:
+                signer = Signer.generate(origin)
+            if signer.name != origin:
+                raise KeyFormatError(
+                    f"the signing key is named {signer.name!r} but the origin is {origin!r}: "
+                    "a checkpoint's key name must equal its origin (c2sp.org/tlog-checkpoint)"
+                )
+            verifier = signer.verifier()
+            # Crash order: key, vkey, empty JSONL, checkpoints/0, and `checkpoint` last:
+            # until it exists the directory is not a ledger and init can be run again.
+            if generated or store_key:
+                storage.write_private(SKEY_KEY, (signer.private_key_text() + "\n").encode())
+            storage.write_atomic(VKEY_KEY, (verifier.vkey_text() + "\n").encode())
+            log.sync()
+        finally:
+            log.close()
         note = sign_checkpoint(Checkpoint(origin=origin, size=0, root=merkle.EMPTY_ROOT), signer)
         storage.write_once(CHECKPOINTS_PREFIX + "0", note)
         storage.write_atomic(CHECKPOINT_KEY, note)
@@ -234,17 +278,61 @@ class Ledger:
     # ------------------------------------------------------------- index
     @property
     def index(self) -> CommitIndex:
-        """The commit index, caught up with the signed rows (re-indexed if behind)."""
-        if self._index is None:
+        """The commit index, caught up with the signed rows.
+
+        The index is derived data: when it is behind (a fresh checkout, a crash)
+        or unreadable, it is rebuilt from the JSONL under the writer lock, so
+        two readers never rebuild it at once.
+        """
+        idx = self._raw_index()
+        if idx.size() < self.size:
+            with self._writer_lock(wait=60.0):
+                idx = self._raw_index()
+                if idx.size() < self.size:
+                    self._catch_up_index(limit=self.size)
+        return idx
+
+    def stored_index(self) -> CommitIndex | None:
+        """The commit index as stored (possibly behind), or None if it does not open; no repair."""
+        if self._index is not None:
+            return self._index
+        try:
             self._index = CommitIndex(self.storage.open_index_db())
-        if self._index.size() < self.size:
-            self._catch_up_index(limit=self.size)
+        except sqlite3.DatabaseError:
+            return None
         return self._index
+
+    def pending_append(self) -> "PendingAppend | None":
+        """The record of an interrupted append, if there is one (see docs/operations.md)."""
+        return self._read_pending()
 
     def _raw_index(self) -> CommitIndex:
         if self._index is None:
-            self._index = CommitIndex(self.storage.open_index_db())
+            try:
+                self._index = CommitIndex(self.storage.open_index_db())
+            except sqlite3.DatabaseError:
+                # Derived data that no longer opens: start it again from the JSONL.
+                with self._writer_lock(wait=60.0):
+                    self.storage.discard_index_db()
+                    self._index = CommitIndex(self.storage.open_index_db())
         return self._index
+
+    @contextlib.contextmanager
+    def _writer_lock(self, *, wait: float) -> Iterator[None]:
+        """The storage's writer lock; re-entrant within this Ledger object."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        with self.storage.lock(wait=wait):
+            self._lock_depth = 1
+            try:
+                yield
+            finally:
+                self._lock_depth = 0
 
     def _catch_up_index(self, *, limit: int | None) -> tuple[int, int, int]:
         """Index the complete lines after the index's high-water mark.
@@ -284,7 +372,7 @@ class Ledger:
                 batch = []
                 seen.clear()
 
-        for line, complete in _chunked_lines(self._log.iter_chunks(offset)):
+        for line, complete in split_lines(self._log.iter_chunks(offset)):
             if not complete:
                 torn = len(line)
                 break
@@ -359,7 +447,7 @@ class Ledger:
                 raise CorruptLedgerError(f"commit index has no entry for leaf {start}")
             offset = e.offset
         n = start
-        for line, complete in _chunked_lines(self._log.iter_chunks(offset)):
+        for line, complete in split_lines(self._log.iter_chunks(offset)):
             if n >= stop or not complete:
                 break
             yield line
@@ -480,48 +568,121 @@ class Ledger:
         note = self.storage.read(CHECKPOINT_KEY)
         self._signed = open_checkpoint(note, [self.verifier], origin=self.origin)
 
-    def recover(self, signer: Signer, *, wait: float = 10.0) -> RecoveryReport:
-        """Bring the ledger to a clean state after a crash (takes the writer lock)."""
-        self._check_signer(signer)
-        with self.storage.lock(wait=wait):
-            return self._recover_locked(signer)
+    def recover(self, signer: Signer | None = None, *, wait: float = 10.0) -> RecoveryReport:
+        """Finish or undo an interrupted append (takes the writer lock).
 
-    def _recover_locked(self, signer: Signer) -> RecoveryReport:
-        self._reload_checkpoint()
-        signed_size = self.size
-        before = self._raw_index().size()
-        added, end, torn = self._catch_up_index(limit=None)
-        if torn:
-            # Crash order: the torn bytes are the unsynced tail of an append that
-            # never reported success (its checkpoint comes after the fsync), so
-            # cutting them loses nothing a user was told was written.
-            self._log.truncate(end)
-        rows = self._raw_index().size()
-        if rows < signed_size:
+        Recovery never signs: it publishes a checkpoint the log already signed,
+        or removes an append the log never signed.  ``signer`` is accepted for
+        compatibility and, when given, must be the log's key.
+        """
+        if signer is not None:
+            self._check_signer(signer)
+        with self._writer_lock(wait=wait):
+            return self._recover_locked()
+
+    def _read_pending(self) -> PendingAppend | None:
+        try:
+            data = self.storage.read(PENDING_KEY)
+        except ObjectNotFoundError:
+            return None
+        try:
+            return PendingAppend.from_json(data)
+        except (ValueError, KeyError, TypeError) as e:
+            raise CorruptLedgerError(f"{PENDING_KEY} is unreadable ({e}); inspect it before writing") from None
+
+    def _signed_end(self) -> int:
+        """Byte offset in the JSONL just after the last signed row."""
+        if self.size == 0:
+            return 0
+        idx = self._raw_index()
+        if idx.size() < self.size:
+            self._catch_up_index(limit=self.size)
+        e = idx.at(self.size - 1)
+        if e is None:
             raise CorruptLedgerError(
-                f"{JSONL_KEY} holds {rows} complete rows but the signed checkpoint covers {signed_size}: "
+                f"{JSONL_KEY} holds fewer complete rows than the signed checkpoint covers ({self.size}): "
                 "rows were removed; restore the file from a copy"
             )
-        integrated = 0
-        if rows > signed_size:
-            # Complete rows after the signed size: an append crashed after its
-            # fsync.  They passed validation when indexed above; integrate them.
-            hashes = [merkle.leaf_hash(line) for line in self._lines_from(signed_size, rows)]
-            self._integrate(signed_size, hashes, signer)
-            integrated = rows - signed_size
-        else:
-            self._prune_partials(signed_size)
-        return RecoveryReport(
-            torn_bytes_cut=torn, rows_integrated=integrated, rows_reindexed=added - integrated if added > integrated else 0,
-            size=self.size,
-        )
+        return e.offset + e.length + 1
+
+    def _recover_locked(self) -> RecoveryReport:
+        """The recovery rule (docs/operations.md), run under the writer lock.
+
+        With a pending-append record: if the log already signed the new size
+        (``checkpoints/<new size>`` exists), roll forward and publish it; else
+        roll back: cut the JSONL to where the batch began, forget its index
+        entries and delete the tiles it may have written.  Without one, the
+        JSONL must end exactly after the last signed row; anything else was not
+        written by kfm and stops the writer (nothing is cut).
+        """
+        self._reload_checkpoint()
+        pending = self._read_pending()
+        if pending is None:
+            end = self._signed_end()
+            extra = self._log.size() - end
+            if extra:
+                raise CorruptLedgerError(
+                    f"{JSONL_KEY} has {extra} byte(s) after the last signed row (index {self.size - 1}, "
+                    f"ending at byte {end}) that no interrupted kfm append accounts for: inspect and remove "
+                    "them by hand (`truncate -s {end}`), then retry".replace("{end}", str(end))
+                )
+            return RecoveryReport(torn_bytes_cut=0, rows_integrated=0, rows_reindexed=0, size=self.size)
+        if pending.old_size > self.size or (self.size not in (pending.old_size, pending.new_size)):
+            raise CorruptLedgerError(
+                f"{PENDING_KEY} describes an append from size {pending.old_size} to {pending.new_size}, "
+                f"but the signed size is {self.size}"
+            )
+        if self.size == pending.new_size:
+            # Step 6 was interrupted: the append had finished.
+            self.storage.delete(PENDING_KEY)
+            self._prune_partials(self.size)
+            return RecoveryReport(torn_bytes_cut=0, rows_integrated=0, rows_reindexed=0, size=self.size)
+        signed_note = None
+        try:
+            signed_note = self.storage.read(f"{CHECKPOINTS_PREFIX}{pending.new_size}")
+        except ObjectNotFoundError:
+            pass
+        if signed_note is not None and self._log.size() >= pending.new_end:
+            # The log signed the new tree head (step 5a): never sign another tree of
+            # that size.  Its rows were fsync'd and tiled before; publish it.
+            new = open_checkpoint(signed_note, [self.verifier], origin=self.origin)
+            if new.checkpoint.size != pending.new_size:
+                raise CorruptLedgerError(f"{CHECKPOINTS_PREFIX}{pending.new_size} says size {new.checkpoint.size}")
+            torn = self._log.size() - pending.new_end
+            if torn:
+                self._log.truncate(pending.new_end)
+            self.storage.write_atomic(CHECKPOINT_KEY, signed_note)
+            self._signed = new
+            self._catch_up_index(limit=self.size)
+            self.storage.delete(PENDING_KEY)
+            self._prune_partials(self.size)
+            return RecoveryReport(
+                torn_bytes_cut=torn, rows_integrated=pending.new_size - pending.old_size, rows_reindexed=0,
+                size=self.size,
+            )
+        # Roll back: the append never reported success and the log never signed it.
+        cut = max(0, self._log.size() - pending.old_end)
+        self._undo_append(pending)
+        return RecoveryReport(torn_bytes_cut=cut, rows_integrated=0, rows_reindexed=0, size=self.size)
+
+    def _undo_append(self, pending: PendingAppend) -> None:
+        """Remove every trace of an unsigned append: JSONL tail, index rows, new tiles, the record."""
+        if self._log.size() > pending.old_end:
+            self._log.truncate(pending.old_end)
+        self._raw_index().truncate(pending.old_size, pending.old_end)
+        for level, index, width in tiles.tiles_changed(pending.old_size, pending.new_size):
+            # Tiles for the new size never exist at the old size (a full tile that
+            # became full, the right edge's new width): all of them are the append's.
+            self.storage.delete(tiles.tile_path(level, index, width))
+        self.storage.delete(f"{CHECKPOINTS_PREFIX}{pending.new_size}")
+        self.storage.delete(PENDING_KEY)
 
     def _lines_from(self, start: int, stop: int) -> Iterator[bytes]:
         e = self._raw_index().at(start)
         if e is None:
             raise CorruptLedgerError(f"commit index has no entry for leaf {start}")
         n = start
-        for line, complete in _chunked_lines(self._log.iter_chunks(e.offset)):
+        for line, complete in split_lines(self._log.iter_chunks(e.offset)):
             if n >= stop or not complete:
                 break
             yield line
@@ -539,8 +700,10 @@ class Ledger:
         ``batch`` is input bytes (one JSON object, a JSON array or JSONL) or rows.
         Everything is validated before anything is written: on any problem
         :class:`~kfm_ledger.errors.InputRejected` lists every one (line, field,
-        why) and the ledger is unchanged.  One writer at a time: waits up to
-        ``wait`` seconds for the lock, then raises LockedError.
+        why) and the ledger is unchanged.  All or nothing: an append that fails
+        or is killed before its checkpoint is signed leaves no row behind.  One
+        writer at a time: waits up to ``wait`` seconds for the lock, then raises
+        LockedError.
         """
         self._check_signer(signer)
         if isinstance(batch, (bytes, bytearray, memoryview)):
@@ -549,66 +712,90 @@ class Ledger:
             parsed = schema.parse_rows(batch)
         if not parsed:
             raise InputRejected([RowProblem(1, "$", "no rows in the input")])
-        with self.storage.lock(wait=wait):
-            recovery = self._recover_locked(signer)
+        with self._writer_lock(wait=wait):
+            recovery = self._recover_locked()
             old_size = self.size
             idx = self._raw_index()
-            problems: list[RowProblem] = []
-            existing = idx.lookup_many([row.lakefs_commit for _, row, _ in parsed])
-            for line_no, row, line in parsed:
-                if row.lakefs_commit in existing:
-                    leaf = existing[row.lakefs_commit]
-                    same = self._entry_at(idx.at(leaf)).line == line  # type: ignore[arg-type]
-                    problems.append(
-                        RowProblem(
-                            line_no,
-                            "$.lakefs_commit",
-                            f"commit {row.lakefs_commit!r} is already in the ledger at index {leaf}"
-                            + (" with identical bytes (was this batch appended before?)" if same else "")
-                            + "; one row per lakeFS commit",
-                        )
+            self._check_against_ledger(parsed, idx)
+            new_size = old_size + len(parsed)
+            for level, index, width in tiles.tiles_changed(old_size, new_size):
+                key = tiles.tile_path(level, index, width)
+                if self.storage.exists(key):
+                    raise CorruptLedgerError(
+                        f"tile {key} already exists beyond the signed tree (size {old_size}); nothing was "
+                        "written: run `kfm verify`, then `kfm rebuild` to recreate the tiles"
                     )
-            if old_size:
-                last = idx.at(old_size - 1)
-                if last is not None:
-                    last_created = schema.parse_created_at(last.created_at)
-                    line_no, row, _ = parsed[0]
-                    if schema.created_at_datetime(row) < last_created:
-                        problems.append(
-                            RowProblem(
-                                line_no,
-                                "$.created_at",
-                                f"{row.created_at} is earlier than the last row's created_at "
-                                f"{last.created_at} (index {old_size - 1}); created_at never goes backwards",
-                            )
-                        )
-            if problems:
-                problems.sort(key=lambda p: p.line)
-                raise InputRejected(problems)
-
-            offset = self._log.size()
+            old_end = self._log.size()
             payload = b"".join(line + b"\n" for _, _, line in parsed)
-            # Step 1: rows to the JSONL, then fsync.  Crash before the fsync
-            # returns: a torn or missing tail, cut on the next open.  Crash
-            # after: complete uncovered rows, integrated on the next open.
-            self._log.append(payload)
-            self._log.sync()
-            # Step 2: the commit index.  Crash before the commit: the index is
-            # behind and is caught up from its high-water mark on the next open.
-            entries = []
-            pos = offset
-            for i, (_, row, line) in enumerate(parsed):
-                entries.append(IndexedEntry(old_size + i, row.lakefs_commit, pos, len(line), row.created_at))
-                pos += len(line) + 1
-            idx.add(entries, size=old_size + len(parsed), end_offset=pos)
-            # Steps 3-5: tiles, checkpoint, pruning (crash order in _integrate).
-            self._integrate(old_size, [merkle.leaf_hash(line) for _, _, line in parsed], signer)
+            pending = PendingAppend(old_size, old_end, new_size, old_end + len(payload))
+            # Step 1: the pending-append record, durable before any row is written.
+            # Crash after it: recovery rolls the append back (nothing was signed).
+            self.storage.write_atomic(PENDING_KEY, pending.to_json())
+            try:
+                # Step 2: rows to the JSONL, then fsync.  Crash during or after
+                # (even a torn last line): rolled back, the record says where it began.
+                self._log.append(payload)
+                self._log.sync()
+                # Step 3: the commit index.  Rolled back with the rows.
+                entries = []
+                pos = old_end
+                for i, (_, row, line) in enumerate(parsed):
+                    entries.append(IndexedEntry(old_size + i, row.lakefs_commit, pos, len(line), row.created_at))
+                    pos += len(line) + 1
+                idx.add(entries, size=new_size, end_offset=pos)
+                # Steps 4-7: tiles, signed checkpoint, record removed, pruning (in _integrate).
+                self._integrate(old_size, [merkle.leaf_hash(line) for _, _, line in parsed], signer)
+            except BaseException:
+                # Not a crash but a failure (I/O error, a tile in the way): undo now if
+                # the log has not signed the new size; otherwise recovery publishes it.
+                if not self.storage.exists(f"{CHECKPOINTS_PREFIX}{new_size}"):
+                    try:
+                        self._undo_append(pending)
+                    except Exception:  # pragma: no cover - the next writer's recovery retries
+                        pass
+                raise
             return AppendResult(
                 first_index=old_size,
                 count=len(parsed),
                 checkpoint=self._signed,
                 recovered=recovery.rows_integrated,
             )
+
+    def _check_against_ledger(self, parsed: list[tuple[int, schema.Row, bytes]], idx: CommitIndex) -> None:
+        """The ledger-wide invariants: one row per commit; created_at not before the last row's."""
+        old_size = self.size
+        problems: list[RowProblem] = []
+        existing = idx.lookup_many([row.lakefs_commit for _, row, _ in parsed])
+        for line_no, row, line in parsed:
+            if row.lakefs_commit in existing:
+                leaf = existing[row.lakefs_commit]
+                same = self._entry_at(idx.at(leaf)).line == line  # type: ignore[arg-type]
+                problems.append(
+                    RowProblem(
+                        line_no,
+                        "$.lakefs_commit",
+                        f"commit {row.lakefs_commit!r} is already in the ledger at index {leaf}"
+                        + (" with identical bytes (was this batch appended before?)" if same else "")
+                        + "; one row per lakeFS commit",
+                    )
+                )
+        if old_size:
+            last = idx.at(old_size - 1)
+            if last is not None:
+                last_created = schema.parse_created_at(last.created_at)
+                line_no, row, _ = parsed[0]
+                if schema.created_at_datetime(row) < last_created:
+                    problems.append(
+                        RowProblem(
+                            line_no,
+                            "$.created_at",
+                            f"{row.created_at} is earlier than the last row's created_at "
+                            f"{last.created_at} (index {old_size - 1}); created_at never goes backwards",
+                        )
+                    )
+        if problems:
+            problems.sort(key=lambda p: p.line)
+            raise InputRejected(problems)
 
     def _write_tiles(
         self, old_size: int, leaf_hashes: Iterable[bytes], write: Callable[[str, bytes], None]
@@ -659,17 +846,20 @@ class Ledger:
 
     def _integrate(self, old_size: int, leaf_hashes: Sequence[bytes], signer: Signer) -> None:
         """Tile leaves [old_size, old_size + len(leaf_hashes)) and sign the new tree head."""
-        # Step 3: tiles (see _write_tiles for the crash order of each write).
+        # Step 4: tiles (immutable objects).  Crash after: rolled back (deleted).
         new_size, root, completed = self._write_tiles(old_size, leaf_hashes, self.storage.write_once)
         note = sign_checkpoint(Checkpoint(origin=self.origin, size=new_size, root=root), signer)
-        # Step 4a: keep every signed checkpoint.  Crash after: recovery re-signs
-        # the same body, which gives the same bytes (Ed25519 is deterministic).
+        # Step 5a: keep the signed checkpoint.  This is the point of no return: the
+        # log has signed this tree, so a crash after it rolls forward, never back.
         self.storage.write_once(f"{CHECKPOINTS_PREFIX}{new_size}", note)
-        # Step 4b: publish it.  From here on the rows are in the ledger.
+        # Step 5b: publish it.  From here on the rows are in the ledger.
         self.storage.write_atomic(CHECKPOINT_KEY, note)
         self._signed = open_checkpoint(note, [self.verifier], origin=self.origin)
-        # Step 5: partial tiles that a full tile now replaces.  Crash before:
-        # harmless leftovers, pruned by the next writer's recovery.
+        # Step 6: the append is complete.  Crash before: recovery sees the new
+        # size signed and only removes the record.
+        self.storage.delete(PENDING_KEY)
+        # Step 7: partial tiles that a full tile now replaces.  Crash before:
+        # harmless leftovers, pruned by the next recovery.
         for tile_level, tile_index in completed:
             self._delete_partials(tile_level, tile_index)
 
@@ -688,30 +878,53 @@ class Ledger:
     def rebuild(self, *, wait: float = 10.0) -> int:
         """Recreate the commit index and every tile from the JSONL (derived data).
 
-        Does not sign anything: the rebuilt tree must match the signed
-        checkpoint, else :class:`CorruptLedgerError`.  Returns the rows indexed.
+        Signs nothing.  The rows are hashed first, without writing: if they no
+        longer give the signed root, :class:`CorruptLedgerError` is raised and
+        nothing is touched.  Then the index is rebuilt and the tiles rewritten:
+        every full tile, the partial tiles of the latest and of every earlier
+        signed size that are still partial, and nothing else.  Returns the rows indexed.
         """
-        with self.storage.lock(wait=wait):
-            self._reload_checkpoint()
-            idx = self._raw_index()
-            idx.reset()
+        with self._writer_lock(wait=wait):
+            self._recover_locked()
+            crange = merkle.CompactRange()
+            n = 0
+            for line, complete in split_lines(self._log.iter_chunks(0)):
+                if n >= self.size or not complete:
+                    break
+                crange.append(merkle.leaf_hash(line))
+                n += 1
+            if n < self.size:
+                raise CorruptLedgerError(
+                    f"{JSONL_KEY} holds {n} complete rows but the signed checkpoint covers {self.size}: "
+                    "rows were removed; nothing was rebuilt"
+                )
+            if crange.root() != self.root:
+                raise CorruptLedgerError(
+                    f"the rows of {JSONL_KEY} do not hash to the signed root at size {self.size}: rows were "
+                    "changed; nothing was rebuilt (run `kfm verify` to find them)"
+                )
+            self._raw_index().reset()
             added, _, _ = self._catch_up_index(limit=self.size)
-            if added < self.size:
-                raise CorruptLedgerError(
-                    f"{JSONL_KEY} holds {added} complete rows but the signed checkpoint covers {self.size}"
-                )
-            for key in list(self.storage.list("tile/")):
-                if not key.startswith("tile/entries/"):
-                    self.storage.delete(key)
+            written: set[str] = set()
+
+            def write(key: str, data: bytes) -> None:
+                self.storage.write_atomic(key, data)
+                written.add(key)
+
             lines = self._lines_from(0, self.size) if self.size else iter(())
-            _, root, _ = self._write_tiles(
-                0, (merkle.leaf_hash(line) for line in lines), self.storage.write_atomic
-            )
-            if root != self.root:
-                raise CorruptLedgerError(
-                    f"the tree rebuilt from {JSONL_KEY} has a different root than the signed checkpoint "
-                    f"at size {self.size}: the rows were changed"
-                )
+            self._write_tiles(0, (merkle.leaf_hash(line) for line in lines), write)
+            # Partial tiles of earlier signed sizes: prefixes of today's partial tiles.
+            for size in self.checkpoint_sizes():
+                for level, index, width in tiles.tiles_for_size(size):
+                    key = tiles.tile_path(level, index, width)
+                    if width < tiles.TILE_WIDTH and key not in written:
+                        if tiles.tile_width(level, index, self.size) == tiles.TILE_WIDTH:
+                            continue  # that tile is full now: clients fall back to it
+                        data = self.read_tile(level, index, width)[: width * merkle.HASH_SIZE]
+                        write(key, data)
+            for key in list(self.storage.list("tile/")):
+                if not key.startswith("tile/entries/") and key not in written:
+                    self.storage.delete(key)
             return added
 
 

@@ -30,7 +30,15 @@ from typing import Callable
 from . import merkle, schema, tiles
 from .checkpoint import open_checkpoint
 from .errors import KfmError, SchemaError
-from .ledger import CHECKPOINT_KEY, CHECKPOINTS_PREFIX, JSONL_KEY, MIRROR_KEY, Ledger, _chunked_lines
+from .ledger import (
+    CHECKPOINT_KEY,
+    CHECKPOINTS_PREFIX,
+    JSONL_KEY,
+    MIRROR_KEY,
+    PENDING_KEY,
+    Ledger,
+    split_lines,
+)
 from .note import Verifier
 
 Progress = Callable[[int, int], None]  #: (bytes read, total bytes)
@@ -95,35 +103,61 @@ class VerifyReport:
 
 
 class _TileChecker:
-    """Compares the tile hashes recomputed from the rows with the stored tiles."""
+    """Compares every stored tile with the hashes recomputed from the rows.
+
+    Every object under ``tile/`` is listed first (a few thousand at 1M rows);
+    while the rows stream, a tile-level buffer is compared with each stored
+    width of that tile as it reaches it, byte for byte and length for length.
+    What is left unchecked at the end lies beyond the signed tree.
+    """
 
     def __init__(self, ledger: Ledger, report: VerifyReport, limit: int) -> None:
         self.ledger = ledger
         self.report = report
         self.limit = limit
         self.buffers: dict[int, list[bytes]] = {}
+        self.present: dict[tuple[int, int], dict[int, str]] = {}
+        self.checked: set[str] = set()
+        self.mismatched_leaves: list[tuple[int, str]] = []  # (leaf, tile key) from level-0 tiles
+        self.tile_failures: list[tuple[str, str]] = []
+        for key in ledger.storage.list("tile/"):
+            if key.startswith("tile/entries/"):
+                continue
+            try:
+                level, index, width = tiles.parse_tile_path(key)
+            except KfmError as e:
+                report.fail(f"tile {key}", f"not a tile path: {e}", limit)
+                continue
+            self.present.setdefault((level, index), {})[width] = key
 
-    def _compare(self, level: int, index: int, hashes: list[bytes]) -> None:
-        width = len(hashes)
-        path = tiles.tile_path(level, index, width)
+    def _compare(self, level: int, index: int, hashes: list[bytes], key: str) -> None:
+        self.checked.add(key)
         self.report.tiles_checked += 1
         try:
-            stored = self.ledger.read_tile(level, index, width)
+            stored = self.ledger.storage.read(key)
         except KfmError as e:
-            self.report.fail(f"tile {path}", str(e), self.limit)
+            self.tile_failures.append((f"tile {key}", str(e)))
             return
         want = b"".join(hashes)
-        if stored[: len(want)] != want:
-            first = next(
-                k for k in range(width) if stored[32 * k : 32 * k + 32] != hashes[k]
+        if stored == want:
+            return
+        if len(stored) != len(want):
+            self.tile_failures.append(
+                (f"tile {key}", f"{len(stored)} bytes, want {len(want)} ({len(hashes)} hashes of 32 bytes)")
             )
-            self.report.fail(
-                f"tile {path}",
+            return
+        first = next(k for k in range(len(hashes)) if stored[32 * k : 32 * k + 32] != hashes[k])
+        if level == 0:
+            for k in range(len(hashes)):
+                if stored[32 * k : 32 * k + 32] != hashes[k] and len(self.mismatched_leaves) < self.limit:
+                    self.mismatched_leaves.append((index * tiles.TILE_WIDTH + k, key))
+        self.tile_failures.append(
+            (
+                f"tile {key}",
                 f"hash {first} (tree level {level * tiles.TILE_HEIGHT}, node "
-                f"{index * tiles.TILE_WIDTH + first}) differs from the one recomputed from the rows; "
-                "run `kfm rebuild` to recreate tiles",
-                self.limit,
+                f"{index * tiles.TILE_WIDTH + first}) differs from the one recomputed from the rows",
             )
+        )
 
     def add(self, nodes: list[tuple[tuple[int, int], bytes]]) -> None:
         for (level, index), node in nodes:
@@ -132,15 +166,40 @@ class _TileChecker:
             tile_level = level // tiles.TILE_HEIGHT
             buf = self.buffers.setdefault(tile_level, [])
             buf.append(node)
-            if len(buf) == tiles.TILE_WIDTH:
-                self._compare(tile_level, index // tiles.TILE_WIDTH, buf)
+            width = len(buf)
+            stored = self.present.get((tile_level, index // tiles.TILE_WIDTH))
+            if stored is not None and width in stored:
+                self._compare(tile_level, index // tiles.TILE_WIDTH, buf, stored[width])
+            if width == tiles.TILE_WIDTH:
+                if stored is None or width not in stored:
+                    key = tiles.tile_path(tile_level, index // tiles.TILE_WIDTH)
+                    self.tile_failures.append((f"tile {key}", "missing; run `kfm rebuild`"))
                 buf.clear()
 
-    def finish(self, size: int) -> None:
-        for tile_level, buf in sorted(self.buffers.items()):
-            if buf:
-                index = (size >> (tiles.TILE_HEIGHT * tile_level)) // tiles.TILE_WIDTH
-                self._compare(tile_level, index, buf)
+    def finish(self, size: int, *, rows_changed: bool, beyond_ok: bool) -> None:
+        for level, index, width in tiles.tiles_for_size(size):
+            if width < tiles.TILE_WIDTH and width not in self.present.get((level, index), {}):
+                key = tiles.tile_path(level, index, width)
+                self.tile_failures.append((f"tile {key}", "missing; run `kfm rebuild`"))
+        if rows_changed and self.mismatched_leaves:
+            # The rows do not give the signed roots: the rows changed, not the tiles.
+            for leaf, key in self.mismatched_leaves:
+                self.report.fail(
+                    f"line {leaf + 1}",
+                    f"this row is not the one the log signed: its leaf hash differs from {key}",
+                    self.limit,
+                )
+        else:
+            for where, message in self.tile_failures:
+                self.report.fail(where, message + ("" if "rebuild" in message else "; run `kfm rebuild`"), self.limit)
+        unchecked = sorted(
+            key for widths in self.present.values() for key in widths.values() if key not in self.checked
+        )
+        for key in unchecked:
+            if beyond_ok:
+                self.report.notes.append(f"tile {key} lies beyond the signed tree: left by the interrupted append")
+            else:
+                self.report.fail(f"tile {key}", f"lies beyond the signed tree (size {size}); run `kfm rebuild`", self.limit)
 
 
 def verify_ledger(
@@ -156,6 +215,21 @@ def verify_ledger(
     report = VerifyReport(origin=ledger.origin, size=ledger.size, root=ledger.root)
     limit = max_failures
     storage = ledger.storage
+    try:
+        pending_append = ledger.pending_append()
+    except KfmError as e:
+        report.fail(PENDING_KEY, str(e), limit)
+        pending_append = None
+    if pending_append is not None:
+        report.notes.append(
+            f"an append of rows {pending_append.old_size}..{pending_append.new_size - 1} was interrupted; "
+            "the next writer (or `kfm recover`) "
+            + (
+                "publishes its signed checkpoint"
+                if storage.exists(f"{CHECKPOINTS_PREFIX}{pending_append.new_size}")
+                else "removes it (it was never signed or acknowledged)"
+            )
+        )
 
     # -- signed checkpoints ------------------------------------------------
     expected_roots: dict[int, bytes] = {}
@@ -180,10 +254,13 @@ def verify_ledger(
             report.fail(where, f"stored as size {size} but says size {signed.checkpoint.size}", limit)
             continue
         if size > ledger.size:
-            report.notes.append(
-                f"checkpoints/{size} is newer than `checkpoint` (size {ledger.size}): an append was "
-                "interrupted after signing; the next writer republishes it"
-            )
+            if pending_append is None or pending_append.new_size != size:
+                report.fail(
+                    where,
+                    f"the log signed size {size} but the published checkpoint is older (size {ledger.size}): "
+                    "`checkpoint` was replaced by an older one",
+                    limit,
+                )
             continue
         expected_roots[size] = signed.checkpoint.root
     if ledger.size not in expected_roots and ledger.size not in sizes:
@@ -228,21 +305,29 @@ def verify_ledger(
     tile_checker = _TileChecker(ledger, report, limit)
     seen = sqlite3.connect("")  # a temporary on-disk database: memory stays bounded
     seen.execute("CREATE TABLE c (commit_id TEXT PRIMARY KEY, line INTEGER) WITHOUT ROWID")
-    index = ledger.index if ledger.size else None
-    pending: list[tuple[str, int]] = []
+    index = ledger.stored_index()
+    if index is not None and index.size() < ledger.size:
+        report.notes.append(
+            f"the commit index covers {index.size()} of {ledger.size} rows (derived data: it is caught up "
+            "on the next lookup, or by `kfm rebuild`); not checked"
+        )
+        index = None
+    batch: list[tuple[str, int, int, int]] = []  # (commit, leaf, offset, length)
     last_created = None
     last_created_text = ""
     n = 0
-    read = 0
+    offset = 0
+    signed_end = 0 if ledger.size == 0 else -1
+    roots_mismatch = False
 
     def flush_commits() -> None:
-        if not pending:
+        if not batch:
             return
         before = seen.total_changes
-        seen.executemany("INSERT OR IGNORE INTO c VALUES (?, ?)", pending)
-        if seen.total_changes - before != len(pending):
+        seen.executemany("INSERT OR IGNORE INTO c VALUES (?, ?)", [(c, leaf) for c, leaf, _, _ in batch])
+        if seen.total_changes - before != len(batch):
             # Some commit was seen before: find which, row by row (rare).
-            for commit, leaf in pending:
+            for commit, leaf, _, _ in batch:
                 first = seen.execute("SELECT line FROM c WHERE commit_id = ?", (commit,)).fetchone()[0]
                 if first != leaf:
                     report.fail(
@@ -251,23 +336,29 @@ def verify_ledger(
                         limit,
                     )
         if index is not None:
-            signed = [(c, leaf) for c, leaf in pending if leaf < ledger.size]
-            found = index.lookup_many([c for c, _ in signed])
-            for commit, leaf in signed:
-                if found.get(commit) != leaf:
+            found = index.lookup_entries([c for c, _, _, _ in batch])
+            for commit, leaf, at, length in batch:
+                e = found.get(commit)
+                if e is None or (e.leaf, e.offset, e.length) != (leaf, at, length):
+                    got = "nothing" if e is None else f"index {e.leaf}, bytes {e.offset}+{e.length}"
                     report.fail(
                         "index",
-                        f"the commit index maps {commit!r} to {found.get(commit)} but its row is at index {leaf}; "
-                        "run `kfm rebuild`",
+                        f"the commit index maps {commit!r} to {got}, but its row is index {leaf}, bytes "
+                        f"{at}+{length}; run `kfm rebuild`",
                         limit,
                     )
-        pending.clear()
+        batch.clear()
 
-    for line, complete in _chunked_lines(log.iter_chunks(0)):
-        read += len(line) + 1
+    for line, complete in split_lines(log.iter_chunks(0)):
         if not complete:
             report.torn_bytes = len(line)
             break
+        if n >= ledger.size:
+            # Rows after the signed tree: an interrupted append's, or not kfm's.
+            report.uncovered_rows += 1
+            n += 1
+            offset += len(line) + 1
+            continue
         where = f"line {n + 1}"
         try:
             row = schema.decode_canonical_line(line)
@@ -282,61 +373,63 @@ def verify_ledger(
                     limit,
                 )
             last_created, last_created_text = created, row.created_at
-            pending.append((row.lakefs_commit, n))
-            if len(pending) >= 5000:
+            batch.append((row.lakefs_commit, n, offset, len(line)))
+            if len(batch) >= 2000:
                 flush_commits()
-        if n < ledger.size:
-            tile_checker.add(crange.append(merkle.leaf_hash(line)))
-            if crange.size in expected_roots and crange.root() != expected_roots[crange.size]:
-                report.fail(
-                    f"checkpoint {crange.size}",
-                    "the tree recomputed from rows 1.."
-                    f"{crange.size} has root {base64.b64encode(crange.root()).decode()}, the signed root is "
-                    f"{base64.b64encode(expected_roots[crange.size]).decode()}: rows were changed",
-                    limit,
-                )
-            if since_root is not None and crange.size == report.since_size and crange.root() != since_root:
-                report.fail(
-                    "since",
-                    f"the ledger's first {crange.size} rows do not hash to the saved checkpoint's root: "
-                    "history was rewritten (append-only violated)",
-                    limit,
-                )
+        tile_checker.add(crange.append(merkle.leaf_hash(line)))
+        if crange.size in expected_roots and crange.root() != expected_roots[crange.size]:
+            roots_mismatch = True
+            report.fail(
+                f"checkpoint {crange.size}",
+                f"the tree recomputed from rows 1..{crange.size} has root "
+                f"{base64.b64encode(crange.root()).decode()}, the signed root is "
+                f"{base64.b64encode(expected_roots[crange.size]).decode()}: rows were changed",
+                limit,
+            )
+        if since_root is not None and crange.size == report.since_size and crange.root() != since_root:
+            report.fail(
+                "since",
+                f"the ledger's first {crange.size} rows do not hash to the saved checkpoint's root: "
+                "history was rewritten (append-only violated)",
+                limit,
+            )
         n += 1
+        offset += len(line) + 1
+        if n == ledger.size:
+            signed_end = offset
         if progress is not None and n % 65536 == 0:
-            progress(read, total)
+            progress(offset, total)
     flush_commits()
     seen.close()
     log.close()
     if progress is not None:
         progress(total, total)
-    report.rows_checked = n
+    report.rows_checked = min(n, ledger.size)
 
-    if n < ledger.size:
+    if signed_end < 0:
         report.fail(
             JSONL_KEY,
             f"holds {n} complete rows but the signed checkpoint covers {ledger.size}: rows were removed",
             limit,
         )
     else:
-        tile_checker.finish(ledger.size)
-        if ledger.size == 0 and expected_roots.get(0, merkle.EMPTY_ROOT) != merkle.EMPTY_ROOT:
-            report.fail("checkpoint 0", "the empty tree's root must be SHA-256 of nothing", limit)
-        report.uncovered_rows = n - ledger.size
-        if report.uncovered_rows:
-            report.notes.append(
-                f"{report.uncovered_rows} complete row(s) after the signed size {ledger.size}: an append was "
-                "interrupted after writing them; `kfm recover` or the next `kfm append` integrates them"
+        tile_checker.finish(ledger.size, rows_changed=roots_mismatch, beyond_ok=pending_append is not None)
+        extra = total - signed_end
+        if extra and pending_append is None:
+            report.fail(
+                JSONL_KEY,
+                f"{extra} byte(s) after the last signed row (from byte {signed_end}: {report.uncovered_rows} "
+                f"complete line(s), {report.torn_bytes} torn byte(s)) that no interrupted append accounts "
+                "for; writers refuse to run until they are removed",
+                limit,
             )
-    if report.torn_bytes:
-        report.notes.append(
-            f"a torn last line ({report.torn_bytes} bytes without a newline) from an interrupted append; "
-            "the next writer cuts it off"
-        )
-    if index is not None:
-        indexed = index.size()
-        if indexed < ledger.size:
-            report.fail("index", f"the commit index has {indexed} rows, the ledger {ledger.size}; run `kfm rebuild`", limit)
+        elif extra and pending_append is not None and pending_append.old_end != signed_end:
+            report.fail(
+                PENDING_KEY,
+                f"says the interrupted append began at byte {pending_append.old_end}, but the signed rows end "
+                f"at byte {signed_end}",
+                limit,
+            )
 
     # -- append-only proof against a saved checkpoint ----------------------
     if since_root is not None and report.since_size is not None and not any(
@@ -355,12 +448,13 @@ def verify_ledger(
 
     # -- the Parquet mirror -------------------------------------------------
     if check_mirror and storage.exists(MIRROR_KEY):
+        from .mirror import verify_mirror
+
+        report.mirror_checked = True
         try:
-            from .mirror import verify_mirror
-        except ImportError as e:  # pragma: no cover - pyarrow is a dependency
-            report.notes.append(f"mirror not checked: {e}")
-        else:
-            report.mirror_checked = True
-            for problem in verify_mirror(ledger):
-                report.fail("mirror", problem, limit)
+            problems = verify_mirror(ledger)
+        except KfmError as e:
+            problems = [str(e)]
+        for problem in problems:
+            report.fail("mirror", problem, limit)
     return report

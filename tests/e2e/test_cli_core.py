@@ -210,12 +210,19 @@ def test_rebuild_and_recover(ledger: Path) -> None:
     assert r.exit_code == 1
     assert kfm("rebuild", "--ledger", str(ledger)).exit_code == 0
     assert kfm("verify", "--ledger", str(ledger)).exit_code == 0
-    with open(ledger / "rollback-index.jsonl", "ab") as f:
-        f.write(b'{"lakefs_repo":"torn')
+    jsonl = ledger / "rollback-index.jsonl"
+    good = jsonl.read_bytes()
+    # Bytes after the signed rows that no interrupted append accounts for: kfm
+    # never wrote them, so verify fails and writers refuse, cutting nothing.
+    jsonl.write_bytes(good + b'{"lakefs_repo":"torn')
     r = kfm("verify", "--ledger", str(ledger))
-    assert r.exit_code == 0 and "torn" in r.stdout
+    assert r.exit_code == 1 and "no interrupted append accounts" in r.stderr
+    r = kfm("recover", "--ledger", str(ledger))
+    assert r.exit_code == 1 and f"truncate -s {len(good)}" in r.stderr
+    assert jsonl.read_bytes() == good + b'{"lakefs_repo":"torn'
+    jsonl.write_bytes(good)
     r = kfm("recover", "--ledger", str(ledger), "--json")
-    assert r.exit_code == 0 and json.loads(r.stdout)["torn_bytes_cut"] == 20
+    assert r.exit_code == 0 and json.loads(r.stdout)["torn_bytes_cut"] == 0
 
 
 def test_schema_is_json_schema() -> None:

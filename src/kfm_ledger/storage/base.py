@@ -86,6 +86,9 @@ class Storage(Protocol):
     def open_index_db(self) -> sqlite3.Connection:
         """A connection to the derived SQLite commit index (a file beside the ledger, or in memory)."""
 
+    def discard_index_db(self) -> None:
+        """Delete the derived index database (it is rebuilt from the JSONL); call under the lock."""
+
     def local_path(self, key: str) -> str | None:
         """A local file path for ``key`` when the backend has one (bulk readers use it), else None."""
 

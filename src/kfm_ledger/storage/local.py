@@ -199,5 +199,12 @@ class LocalStorage:
     def open_index_db(self) -> sqlite3.Connection:
         return sqlite3.connect(self.root / INDEX_DB_NAME, isolation_level=None)
 
+    def discard_index_db(self) -> None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                (self.root / (INDEX_DB_NAME + suffix)).unlink()
+            except FileNotFoundError:
+                pass
+
     def local_path(self, key: str) -> str | None:
         return str(self._path(key))

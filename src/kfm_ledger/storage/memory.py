@@ -4,17 +4,23 @@ It can also simulate a crash: after :meth:`crash_at` (N) the N+1-th mutating
 operation raises :class:`SimulatedCrash` *before* it takes effect, and bytes
 appended to the log but not yet synced are lost when :meth:`crash` is called
 (what a power cut does to a page cache).  Tests inject a crash at each write
-step, reopen the ledger and check that it recovers and verifies.
+step, reopen the ledger and check that it recovers and verifies.  After the
+crash point the "process" is dead: every further mutating operation raises too,
+until :meth:`crash` models the restart.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sqlite3
 import threading
 from typing import Iterator
 
 from ..errors import ImmutableObjectError, LockedError, ObjectNotFoundError, StorageError
+
+
+_DB_NAMES = itertools.count()
 
 
 class SimulatedCrash(Exception):
@@ -38,6 +44,7 @@ class MemoryAppendLog:
         torn = self._owner.tear_next_append
         if torn is not None:
             self._owner.tear_next_append = None
+            self._owner.dead = True
             self._buf.extend(data[:torn])
             raise SimulatedCrash(f"torn append to {self._key} after {torn} bytes")
         self._buf.extend(data)
@@ -77,8 +84,11 @@ class MemoryStorage:
         self._synced: dict[str, int] = {}
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._db_generation = 0
+        self._db_name = next(_DB_NAMES)  # unique: id(self) can be reused by a later object
         self.crash_after = crash_after
         self.tear_next_append: int | None = None
+        self.dead = False  #: after the crash point, nothing more happens until crash()
         self.steps: list[str] = []
 
     # -- fault injection -------------------------------------------------
@@ -88,17 +98,25 @@ class MemoryStorage:
         self.crash_after = step
 
     def _step(self, what: str) -> None:
+        if self.dead:
+            raise SimulatedCrash(f"the process is dead: {what} never happens")
         if self.crash_after is not None and len(self.steps) >= self.crash_after:
+            self.dead = True
             raise SimulatedCrash(f"crash before step {len(self.steps)}: {what}")
         self.steps.append(what)
 
-    def crash(self) -> None:
-        """Lose every unsynced log byte and the index cache (a machine that lost power)."""
-        for key, buf in self._logs.items():
-            del buf[self._synced.get(key, 0) :]
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+    def crash(self, *, power_loss: bool = True) -> None:
+        """Restart after the crash point.
+
+        ``power_loss=True``: every unsynced log byte is lost (a machine that lost
+        power).  ``False``: a killed process, whose written bytes the page cache
+        keeps.  Either way the index cache is gone.
+        """
+        if power_loss:
+            for key, buf in self._logs.items():
+                del buf[self._synced.get(key, 0) :]
+        self.discard_index_db()
+        self.dead = False
         self.crash_after = None
         self.steps.clear()
 
@@ -159,10 +177,16 @@ class MemoryStorage:
     def open_index_db(self) -> sqlite3.Connection:
         # A named shared-cache in-memory database lives while one connection
         # (the anchor kept here) is open; callers get their own connections.
-        uri = f"file:kfm-memory-{id(self)}?mode=memory&cache=shared"
+        uri = f"file:kfm-memory-{self._db_name}-{self._db_generation}?mode=memory&cache=shared"
         if self._db is None:
             self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+
+    def discard_index_db(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self._db_generation += 1
 
     def local_path(self, key: str) -> str | None:
         return None
