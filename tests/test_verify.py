@@ -191,9 +191,15 @@ def test_since_from_another_key_is_rejected() -> None:
     assert "since" in wheres(report)
 
 
-def test_memory_does_not_grow_with_the_ledger(tmp_path: Path) -> None:
-    """The pass keeps O(1) state: a compact range, one tile buffer per level, 1 MiB chunks."""
+@pytest.mark.parametrize("parallel", [False, True])
+def test_memory_does_not_grow_with_the_ledger(tmp_path: Path, monkeypatch, parallel: bool) -> None:
+    """The pass keeps O(1) state: a compact range, one tile buffer per level, a few chunks in flight."""
     import tracemalloc
+
+    from kfm_ledger import bulk
+
+    monkeypatch.setattr(bulk, "CHUNK_BYTES", 256 << 10)
+    monkeypatch.setattr(bulk, "PARALLEL_THRESHOLD", 1 << 20 if parallel else 1 << 40)
 
     def peak_for(rows: int) -> tuple[int, int]:
         led = Ledger.init(tmp_path / str(rows), origin=ORIGIN)
@@ -209,3 +215,26 @@ def test_memory_does_not_grow_with_the_ledger(tmp_path: Path) -> None:
     large, large_bytes = peak_for(16000)
     assert large_bytes - small_bytes > 14_000_000  # the ledger grew by more than 14 MB ...
     assert large - small < 1_000_000, (small, large)  # ... verify's peak by less than 1 MB
+
+
+def test_parallel_and_sequential_verify_report_the_same_failures(tmp_path: Path, monkeypatch) -> None:
+    from kfm_ledger import bulk
+
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    fill(led, 1500, 1500)
+    jsonl = tmp_path / "l" / JSONL_KEY
+    lines = jsonl.read_bytes().split(b"\n")
+    lines[700] = lines[100]  # a duplicate commit, time going backwards, a changed row
+    lines[2000] = lines[2000].replace(b'"kwh":', b'"kwh":-', 1)  # a schema violation
+    jsonl.write_bytes(b"\n".join(lines))
+    monkeypatch.setattr(bulk, "CHUNK_BYTES", 64 << 10)
+    monkeypatch.setattr(bulk, "PARALLEL_THRESHOLD", 1 << 40)
+    sequential = verify_ledger(Ledger.open(tmp_path / "l"))
+    monkeypatch.setattr(bulk, "PARALLEL_THRESHOLD", 1)
+    parallel = verify_ledger(Ledger.open(tmp_path / "l"))
+    assert sequential.failures == parallel.failures
+    found = [str(f) for f in parallel.failures]
+    assert any(f.startswith("line 701: $.lakefs_commit") for f in found), found
+    assert any(f.startswith("line 701: $.created_at") for f in found), found
+    assert any(f.startswith("line 2001: $.energy_carbon.kwh") for f in found), found
+    assert any(f.startswith("checkpoint 1500") for f in found), found

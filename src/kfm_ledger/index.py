@@ -154,6 +154,15 @@ class CommitIndex:
         ).fetchall()
         return [IndexedEntry(*r) for r in rows]
 
+    def range(self, start: int, stop: int) -> list[IndexedEntry]:
+        """Entries for leaves [start, stop), in leaf order (a primary-key range scan)."""
+        rows = self._conn.execute(
+            "SELECT leaf, lakefs_commit, offset, length, created_at FROM entries "
+            "WHERE leaf >= ? AND leaf < ? ORDER BY leaf",
+            (start, stop),
+        ).fetchall()
+        return [IndexedEntry(*r) for r in rows]
+
     def at(self, leaf: int) -> IndexedEntry | None:
         row = self._conn.execute(
             "SELECT leaf, lakefs_commit, offset, length, created_at FROM entries WHERE leaf = ?",

@@ -37,8 +37,8 @@ from .ledger import (
     MIRROR_KEY,
     PENDING_KEY,
     Ledger,
-    split_lines,
 )
+from . import bulk
 from .note import Verifier
 
 Progress = Callable[[int, int], None]  #: (bytes read, total bytes)
@@ -202,6 +202,24 @@ class _TileChecker:
                 self.report.fail(f"tile {key}", f"lies beyond the signed tree (size {size}); run `kfm rebuild`", self.limit)
 
 
+def _find_signed_end(log, size: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """Byte offset just after line ``size`` of the log, by counting newlines; (-1, lines) if short."""
+    if size == 0:
+        return 0, 0
+    offset = 0
+    lines = 0
+    for chunk in log.iter_chunks(0):
+        count = chunk.count(b"\n")
+        if lines + count >= size:
+            pos = -1
+            for _ in range(size - lines):
+                pos = chunk.index(b"\n", pos + 1)
+            return offset + pos + 1, size
+        lines += count
+        offset += len(chunk)
+    return -1, lines
+
+
 def verify_ledger(
     ledger: Ledger,
     *,
@@ -298,9 +316,19 @@ def verify_ledger(
                     limit,
                 )
 
-    # -- one pass over the rows --------------------------------------------
+    # -- where the signed rows end (a fast newline count) -------------------
     log = storage.append_log(JSONL_KEY)
     total = log.size()
+    signed_end, counted = _find_signed_end(log, ledger.size)
+    if signed_end < 0:
+        report.fail(
+            JSONL_KEY,
+            f"holds {counted} complete rows but the signed checkpoint covers {ledger.size}: rows were removed",
+            limit,
+        )
+        signed_end = total  # still check what is there
+
+    # -- one pass over the signed rows, validated on every core ---------------
     crange = merkle.CompactRange()
     tile_checker = _TileChecker(ledger, report, limit)
     seen = sqlite3.connect("")  # a temporary on-disk database: memory stays bounded
@@ -312,16 +340,42 @@ def verify_ledger(
             "on the next lookup, or by `kfm rebuild`); not checked"
         )
         index = None
-    batch: list[tuple[str, int, int, int]] = []  # (commit, leaf, offset, length)
-    last_created = None
-    last_created_text = ""
-    n = 0
-    offset = 0
-    signed_end = 0 if ledger.size == 0 else -1
+    previous: tuple[int, str] | None = None
+    index_mismatches: list = [0, ""]  # count, first message
     roots_mismatch = False
+    offset = 0
+    n = 0
 
-    def flush_commits() -> None:
+    def check_commits(batch: list[tuple[str, int, int, int]]) -> None:
+        """One row per commit, and the index pointing at each row.
+
+        With a current index this is one range scan of it by leaf: its commit
+        column is UNIQUE, so rows that each match their own index entry have
+        distinct commits.  Without one, a temporary table finds repeats.
+        """
         if not batch:
+            return
+        if index is not None:
+            entries = {e.leaf: e for e in index.range(batch[0][1], batch[-1][1] + 1)}
+            for commit, leaf, at, length in batch:
+                e = entries.get(leaf)
+                if e is not None and (e.lakefs_commit, e.offset, e.length) == (commit, at, length):
+                    continue
+                other = index.lookup(commit)
+                if other is not None and other.leaf != leaf:
+                    report.fail(
+                        f"line {leaf + 1}",
+                        f"$.lakefs_commit: {commit!r} also appears at line {other.leaf + 1} "
+                        "(one row per lakeFS commit)",
+                        limit,
+                    )
+                index_mismatches[0] += 1
+                if index_mismatches[0] == 1:  # the first one, with the evidence; then a count
+                    got = "nothing" if e is None else f"{e.lakefs_commit!r}, bytes {e.offset}+{e.length}"
+                    index_mismatches[1] = (
+                        f"the commit index has {got} at index {leaf}, but the row there is {commit!r}, "
+                        f"bytes {at}+{length}"
+                    )
             return
         before = seen.total_changes
         seen.executemany("INSERT OR IGNORE INTO c VALUES (?, ?)", [(c, leaf) for c, leaf, _, _ in batch])
@@ -335,95 +389,85 @@ def verify_ledger(
                         f"$.lakefs_commit: {commit!r} already appears at line {first + 1} (one row per lakeFS commit)",
                         limit,
                     )
-        if index is not None:
-            found = index.lookup_entries([c for c, _, _, _ in batch])
-            for commit, leaf, at, length in batch:
-                e = found.get(commit)
-                if e is None or (e.leaf, e.offset, e.length) != (leaf, at, length):
-                    got = "nothing" if e is None else f"index {e.leaf}, bytes {e.offset}+{e.length}"
-                    report.fail(
-                        "index",
-                        f"the commit index maps {commit!r} to {got}, but its row is index {leaf}, bytes "
-                        f"{at}+{length}; run `kfm rebuild`",
-                        limit,
-                    )
-        batch.clear()
 
-    for line, complete in split_lines(log.iter_chunks(0)):
-        if not complete:
-            report.torn_bytes = len(line)
-            break
-        if n >= ledger.size:
-            # Rows after the signed tree: an interrupted append's, or not kfm's.
-            report.uncovered_rows += 1
-            n += 1
-            offset += len(line) + 1
-            continue
-        where = f"line {n + 1}"
-        try:
-            row = schema.decode_canonical_line(line)
-        except SchemaError as e:
-            report.fail(where, str(e), limit)
-        else:
-            created = schema.created_at_datetime(row)
-            if last_created is not None and created < last_created:
+    chunks = bulk.iter_line_chunks(log.iter_chunks(0, end=signed_end), bulk.CHUNK_BYTES)
+    parallel = signed_end >= bulk.PARALLEL_THRESHOLD
+    for result in bulk.map_ordered(bulk.validate_stored_chunk, chunks, parallel=parallel):
+        for p in result.problems:
+            report.fail(f"line {p.line}", f"{p.path}: {p.message}", limit)
+        if result.first_created is not None and previous is not None:
+            if schema.parse_created_at(result.first_created[1]) < schema.parse_created_at(previous[1]):
                 report.fail(
-                    where,
-                    f"$.created_at: {row.created_at} is earlier than the previous row's {last_created_text}",
+                    f"line {result.first_created[0]}",
+                    f"$.created_at: {result.first_created[1]} is earlier than the previous row's {previous[1]}",
                     limit,
                 )
-            last_created, last_created_text = created, row.created_at
-            batch.append((row.lakefs_commit, n, offset, len(line)))
-            if len(batch) >= 2000:
-                flush_commits()
-        tile_checker.add(crange.append(merkle.leaf_hash(line)))
-        if crange.size in expected_roots and crange.root() != expected_roots[crange.size]:
-            roots_mismatch = True
-            report.fail(
-                f"checkpoint {crange.size}",
-                f"the tree recomputed from rows 1..{crange.size} has root "
-                f"{base64.b64encode(crange.root()).decode()}, the signed root is "
-                f"{base64.b64encode(expected_roots[crange.size]).decode()}: rows were changed",
-                limit,
-            )
-        if since_root is not None and crange.size == report.since_size and crange.root() != since_root:
-            report.fail(
-                "since",
-                f"the ledger's first {crange.size} rows do not hash to the saved checkpoint's root: "
-                "history was rewritten (append-only violated)",
-                limit,
-            )
-        n += 1
-        offset += len(line) + 1
-        if n == ledger.size:
-            signed_end = offset
-        if progress is not None and n % 65536 == 0:
+        if result.last_created is not None:
+            previous = result.last_created
+        # Offsets of the valid rows, for the index check: recomputed from every line's length.
+        batch = []
+        valid = dict(zip(result.lines, result.commits))
+        leaf_hashes = result.leaf_hashes
+        for k in range(result.rows):
+            commit = valid.get(result.first_line + k)
+            length = result.line_lengths[k]
+            leaf = leaf_hashes[32 * k : 32 * k + 32]
+            tile_checker.add(crange.append(leaf))
+            size = crange.size
+            if size in expected_roots and crange.root() != expected_roots[size]:
+                roots_mismatch = True
+                report.fail(
+                    f"checkpoint {size}",
+                    f"the tree recomputed from rows 1..{size} has root "
+                    f"{base64.b64encode(crange.root()).decode()}, the signed root is "
+                    f"{base64.b64encode(expected_roots[size]).decode()}: rows were changed",
+                    limit,
+                )
+            if since_root is not None and size == report.since_size and crange.root() != since_root:
+                report.fail(
+                    "since",
+                    f"the ledger's first {size} rows do not hash to the saved checkpoint's root: "
+                    "history was rewritten (append-only violated)",
+                    limit,
+                )
+            if commit is not None:
+                batch.append((commit, n, offset, length))
+            n += 1
+            offset += length + 1
+        check_commits(batch)
+        if progress is not None:
             progress(offset, total)
-    flush_commits()
     seen.close()
+    report.rows_checked = n
+    if index_mismatches[0]:
+        more = f" (and {index_mismatches[0] - 1} more row(s))" if index_mismatches[0] > 1 else ""
+        report.fail("index", f"{index_mismatches[1]}{more}; run `kfm rebuild`", limit)
+
+    # -- after the signed rows ------------------------------------------------
+    tail = total - signed_end
+    if tail:
+        last_newline, pos = -1, signed_end
+        for chunk in log.iter_chunks(signed_end):
+            report.uncovered_rows += chunk.count(b"\n")
+            k = chunk.rfind(b"\n")
+            if k >= 0:
+                last_newline = pos + k
+            pos += len(chunk)
+        report.torn_bytes = total - (last_newline + 1) if last_newline >= 0 else tail
     log.close()
     if progress is not None:
         progress(total, total)
-    report.rows_checked = min(n, ledger.size)
-
-    if signed_end < 0:
-        report.fail(
-            JSONL_KEY,
-            f"holds {n} complete rows but the signed checkpoint covers {ledger.size}: rows were removed",
-            limit,
-        )
-    else:
+    if n == ledger.size:
         tile_checker.finish(ledger.size, rows_changed=roots_mismatch, beyond_ok=pending_append is not None)
-        extra = total - signed_end
-        if extra and pending_append is None:
+        if tail and pending_append is None:
             report.fail(
                 JSONL_KEY,
-                f"{extra} byte(s) after the last signed row (from byte {signed_end}: {report.uncovered_rows} "
+                f"{tail} byte(s) after the last signed row (from byte {signed_end}: {report.uncovered_rows} "
                 f"complete line(s), {report.torn_bytes} torn byte(s)) that no interrupted append accounts "
                 "for; writers refuse to run until they are removed",
                 limit,
             )
-        elif extra and pending_append is not None and pending_append.old_end != signed_end:
+        elif tail and pending_append is not None and pending_append.old_end != signed_end:
             report.fail(
                 PENDING_KEY,
                 f"says the interrupted append began at byte {pending_append.old_end}, but the signed rows end "

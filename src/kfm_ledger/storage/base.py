@@ -42,8 +42,8 @@ class AppendLog(Protocol):
     def read(self, offset: int, length: int) -> bytes:
         """Return exactly ``length`` bytes from ``offset`` (StorageError if short)."""
 
-    def iter_chunks(self, offset: int = 0, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        """Stream the log from ``offset`` in chunks of about ``chunk_size`` bytes."""
+    def iter_chunks(self, offset: int = 0, chunk_size: int = 1 << 20, end: int | None = None) -> Iterator[bytes]:
+        """Stream the log from ``offset`` (to ``end``, default the end) in chunks of about ``chunk_size`` bytes."""
 
     def close(self) -> None:
         """Release the handle."""

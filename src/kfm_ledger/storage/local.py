@@ -65,9 +65,12 @@ class LocalAppendLog:
             )
         return data
 
-    def iter_chunks(self, offset: int = 0, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    def iter_chunks(self, offset: int = 0, chunk_size: int = 1 << 20, end: int | None = None) -> Iterator[bytes]:
         while True:
-            chunk = os.pread(self._fd, chunk_size, offset)
+            want = chunk_size if end is None else min(chunk_size, end - offset)
+            if want <= 0:
+                return
+            chunk = os.pread(self._fd, want, offset)
             if not chunk:
                 return
             offset += len(chunk)

@@ -64,9 +64,10 @@ class MemoryAppendLog:
             raise StorageError(f"{self._key}: short read at {offset}")
         return data
 
-    def iter_chunks(self, offset: int = 0, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        while offset < len(self._buf):
-            chunk = bytes(self._buf[offset : offset + chunk_size])
+    def iter_chunks(self, offset: int = 0, chunk_size: int = 1 << 20, end: int | None = None) -> Iterator[bytes]:
+        stop = len(self._buf) if end is None else min(end, len(self._buf))
+        while offset < stop:
+            chunk = bytes(self._buf[offset : min(offset + chunk_size, stop)])
             offset += len(chunk)
             yield chunk
 

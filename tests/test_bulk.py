@@ -1,0 +1,83 @@
+"""Bulk appends from files: streamed, validated on both cores, all or nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from conftest import ORIGIN, fill, signer_of
+from kfm_ledger import bulk
+from kfm_ledger.errors import InputRejected
+from kfm_ledger.ledger import JSONL_KEY, Ledger
+from kfm_ledger.sample import sample_jsonl, sample_row
+from kfm_ledger.schema import encode_row
+from kfm_ledger.verify import verify_ledger
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch) -> None:
+    """Take the streamed, parallel path for small test files, in many chunks."""
+    monkeypatch.setattr(bulk, "CHUNK_BYTES", 32 << 10)
+    monkeypatch.setattr(bulk, "PARALLEL_THRESHOLD", 1)
+
+
+def files(d: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(d)): p.read_bytes()
+        for p in sorted(d.rglob("*"))
+        if p.is_file() and not p.name.startswith("index.sqlite")
+    }
+
+
+def test_append_file_matches_append(tmp_path: Path) -> None:
+    a = Ledger.init(tmp_path / "a", origin=ORIGIN, signer=None)
+    fill(a, 10)
+    (tmp_path / "rows.jsonl").write_bytes(sample_jsonl(700, start=10))
+    r = a.append_file(tmp_path / "rows.jsonl", signer=signer_of(a), workers=2)
+    assert (r.first_index, r.count, a.size) == (10, 700, 710)
+    assert list(a.iter_lines()) == [encode_row(sample_row(i)) for i in range(710)]
+    assert verify_ledger(a).ok
+    assert a.get(sample_row(555).lakefs_commit).index == 555
+
+
+def test_every_problem_across_chunks_is_reported_and_nothing_written(tmp_path: Path) -> None:
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    fill(led, 10)
+    before = files(tmp_path / "l")
+    lines = sample_jsonl(600, start=10).splitlines()
+    lines[450] = lines[20]  # repeats line 21 (another chunk) and goes back in time
+    lines[500] = lines[500].replace(b'"kwh":', b'"kwh":-', 1)
+    lines[550] = encode_row(msgspec.structs.replace(sample_row(3), created_at="2030-01-01T00:00:00Z"))
+    (tmp_path / "rows.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(InputRejected) as e:
+        led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2)
+    found = [(p.line, p.path) for p in e.value.problems]
+    assert (451, "$.lakefs_commit") in found
+    assert (451, "$.created_at") in found
+    assert (501, "$.energy_carbon.kwh") in found
+    assert files(tmp_path / "l") == before
+
+
+def test_a_batch_repeating_a_ledger_commit_is_refused(tmp_path: Path) -> None:
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    fill(led, 10)
+    before = files(tmp_path / "l")
+    data = sample_jsonl(300, start=10) + encode_row(
+        msgspec.structs.replace(sample_row(4), created_at="2030-01-01T00:00:00Z")
+    ) + b"\n"
+    (tmp_path / "rows.jsonl").write_bytes(data)
+    with pytest.raises(InputRejected) as e:
+        led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2)
+    assert [(p.line, p.path) for p in e.value.problems] == [(301, "$.lakefs_commit")]
+    assert "already in the ledger at index 4" in e.value.problems[0].message
+    assert files(tmp_path / "l") == before
+
+
+def test_a_json_array_file_goes_through_append(tmp_path: Path) -> None:
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    rows = b"[" + b",".join(encode_row(sample_row(i)) for i in range(5)) + b"]"
+    (tmp_path / "rows.json").write_bytes(rows)
+    assert led.append_file(tmp_path / "rows.json", signer=signer_of(led)).count == 5
+    assert (tmp_path / "l" / JSONL_KEY).read_bytes().count(b"\n") == 5
