@@ -1,0 +1,100 @@
+"""Benchmark a bulk `kfm append` of N rows, then `kfm verify`, as whole processes.
+
+Usage::
+
+    python bench/bench_bulk.py --rows 1000000 --dir /tmp/kfm-bulk
+
+Rows are the sample rows trimmed to one model, one config and one data snapshot
+(about 850 bytes each, near the ~750-byte rows the targets assume). The input
+file is generated once and reused. Each command runs as `python -m kfm_ledger`
+and is measured with os.wait4 (wall time, the child's own peak RSS); worker
+processes' peaks are reported by /usr/bin/time when --time-v is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+from kfm_ledger.sample import sample_row
+from kfm_ledger.schema import encode_row
+
+ORIGIN = "bench.kfm.example/rollback-index"
+
+
+def compact_row(i: int) -> bytes:
+    row = sample_row(i)
+    row = msgspec.structs.replace(
+        row, models=row.models[:1], configs=row.configs[:1], data_snapshot=row.data_snapshot[:1]
+    )
+    return encode_row(row)
+
+
+def make_input(path: Path, rows: int) -> None:
+    if path.exists() and path.stat().st_size > 0:
+        return
+    with open(path, "wb") as f:
+        buf = []
+        for i in range(rows):
+            buf.append(compact_row(i))
+            if len(buf) == 10000:
+                f.write(b"\n".join(buf) + b"\n")
+                buf = []
+        if buf:
+            f.write(b"\n".join(buf) + b"\n")
+
+
+def run(args: list[str], time_v: bool) -> tuple[float, float, str]:
+    cmd = [sys.executable, "-m", "kfm_ledger", *args]
+    if time_v:
+        cmd = ["/usr/bin/time", "-v", *cmd]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - t0
+    out = proc.stdout.read() if proc.stdout else ""
+    err = proc.stderr.read() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{err}")
+    peak = usage.ru_maxrss / 1024
+    if time_v:
+        for line in err.splitlines():
+            if "Maximum resident set size" in line:
+                peak = int(line.split()[-1]) / 1024
+    return elapsed, peak, out.strip().splitlines()[-1] if out.strip() else ""
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--rows", type=int, default=100_000)
+    p.add_argument("--dir", type=Path, default=Path("/tmp/kfm-bulk"))
+    p.add_argument("--time-v", action="store_true", help="measure with /usr/bin/time -v")
+    a = p.parse_args()
+    a.dir.mkdir(parents=True, exist_ok=True)
+    data = a.dir / f"rows-{a.rows}.jsonl"
+    t0 = time.perf_counter()
+    make_input(data, a.rows)
+    print(f"input: {data} ({data.stat().st_size / 1e6:.0f} MB, {data.stat().st_size / a.rows:.0f} bytes a row), "
+          f"made in {time.perf_counter() - t0:.1f} s")
+    ledger = a.dir / "ledger"
+    shutil.rmtree(ledger, ignore_errors=True)
+    run(["init", "--origin", ORIGIN, "--ledger", str(ledger)], False)
+    t, rss, last = run(["append", str(data), "--ledger", str(ledger)], a.time_v)
+    print(f"kfm append ({a.rows} rows)        {t:7.1f} s   peak RSS {rss:6.0f} MiB   {last}")
+    t, rss, last = run(["verify", "--ledger", str(ledger), "--no-mirror"], a.time_v)
+    print(f"kfm verify ({a.rows} rows)        {t:7.1f} s   peak RSS {rss:6.0f} MiB   {last[:60]}")
+    one = a.dir / "one.jsonl"
+    one.write_bytes(compact_row(a.rows) + b"\n")
+    t, rss, last = run(["append", str(one), "--ledger", str(ledger)], False)
+    print(f"kfm append (1 row, whole process)  {t * 1000:7.0f} ms  peak RSS {rss:6.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
