@@ -62,9 +62,13 @@ def link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfile
 
 
 def tree(root: Path) -> dict[str, bytes | str]:
+    """Every file and directory under root, except the derived SQLite index (its -wal and
+    -shm files come and go with connections)."""
     out: dict[str, bytes | str] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
+            if name.startswith("index.sqlite"):
+                continue
             p = Path(dirpath) / name
             out[str(p.relative_to(root))] = "dir" if p.is_dir() and not p.is_symlink() else (
                 "link" if p.is_symlink() else p.read_bytes()
