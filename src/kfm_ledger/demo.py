@@ -76,7 +76,7 @@ def run_demo(
     step(f"3. appended {rows - first} more rows; signed checkpoint size {led.size}")
     entry = led.entry(led.size // 2)
     proof = format_tlog_proof(led.tlog_proof(entry.index))
-    proof_file, entry_file = where / "proof.tlog", where / "entry.json"
+    proof_file, entry_file = where / "proof.tlog-proof", where / "entry.json"
     proof_file.write_bytes(proof)
     entry_file.write_bytes(entry.line + b"\n")
     _, index = verify_tlog_proof(proof, entry.line, [led.verifier], origin=led.origin)

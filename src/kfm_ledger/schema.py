@@ -508,6 +508,8 @@ def _decode_and_encode(raw: bytes) -> tuple[Row, bytes, datetime.datetime]:
         raise _friendly_validation_error(str(e), raw) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         raise SchemaError("$", _syntax_message(raw, e)[1]) from None
+    except RecursionError:
+        raise SchemaError("$", _too_deep_message(raw, 0)[1]) from None
     energy = row.energy_carbon
     if _ROW_SHAPE(_joined(row)) is None or not (energy.kwh >= 0 and energy.co2e_kg >= 0):
         raise _diagnose(raw)
@@ -621,6 +623,9 @@ def _value_at(raw: bytes, path: str) -> Any:
         return node
     except (msgspec.DecodeError, KeyError, IndexError, TypeError, UnicodeDecodeError):
         return _MISSING_VALUE
+    except RecursionError:
+        # Somewhere in the row, nesting deeper than msgspec can follow: that is the news.
+        raise SchemaError("$", _too_deep_message(raw, 0)[1]) from None
 
 
 def _show(value: Any, limit: int = 80) -> str:
@@ -658,7 +663,8 @@ def parse_batch(data: bytes | str) -> list[tuple[int, Row, bytes]]:
     row), the line size limit, a ``lakefs_commit`` repeated within the batch, and
     ``created_at`` going backwards from one valid row to the next.  If anything is
     wrong, raises :class:`InputRejected` listing all the :class:`RowProblem` s in line
-    order.
+    order.  Input nested too deeply for the decoder (RecursionError) is a problem like
+    any other: "nested more than 64 levels deep", on the line where that depth is reached.
     """
     raw = _as_batch_bytes(data)
     bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
@@ -778,6 +784,32 @@ def _syntax_message(raw: bytes, error: Exception) -> tuple[int, str]:
     return offset, f"invalid JSON: {_lower_first(text)}"
 
 
+#: Depth named when input is nested too deeply to decode (a row nests 3 levels; msgspec
+#: and json raise RecursionError somewhere near Python's recursion limit).
+_MAX_DEPTH = 64
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
+
+
+def _too_deep_message(raw: bytes, start: int) -> tuple[int, str]:
+    """(byte offset, message) for input from ``raw[start]`` that hit RecursionError (error path only)."""
+    depth = 0
+    offset = len(raw)
+    for token in _JSON_TOKEN.finditer(raw, start):
+        if token.group() in (b"[", b"{"):
+            depth += 1
+            if depth > _MAX_DEPTH:
+                offset = token.start()
+                break
+        elif token.group() in (b"]", b"}"):
+            depth -= 1
+    return offset, f"nested more than {_MAX_DEPTH} levels deep (byte {offset})"
+
+
+def _too_deep_problem(raw: bytes, start: int) -> RowProblem:
+    offset, message = _too_deep_message(raw, start)
+    return RowProblem(_line_of_byte(raw, offset), "$", message)
+
+
 def _syntax_problem(raw: bytes, start: int, error: Exception) -> RowProblem:
     """A RowProblem for malformed input that starts at ``raw[start]``, on the line of the fault."""
     offset, message = _syntax_message(raw[start:], error)
@@ -797,9 +829,9 @@ def _is_one_object(raw: bytes, start: int) -> bool:
     except msgspec.DecodeError as e:
         if "trailing characters" in str(e):
             return False  # one object, then more: JSONL
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, RecursionError):
         pass
-    # Malformed: a pretty-printed object starts with '{' alone on its line; anything
+    # Malformed or too deep: a pretty-printed object starts with '{' alone on its line; anything
     # else is read as JSONL, so that every line's problems are reported.
     end = raw.find(b"\n", start)
     first_line = raw[start:] if end < 0 else raw[start:end]
@@ -812,6 +844,9 @@ def _single_item(raw: bytes, start: int, problems: list[RowProblem]) -> list[tup
         _RAW_DECODER.decode(memoryview(raw)[start:])
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         problems.append(_syntax_problem(raw, start, e))
+        return []
+    except RecursionError:
+        problems.append(_too_deep_problem(raw, start))
         return []
     return [(_line_of_byte(raw, start), raw[start:])]
 
@@ -828,6 +863,9 @@ def _array_items(raw: bytes, start: int, problems: list[RowProblem]) -> list[tup
         elements = _RAW_LIST_DECODER.decode(memoryview(raw)[start:])
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         problems.append(_syntax_problem(raw, start, e))
+        return []
+    except RecursionError:
+        problems.append(_too_deep_problem(raw, start))
         return []
     items = []
     pos = start + 1

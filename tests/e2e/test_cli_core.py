@@ -71,8 +71,15 @@ def test_keygen_writes_go_format_keys_and_never_prints_the_private_key(tmp_path:
     assert key.read_text().startswith(f"PRIVATE+KEY+{ORIGIN}+")
     assert key.read_text().strip() not in r.output and "PRIVATE" not in r.output
     assert vkey.read_text().startswith(f"{ORIGIN}+")
-    # An existing key is never overwritten.
-    assert kfm("keygen", ORIGIN, "--key-file", str(key), "--vkey-file", str(vkey)).exit_code == 2
+    # An existing key is never overwritten: refused with exit 1 (input refused, not a usage error).
+    r = kfm("keygen", ORIGIN, "--key-file", str(key), "--vkey-file", str(tmp_path / "new.vkey"))
+    assert r.exit_code == 1 and f"{key} exists; refusing to overwrite a key file" in r.stderr
+    assert not (tmp_path / "new.vkey").exists()
+    # Nor an existing verifier key, and then nothing is written at all.
+    vkey_before = vkey.read_bytes()
+    r = kfm("keygen", "other.example/log", "--key-file", str(tmp_path / "new.key"), "--vkey-file", str(vkey))
+    assert r.exit_code == 1 and f"{vkey} exists; refusing to overwrite a key file" in r.stderr
+    assert vkey.read_bytes() == vkey_before and not (tmp_path / "new.key").exists()
     # init with that key: log.key is not written, append needs --key.
     d = tmp_path / "l"
     assert kfm("init", "--origin", ORIGIN, "--ledger", str(d), "--key", str(key)).exit_code == 0
@@ -225,10 +232,12 @@ def test_rebuild_and_recover(ledger: Path) -> None:
     assert r.exit_code == 0 and json.loads(r.stdout)["torn_bytes_cut"] == 0
 
 
-def test_schema_is_json_schema() -> None:
+def test_schema_is_json_schema_with_or_without_json_flag() -> None:
     r = kfm("schema")
     schema = json.loads(r.stdout)
     assert set(schema["required"]) >= {"lakefs_commit", "energy_carbon", "checksums"}
+    r2 = kfm("schema", "--json")
+    assert r2.exit_code == 0 and r2.stdout == r.stdout
 
 
 def test_usage_errors_exit_2(ledger: Path) -> None:
@@ -237,53 +246,198 @@ def test_usage_errors_exit_2(ledger: Path) -> None:
     assert kfm("get", "--index", "x", "--ledger", str(ledger)).exit_code == 2
 
 
-def test_not_a_ledger_is_a_clear_error(tmp_path: Path) -> None:
-    r = kfm("get", "--commit", "abc", "--ledger", str(tmp_path))
-    assert r.exit_code == 1 and "kfm init" in r.stderr
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["prove", "--index", "0", "--size", "-1"],
+        ["prove", "--index", "-1"],
+        ["prove", "--from", "-1"],
+        ["prove", "--from", "1", "--to", "-1"],
+        ["get", "--index", "-1"],
+        ["checkpoint", "--size", "-1"],
+    ],
+)
+def test_negative_sizes_and_indexes_are_usage_errors(ledger: Path, args: list[str]) -> None:
+    r = kfm(*args, "--ledger", str(ledger))
+    assert r.exit_code == 2, r.output
+    option = args[-2]
+    assert f"Invalid value for '{option}'" in r.output
+    assert "beyond the signed tree size" not in r.output
 
 
-def test_real_process_demo_and_help(tmp_path: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    r = subprocess.run([sys.executable, "-m", "kfm_ledger", "--help"], capture_output=True, text=True, env=env)
-    assert r.returncode == 0 and "append" in r.stdout
-    r = subprocess.run(
-        [sys.executable, "-m", "kfm_ledger", "demo", str(tmp_path / "demo"), "--rows", "30"],
-        capture_output=True, text=True, env=env,
-    )
-    assert r.returncode == 0, r.stderr
-    assert "kfm verify: OK (30 rows" in r.stdout
-    r = subprocess.run(
-        [sys.executable, "-m", "kfm_ledger", "verify-proof", str(tmp_path / "demo" / "proof.tlog"),
-         "--vkey", str(tmp_path / "demo" / "log.vkey"), "--entry", str(tmp_path / "demo" / "entry.json")],
-        capture_output=True, text=True, env=env,
-    )
-    assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stderr
+def test_consistency_from_the_empty_tree_is_refused(tmp_path: Path, ledger: Path) -> None:
+    message = "kfm: error: a consistency proof from the empty tree (--from 0) is not defined; use --from 1 or more\n"
+    for args in (["--from", "0"], ["--from", "0", "--to", "0"], ["--from", "0", "--to", "40"], ["--from", "0", "--json"]):
+        r = kfm("prove", *args, "--ledger", str(ledger))
+        assert (r.exit_code, r.stdout, r.stderr) == (1, "", message), args
+    empty = tmp_path / "empty"
+    assert kfm("init", "--origin", ORIGIN, "--ledger", str(empty)).exit_code == 0
+    r = kfm("prove", "--from", "0", "--ledger", str(empty))
+    assert (r.exit_code, r.stderr) == (1, message)
+    # M == N > 0 is fine: an empty proof.
+    r = kfm("prove", "--from", "40", "--to", "40", "--ledger", str(ledger))
+    assert (r.exit_code, r.stdout) == (0, "")
 
 
-def test_demo_json_reports_every_step(tmp_path: Path) -> None:
-    r = kfm("demo", str(tmp_path / "d"), "--rows", "9", "--json")
+def test_consistency_json_lists_the_checkpoints_once(ledger: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kfm_ledger.ledger import Ledger
+
+    calls = []
+    original = Ledger.checkpoint_sizes
+
+    def counting(self: Ledger) -> list[int]:
+        calls.append(1)
+        return original(self)
+
+    monkeypatch.setattr(Ledger, "checkpoint_sizes", counting)
+    r = kfm("prove", "--from", "40", "--ledger", str(ledger), "--json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
-    assert (out["size"], out["consistency"]) == (9, {"old_size": 4, "new_size": 9, "verified": True})
-    assert out["verify"]["ok"] and out["verify"]["rows_checked"] == 9
-    assert len(out["steps"]) == 6 and out["proven_index"] == 4
-    assert Path(out["proof_file"]).read_bytes().startswith(b"c2sp.org/tlog-proof@v1\nindex 4\n")
-    again = kfm("demo", str(tmp_path / "d"))
-    assert again.exit_code == 1 and "already exists" in again.stderr
-    assert kfm("demo", "--rows", "1").exit_code == 2
+    assert (out["old_size"], out["new_size"]) == (40, 65) and out["old_root"] and out["new_root"]
+    assert len(calls) == 1
 
 
-def test_append_says_whether_the_mirror_is_stale(tmp_path: Path, ledger: Path) -> None:
-    rows = tmp_path / "r.jsonl"
-    rows.write_bytes(sample_jsonl(1, start=65))
-    out = json.loads(kfm("append", str(rows), "--ledger", str(ledger), "--json").stdout)
-    assert out["mirror"] == "absent"
-    assert kfm("mirror", "--ledger", str(ledger)).exit_code == 0
-    rows.write_bytes(sample_jsonl(1, start=66))
-    r = kfm("append", str(rows), "--ledger", str(ledger))
-    assert r.exit_code == 0 and "run `kfm mirror`" in r.stdout
-    assert kfm("verify", "--ledger", str(ledger)).exit_code == 1
-    rows.write_bytes(sample_jsonl(1, start=67))
-    out = json.loads(kfm("append", str(rows), "--ledger", str(ledger), "--mirror", "--json").stdout)
-    assert out["mirror"] == "regenerated"
+def _missing_or_dir_cases(tmp_path: Path, ledger: Path) -> list[tuple[list[str], str]]:
+    """(arguments, the exact one-line error) for files and directories that cannot be used."""
+    nope = tmp_path / "nonexist"
+    proof = tmp_path / "p.tlog-proof"
+    proof.write_bytes(kfm("prove", "--index", "3", "--ledger", str(ledger)).stdout_bytes)
+    entry = tmp_path / "entry.json"
+    entry.write_bytes(kfm("get", "--index", "3", "--ledger", str(ledger)).stdout_bytes)
+    vkey, d = str(ledger / "log.vkey"), str(tmp_path)
+    missing = f"kfm: error: cannot access {nope}: No such file or directory\n"
+    a_dir = f"kfm: error: cannot access {tmp_path}: Is a directory\n"
+    return [
+        (["append", str(nope), "--ledger", str(ledger)], missing),
+        (["append", d, "--ledger", str(ledger)], a_dir),
+        (["append", "-", "--key", d, "--ledger", str(ledger)], a_dir),
+        (["verify", "--since", str(nope), "--ledger", str(ledger)], missing),
+        (["verify", "--since", d, "--ledger", str(ledger)], a_dir),
+        (["verify", "--vkey", d, "--ledger", str(ledger)], a_dir),
+        (["verify-proof", str(nope), "--vkey", vkey, "--entry", str(entry)], missing),
+        (["verify-proof", str(proof), "--vkey", d, "--entry", str(entry)], a_dir),
+        (["verify-proof", str(proof), "--vkey", vkey, "--entry", d], a_dir),
+        (["init", "--origin", ORIGIN, "--key", str(nope), "--ledger", str(tmp_path / "new")], missing),
+        (["recover", "--key", str(nope), "--ledger", str(ledger)], missing),
+        (
+            ["init", "--origin", ORIGIN, "--ledger", "/proc/kfm-cannot-create"],
+            "kfm: error: cannot create the ledger directory /proc/kfm-cannot-create: No such file or directory\n",
+        ),
+    ]
+
+
+def test_missing_files_and_directories_are_one_line_errors(tmp_path: Path, ledger: Path) -> None:
+    before = tree_bytes(ledger)
+    for args, expected in _missing_or_dir_cases(tmp_path, ledger):
+        # catch_exceptions=False: a traceback would fail the test here.
+        r = kfm(*args, input=sample_jsonl(1, start=65))
+        assert (r.exit_code, r.stderr) == (1, expected), args
+    assert tree_bytes(ledger) == before
+    assert not (tmp_path / "new").exists() or not any((tmp_path / "new").iterdir())
+
+
+def test_a_ledger_file_replaced_by_a_directory(ledger: Path) -> None:
+    jsonl = ledger / "rollback-index.jsonl"
+    jsonl.unlink()
+    jsonl.mkdir()
+    r = kfm("verify", "--ledger", str(ledger))
+    assert (r.exit_code, r.stderr) == (1, f"kfm: error: cannot access {jsonl}: Is a directory\n")
+    r = kfm("verify", "--ledger", str(ledger), "--json")
+    assert r.exit_code == 1
+    assert json.loads(r.stdout)["failures"] == [{"where": "open", "message": f"cannot access {jsonl}: Is a directory"}]
+
+
+def test_unexpected_exceptions_still_show_a_traceback(ledger: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only KfmError and real OS errors are turned into messages; a bug stays a bug."""
+    import io
+
+    from kfm_ledger.ledger import Ledger
+
+    def broken(self: Ledger, commit: str) -> None:
+        raise io.UnsupportedOperation("fileno")  # an OSError without an errno: a programming error
+
+    monkeypatch.setattr(Ledger, "get", broken)
+    with pytest.raises(io.UnsupportedOperation):
+        kfm("get", "--commit", "abc", "--ledger", str(ledger))
+    monkeypatch.setattr(Ledger, "get", lambda self, commit: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        kfm("get", "--commit", "abc", "--ledger", str(ledger))
+
+
+def _verify_json_open_failure(ledger: Path, *args: str) -> dict:
+    r = kfm("verify", "--ledger", str(ledger), "--json", *args)
+    assert r.exit_code == 1, r.output
+    out = json.loads(r.stdout)
+    assert out["ok"] is False and out["size"] is None and out["root"] is None and out["rows_checked"] == 0
+    assert set(out) == {
+        "ok", "origin", "size", "root", "rows_checked", "checkpoints_checked", "tiles_checked", "uncovered_rows",
+        "torn_bytes", "since_size", "mirror_checked", "failures", "failures_not_shown", "notes",
+    }
+    assert len(out["failures"]) == 1
+    assert r.stderr == f"kfm: error: {out['failures'][0]['message']}\n"
+    return out["failures"][0]
+
+
+def test_verify_json_always_prints_a_document(tmp_path: Path, ledger: Path) -> None:
+    # Same keys as a report that ran.
+    ran = json.loads(kfm("verify", "--ledger", str(ledger), "--json").stdout)
+    assert ran["ok"] is True
+    # Not a ledger.
+    failure = _verify_json_open_failure(tmp_path)
+    assert failure["where"] == "open" and "kfm init" in failure["message"]
+    # An unreadable --since file.
+    failure = _verify_json_open_failure(ledger, "--since", str(tmp_path / "nonexist"))
+    assert failure == {"where": "since", "message": f"cannot access {tmp_path / 'nonexist'}: No such file or directory"}
+    # A checkpoint whose signature does not verify.
+    cp = ledger / "checkpoint"
+    good = cp.read_bytes()
+    lines = good.split(b"\n")
+    name, sig = lines[-2].rsplit(b" ", 1)
+    flipped = bytearray(base64.b64decode(sig))
+    flipped[-1] ^= 1
+    lines[-2] = name + b" " + base64.b64encode(bytes(flipped))
+    cp.write_bytes(b"\n".join(lines))
+    failure = _verify_json_open_failure(ledger)
+    assert failure["where"] == "open" and "does not verify" in failure["message"]
+    cp.write_bytes(good)
+    # No verifier key.
+    (ledger / "log.vkey").unlink()
+    failure = _verify_json_open_failure(ledger)
+    assert failure["where"] == "open" and "log.vkey" in failure["message"]
+    # Without --json the same is a one-line error.
+    r = kfm("verify", "--ledger", str(ledger))
+    assert r.exit_code == 1 and r.stdout == "" and r.stderr.startswith("kfm: error: ") and "log.vkey" in r.stderr
+
+
+def _kfm_into_closed_pipe(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run kfm with stdout a pipe whose reader is already gone (`kfm ... | head -0`)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "kfm_ledger", *args], stdout=write_end, stderr=subprocess.PIPE, text=True, env=env
+        )
+    finally:
+        os.close(write_end)
+
+
+def test_output_cut_short_exits_1_without_noise(ledger: Path) -> None:
+    # Each of these exits 0 when its output is read; cut short, 1 and nothing on stderr.
     assert kfm("verify", "--ledger", str(ledger)).exit_code == 0
+    for args in (["verify"], ["get", "--index", "3"], ["checkpoint"], ["prove", "--index", "3", "--json"]):
+        r = _kfm_into_closed_pipe(*args, "--ledger", str(ledger))
+        assert (r.returncode, r.stderr) == (1, ""), args
+    # A failing verify with stdout and stderr on the closed pipe (`kfm verify 2>&1 | head -0`): 1, not 0.
+    (ledger / "checkpoints" / "40").write_bytes(b"garbage\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "kfm_ledger", "verify", "--ledger", str(ledger)], stdout=write_end, stderr=write_end,
+            env=env,
+        )
+    finally:
+        os.close(write_end)
+    assert r.returncode == 1

@@ -47,19 +47,62 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def handle_errors(fn: F) -> F:
-    """Turn library errors into a message on stderr and the documented exit code."""
+    """Turn library errors into a message on stderr and the documented exit code.
+
+    * :class:`KfmError`: its diagnostics, its exit code (1).
+    * An operating-system error on a file or directory (a missing input file, a
+      directory where a file was expected, a ledger directory that cannot be created):
+      one line naming the path and why, exit 1.  Only real OS errors (with an errno)
+      are caught; anything else is a bug and keeps its traceback.
+    * A broken pipe on stdout or stderr (``kfm verify | head -1``): the output was cut
+      short, so exit 1 quietly (docs/cli.md), whatever the command would have returned.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                # Buffered output (sys.stdout.buffer.write) meets a closed pipe here, not
+                # at interpreter exit where it would print "Exception ignored ...".
+                sys.stdout.flush()
         except KfmError as e:
             typer.echo(f"kfm: error: {e.diagnostics()}", err=True)
             raise typer.Exit(e.exit_code) from None
-        except BrokenPipeError:  # pragma: no cover - `kfm ... | head`
-            os._exit(EXIT_OK)
+        except BrokenPipeError:
+            _silence_standard_streams()
+            raise typer.Exit(EXIT_FAILED) from None
+        except OSError as e:
+            if e.errno is None:  # io.UnsupportedOperation and the like: a programming error
+                raise
+            typer.echo(f"kfm: error: {describe_os_error(e)}", err=True)
+            raise typer.Exit(EXIT_FAILED) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def describe_os_error(error: OSError) -> str:
+    """``cannot access PATH: why`` for an OS error (the path as given, the system's reason)."""
+    why = error.strerror or str(error)
+    if error.filename is None:
+        return why
+    path = os.fsdecode(error.filename)
+    if error.filename2 is not None:
+        return f"cannot move {path} to {os.fsdecode(error.filename2)}: {why}"
+    return f"cannot access {path}: {why}"
+
+
+def _silence_standard_streams() -> None:
+    """Point stdout and stderr at /dev/null so that Python's final flush of what the
+    closed pipe refused cannot fail again ("Exception ignored ... BrokenPipeError")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):  # not a real file (a test runner's capture)
+            pass
+    os.close(devnull)
 
 
 def emit_json(value: Any) -> None:

@@ -8,11 +8,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 
-from . import EXIT_USAGE, JsonFlag, LedgerDir, emit_json, fail, handle_errors, is_terminal
+from ..errors import KfmError
+from . import EXIT_USAGE, JsonFlag, LedgerDir, describe_os_error, emit_json, fail, handle_errors, is_terminal
 
 KeyFile = Annotated[
     Optional[Path],
@@ -45,10 +46,7 @@ def _signer(ledger, key: Optional[Path]):  # -> Signer
     from ..ledger import SKEY_KEY, load_signer
 
     if key is not None:
-        try:
-            return load_signer(key.read_bytes(), str(key))
-        except FileNotFoundError:
-            raise NotALedgerError(f"signing key file {key} does not exist") from None
+        return load_signer(key.read_bytes(), str(key))
     try:
         return load_signer(ledger.storage.read(SKEY_KEY))
     except ObjectNotFoundError:
@@ -84,7 +82,10 @@ def init(
     from ..ledger import Ledger, load_signer
 
     signer = load_signer(key.read_bytes(), str(key)) if key else None
-    ledger_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        ledger_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise fail(f"cannot create the ledger directory {ledger_dir}: {e.strerror or e}") from None
     led = Ledger.init(ledger_dir, origin=origin, signer=signer, store_key=key is None)
     if json_out:
         emit_json({"ledger": str(ledger_dir), "vkey": led.verifier.vkey_text(), "checkpoint": _checkpoint_json(led.checkpoint)})
@@ -104,15 +105,26 @@ def keygen(
     ] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Generate an Ed25519 key pair in Go's sumdb/note text formats. The private key is never printed."""
+    """Generate an Ed25519 key pair in Go's sumdb/note text formats. The private key is never printed.
+
+    Refuses (exit 1) if either file exists: keys are never overwritten.
+    """
     from ..note import CosignatureSigner, Signer
 
+    # Refuse before writing anything: a half-written pair (new private key, old verifier
+    # key) would not match.  O_EXCL below closes the race for the private key.
+    for path in (key_file, vkey_file):
+        if os.path.lexists(path):
+            raise fail(f"{path} exists; refusing to overwrite a key file")
     signer = CosignatureSigner.generate(name) if cosignature else Signer.generate(name)
-    if key_file.exists():
-        raise fail(f"{key_file} exists; refusing to overwrite a key", EXIT_USAGE)
     _write_private_file(key_file, signer.private_key_text() + "\n")
     vkey = signer.verifier().vkey_text()
-    vkey_file.write_text(vkey + "\n")
+    try:
+        with os.fdopen(os.open(vkey_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "w") as f:
+            f.write(vkey + "\n")
+    except OSError:
+        key_file.unlink()  # no private key without its verifier key
+        raise
     if json_out:
         emit_json({"name": name, "vkey": vkey, "key_file": str(key_file), "vkey_file": str(vkey_file)})
     else:
@@ -170,7 +182,7 @@ def append(
 @handle_errors
 def get(
     commit: Annotated[Optional[str], typer.Option("--commit", help="lakeFS commit id or unique prefix.")] = None,
-    index: Annotated[Optional[int], typer.Option("--index", help="Leaf index (0-based).")] = None,
+    index: Annotated[Optional[int], typer.Option("--index", min=0, help="Leaf index (0-based).")] = None,
     ledger_dir: LedgerDir = Path("."),
     json_out: JsonFlag = False,
 ) -> None:
@@ -190,10 +202,16 @@ def get(
 @handle_errors
 def prove(
     commit: Annotated[Optional[str], typer.Option("--commit", help="Inclusion proof for this commit (or unique prefix).")] = None,
-    index: Annotated[Optional[int], typer.Option("--index", help="Inclusion proof for this leaf index.")] = None,
-    size: Annotated[Optional[int], typer.Option("--size", help="Tree size of a signed checkpoint (default: latest).")] = None,
-    from_size: Annotated[Optional[int], typer.Option("--from", help="Consistency proof from this tree size.")] = None,
-    to_size: Annotated[Optional[int], typer.Option("--to", help="Consistency proof to this tree size (default: latest).")] = None,
+    index: Annotated[Optional[int], typer.Option("--index", min=0, help="Inclusion proof for this leaf index.")] = None,
+    size: Annotated[
+        Optional[int], typer.Option("--size", min=0, help="Tree size of a signed checkpoint (default: latest).")
+    ] = None,
+    from_size: Annotated[
+        Optional[int], typer.Option("--from", min=0, help="Consistency proof from this tree size (at least 1).")
+    ] = None,
+    to_size: Annotated[
+        Optional[int], typer.Option("--to", min=0, help="Consistency proof to this tree size (default: latest).")
+    ] = None,
     ledger_dir: LedgerDir = Path("."),
     json_out: JsonFlag = False,
 ) -> None:
@@ -204,6 +222,10 @@ def prove(
     inclusion = commit is not None or index is not None
     if inclusion == (from_size is not None) or (commit is not None and index is not None):
         raise fail("give --commit or --index (inclusion), or --from (consistency)", EXIT_USAGE)
+    if from_size == 0:
+        # RFC 9162 §2.1.4 defines proofs for 0 < m <= n only; an empty "proof" from the
+        # empty tree would prove nothing.
+        raise fail("a consistency proof from the empty tree (--from 0) is not defined; use --from 1 or more")
     led = _open(ledger_dir)
     if inclusion:
         if to_size is not None:
@@ -231,8 +253,9 @@ def prove(
     new_size = led.size if to_size is None else to_size
     hashes = led.consistency_proof(from_size, new_size)  # type: ignore[arg-type]
     if json_out:
-        old = led.stored_checkpoint(from_size) if from_size in led.checkpoint_sizes() else None
-        new = led.stored_checkpoint(new_size) if new_size in led.checkpoint_sizes() else None
+        signed_sizes = set(led.checkpoint_sizes())
+        old = led.stored_checkpoint(from_size) if from_size in signed_sizes else None
+        new = led.stored_checkpoint(new_size) if new_size in signed_sizes else None
         emit_json(
             {
                 "old_size": from_size,
@@ -287,7 +310,18 @@ def verify(
     """Verify the whole ledger in one streaming pass; exit 0 only when everything holds."""
     from ..verify import verify_ledger
 
-    led = _open(ledger_dir, vkey)
+    try:
+        since_note = since.read_bytes() if since else None
+    except OSError as e:
+        if not json_out or e.errno is None:
+            raise
+        _verify_failed_json("since", describe_os_error(e))
+    try:
+        led = _open(ledger_dir, vkey)
+    except (KfmError, OSError) as e:
+        if not json_out or (isinstance(e, OSError) and e.errno is None):
+            raise
+        _verify_failed_json("open", e.diagnostics() if isinstance(e, KfmError) else describe_os_error(e))
     progress = None
     if is_terminal() and not json_out:
         def progress(done: int, total: int) -> None:
@@ -296,9 +330,7 @@ def verify(
             if done >= total:
                 sys.stderr.write("\n")
             sys.stderr.flush()
-    report = verify_ledger(
-        led, since=since.read_bytes() if since else None, check_mirror=not no_mirror, progress=progress
-    )
+    report = verify_ledger(led, since=since_note, check_mirror=not no_mirror, progress=progress)
     if json_out:
         emit_json(report.to_json())
     else:
@@ -318,10 +350,33 @@ def verify(
         raise typer.Exit(1)
 
 
+def _verify_failed_json(where: str, message: str) -> NoReturn:
+    """`verify --json` when verification could not start: still one JSON document, exit 1."""
+    emit_json(
+        {
+            "ok": False,
+            "origin": None,
+            "size": None,
+            "root": None,
+            "rows_checked": 0,
+            "checkpoints_checked": 0,
+            "tiles_checked": 0,
+            "uncovered_rows": 0,
+            "torn_bytes": 0,
+            "since_size": None,
+            "mirror_checked": False,
+            "failures": [{"where": where, "message": message}],
+            "failures_not_shown": 0,
+            "notes": [],
+        }
+    )
+    raise fail(message)
+
+
 @handle_errors
 def checkpoint(
     ledger_dir: LedgerDir = Path("."),
-    size: Annotated[Optional[int], typer.Option("--size", help="A stored checkpoint's tree size.")] = None,
+    size: Annotated[Optional[int], typer.Option("--size", min=0, help="A stored checkpoint's tree size.")] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Print the latest signed checkpoint (save it for `kfm verify --since`)."""
@@ -358,8 +413,13 @@ def recover(ledger_dir: LedgerDir = Path("."), key: KeyFile = None, json_out: Js
         )
 
 
-def schema_cmd() -> None:
-    """Print the row's JSON Schema."""
+@handle_errors
+def schema_cmd(
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Accepted for symmetry: the schema is printed as JSON either way.")
+    ] = False,
+) -> None:
+    """Print the row's JSON Schema (draft 2020-12); it is JSON with or without --json."""
     from ..schema import row_json_schema
 
     emit_json(row_json_schema())
