@@ -81,3 +81,10 @@ def test_a_json_array_file_goes_through_append(tmp_path: Path) -> None:
     (tmp_path / "rows.json").write_bytes(rows)
     assert led.append_file(tmp_path / "rows.json", signer=signer_of(led)).count == 5
     assert (tmp_path / "l" / JSONL_KEY).read_bytes().count(b"\n") == 5
+
+
+def test_a_byte_order_mark_is_ignored_in_a_streamed_file(tmp_path: Path) -> None:
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    (tmp_path / "rows.jsonl").write_bytes(b"\xef\xbb\xbf" + sample_jsonl(200))
+    assert led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2).count == 200
+    assert led.entry(0).line == encode_row(sample_row(0))

@@ -814,6 +814,8 @@ class Ledger:
                     more_problems += 1
 
             with open(path, "rb") as f:
+                if f.read(3) != b"\xef\xbb\xbf":  # a UTF-8 byte order mark is ignored
+                    f.seek(0)
                 chunks = bulk.iter_line_chunks(bulk.read_in_pieces(f))
                 for result in bulk.map_ordered(bulk.validate_input_chunk, chunks, workers=workers):
                     for p in result.problems:

@@ -142,9 +142,19 @@ def append(
     json_out: JsonFlag = False,
 ) -> None:
     """Validate rows and append them under a new signed checkpoint (all or nothing)."""
-    data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
     led = _open(ledger_dir)
-    result = led.append(data, signer=_signer(led, key), wait=wait)
+    signer = _signer(led, key)
+    if file == "-":
+        # Spool standard input so a large batch streams like a file.
+        import shutil
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(prefix="kfm-stdin-") as spool:
+            shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+            spool.flush()
+            result = led.append_file(spool.name, signer=signer, wait=wait)
+    else:
+        result = led.append_file(file, signer=signer, wait=wait)
     from ..ledger import MIRROR_KEY
 
     mirror_state = "absent"
