@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -15,6 +16,7 @@ from kfm_ledger.merkle import (
     MemoryTree,
     consistency_proof,
     inclusion_proof,
+    subtree_nodes,
     tree_root,
     verify_consistency,
     verify_inclusion,
@@ -22,8 +24,10 @@ from kfm_ledger.merkle import (
 from kfm_ledger.tiles import (
     TILE_HEIGHT,
     TILE_WIDTH,
+    TileCache,
     TileHashReader,
     entries_path,
+    expand_tile,
     hashes_of_tile,
     parse_entries_path,
     parse_tile_path,
@@ -267,7 +271,7 @@ def tile_levels(size: int) -> int:
     return levels
 
 
-def exact_reader(log: Log, size: int) -> tuple[TileHashReader, list[str]]:
+def exact_reader(log: Log, size: int, cache: TileCache | None = None) -> tuple[TileHashReader, list[str]]:
     """A reader over exactly the published tiles: asking for a wrong width is a KeyError."""
     store = log.published(size)
     asked: list[str] = []
@@ -277,7 +281,7 @@ def exact_reader(log: Log, size: int) -> tuple[TileHashReader, list[str]]:
         asked.append(path)
         return store[path]
 
-    return TileHashReader(size, read_tile), asked
+    return TileHashReader(size, read_tile, cache=cache), asked
 
 
 def test_tiles_match_tree_nodes(log: Log) -> None:
@@ -403,3 +407,200 @@ def test_reader_propagates_missing_tile() -> None:
         tree_root(10, TileHashReader(10, read_tile))
     with pytest.raises(ValueError):
         TileHashReader(-1, read_tile)
+
+
+# ------------------------------------------------------- expanded tiles, cache
+
+
+def test_expand_tile_gives_every_complete_node(log: Log) -> None:
+    # Tile 0/001 (nodes (0, 256..511)) and tile 1/000 (nodes (8, 0..255)) at several widths.
+    for (level, index) in [(0, 1), (1, 0)]:
+        full = bytes(log.buffers[(level, index)])
+        for width in [1, 2, 3, 7, 8, 100, 128, 255, 256]:
+            rows = expand_tile(full[: width * 32])
+            assert len(rows) == TILE_HEIGHT + 1
+            assert rows[0] == full[: width * 32]
+            for r, row in enumerate(rows):
+                count = width >> r
+                assert len(row) == count * 32
+                base = index << (TILE_HEIGHT - r)
+                want = log.tree.read_node_hashes([(TILE_HEIGHT * level + r, base + p) for p in range(count)])
+                assert [row[p * 32 : p * 32 + 32] for p in range(count)] == want
+    for bad in [b"", b"\x00" * 31, b"\x00" * 33, b"\x00" * (8192 + 32)]:
+        with pytest.raises(FormatError):
+            expand_tile(bad)
+
+
+def random_complete_nodes(draw: Callable[[st.SearchStrategy[int]], int], size: int, count: int) -> list[tuple[int, int]]:
+    nodes = []
+    for _ in range(count):
+        level = draw(st.integers(0, size.bit_length() - 1))
+        nodes.append((level, draw(st.integers(0, (size >> level) - 1))))
+    return nodes
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_cached_readers_equal_uncached_ones(log: Log, data: st.DataObject) -> None:
+    """One small shared cache, readers at sizes that grow, shrink and cross tile boundaries:
+    every hash equals the uncached reader's and the memory tree's."""
+    cache = TileCache(max_tiles=data.draw(st.integers(1, 6)))
+    sizes = data.draw(
+        st.lists(
+            st.one_of(st.integers(1, 600), st.integers(65_000, MAX_SIZE), st.integers(1, MAX_SIZE)),
+            min_size=1,
+            max_size=6,
+        )
+    )
+    for size in sizes:
+        nodes = random_complete_nodes(data.draw, size, data.draw(st.integers(1, 12)))
+        cached, _ = exact_reader(log, size, cache)
+        plain, _ = exact_reader(log, size)
+        got = cached.read_node_hashes(nodes)
+        assert got == plain.read_node_hashes(nodes) == log.tree.read_node_hashes(nodes)
+        assert len(cache) <= cache.max_tiles
+
+
+def test_cache_grows_with_the_tree(log: Log) -> None:
+    """Sizes one apart in the same tiles: each new size's newest nodes are right, though the
+    cache holds the same tiles at the previous width."""
+    cache = TileCache()
+    for size in list(range(1, 600)) + list(range(65_530, 65_545)):
+        reader, asked = exact_reader(log, size, cache)
+        nodes = subtree_nodes(0, size) + [(0, size - 1)]
+        assert reader.read_node_hashes(nodes) == log.tree.read_node_hashes(nodes)
+        # The right edge is partial at a new width every time: the level-0 tile holding
+        # the newest leaf is always read, never answered by the narrower cached one.
+        if size % 256:
+            assert tile_path(0, (size - 1) // 256, size % 256) in asked
+        assert tree_root(size, reader) == log.tree.root(size)
+
+
+def test_a_narrower_entry_never_answers_a_wider_width(log: Log) -> None:
+    cache = TileCache()
+    garbage = expand_tile(b"\xee" * 32 * 10)
+    cache.put((0, 0, 10), garbage)  # a poisoned partial of width 10
+    assert cache.get((0, 0, 10)) is garbage
+    assert cache.get((0, 0, 5)) is garbage  # a wider entry answers a narrower width
+    assert cache.get((0, 0, 11)) is None
+    reader, asked = exact_reader(log, 20, cache)
+    nodes = [(0, p) for p in range(20)] + [(1, 3), (2, 4), (4, 0)]
+    assert reader.read_node_hashes(nodes) == log.tree.read_node_hashes(nodes)
+    assert asked == ["tile/0/000.p/20"]
+    # The width-20 entry replaced the width-10 one, and answers width 10 from now on.
+    assert (0, 0, 10) not in cache and (0, 0, 20) in cache
+    assert exact_reader(log, 10, cache)[0].read_node_hashes([(0, 9)]) == log.tree.read_node_hashes([(0, 9)])
+
+
+def test_full_tile_answers_partial_widths(log: Log) -> None:
+    cache = TileCache()
+    full, _ = exact_reader(log, 600, cache)
+    full.read_node_hashes([(0, 0)])
+    assert (0, 0, 256) in cache
+    reader, asked = exact_reader(log, 200, cache)
+    nodes = [(7, 0), (6, 2), (3, 24), (0, 199)]
+    assert reader.read_node_hashes(nodes) == log.tree.read_node_hashes(nodes)
+    assert asked == [] and reader.tiles_read == 0
+    cache.put((0, 0, 100), expand_tile(bytes(log.buffers[(0, 0)][: 100 * 32])))
+    assert (0, 0, 100) not in cache  # the full tile is there: no partial is kept
+
+
+def test_warm_cache_reads_no_tiles(log: Log) -> None:
+    cache = TileCache()
+    first, _ = exact_reader(log, MAX_SIZE, cache)
+    proof = inclusion_proof(70_000 % MAX_SIZE, MAX_SIZE, first)
+    assert first.tiles_read == len(cache) == tile_levels(MAX_SIZE) + 1 > 0
+    second, asked = exact_reader(log, MAX_SIZE, cache)
+    assert inclusion_proof(70_000 % MAX_SIZE, MAX_SIZE, second) == proof
+    assert second.tiles_read == 0 and asked == []
+    assert cache.hits >= len(cache) and cache.misses == len(cache)
+
+
+def test_cache_is_a_bounded_lru() -> None:
+    def tile(seed: int, width: int = 256) -> tuple[bytes, ...]:
+        return expand_tile(hashlib.sha256(bytes([seed])).digest() * width)
+
+    cache = TileCache(max_tiles=3)
+    for i in range(3):
+        cache.put((0, i, 256), tile(i))
+    assert cache.get((0, 0, 256)) == tile(0)  # 0 is now the most recently used
+    cache.put((0, 3, 256), tile(3))  # evicts 1, the least recently used
+    assert len(cache) == 3
+    assert cache.get((0, 1, 256)) is None
+    assert [cache.get((0, i, 256)) is not None for i in (0, 2, 3)] == [True, True, True]
+    for i in range(100):
+        cache.put((1, i, 256), tile(i))
+        assert len(cache) <= 3
+    assert [k for k in range(100) if (1, k, 256) in cache] == [97, 98, 99]
+    assert cache.nbytes == 3 * 511 * 32
+    # One partial per position: the widest.
+    small = TileCache(max_tiles=10)
+    small.put((0, 5, 3), tile(1, 3))
+    small.put((0, 5, 9), tile(1, 9))
+    small.put((0, 5, 4), tile(1, 4))
+    assert len(small) == 1 and (0, 5, 9) in small
+    assert small.nbytes == (9 + 4 + 2 + 1) * 32
+    small.put((0, 5, 256), tile(1))
+    assert len(small) == 1 and (0, 5, 256) in small
+    assert small.nbytes == 511 * 32
+    # Evicting a partial forgets its width (a later narrower one can be cached again).
+    one = TileCache(max_tiles=1)
+    one.put((0, 0, 9), tile(2, 9))
+    one.put((0, 1, 256), tile(2))
+    one.put((0, 0, 4), tile(2, 4))
+    assert (0, 0, 4) in one and len(one) == 1
+    assert one.nbytes == (4 + 2 + 1) * 32
+    one.clear()
+    assert len(one) == 0 and one.get((0, 0, 4)) is None and one.nbytes == 0
+
+
+def test_cache_checks_what_it_is_given() -> None:
+    with pytest.raises(ValueError):
+        TileCache(max_tiles=0)
+    cache = TileCache()
+    rows = expand_tile(b"\x01" * 32 * 10)
+    for key in [(0, 0, 11), (0, 0, 9), (0, 0, 256), (0, 0, 0), (0, -1, 10), (-1, 0, 10), (0, 0, 257)]:
+        with pytest.raises(ValueError):
+            cache.put(key, rows)
+    with pytest.raises(ValueError):
+        cache.put((0, 0, 10), rows[:-1])
+    assert len(cache) == 0
+
+
+def test_cached_reader_checks_tile_length(log: Log) -> None:
+    store = log.published(300)
+    cache = TileCache()
+
+    def read_tile(level: int, index: int, width: int) -> bytes:
+        return store[tile_path(level, index, width)][:-32]
+
+    with pytest.raises(CorruptLedgerError, match=r"tile/0/001\.p/44: tile is 1376 bytes, want 1408"):
+        TileHashReader(300, read_tile, cache=cache).read_node_hashes([(0, 299)])
+    assert len(cache) == 0
+    with pytest.raises(IndexOutOfRangeError):
+        TileHashReader(300, read_tile, cache=cache).read_node_hashes([(0, 300)])
+
+
+def test_cache_shared_between_threads(log: Log) -> None:
+    cache = TileCache(max_tiles=4)
+    sizes = [300, 1_000, 4_097, 65_536, 65_537, MAX_SIZE]
+    errors: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        try:
+            for k in range(40):
+                size = sizes[(seed + k) % len(sizes)]
+                index = (seed * 7_919 + k * 104_729) % size
+                reader, _ = exact_reader(log, size, cache)
+                assert inclusion_proof(index, size, reader) == inclusion_proof(index, size, log.tree)
+                assert len(cache) <= 4
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(cache) <= 4
