@@ -736,42 +736,69 @@ class Ledger:
             idx = self._raw_index()
             self._check_against_ledger(parsed, idx)
             new_size = old_size + len(parsed)
-            self._refuse_tiles_in_the_way(old_size, new_size)
-            old_end = self._log.size()
             payload = b"".join(line + b"\n" for _, _, line in parsed)
-            pending = PendingAppend(old_size, old_end, new_size, old_end + len(payload))
-            # Step 1: the pending-append record, durable before any row is written.
-            # Crash after it: recovery rolls the append back (nothing was signed).
-            self.storage.write_atomic(PENDING_KEY, pending.to_json())
-            try:
-                # Step 2: rows to the JSONL, then fsync.  Crash during or after
-                # (even a torn last line): rolled back, the record says where it began.
-                self._log.append(payload)
-                self._log.sync()
-                # Step 3: the commit index.  Rolled back with the rows.
-                entries = []
+
+            def index_entries(old_end: int) -> Iterator[IndexedEntry]:
                 pos = old_end
                 for i, (_, row, line) in enumerate(parsed):
-                    entries.append(IndexedEntry(old_size + i, row.lakefs_commit, pos, len(line), row.created_at))
+                    yield IndexedEntry(old_size + i, row.lakefs_commit, pos, len(line), row.created_at)
                     pos += len(line) + 1
-                idx.add(entries, size=new_size, end_offset=pos)
-                # Steps 4-7: tiles, signed checkpoint, record removed, pruning (in _integrate).
-                self._integrate(old_size, [merkle.leaf_hash(line) for _, _, line in parsed], signer)
-            except BaseException:
-                # Not a crash but a failure (I/O error, a tile in the way): undo now if
-                # the log has not signed the new size; otherwise recovery publishes it.
-                if not self.storage.exists(f"{CHECKPOINTS_PREFIX}{new_size}"):
-                    try:
-                        self._undo_append(pending)
-                    except Exception:  # pragma: no cover - the next writer's recovery retries
-                        pass
-                raise
-            return AppendResult(
-                first_index=old_size,
-                count=len(parsed),
-                checkpoint=self._signed,
+
+            return self._commit_batch(
+                new_size=new_size,
+                payload_size=len(payload),
+                write_rows=lambda: self._log.append(payload),
+                index_entries=index_entries,
+                leaf_hashes=(merkle.leaf_hash(line) for _, _, line in parsed),
+                signer=signer,
                 recovered=recovery.rows_integrated,
             )
+
+    def _commit_batch(
+        self,
+        *,
+        new_size: int,
+        payload_size: int,
+        write_rows: Callable[[], None],
+        index_entries: Callable[[int], Iterable[IndexedEntry]],
+        leaf_hashes: Iterable[bytes],
+        signer: Signer,
+        recovered: int,
+    ) -> AppendResult:
+        """Write a validated batch: steps 1-7 with their crash order (docs/operations.md).
+
+        Called under the writer lock after recovery and every check. ``write_rows``
+        appends the batch's ``payload_size`` canonical bytes; ``index_entries(old_end)``
+        gives the batch's index entries for rows starting at JSONL byte ``old_end``.
+        """
+        old_size = self.size
+        self._refuse_tiles_in_the_way(old_size, new_size)
+        old_end = self._log.size()
+        pending = PendingAppend(old_size, old_end, new_size, old_end + payload_size)
+        # Step 1: the pending-append record, durable before any row is written.
+        # Crash after it: recovery rolls the append back (nothing was signed).
+        self.storage.write_atomic(PENDING_KEY, pending.to_json())
+        try:
+            # Step 2: rows to the JSONL, then fsync.  Crash during or after
+            # (even a torn last line): rolled back, the record says where it began.
+            write_rows()
+            self._log.sync()
+            # Step 3: the commit index.  Rolled back with the rows.
+            self._raw_index().add(index_entries(old_end), size=new_size, end_offset=pending.new_end)
+            # Steps 4-7: tiles, signed checkpoint, record removed, pruning (in _integrate).
+            self._integrate(old_size, leaf_hashes, signer)
+        except BaseException:
+            # Not a crash but a failure (I/O error, a tile in the way): undo now if
+            # the log has not signed the new size; otherwise recovery publishes it.
+            if not self.storage.exists(f"{CHECKPOINTS_PREFIX}{new_size}"):
+                try:
+                    self._undo_append(pending)
+                except Exception:  # pragma: no cover - the next writer's recovery retries
+                    pass
+            raise
+        return AppendResult(
+            first_index=old_size, count=new_size - old_size, checkpoint=self._signed, recovered=recovered
+        )
 
     def append_file(
         self,
@@ -895,40 +922,27 @@ class Ledger:
                 idx = self._raw_index()
                 self._check_bulk_against_ledger(seen, idx)
                 new_size = old_size + seq
-                self._refuse_tiles_in_the_way(old_size, new_size)
-                old_end = self._log.size()
-                pending = PendingAppend(old_size, old_end, new_size, old_end + spooled)
-                # Step 1: the pending-append record (as in append).
-                self.storage.write_atomic(PENDING_KEY, pending.to_json())
-                try:
-                    # Step 2: the spooled canonical rows to the JSONL, then fsync.
+
+                def write_rows() -> None:
                     spool.seek(0)
                     for piece in bulk.read_in_pieces(spool, 4 << 20):
                         self._log.append(piece)
-                    self._log.sync()
-                    # Step 3: the commit index, from the temporary table.
-                    idx.add(
-                        (
-                            IndexedEntry(old_size + q, commit, old_end + off, length, created)
-                            for q, commit, off, length, created in seen.execute(
-                                "SELECT seq, lakefs_commit, offset, length, created_at FROM b ORDER BY seq"
-                            )
-                        ),
-                        size=new_size,
-                        end_offset=old_end + spooled,
-                    )
-                    # Steps 4-7.
-                    view = memoryview(hashes)
-                    self._integrate(old_size, (view[i : i + 32].tobytes() for i in range(0, len(view), 32)), signer)
-                except BaseException:
-                    if not self.storage.exists(f"{CHECKPOINTS_PREFIX}{new_size}"):
-                        try:
-                            self._undo_append(pending)
-                        except Exception:  # pragma: no cover - the next writer's recovery retries
-                            pass
-                    raise
-                return AppendResult(
-                    first_index=old_size, count=seq, checkpoint=self._signed, recovered=recovery.rows_integrated
+
+                def index_entries(old_end: int) -> Iterator[IndexedEntry]:
+                    for q, commit, off, length, created in seen.execute(
+                        "SELECT seq, lakefs_commit, offset, length, created_at FROM b ORDER BY seq"
+                    ):
+                        yield IndexedEntry(old_size + q, commit, old_end + off, length, created)
+
+                view = memoryview(hashes)
+                return self._commit_batch(
+                    new_size=new_size,
+                    payload_size=spooled,
+                    write_rows=write_rows,
+                    index_entries=index_entries,
+                    leaf_hashes=(view[i : i + 32].tobytes() for i in range(0, len(view), 32)),
+                    signer=signer,
+                    recovered=recovery.rows_integrated,
                 )
         finally:
             spool.close()
