@@ -1029,15 +1029,27 @@ class Ledger:
             raise InputRejected(problems)
 
     def _write_tiles(
-        self, old_size: int, leaf_hashes: Iterable[bytes], write: Callable[[str, bytes], None]
+        self,
+        old_size: int,
+        leaf_hashes: Iterable[bytes],
+        write_many: Callable[[list[tuple[str, bytes]]], None],
     ) -> tuple[int, bytes, list[tuple[int, int]]]:
         """Write the tiles for leaves appended after ``old_size``, touching only the right edge.
 
         A compact range over [0, old_size) is seeded from the stored tiles; each
         leaf's completed nodes at levels 0, 8, 16, ... are tile hashes
         (c2sp.org/tlog-tiles: tile-level L holds the roots of 256**L-leaf
-        subtrees).  Returns (new size, new root, the tiles that became full).
+        subtrees).  Tiles are handed to ``write_many`` in groups (one directory
+        sync per group).  Returns (new size, new root, the tiles that became full).
         """
+        pending: list[tuple[str, bytes]] = []
+
+        def write(key: str, data: bytes) -> None:
+            pending.append((key, data))
+            if len(pending) >= 256:
+                write_many(pending)
+                pending.clear()
+
         reader = self.hash_reader(old_size)
         peaks = reader.read_node_hashes(merkle.subtree_nodes(0, old_size)) if old_size else []
         crange = merkle.CompactRange(old_size, peaks)
@@ -1061,8 +1073,7 @@ class Ledger:
                 buf.append(node)
                 if len(buf) == tiles.TILE_WIDTH:
                     # A full tile.  Crash after: it lies beyond the signed size,
-                    # readers ignore it, and the recovery that integrates its rows
-                    # rewrites the same bytes.
+                    # readers ignore it, and recovery deletes it with the rows.
                     tile_index = node_index // tiles.TILE_WIDTH
                     write(tiles.tile_path(tile_level, tile_index), b"".join(buf))
                     completed.append((tile_level, tile_index))
@@ -1073,12 +1084,14 @@ class Ledger:
                 # The right-edge partial tile for the new size (immutable too).
                 tile_index = (new_size >> (tiles.TILE_HEIGHT * tile_level)) // tiles.TILE_WIDTH
                 write(tiles.tile_path(tile_level, tile_index, len(buf)), b"".join(buf))
+        if pending:
+            write_many(pending)
         return new_size, crange.root(), completed
 
     def _integrate(self, old_size: int, leaf_hashes: Iterable[bytes], signer: Signer) -> None:
         """Tile leaves [old_size, old_size + len(leaf_hashes)) and sign the new tree head."""
         # Step 4: tiles (immutable objects).  Crash after: rolled back (deleted).
-        new_size, root, completed = self._write_tiles(old_size, leaf_hashes, self.storage.write_once)
+        new_size, root, completed = self._write_tiles(old_size, leaf_hashes, self.storage.write_once_many)
         note = sign_checkpoint(Checkpoint(origin=self.origin, size=new_size, root=root), signer)
         # Step 5a: keep the signed checkpoint.  This is the point of no return: the
         # log has signed this tree, so a crash after it rolls forward, never back.
@@ -1142,8 +1155,12 @@ class Ledger:
                 self.storage.write_atomic(key, data)
                 written.add(key)
 
+            def write_many(items: list[tuple[str, bytes]]) -> None:
+                for key, data in items:
+                    write(key, data)
+
             lines = self._lines_from(0, self.size) if self.size else iter(())
-            self._write_tiles(0, (merkle.leaf_hash(line) for line in lines), write)
+            self._write_tiles(0, (merkle.leaf_hash(line) for line in lines), write_many)
             # Partial tiles of earlier signed sizes: prefixes of today's partial tiles.
             for size in self.checkpoint_sizes():
                 for level, index, width in tiles.tiles_for_size(size):

@@ -68,6 +68,9 @@ class Storage(Protocol):
     def write_once(self, key: str, data: bytes) -> None:
         """Create an immutable object; same bytes again is a no-op, other bytes raise."""
 
+    def write_once_many(self, items: list[tuple[str, bytes]]) -> None:
+        """:meth:`write_once` for several objects; all durable once this returns."""
+
     def write_private(self, key: str, data: bytes) -> None:
         """Create a secret object (a private key) readable only by its owner (mode 0600)."""
 

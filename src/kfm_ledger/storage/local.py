@@ -23,6 +23,18 @@ INDEX_DB_NAME = "index.sqlite"
 LOCK_NAME = ".lock"
 
 
+def _makedirs(path: Path) -> None:
+    """mkdir -p, syncing each parent whose new entry it made (so the directory survives a crash)."""
+    if path.is_dir():
+        return
+    _makedirs(path.parent)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return
+    _fsync_dir(path.parent)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -120,9 +132,9 @@ class LocalStorage:
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
 
-    def _write(self, key: str, data: bytes | memoryview, mode: int) -> None:
+    def _write(self, key: str, data: bytes | memoryview, mode: int, *, sync_dir: bool = True) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _makedirs(path.parent)
         tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:
@@ -134,7 +146,8 @@ class LocalStorage:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        if sync_dir:
+            _fsync_dir(path.parent)
 
     def write_atomic(self, key: str, data: bytes | memoryview) -> None:
         self._write(key, data, 0o644)
@@ -157,6 +170,25 @@ class LocalStorage:
                 f"immutable object {key!r} already exists with different bytes "
                 f"({len(old)} bytes stored, {len(data)} bytes offered)"
             )
+
+    def write_once_many(self, items: list[tuple[str, bytes]]) -> None:
+        # Each file is written and fsync'd, then renamed; each directory is synced once.
+        dirs: set[Path] = set()
+        for key, data in items:
+            path = self._path(key)
+            try:
+                old = path.read_bytes()
+            except FileNotFoundError:
+                self._write(key, data, 0o644, sync_dir=False)
+                dirs.add(path.parent)
+                continue
+            if old != data:
+                raise ImmutableObjectError(
+                    f"immutable object {key!r} already exists with different bytes "
+                    f"({len(old)} bytes stored, {len(data)} bytes offered)"
+                )
+        for d in dirs:
+            _fsync_dir(d)
 
     def delete(self, key: str) -> None:
         try:

@@ -154,6 +154,10 @@ class MemoryStorage:
         elif old != data:
             raise ImmutableObjectError(f"immutable object {key!r} rewritten with different bytes")
 
+    def write_once_many(self, items: list[tuple[str, bytes]]) -> None:
+        for key, data in items:
+            self.write_once(key, data)
+
     def delete(self, key: str) -> None:
         self._step(f"delete {key}")
         self.objects.pop(key, None)
