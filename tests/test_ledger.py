@@ -401,3 +401,44 @@ def test_private_key_is_mode_0600_and_vkey_is_public(disk_ledger: Ledger) -> Non
     root = disk_ledger.storage.root  # type: ignore[attr-defined]
     assert stat.S_IMODE((root / "log.key").stat().st_mode) == 0o600
     assert (root / "log.vkey").read_text().startswith(ORIGIN + "+")
+
+
+def test_a_corrupt_tile_is_never_built_on() -> None:
+    storage = MemoryStorage()
+    led = Ledger.init(storage, origin=ORIGIN)
+    fill(led, 300, 400)
+    key = tiles.tile_path(1, 0, 2)
+    data = bytearray(storage.objects[key])
+    data[0] ^= 1
+    storage.objects[key] = bytes(data)
+    led = Ledger.open(storage)  # a fresh process: no cached tiles
+    before = snapshot(storage)
+    with pytest.raises(CorruptLedgerError, match="kfm rebuild"):
+        led.append(sample_jsonl(1, start=700), signer=signer_of(led))
+    assert snapshot(storage) == before
+    led.rebuild()
+    led.append(sample_jsonl(1, start=700), signer=signer_of(led))
+    assert verify_ledger(led).ok and led.root == reference_tree(led).root()
+
+
+def test_a_pending_record_that_does_not_match_the_ledger_cuts_nothing() -> None:
+    storage = MemoryStorage()
+    led = Ledger.init(storage, origin=ORIGIN)
+    fill(led, 3)
+    storage.objects["pending-append"] = b'{"old_size": 3, "old_end": 10, "new_size": 4, "new_end": 20}\n'
+    before = snapshot(storage)
+    with pytest.raises(CorruptLedgerError, match="does not belong to this ledger"):
+        led.append(sample_jsonl(1, start=3), signer=signer_of(led))
+    assert snapshot(storage) == before
+    assert not verify_ledger(led).ok
+
+
+def test_a_signed_checkpoint_beyond_the_tree_is_never_signed_over() -> None:
+    storage = MemoryStorage()
+    led = Ledger.init(storage, origin=ORIGIN)
+    fill(led, 3, 2)
+    storage.objects["checkpoints/6"] = storage.objects["checkpoints/5"]  # stands for an old signature
+    before = snapshot(storage)
+    with pytest.raises(CorruptLedgerError, match="must not sign another"):
+        led.append(sample_jsonl(1, start=5), signer=signer_of(led))
+    assert snapshot(storage) == before

@@ -238,3 +238,29 @@ def test_parallel_and_sequential_verify_report_the_same_failures(tmp_path: Path,
     assert any(f.startswith("line 701: $.created_at") for f in found), found
     assert any(f.startswith("line 2001: $.energy_carbon.kwh") for f in found), found
     assert any(f.startswith("checkpoint 1500") for f in found), found
+
+
+def test_verify_during_appends_never_reports_a_healthy_ledger_broken(tmp_path: Path) -> None:
+    import threading
+
+    d = tmp_path / "l"
+    led = Ledger.init(d, origin=ORIGIN)
+    fill(led, 300)
+    done = threading.Event()
+
+    def writer() -> None:
+        w = Ledger.open(d)
+        try:
+            for i in range(300, 340):
+                w.append(sample_jsonl(1, start=i), signer=signer_of(w), wait=30)
+        finally:
+            done.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    reports = []
+    while not done.is_set():
+        reports.append(verify_ledger(Ledger.open(d)))
+    t.join()
+    assert reports and all(r.ok for r in reports), [r.failures for r in reports if not r.ok][:1]
+    assert verify_ledger(Ledger.open(d)).size == 340

@@ -144,6 +144,24 @@ def read_in_pieces(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
         yield piece
 
 
+def _die_with_parent() -> None:
+    """Worker initializer: be killed when the parent dies (Linux prctl PR_SET_PDEATHSIG).
+
+    Without it, a SIGKILL'd `kfm append` would leave its workers holding the spool
+    file and the caller's pipes.
+    """
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def map_ordered(
     fn: Callable[[int, bytes], ChunkResult],
     chunks: Iterable[tuple[int, bytes]],
@@ -161,7 +179,7 @@ def map_ordered(
 
     context = multiprocessing.get_context("fork")
     in_flight: deque[Future[ChunkResult]] = deque()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_die_with_parent) as pool:
         for first_line, data in chunks:
             in_flight.append(pool.submit(fn, first_line, data))
             if len(in_flight) >= workers * 2:

@@ -47,6 +47,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 from . import merkle, schema, tiles
 from .checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint, sign_checkpoint
 from .errors import (
+    KfmError,
     AmbiguousCommitError,
     CommitNotFoundError,
     CorruptLedgerError,
@@ -173,6 +174,7 @@ class Ledger:
         # size never change, so entries stay valid as the log grows; cleared on rebuild).
         self._tile_cache = tiles.TileCache(max_tiles=TILE_CACHE_TILES)
         self._checkpoints: dict[int, SignedCheckpoint] = {}  # verified stored checkpoints by size
+        self._signed_in_this_call = False  # set by _integrate once checkpoints/<new size> is written
 
     # ------------------------------------------------------------ opening
     @classmethod
@@ -582,6 +584,14 @@ class Ledger:
                 f"({self.verifier.vkey_text()})"
             )
 
+    def writer_lock(self, *, wait: float = 10.0) -> contextlib.AbstractContextManager[None]:
+        """The ledger's exclusive writer lock (re-entrant within this object)."""
+        return self._writer_lock(wait=wait)
+
+    def refresh(self) -> None:
+        """Re-read the latest signed checkpoint (another process may have appended)."""
+        self._reload_checkpoint()
+
     def _reload_checkpoint(self) -> None:
         note = self.storage.read(CHECKPOINT_KEY)
         self._signed = open_checkpoint(note, [self.verifier], origin=self.origin)
@@ -609,77 +619,102 @@ class Ledger:
             raise CorruptLedgerError(f"{PENDING_KEY} is unreadable ({e}); inspect it before writing") from None
 
     def _signed_end(self) -> int:
-        """Byte offset in the JSONL just after the last signed row."""
+        """Byte offset in the JSONL just after the last signed row.
+
+        Found through the commit index, and checked: the line there must end in
+        a newline and hash to the signed tree's last leaf (from the tiles), so a
+        stale or edited index can never make recovery cut the wrong bytes.
+        """
         if self.size == 0:
             return 0
         idx = self._raw_index()
         if idx.size() < self.size:
             self._catch_up_index(limit=self.size)
         e = idx.at(self.size - 1)
-        if e is None:
+        total = self._log.size()
+        if e is None or e.offset + e.length + 1 > total:
             raise CorruptLedgerError(
-                f"{JSONL_KEY} holds fewer complete rows than the signed checkpoint covers ({self.size}): "
-                "rows were removed; restore the file from a copy"
+                f"{JSONL_KEY} ({total} bytes) is shorter than the signed rows (size {self.size}): rows were "
+                "removed; restore the file from a copy"
+            )
+        line = self._log.read(e.offset, e.length + 1)
+        (last_leaf,) = self.hash_reader().read_node_hashes([(0, self.size - 1)])
+        if line[-1:] != b"\n" or merkle.leaf_hash(line[:-1]) != last_leaf:
+            raise CorruptLedgerError(
+                f"the commit index's position for row {self.size - 1} does not match {JSONL_KEY} or the tiles; "
+                "run `kfm verify`, then `kfm rebuild`"
             )
         return e.offset + e.length + 1
 
     def _recover_locked(self) -> RecoveryReport:
-        """The recovery rule (docs/operations.md), run under the writer lock.
+        """The recovery rule (docs/operations.md), run under the writer lock; it never signs.
 
-        With a pending-append record: if the log already signed the new size
-        (``checkpoints/<new size>`` exists), roll forward and publish it; else
-        roll back: cut the JSONL to where the batch began, forget its index
-        entries and delete the tiles it may have written.  Without one, the
-        JSONL must end exactly after the last signed row; anything else was not
-        written by kfm and stops the writer (nothing is cut).
+        With a pending-append record that matches the signed tree: if the log
+        already signed the new size (``checkpoints/<new size>``, whose root the
+        rows' tiles must give), roll forward and publish it; else roll back: cut
+        the JSONL to where the batch began, forget its index entries and delete
+        the tiles it may have written.  Without one, the JSONL must end exactly
+        after the last signed row; anything else was not written by kfm and
+        stops the writer (nothing is cut).
         """
         self._reload_checkpoint()
         pending = self._read_pending()
-        if pending is None:
-            end = self._signed_end()
-            extra = self._log.size() - end
-            if extra:
-                raise CorruptLedgerError(
-                    f"{JSONL_KEY} has {extra} byte(s) after the last signed row (index {self.size - 1}, "
-                    f"ending at byte {end}) that no interrupted kfm append accounts for: inspect and remove "
-                    "them by hand (`truncate -s {end}`), then retry".replace("{end}", str(end))
-                )
-            return RecoveryReport(torn_bytes_cut=0, rows_integrated=0, rows_reindexed=0, size=self.size)
-        if pending.old_size > self.size or (self.size not in (pending.old_size, pending.new_size)):
-            raise CorruptLedgerError(
-                f"{PENDING_KEY} describes an append from size {pending.old_size} to {pending.new_size}, "
-                f"but the signed size is {self.size}"
-            )
-        if self.size == pending.new_size:
+        if pending is not None and self.size == pending.new_size:
             # Step 6 was interrupted: the append had finished.
             self.storage.delete(PENDING_KEY)
+            pending = None
+        end = self._signed_end()
+        total = self._log.size()
+        if pending is None:
+            if total != end:
+                raise CorruptLedgerError(
+                    f"{JSONL_KEY} has {total - end} byte(s) after the last signed row (index {self.size - 1}, "
+                    f"ending at byte {end}) that no interrupted kfm append accounts for: inspect and remove "
+                    f"them by hand (`truncate -s {end} {JSONL_KEY}`), then retry"
+                )
+            self._raw_index().truncate(self.size, end)  # entries of rows that are not signed
             self._prune_partials(self.size)
             return RecoveryReport(torn_bytes_cut=0, rows_integrated=0, rows_reindexed=0, size=self.size)
+        if pending.old_size != self.size or pending.old_end != end:
+            raise CorruptLedgerError(
+                f"{PENDING_KEY} describes an append from size {pending.old_size} (byte {pending.old_end}) to "
+                f"{pending.new_size}, but the signed tree has size {self.size} ending at byte {end}: it does not "
+                "belong to this ledger; nothing was changed — inspect it and remove it by hand"
+            )
         signed_note = None
         try:
             signed_note = self.storage.read(f"{CHECKPOINTS_PREFIX}{pending.new_size}")
         except ObjectNotFoundError:
             pass
-        if signed_note is not None and self._log.size() >= pending.new_end:
+        if signed_note is not None:
             # The log signed the new tree head (step 5a): never sign another tree of
-            # that size.  Its rows were fsync'd and tiled before; publish it.
+            # that size.  Its rows were fsync'd and tiled before; check, then publish.
             new = open_checkpoint(signed_note, [self.verifier], origin=self.origin)
-            if new.checkpoint.size != pending.new_size:
-                raise CorruptLedgerError(f"{CHECKPOINTS_PREFIX}{pending.new_size} says size {new.checkpoint.size}")
-            torn = self._log.size() - pending.new_end
-            if torn:
-                self._log.truncate(pending.new_end)
+            if new.checkpoint.size != pending.new_size or total != pending.new_end:
+                raise CorruptLedgerError(
+                    f"{CHECKPOINTS_PREFIX}{pending.new_size} is signed but {JSONL_KEY} holds {total} bytes, not the "
+                    f"{pending.new_end} the interrupted append wrote: inspect the ledger before writing"
+                )
+            try:
+                root = merkle.tree_root(pending.new_size, self.hash_reader(pending.new_size))
+            except KfmError:
+                root = b""
+            if root != new.checkpoint.root:
+                raise CorruptLedgerError(
+                    f"{CHECKPOINTS_PREFIX}{pending.new_size} is signed but the tiles written for it do not give "
+                    "its root: inspect the ledger before writing"
+                )
             self.storage.write_atomic(CHECKPOINT_KEY, signed_note)
             self._signed = new
             self._catch_up_index(limit=self.size)
             self.storage.delete(PENDING_KEY)
             self._prune_partials(self.size)
             return RecoveryReport(
-                torn_bytes_cut=torn, rows_integrated=pending.new_size - pending.old_size, rows_reindexed=0,
+                torn_bytes_cut=0, rows_integrated=pending.new_size - pending.old_size, rows_reindexed=0,
                 size=self.size,
             )
         # Roll back: the append never reported success and the log never signed it.
-        cut = max(0, self._log.size() - pending.old_end)
+        cut = max(0, total - pending.old_end)
         self._undo_append(pending)
         return RecoveryReport(torn_bytes_cut=cut, rows_integrated=0, rows_reindexed=0, size=self.size)
 
@@ -692,7 +727,6 @@ class Ledger:
             # Tiles for the new size never exist at the old size (a full tile that
             # became full, the right edge's new width): all of them are the append's.
             self.storage.delete(tiles.tile_path(level, index, width))
-        self.storage.delete(f"{CHECKPOINTS_PREFIX}{pending.new_size}")
         self.storage.delete(PENDING_KEY)
 
     def _lines_from(self, start: int, stop: int) -> Iterator[bytes]:
@@ -775,6 +809,7 @@ class Ledger:
         self._refuse_tiles_in_the_way(old_size, new_size)
         old_end = self._log.size()
         pending = PendingAppend(old_size, old_end, new_size, old_end + payload_size)
+        self._signed_in_this_call = False
         # Step 1: the pending-append record, durable before any row is written.
         # Crash after it: recovery rolls the append back (nothing was signed).
         self.storage.write_atomic(PENDING_KEY, pending.to_json())
@@ -790,7 +825,7 @@ class Ledger:
         except BaseException:
             # Not a crash but a failure (I/O error, a tile in the way): undo now if
             # the log has not signed the new size; otherwise recovery publishes it.
-            if not self.storage.exists(f"{CHECKPOINTS_PREFIX}{new_size}"):
+            if not self._signed_in_this_call:
                 try:
                     self._undo_append(pending)
                 except Exception:  # pragma: no cover - the next writer's recovery retries
@@ -984,6 +1019,12 @@ class Ledger:
             raise InputRejected(problems)
 
     def _refuse_tiles_in_the_way(self, old_size: int, new_size: int) -> None:
+        """Refuse, before writing anything, when objects the append would create already exist."""
+        if self.storage.exists(f"{CHECKPOINTS_PREFIX}{new_size}"):
+            raise CorruptLedgerError(
+                f"{CHECKPOINTS_PREFIX}{new_size} already exists beyond the signed tree (size {old_size}): the log "
+                "once signed a tree of that size and must not sign another; nothing was written — inspect it"
+            )
         for level, index, width in tiles.tiles_changed(old_size, new_size):
             key = tiles.tile_path(level, index, width)
             if self.storage.exists(key):
@@ -1053,6 +1094,14 @@ class Ledger:
         reader = self.hash_reader(old_size)
         peaks = reader.read_node_hashes(merkle.subtree_nodes(0, old_size)) if old_size else []
         crange = merkle.CompactRange(old_size, peaks)
+        if old_size and old_size == self.size and crange.root() != self.root:
+            # The stored right edge does not give the signed root: building on it would
+            # sign a tree that is not the hash of the rows.
+            self._tile_cache.clear()
+            raise CorruptLedgerError(
+                f"the stored tiles do not give the signed root at size {old_size}: a tile was changed; "
+                "nothing was written: run `kfm verify`, then `kfm rebuild`"
+            )
         # The right edge: per tile level, the hashes already in its partial tile.
         buffers: dict[int, list[bytes]] = {}
         level = 0
@@ -1096,6 +1145,7 @@ class Ledger:
         # Step 5a: keep the signed checkpoint.  This is the point of no return: the
         # log has signed this tree, so a crash after it rolls forward, never back.
         self.storage.write_once(f"{CHECKPOINTS_PREFIX}{new_size}", note)
+        self._signed_in_this_call = True
         # Step 5b: publish it.  From here on the rows are in the ledger.
         self.storage.write_atomic(CHECKPOINT_KEY, note)
         self._signed = open_checkpoint(note, [self.verifier], origin=self.origin)
@@ -1129,7 +1179,10 @@ class Ledger:
         signed size that are still partial, and nothing else.  Returns the rows indexed.
         """
         with self._writer_lock(wait=wait):
-            self._recover_locked()
+            if self._read_pending() is not None:
+                self._recover_locked()  # finish or undo the interrupted append first
+            else:
+                self._reload_checkpoint()
             crange = merkle.CompactRange()
             n = 0
             for line, complete in split_lines(self._log.iter_chunks(0)):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import base64
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from . import merkle, schema, tiles
 from .checkpoint import open_checkpoint
@@ -176,11 +176,17 @@ class _TileChecker:
                     self.tile_failures.append((f"tile {key}", "missing; run `kfm rebuild`"))
                 buf.clear()
 
-    def finish(self, size: int, *, rows_changed: bool, beyond_ok: bool) -> None:
-        for level, index, width in tiles.tiles_for_size(size):
-            if width < tiles.TILE_WIDTH and width not in self.present.get((level, index), {}):
-                key = tiles.tile_path(level, index, width)
-                self.tile_failures.append((f"tile {key}", "missing; run `kfm rebuild`"))
+    def finish(self, size: int, *, rows_changed: bool, beyond_ok: bool, signed_sizes: Iterable[int] = ()) -> None:
+        # Every partial tile a client holding any signed checkpoint may ask for must be
+        # there, unless its full tile (the spec's fallback) is.
+        for signed in sorted(set(signed_sizes) | {size}):
+            for level, index, width in tiles.tiles_for_size(signed):
+                widths = self.present.get((level, index), {})
+                if width < tiles.TILE_WIDTH and width not in widths and tiles.TILE_WIDTH not in widths:
+                    key = tiles.tile_path(level, index, width)
+                    self.tile_failures.append(
+                        (f"tile {key}", f"missing (a client with the checkpoint of size {signed} needs it)")
+                    )
         if rows_changed and self.mismatched_leaves:
             # The rows do not give the signed roots: the rows changed, not the tiles.
             for leaf, key in self.mismatched_leaves:
@@ -195,10 +201,13 @@ class _TileChecker:
         unchecked = sorted(
             key for widths in self.present.values() for key in widths.values() if key not in self.checked
         )
-        for key in unchecked:
-            if beyond_ok:
-                self.report.notes.append(f"tile {key} lies beyond the signed tree: left by the interrupted append")
-            else:
+        if unchecked and beyond_ok:
+            self.report.notes.append(
+                f"{len(unchecked)} tile(s) beyond the signed tree, left by the interrupted append "
+                f"(first: {unchecked[0]})"
+            )
+        elif unchecked:
+            for key in unchecked:
                 self.report.fail(f"tile {key}", f"lies beyond the signed tree (size {size}); run `kfm rebuild`", self.limit)
 
 
@@ -228,8 +237,41 @@ def verify_ledger(
     check_mirror: bool = True,
     progress: Progress | None = None,
     max_failures: int = 200,
+    lock_wait: float = 60.0,
 ) -> VerifyReport:
-    """Verify everything about a ledger in one streaming pass; never raises for what it finds."""
+    """Verify everything about a ledger in one streaming pass; never raises for what it finds.
+
+    Holds the writer lock while it reads (waiting up to ``lock_wait`` seconds), so
+    an append running at the same time cannot make a healthy ledger look broken;
+    it verifies the latest signed checkpoint as of when it got the lock.  Where
+    the lock cannot be taken at all (a read-only copy), it verifies without it.
+    """
+    try:
+        held = ledger.writer_lock(wait=lock_wait)
+        held.__enter__()
+    except OSError:
+        held = None
+    try:
+        if held is not None:
+            ledger.refresh()
+        return _verify(
+            ledger, since=since, since_verifier=since_verifier, check_mirror=check_mirror,
+            progress=progress, max_failures=max_failures,
+        )
+    finally:
+        if held is not None:
+            held.__exit__(None, None, None)
+
+
+def _verify(
+    ledger: Ledger,
+    *,
+    since: bytes | None,
+    since_verifier: Verifier | None,
+    check_mirror: bool,
+    progress: Progress | None,
+    max_failures: int,
+) -> VerifyReport:
     report = VerifyReport(origin=ledger.origin, size=ledger.size, root=ledger.root)
     limit = max_failures
     storage = ledger.storage
@@ -334,6 +376,15 @@ def verify_ledger(
     seen = sqlite3.connect("")  # a temporary on-disk database: memory stays bounded
     seen.execute("CREATE TABLE c (commit_id TEXT PRIMARY KEY, line INTEGER) WITHOUT ROWID")
     index = ledger.stored_index()
+    if index is None:
+        report.notes.append(
+            "the commit index does not open (derived data: it is rebuilt on the next lookup, or by `kfm rebuild`)"
+        )
+    elif index.size() > ledger.size and pending_append is None:
+        report.notes.append(
+            f"the commit index lists {index.size()} rows, more than the {ledger.size} signed: the extra entries "
+            "are dropped by the next writer or `kfm rebuild`"
+        )
     if index is not None and index.size() < ledger.size:
         report.notes.append(
             f"the commit index covers {index.size()} of {ledger.size} rows (derived data: it is caught up "
@@ -458,7 +509,12 @@ def verify_ledger(
     if progress is not None:
         progress(total, total)
     if n == ledger.size:
-        tile_checker.finish(ledger.size, rows_changed=roots_mismatch, beyond_ok=pending_append is not None)
+        tile_checker.finish(
+            ledger.size,
+            rows_changed=roots_mismatch,
+            beyond_ok=pending_append is not None,
+            signed_sizes=[k for k in expected_roots if k <= ledger.size],
+        )
         if tail and pending_append is None:
             report.fail(
                 JSONL_KEY,
@@ -467,13 +523,16 @@ def verify_ledger(
                 "for; writers refuse to run until they are removed",
                 limit,
             )
-        elif tail and pending_append is not None and pending_append.old_end != signed_end:
-            report.fail(
-                PENDING_KEY,
-                f"says the interrupted append began at byte {pending_append.old_end}, but the signed rows end "
-                f"at byte {signed_end}",
-                limit,
-            )
+    if pending_append is not None and pending_append.new_size != ledger.size and (
+        pending_append.old_size != ledger.size or pending_append.old_end != signed_end
+    ):
+        report.fail(
+            PENDING_KEY,
+            f"describes an append from size {pending_append.old_size} (byte {pending_append.old_end}), but the "
+            f"signed tree has size {ledger.size} ending at byte {signed_end}: it does not belong to this ledger "
+            "and writers refuse to run until it is removed",
+            limit,
+        )
 
     # -- append-only proof against a saved checkpoint ----------------------
     if since_root is not None and report.since_size is not None and not any(
