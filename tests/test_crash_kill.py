@@ -63,7 +63,7 @@ def test_sigkill_at_a_random_point_loses_nothing_acknowledged(tmp_path: Path, se
     rec = led.recover()
     assert led.size >= rows
     print(f"seed {seed}: acked {last_acked}, signed {rows}, interrupted append: {pending}, "
-          f"rolled forward {rec.rows_integrated}, cut {rec.torn_bytes_cut} bytes")
+          f"rolled forward {rec.rows_rolled_forward}, cut {rec.bytes_rolled_back} bytes")
     jsonl = (d / JSONL_KEY).read_bytes()
     assert jsonl.count(b"\n") == led.size  # exactly the signed rows: all or nothing
     for i in (0, last_acked - 1, led.size - 1):

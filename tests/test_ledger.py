@@ -290,7 +290,7 @@ def test_an_interrupted_append_is_rolled_back_whole_and_can_be_retried() -> None
     assert report.uncovered_rows == 300
     assert any("removes it" in n for n in report.notes)
     rec = led.recover()
-    assert (rec.rows_integrated, rec.size) == (0, 10)
+    assert (rec.rows_rolled_forward, rec.size) == (0, 10)
     assert snapshot(storage) == before  # no trace: rows, index, tiles and record gone
     led.append(sample_jsonl(300, start=10), signer=signer)  # the retry is not "already in the ledger"
     assert led.size == 310 and verify_ledger(led).ok
@@ -330,7 +330,7 @@ def test_a_crash_after_signing_rolls_forward() -> None:
     assert led.size == 10
     assert verify_ledger(led).ok
     rec = led.recover()
-    assert (rec.rows_integrated, rec.size) == (3, 13)
+    assert (rec.rows_rolled_forward, rec.size) == (3, 13)
     assert verify_ledger(led).ok
 
 

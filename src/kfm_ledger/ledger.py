@@ -11,26 +11,27 @@ default)::
     log.key                  the log's signing key, mode 0600 (unless kept elsewhere)
     index.sqlite             commit -> leaf index, derived data
 
-Append order, and what a crash after each step leaves (see :meth:`Ledger.append`):
+    pending-append           present only while an append is in progress (see below)
 
-1. rows appended to the JSONL and fsync'd — a crash before the fsync may leave
-   a torn last line, which the next writer cuts off; a crash after it leaves
-   complete rows not covered by a checkpoint;
-2. the commit index updated — behind after a crash; re-indexed from its
-   high-water mark;
-3. tiles for the new leaves written (immutable objects, same bytes when
-   rewritten) — readers ignore tiles beyond the signed size;
-4. the new checkpoint signed and stored: ``checkpoints/<size>`` first, then
-   ``checkpoint`` replaced atomically.  Only now does append report success.
-5. partial tiles made redundant by full ones are deleted.
+An append is all or nothing.  Its steps, each with what a crash after it leaves
+(the same comments stand at each step in :meth:`Ledger._commit_batch`):
 
-**Recovery rule** (run by every writer before it appends, and by ``kfm
-recover``): a torn last line is cut off; complete rows after the signed size
-are *integrated*: validated like new input, then tiled and covered by a new
-signed checkpoint.  They were fsync'd before the crash, so integrating them
-loses nothing and keeps every tile written earlier valid.  A complete row that
-fails validation there stops the writer with :class:`CorruptLedgerError` (kfm
-never wrote it) and is left for a person to inspect.
+1. the pending-append record (old/new size and JSONL length), written atomically;
+2. the rows appended to the JSONL and fsync'd;
+3. the commit index updated;
+4. the tiles for the new leaves written (immutable objects);
+5. the new checkpoint signed and kept as ``checkpoints/<size>`` (5a: the point
+   of no return), then ``checkpoint`` replaced atomically (5b): only now does
+   append report success;
+6. the record removed; 7. partial tiles that full tiles replace deleted.
+
+**Recovery rule** (:meth:`Ledger._recover_locked`, run by every writer before
+it writes and by ``kfm recover``; it never signs): with a record that matches
+the signed tree, roll forward if ``checkpoints/<new size>`` exists and the
+written tiles give its root, else roll back (cut the JSONL to where the batch
+began, drop its index entries and tiles).  With no record, the JSONL must end
+exactly after the last signed row; otherwise the writer stops and nothing is
+cut.  docs/operations.md has the full table.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class AppendResult:
     first_index: int
     count: int
     checkpoint: SignedCheckpoint
-    recovered: int = 0  #: uncovered rows from an interrupted append integrated first
+    recovered: int = 0  #: rows of an interrupted, already-signed append published first
 
 
 @dataclass(frozen=True)
@@ -135,9 +136,8 @@ class PendingAppend:
 class RecoveryReport:
     """What recovery found and did."""
 
-    torn_bytes_cut: int
-    rows_integrated: int
-    rows_reindexed: int
+    bytes_rolled_back: int  #: bytes of an unsigned append removed from the JSONL
+    rows_rolled_forward: int  #: rows of an already-signed append whose checkpoint was published
     size: int
 
 
@@ -674,7 +674,7 @@ class Ledger:
                 )
             self._raw_index().truncate(self.size, end)  # entries of rows that are not signed
             self._prune_partials(self.size)
-            return RecoveryReport(torn_bytes_cut=0, rows_integrated=0, rows_reindexed=0, size=self.size)
+            return RecoveryReport(bytes_rolled_back=0, rows_rolled_forward=0, size=self.size)
         if pending.old_size != self.size or pending.old_end != end:
             raise CorruptLedgerError(
                 f"{PENDING_KEY} describes an append from size {pending.old_size} (byte {pending.old_end}) to "
@@ -710,13 +710,12 @@ class Ledger:
             self.storage.delete(PENDING_KEY)
             self._prune_partials(self.size)
             return RecoveryReport(
-                torn_bytes_cut=0, rows_integrated=pending.new_size - pending.old_size, rows_reindexed=0,
-                size=self.size,
+                bytes_rolled_back=0, rows_rolled_forward=pending.new_size - pending.old_size, size=self.size
             )
         # Roll back: the append never reported success and the log never signed it.
         cut = max(0, total - pending.old_end)
         self._undo_append(pending)
-        return RecoveryReport(torn_bytes_cut=cut, rows_integrated=0, rows_reindexed=0, size=self.size)
+        return RecoveryReport(bytes_rolled_back=cut, rows_rolled_forward=0, size=self.size)
 
     def _undo_append(self, pending: PendingAppend) -> None:
         """Remove every trace of an unsigned append: JSONL tail, index rows, new tiles, the record."""
@@ -785,7 +784,7 @@ class Ledger:
                 index_entries=index_entries,
                 leaf_hashes=(merkle.leaf_hash(line) for _, _, line in parsed),
                 signer=signer,
-                recovered=recovery.rows_integrated,
+                recovered=recovery.rows_rolled_forward,
             )
 
     def _commit_batch(
@@ -977,7 +976,7 @@ class Ledger:
                     index_entries=index_entries,
                     leaf_hashes=(view[i : i + 32].tobytes() for i in range(0, len(view), 32)),
                     signer=signer,
-                    recovered=recovery.rows_integrated,
+                    recovered=recovery.rows_rolled_forward,
                 )
         finally:
             spool.close()

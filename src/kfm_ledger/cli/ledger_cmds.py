@@ -410,15 +410,22 @@ def rebuild(ledger_dir: LedgerDir = Path("."), json_out: JsonFlag = False) -> No
 
 
 @handle_errors
-def recover(ledger_dir: LedgerDir = Path("."), key: KeyFile = None, json_out: JsonFlag = False) -> None:
-    """Repair after a crash: cut a torn last line, integrate complete rows not yet signed."""
+def recover(ledger_dir: LedgerDir = Path("."), json_out: JsonFlag = False) -> None:
+    """Finish or undo an interrupted append (publish what the log signed, remove what it did not); never signs."""
     led = _open(ledger_dir)
-    report = led.recover(_signer(led, key))
+    report = led.recover()
     if json_out:
-        emit_json({"torn_bytes_cut": report.torn_bytes_cut, "rows_integrated": report.rows_integrated, "size": report.size})
+        emit_json(
+            {
+                "bytes_rolled_back": report.bytes_rolled_back,
+                "rows_rolled_forward": report.rows_rolled_forward,
+                "size": report.size,
+            }
+        )
     else:
         typer.echo(
-            f"recovered: cut {report.torn_bytes_cut} torn byte(s), integrated {report.rows_integrated} row(s); "
+            f"recovered: rolled back {report.bytes_rolled_back} byte(s) of an unsigned append, rolled forward "
+            f"{report.rows_rolled_forward} row(s) of a signed one; "
             f"signed tree size {report.size}"
         )
 
