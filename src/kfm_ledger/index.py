@@ -97,8 +97,33 @@ class CommitIndex:
             conn.execute("ROLLBACK")
             raise
 
+    # -- a bulk append's transaction ---------------------------------------
+    def begin(self) -> None:
+        """Open the transaction a bulk append fills with :meth:`insert_new`."""
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def insert_new(self, entries: list[IndexedEntry]) -> int:
+        """Insert entries whose leaf and commit are new; return how many were (inside :meth:`begin`)."""
+        before = self._conn.total_changes
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO entries(leaf, lakefs_commit, offset, length, created_at) VALUES (?, ?, ?, ?, ?)",
+            entries,
+        )
+        return self._conn.total_changes - before
+
+    def commit(self, *, size: int, end_offset: int) -> None:
+        """Move the high-water marks and commit the bulk transaction."""
+        self._set_meta({"size": str(size), "end_offset": str(end_offset)})
+        self._conn.execute("COMMIT")
+
+    def rollback_if_open(self) -> None:
+        """Abandon an open transaction (a refused or failed bulk append)."""
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
     def truncate(self, size: int, end_offset: int) -> None:
         """Forget rows ``size`` and later (an interrupted append rolled back)."""
+        self.rollback_if_open()
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:

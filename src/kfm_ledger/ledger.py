@@ -781,7 +781,9 @@ class Ledger:
                 new_size=new_size,
                 payload_size=len(payload),
                 write_rows=lambda: self._log.append(payload),
-                index_entries=index_entries,
+                write_index=lambda old_end: idx.add(
+                    index_entries(old_end), size=new_size, end_offset=old_end + len(payload)
+                ),
                 leaf_hashes=(merkle.leaf_hash(line) for _, _, line in parsed),
                 signer=signer,
                 recovered=recovery.rows_rolled_forward,
@@ -793,7 +795,7 @@ class Ledger:
         new_size: int,
         payload_size: int,
         write_rows: Callable[[], None],
-        index_entries: Callable[[int], Iterable[IndexedEntry]],
+        write_index: Callable[[int], None],
         leaf_hashes: Iterable[bytes],
         signer: Signer,
         recovered: int,
@@ -801,8 +803,8 @@ class Ledger:
         """Write a validated batch: steps 1-7 with their crash order (docs/operations.md).
 
         Called under the writer lock after recovery and every check. ``write_rows``
-        appends the batch's ``payload_size`` canonical bytes; ``index_entries(old_end)``
-        gives the batch's index entries for rows starting at JSONL byte ``old_end``.
+        appends the batch's ``payload_size`` canonical bytes; ``write_index(old_end)``
+        records (or commits) the batch's index entries for rows starting at JSONL byte ``old_end``.
         """
         old_size = self.size
         self._refuse_tiles_in_the_way(old_size, new_size)
@@ -818,7 +820,7 @@ class Ledger:
             write_rows()
             self._log.sync()
             # Step 3: the commit index.  Rolled back with the rows.
-            self._raw_index().add(index_entries(old_end), size=new_size, end_offset=pending.new_end)
+            write_index(old_end)
             # Steps 4-7: tiles, signed checkpoint, record removed, pruning (in _integrate).
             self._integrate(old_size, leaf_hashes, signer)
         except BaseException:
@@ -846,11 +848,13 @@ class Ledger:
         """:meth:`append` for an input file, streamed: memory does not grow with the file.
 
         JSONL input larger than :data:`~kfm_ledger.bulk.PARALLEL_THRESHOLD` is
-        validated on every core in chunks (pass 1), canonical lines spooled to a
-        temporary file, leaf hashes kept (32 bytes a row), commits checked for
-        repeats in a temporary SQLite table; only then, under the writer lock, is
-        the batch checked against the ledger and written (pass 2) with the same
-        steps, crash order and all-or-nothing rule as :meth:`append`.  A JSON
+        validated on every core in chunks (pass 1, under the writer lock):
+        canonical lines are spooled to a temporary file, leaf hashes kept (32
+        bytes a row), and index entries inserted into the commit index inside one
+        open transaction, whose UNIQUE commit column finds repeats in the batch
+        and against the ledger.  Only when every row has passed is the batch
+        written (pass 2) with the same steps, crash order and all-or-nothing rule
+        as :meth:`append`; otherwise the transaction is rolled back.  A JSON
         array or a single object, or a small file, goes through :meth:`append`.
         At most ``max_problems`` problems are listed.
         """
@@ -864,97 +868,91 @@ class Ledger:
             with open(path, "rb") as f:
                 return self.append(f.read(), signer=signer, wait=wait)
         self._check_signer(signer)
+        import array
         import tempfile
 
         problems: list[RowProblem] = []
         more_problems = 0
+
+        def problem(p: RowProblem) -> None:
+            nonlocal more_problems
+            if len(problems) < max_problems:
+                problems.append(p)
+            else:
+                more_problems += 1
+
         hashes = bytearray()
-        # The batch's commits, for the one-row-per-commit check: 8-byte digests in a
-        # set (~60 MB at 1M rows) and, on disk, a temporary table the index is filled from.
-        digests: dict[int, int] = {}
-        seen = sqlite3.connect("")
-        seen.execute(
-            "CREATE TABLE b (seq INTEGER PRIMARY KEY, lakefs_commit TEXT NOT NULL, "
-            "line INTEGER NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL, created_at TEXT NOT NULL)"
-        )
+        lines = array.array("q")  # input line of each row, by position in the batch
         spool = tempfile.TemporaryFile(prefix="kfm-append-")
-        try:
+        # The writer lock is held for the whole append: the batch's index entries go
+        # into the commit index inside one open transaction while the workers
+        # validate (the index's UNIQUE commit column finds repeats, in the batch and
+        # against the ledger).  Nothing is committed or written to the ledger before
+        # every row has passed; a crash in this pass leaves only a rolled-back transaction.
+        with self._writer_lock(wait=wait):
+            recovery = self._recover_locked()
+            old_size = self.size
+            old_end = self._log.size()
+            idx = self._raw_index()
+            last = idx.at(old_size - 1) if old_size else None
+            previous: tuple[int, str] | None = None
             seq = 0
             spooled = 0
-            previous: tuple[int, str] | None = None
-            suspects: list[tuple[int, str]] = []
-
-            def problem(p: RowProblem) -> None:
-                nonlocal more_problems
-                if len(problems) < max_problems:
-                    problems.append(p)
-                else:
-                    more_problems += 1
-
-            with open(path, "rb") as f:
-                if f.read(3) != b"\xef\xbb\xbf":  # a UTF-8 byte order mark is ignored
-                    f.seek(0)
-                chunks = bulk.iter_line_chunks(bulk.read_in_pieces(f))
-                for result in bulk.map_ordered(bulk.validate_input_chunk, chunks, workers=workers):
-                    for p in result.problems:
-                        problem(p)
-                    if result.first_created is not None and previous is not None:
-                        if schema.parse_created_at(result.first_created[1]) < schema.parse_created_at(previous[1]):
-                            problem(
-                                RowProblem(
-                                    result.first_created[0],
-                                    "$.created_at",
-                                    f"created_at goes backwards: {result.first_created[1]!r} is earlier than "
-                                    f"{previous[1]!r} on line {previous[0]}",
+            idx.begin()
+            try:
+                with open(path, "rb") as f:
+                    if f.read(3) != b"\xef\xbb\xbf":  # a UTF-8 byte order mark is ignored
+                        f.seek(0)
+                    chunks = bulk.iter_line_chunks(bulk.read_in_pieces(f))
+                    for result in bulk.map_ordered(bulk.validate_input_chunk, chunks, workers=workers):
+                        for p in result.problems:
+                            problem(p)
+                        if result.first_created is not None:
+                            first_line, first_text = result.first_created
+                            first_time = schema.parse_created_at(first_text)
+                            if previous is not None and first_time < schema.parse_created_at(previous[1]):
+                                problem(
+                                    RowProblem(
+                                        first_line,
+                                        "$.created_at",
+                                        f"created_at goes backwards: {first_text!r} is earlier than "
+                                        f"{previous[1]!r} on line {previous[0]}",
+                                    )
+                                )
+                            elif previous is None and last is not None:
+                                if first_time < schema.parse_created_at(last.created_at):
+                                    problem(
+                                        RowProblem(
+                                            first_line,
+                                            "$.created_at",
+                                            f"{first_text} is earlier than the last row's created_at "
+                                            f"{last.created_at} (index {old_size - 1}); created_at never goes backwards",
+                                        )
+                                    )
+                            previous = result.last_created
+                        rows = []
+                        for k in range(len(result.commits)):
+                            rows.append(
+                                IndexedEntry(
+                                    old_size + seq, result.commits[k], old_end + spooled, result.lengths[k],
+                                    result.created_at[k],
                                 )
                             )
-                    if result.last_created is not None:
-                        previous = result.last_created
-                    for commit, line in zip(result.commits, result.lines):
-                        d = int.from_bytes(hashlib.blake2b(commit.encode(), digest_size=8).digest(), "big")
-                        if d in digests:
-                            suspects.append((line, commit))  # a repeat, or (rarely) a digest collision
-                        else:
-                            digests[d] = line
-                    if problems:
-                        continue  # keep validating to report every problem; write nothing
-                    spool.write(result.canonical)
-                    hashes += result.leaf_hashes
-                    rows = []
-                    for k in range(len(result.commits)):
-                        rows.append(
-                            (seq, result.commits[k], result.lines[k], spooled, result.lengths[k], result.created_at[k])
-                        )
-                        spooled += result.lengths[k] + 1
-                        seq += 1
-                    seen.executemany("INSERT INTO b VALUES (?, ?, ?, ?, ?, ?)", rows)
-            for line, commit in suspects:
-                d = int.from_bytes(hashlib.blake2b(commit.encode(), digest_size=8).digest(), "big")
-                first = seen.execute(
-                    "SELECT line FROM b WHERE lakefs_commit = ? AND line < ? ORDER BY line LIMIT 1", (commit, line)
-                ).fetchone()
-                if first is not None or problems:
-                    problem(
-                        RowProblem(
-                            line,
-                            "$.lakefs_commit",
-                            f"duplicate lakefs_commit {commit!r}: also on line {first[0] if first else digests[d]} "
-                            "(one row per lakeFS commit)",
-                        )
-                    )
-            if problems:
-                problems.sort(key=lambda p: p.line)
-                if more_problems:
-                    problems.append(RowProblem(problems[-1].line, "$", f"... and {more_problems} more problem(s)"))
-                raise InputRejected(problems)
-            if seq == 0:
-                raise InputRejected([RowProblem(1, "$", "no rows in the input")])
-            del digests
-            with self._writer_lock(wait=wait):
-                recovery = self._recover_locked()
-                old_size = self.size
-                idx = self._raw_index()
-                self._check_bulk_against_ledger(seen, idx)
+                            lines.append(result.lines[k])
+                            spooled += result.lengths[k] + 1
+                            seq += 1
+                        if idx.insert_new(rows) != len(rows):
+                            self._report_repeats(rows, lines, old_size, idx, problem)
+                        if not problems:
+                            spool.write(result.canonical)
+                            hashes += result.leaf_hashes
+                if problems:
+                    problems.sort(key=lambda p: p.line)
+                    if more_problems:
+                        problems.append(RowProblem(problems[-1].line, "$", f"... and {more_problems} more problem(s)"))
+                    raise InputRejected(problems)
+                if seq == 0:
+                    raise InputRejected([RowProblem(1, "$", "no rows in the input")])
                 new_size = old_size + seq
 
                 def write_rows() -> None:
@@ -962,60 +960,52 @@ class Ledger:
                     for piece in bulk.read_in_pieces(spool, 4 << 20):
                         self._log.append(piece)
 
-                def index_entries(old_end: int) -> Iterator[IndexedEntry]:
-                    for q, commit, off, length, created in seen.execute(
-                        "SELECT seq, lakefs_commit, offset, length, created_at FROM b ORDER BY seq"
-                    ):
-                        yield IndexedEntry(old_size + q, commit, old_end + off, length, created)
-
                 view = memoryview(hashes)
                 return self._commit_batch(
                     new_size=new_size,
                     payload_size=spooled,
                     write_rows=write_rows,
-                    index_entries=index_entries,
+                    write_index=lambda _old_end: idx.commit(size=new_size, end_offset=old_end + spooled),
                     leaf_hashes=(view[i : i + 32].tobytes() for i in range(0, len(view), 32)),
                     signer=signer,
                     recovered=recovery.rows_rolled_forward,
                 )
-        finally:
-            spool.close()
-            seen.close()
+            finally:
+                idx.rollback_if_open()
+                spool.close()
 
-    def _check_bulk_against_ledger(self, seen: sqlite3.Connection, idx: CommitIndex) -> None:
-        """append_file's ledger-wide checks, batch commits streamed against the index."""
-        problems: list[RowProblem] = []
-        cursor = seen.execute("SELECT lakefs_commit, line FROM b ORDER BY seq")
-        while True:
-            chunk = cursor.fetchmany(500)
-            if not chunk:
-                break
-            found = idx.lookup_many([c for c, _ in chunk])
-            for commit, line in chunk:
-                if commit in found and len(problems) < 1000:
-                    problems.append(
-                        RowProblem(
-                            line,
-                            "$.lakefs_commit",
-                            f"commit {commit!r} is already in the ledger at index {found[commit]}; "
-                            "one row per lakeFS commit",
-                        )
-                    )
-        if self.size:
-            last = idx.at(self.size - 1)
-            line, created = seen.execute("SELECT line, created_at FROM b ORDER BY seq LIMIT 1").fetchone()
-            if last is not None and schema.parse_created_at(created) < schema.parse_created_at(last.created_at):
-                problems.append(
+    def _report_repeats(
+        self,
+        rows: list[IndexedEntry],
+        lines: "array.array[int]",
+        old_size: int,
+        idx: CommitIndex,
+        problem: Callable[[RowProblem], None],
+    ) -> None:
+        """Name the rows of a chunk whose commit the index already held (rare path)."""
+        for e in rows:
+            found = idx.lookup(e.lakefs_commit)
+            if found is None or found.leaf == e.leaf:
+                continue
+            line = lines[e.leaf - old_size]
+            if found.leaf < old_size:
+                problem(
                     RowProblem(
                         line,
-                        "$.created_at",
-                        f"{created} is earlier than the last row's created_at {last.created_at} "
-                        f"(index {self.size - 1}); created_at never goes backwards",
+                        "$.lakefs_commit",
+                        f"commit {e.lakefs_commit!r} is already in the ledger at index {found.leaf}; "
+                        "one row per lakeFS commit",
                     )
                 )
-        if problems:
-            problems.sort(key=lambda p: p.line)
-            raise InputRejected(problems)
+            else:
+                problem(
+                    RowProblem(
+                        line,
+                        "$.lakefs_commit",
+                        f"duplicate lakefs_commit {e.lakefs_commit!r}: also on line {lines[found.leaf - old_size]} "
+                        "(one row per lakeFS commit)",
+                    )
+                )
 
     def _refuse_tiles_in_the_way(self, old_size: int, new_size: int) -> None:
         """Refuse, before writing anything, when objects the append would create already exist."""
