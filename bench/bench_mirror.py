@@ -23,29 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from kfm_ledger.ledger import SKEY_KEY, Ledger, load_signer
-from kfm_ledger.sample import sample_commit, sample_jsonl
-
-ORIGIN = "bench.kfm.example/rollback-index"
-
-
-def build(directory: Path, rows: int, batch: int) -> None:
-    """Create or extend the ledger in ``directory`` to ``rows`` sample rows."""
-    if (directory / "checkpoint").exists():
-        led = Ledger.open(directory)
-    else:
-        led = Ledger.init(directory, origin=ORIGIN)
-    signer = load_signer(led.storage.read(SKEY_KEY))
-    if led.size >= rows:
-        print(f"reusing {directory}: {led.size} rows")
-        led.close()
-        return
-    t0 = time.perf_counter()
-    while led.size < rows:
-        n = min(batch, rows - led.size)
-        led.append(sample_jsonl(n, start=led.size), signer=signer)
-    led.close()
-    print(f"built {rows} rows in {time.perf_counter() - t0:.1f} s")
+from bench_core import build  # the same sample ledger builder (bench/ is on sys.path when run as a script)
+from kfm_ledger.sample import sample_commit
 
 
 def run(args: list[str]) -> tuple[float, float]:

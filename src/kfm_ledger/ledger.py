@@ -36,8 +36,8 @@ cut.  docs/operations.md has the full table.
 
 from __future__ import annotations
 
+import array
 import contextlib
-import hashlib
 import json
 import os
 import sqlite3
@@ -868,7 +868,6 @@ class Ledger:
             with open(path, "rb") as f:
                 return self.append(f.read(), signer=signer, wait=wait)
         self._check_signer(signer)
-        import array
         import tempfile
 
         problems: list[RowProblem] = []

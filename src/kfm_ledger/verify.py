@@ -29,7 +29,7 @@ from typing import Callable, Iterable
 
 from . import merkle, schema, tiles
 from .checkpoint import open_checkpoint
-from .errors import KfmError, SchemaError
+from .errors import KfmError
 from .ledger import (
     CHECKPOINT_KEY,
     CHECKPOINTS_PREFIX,

@@ -332,14 +332,14 @@ def verify(
         if not json_out or (isinstance(e, OSError) and e.errno is None):
             raise
         _verify_failed_json("open", e.diagnostics() if isinstance(e, KfmError) else describe_os_error(e))
-    progress = None
-    if is_terminal() and not json_out:
-        def progress(done: int, total: int) -> None:
-            pct = 100 * done // total if total else 100
-            sys.stderr.write(f"\rverifying: {pct:3d}% of {total:,} bytes")
-            if done >= total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
+    def show_progress(done: int, total: int) -> None:
+        pct = 100 * done // total if total else 100
+        sys.stderr.write(f"\rverifying: {pct:3d}% of {total:,} bytes")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    progress = show_progress if is_terminal() and not json_out else None
     report = verify_ledger(led, since=since_note, check_mirror=not no_mirror, progress=progress)
     if json_out:
         emit_json(report.to_json())

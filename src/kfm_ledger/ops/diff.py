@@ -25,6 +25,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Sequence, TypeVar
 
+from msgspec import to_builtins
+
 from ..schema import Config, DataSnapshot, Entry, Model, created_at_datetime
 
 __all__ = [
@@ -183,18 +185,18 @@ class EnvDiff:
             "b": self.b.to_json(),
             "environment_changed": self.environment_changed,
             "models": {
-                "added": [_model(m) for m in self.models_added],
-                "removed": [_model(m) for m in self.models_removed],
+                "added": [to_builtins(m) for m in self.models_added],
+                "removed": [to_builtins(m) for m in self.models_removed],
                 "changed": [c.to_json() for c in self.models_changed],
             },
             "configs": {
-                "added": [_config(c) for c in self.configs_added],
-                "removed": [_config(c) for c in self.configs_removed],
+                "added": [to_builtins(c) for c in self.configs_added],
+                "removed": [to_builtins(c) for c in self.configs_removed],
                 "changed": [c.to_json() for c in self.configs_changed],
             },
             "data_snapshot": {
-                "added": [_snapshot(s) for s in self.snapshots_added],
-                "removed": [_snapshot(s) for s in self.snapshots_removed],
+                "added": [to_builtins(s) for s in self.snapshots_added],
+                "removed": [to_builtins(s) for s in self.snapshots_removed],
             },
             "lakefs_repo": self.repo.to_json() if self.repo else None,
             "lakefs_branch": self.branch.to_json() if self.branch else None,
@@ -204,16 +206,6 @@ class EnvDiff:
         }
 
 
-def _model(m: Model) -> dict[str, str]:
-    return {"name": m.name, "version": m.version, "uri": m.uri}
-
-
-def _config(c: Config) -> dict[str, str]:
-    return {"path": c.path, "sha256": c.sha256}
-
-
-def _snapshot(s: DataSnapshot) -> dict[str, str]:
-    return {"stac": s.stac, "lakefs_ref": s.lakefs_ref}
 
 
 T = TypeVar("T", Model, Config)

@@ -44,9 +44,11 @@ import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
+from msgspec import to_builtins
+
 from .. import merkle
 from ..errors import KfmError
-from ..schema import Config, DataSnapshot, Entry, Model, Row
+from ..schema import Entry, Row
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..ledger import Ledger
@@ -243,25 +245,15 @@ class RollbackPlan:
             "lineage": {"openlineage_run_id": r.openlineage_run_id, "otel_trace_id": r.otel_trace_id},
             "bundle": {"uri": r.artifact_uri, "sha256": r.checksums.artifact_sha256},
             "attestation": {"in_toto": r.signatures.in_toto},
-            "models": [_model_json(m) for m in r.models],
-            "configs": [_config_json(c) for c in r.configs],
-            "data_snapshot": [_snapshot_json(s) for s in r.data_snapshot],
+            "models": to_builtins(r.models),
+            "configs": to_builtins(r.configs),
+            "data_snapshot": to_builtins(r.data_snapshot),
             "energy_carbon": {"kwh": r.energy_carbon.kwh, "co2e_kg": r.energy_carbon.co2e_kg},
             "proof": self.proof.to_json(),
             "actions": [a.to_json() for a in self.actions],
         }
 
 
-def _model_json(m: Model) -> dict[str, str]:
-    return {"name": m.name, "version": m.version, "uri": m.uri}
-
-
-def _config_json(c: Config) -> dict[str, str]:
-    return {"path": c.path, "sha256": c.sha256}
-
-
-def _snapshot_json(s: DataSnapshot) -> dict[str, str]:
-    return {"stac": s.stac, "lakefs_ref": s.lakefs_ref}
 
 
 def plan_for_entry(ledger: "Ledger", entry: Entry) -> RollbackPlan:
