@@ -53,10 +53,12 @@ def validate_input_chunk(first_line: int, data: bytes) -> ChunkResult:
 
     result = ChunkResult(first_line=first_line, line_count=data.count(b"\n") + (0 if data.endswith(b"\n") else 1))
     problems: list[RowProblem] = []
-    items = _jsonl_items(data, 0)
-    rows = _validate_items(items, problems)
     offset = first_line - 1
-    result.problems = [RowProblem(p.line + offset, p.path, p.message) for p in problems]
+    # Line numbers are made absolute before validation, so that messages naming another
+    # line ("also on line N") are right too.
+    items = [(line + offset, item) for line, item in _jsonl_items(data, 0)]
+    rows = _validate_items(items, problems)
+    result.problems = problems
     out = []
     hashes = []
     sha = hashlib.sha256
@@ -64,7 +66,7 @@ def validate_input_chunk(first_line: int, data: bytes) -> ChunkResult:
         out.append(canonical)
         hashes.append(sha(b"\x00" + canonical).digest())
         result.commits.append(row.lakefs_commit)
-        result.lines.append(line + offset)
+        result.lines.append(line)
         result.lengths.append(len(canonical))
         result.created_at.append(row.created_at)
     out.append(b"")

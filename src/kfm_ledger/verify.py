@@ -29,7 +29,7 @@ from typing import Callable, Iterable
 
 from . import merkle, schema, tiles
 from .checkpoint import open_checkpoint
-from .errors import KfmError
+from .errors import KfmError, LockedError
 from .ledger import (
     CHECKPOINT_KEY,
     CHECKPOINTS_PREFIX,
@@ -246,18 +246,24 @@ def verify_ledger(
     it verifies the latest signed checkpoint as of when it got the lock.  Where
     the lock cannot be taken at all (a read-only copy), it verifies without it.
     """
+    note = None
     try:
         held = ledger.writer_lock(wait=lock_wait)
         held.__enter__()
+    except LockedError:
+        held, note = None, f"verified without the writer lock: a writer held it for more than {lock_wait:g} s"
     except OSError:
-        held = None
+        held = None  # a read-only copy: no lock file can be made
     try:
         if held is not None:
             ledger.refresh()
-        return _verify(
+        report = _verify(
             ledger, since=since, since_verifier=since_verifier, check_mirror=check_mirror,
             progress=progress, max_failures=max_failures,
         )
+        if note:
+            report.notes.append(note)
+        return report
     finally:
         if held is not None:
             held.__exit__(None, None, None)
