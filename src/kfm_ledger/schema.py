@@ -838,15 +838,20 @@ def _is_one_object(raw: bytes, start: int) -> bool:
     return first_line.strip(_SPACE) == b"{"
 
 
-def _single_item(raw: bytes, start: int, problems: list[RowProblem]) -> list[tuple[int, bytes]]:
-    """The one object from ``start``, or a problem on the line of its syntax error."""
+def _decode_or_report(decoder: msgspec.json.Decoder, raw: bytes, start: int, problems: list[RowProblem]) -> Any:
+    """``decoder`` over ``raw[start:]``; on a syntax error or too deep nesting, a problem and None."""
     try:
-        _RAW_DECODER.decode(memoryview(raw)[start:])
+        return decoder.decode(memoryview(raw)[start:])
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         problems.append(_syntax_problem(raw, start, e))
-        return []
     except RecursionError:
         problems.append(_too_deep_problem(raw, start))
+    return None
+
+
+def _single_item(raw: bytes, start: int, problems: list[RowProblem]) -> list[tuple[int, bytes]]:
+    """The one object from ``start``, or a problem on the line of its syntax error."""
+    if _decode_or_report(_RAW_DECODER, raw, start, problems) is None:
         return []
     return [(_line_of_byte(raw, start), raw[start:])]
 
@@ -859,13 +864,8 @@ def _jsonl_items(raw: bytes, bom: int) -> list[tuple[int, bytes]]:
 
 def _array_items(raw: bytes, start: int, problems: list[RowProblem]) -> list[tuple[int, bytes]]:
     """The elements of a JSON array with the line each starts on (malformed: one problem)."""
-    try:
-        elements = _RAW_LIST_DECODER.decode(memoryview(raw)[start:])
-    except (msgspec.DecodeError, UnicodeDecodeError) as e:
-        problems.append(_syntax_problem(raw, start, e))
-        return []
-    except RecursionError:
-        problems.append(_too_deep_problem(raw, start))
+    elements = _decode_or_report(_RAW_LIST_DECODER, raw, start, problems)
+    if elements is None:
         return []
     items = []
     pos = start + 1
