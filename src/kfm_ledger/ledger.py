@@ -42,7 +42,6 @@ import json
 import os
 import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from . import merkle, schema, tiles
@@ -1237,8 +1236,3 @@ class Ledger:
 def load_signer(data: bytes, what: str = SKEY_KEY) -> Signer:
     """A Signer from a key file's bytes (Go's ``PRIVATE+KEY+...`` text)."""
     return Signer.from_private_key_text(read_text_key(data, what))
-
-
-def default_ledger_dir() -> Path:
-    """``$KFM_LEDGER`` or the current directory."""
-    return Path(os.environ.get("KFM_LEDGER") or ".")
