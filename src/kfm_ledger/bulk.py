@@ -12,12 +12,13 @@ backwards across a chunk boundary) are the caller's.
 
 from __future__ import annotations
 
+import array
 import hashlib
 import os
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from . import schema
 from .errors import RowProblem, SchemaError
@@ -30,52 +31,130 @@ PARALLEL_THRESHOLD = 16 << 20
 
 @dataclass
 class ChunkResult:
-    """What validating one chunk of lines found."""
+    """What validating one chunk of lines found.
+
+    Per-row values travel between processes as a few flat objects (joined text,
+    arrays), not as one Python object per row: unpickling them is most of what the
+    consuming process would otherwise spend.
+    """
 
     first_line: int  #: 1-based line number of the chunk's first line
     line_count: int  #: lines in the chunk (blank ones included)
     rows: int = 0
     canonical: bytes = b""  #: canonical lines, each followed by "\n" (input mode)
-    commits: list[str] = field(default_factory=list)
-    lines: list[int] = field(default_factory=list)  #: input line of each row
-    lengths: list[int] = field(default_factory=list)  #: canonical length of each row
-    line_lengths: list[int] = field(default_factory=list)  #: stored mode: length of every line
-    created_at: list[str] = field(default_factory=list)
+    commit_text: str = ""  #: the valid rows' commits, "\n"-joined
+    created_text: str = ""  #: the valid rows' created_at values, "\n"-joined
+    lines: "array.array[int]" = field(default_factory=lambda: array.array("q"))  #: input line of each valid row
+    lengths: "array.array[int]" = field(default_factory=lambda: array.array("q"))  #: canonical length of each valid row
+    line_lengths: "array.array[int]" = field(default_factory=lambda: array.array("q"))  #: stored mode: every line's length
     leaf_hashes: bytes = b""  #: 32 bytes per row, in order
     first_created: tuple[int, str] | None = None  #: (line, created_at) of the first valid row
     last_created: tuple[int, str] | None = None
-    problems: list[RowProblem] = field(default_factory=list)
+    problems: list[RowProblem] = field(default_factory=list)  #: per-row problems (input mode: schema only)
+    #: input mode: (line, created_at, previous line, previous created_at) where created_at went backwards
+    backwards: list[tuple[int, str, int, str]] = field(default_factory=list)
+    #: input mode, read by a worker: (spool slot, offset, length) of the canonical lines
+    spool: tuple[int, int, int] | None = None
+
+    def all_problems(self) -> list[RowProblem]:
+        """Every problem found, in line order (input mode)."""
+        found = self.problems + [backwards_problem(*b) for b in self.backwards]
+        found.sort(key=lambda p: p.line)
+        return found
+
+    def rebase(self, first_line: int) -> None:
+        """Renumber a chunk validated with relative line numbers (from 1) to start at ``first_line``."""
+        delta = first_line - self.first_line
+        if not delta:
+            return
+        self.first_line = first_line
+        self.lines = array.array("q", [n + delta for n in self.lines])
+        self.problems = [RowProblem(p.line + delta, p.path, p.message) for p in self.problems]
+        self.backwards = [(a + delta, b, c + delta, d) for a, b, c, d in self.backwards]
+        if self.first_created is not None:
+            self.first_created = (self.first_created[0] + delta, self.first_created[1])
+        if self.last_created is not None:
+            self.last_created = (self.last_created[0] + delta, self.last_created[1])
+
+    @property
+    def commits(self) -> list[str]:
+        """The valid rows' commits, in order."""
+        return self.commit_text.split("\n") if self.commit_text else []
+
+    @property
+    def created_at(self) -> list[str]:
+        """The valid rows' created_at values, in order."""
+        return self.created_text.split("\n") if self.created_text else []
+
+
+def backwards_problem(line: int, created_at: str, before_line: int, before: str) -> RowProblem:
+    """The problem for a row whose created_at is earlier than the valid row before it."""
+    return RowProblem(
+        line,
+        "$.created_at",
+        f"created_at goes backwards: {created_at!r} is earlier than {before!r} on line {before_line}",
+    )
 
 
 def validate_input_chunk(first_line: int, data: bytes) -> ChunkResult:
-    """Validate JSONL input lines (any key order or spacing): canonicalise, hash, check."""
-    from .schema import _jsonl_items, _validate_items  # the batch parser's own pieces
+    """Validate JSONL input lines (any key order or spacing): canonicalise, hash, check.
 
+    Each line takes the canonical fast path (:func:`schema.canonical_line_fields`)
+    when it can, the general path otherwise; both apply the same rules.  A commit
+    repeated within the chunk is the caller's to find (with the rest of the batch).
+    """
     result = ChunkResult(first_line=first_line, line_count=data.count(b"\n") + (0 if data.endswith(b"\n") else 1))
-    problems: list[RowProblem] = []
-    offset = first_line - 1
-    # Line numbers are made absolute before validation, so that messages naming another
-    # line ("also on line N") are right too.
-    items = [(line + offset, item) for line, item in _jsonl_items(data, 0)]
-    rows = _validate_items(items, problems)
-    result.problems = problems
-    out = []
-    hashes = []
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    fast = schema.canonical_line_fields
+    order_key = schema.created_at_order_key
+    general = schema._decode_and_encode  # the batch parser's own path
     sha = hashlib.sha256
-    for line, row, canonical in rows:
-        out.append(canonical)
-        hashes.append(sha(b"\x00" + canonical).digest())
-        result.commits.append(row.lakefs_commit)
-        result.lines.append(line)
-        result.lengths.append(len(canonical))
-        result.created_at.append(row.created_at)
+    problems = result.problems
+    out: list[bytes] = []
+    hashes: list[bytes] = []
+    commits: list[str] = []
+    created: list[str] = []
+    numbers = result.lines
+    lengths = result.lengths
+    previous: tuple[int, str] | None = None  # (line, created_at) of the last valid row
+    previous_key = ""
+    number = first_line - 1
+    for line in lines:
+        number += 1
+        fields = fast(line) if len(line) <= schema.MAX_LINE_BYTES else None
+        if fields is None:
+            if not line.strip(b" \t\r\n"):
+                continue  # a blank line
+            try:
+                row, line, _ = general(line)
+                schema._check_size(line)
+            except SchemaError as e:
+                problems.append(RowProblem(number, e.path, e.message))
+                continue
+            commit, created_at = row.lakefs_commit, row.created_at
+        else:
+            commit, created_at = fields
+        key = order_key(created_at)
+        if key < previous_key:
+            result.backwards.append((number, created_at, *previous))  # type: ignore[misc]
+        previous, previous_key = (number, created_at), key
+        out.append(line)
+        hashes.append(sha(b"\x00" + line).digest())
+        commits.append(commit)
+        created.append(created_at)
+        numbers.append(number)
+        lengths.append(len(line))
     out.append(b"")
     result.canonical = b"\n".join(out)
     result.leaf_hashes = b"".join(hashes)
-    result.rows = len(rows)
-    if rows:
-        result.first_created = (result.lines[0], result.created_at[0])
-        result.last_created = (result.lines[-1], result.created_at[-1])
+    result.commit_text = "\n".join(commits)
+    result.created_text = "\n".join(created)
+    result.rows = len(commits)
+    if commits:
+        result.first_created = (numbers[0], created[0])
+        result.last_created = (numbers[-1], created[-1])
     return result
 
 
@@ -85,33 +164,45 @@ def validate_stored_chunk(first_line: int, data: bytes) -> ChunkResult:
     if lines and lines[-1] == b"":
         lines.pop()
     result = ChunkResult(first_line=first_line, line_count=len(lines))
-    result.line_lengths = [len(line) for line in lines]
+    result.line_lengths = array.array("q", map(len, lines))
+    fast = schema.canonical_line_fields
+    order_key = schema.created_at_order_key
     sha = hashlib.sha256
     hashes = []
-    previous: tuple[int, object, str] | None = None
-    for k, line in enumerate(lines):
-        number = first_line + k
+    commits: list[str] = []
+    created: list[str] = []
+    previous: tuple[int, str] | None = None
+    previous_key = ""
+    number = first_line - 1
+    for line in lines:
+        number += 1
         hashes.append(sha(b"\x00" + line).digest())
-        try:
-            row = schema.decode_canonical_line(line)
-        except SchemaError as e:
-            result.problems.append(RowProblem(number, e.path, e.message))
-            continue
-        created = schema.created_at_datetime(row)
-        if previous is not None and created < previous[1]:  # type: ignore[operator]
+        fields = fast(line) if len(line) <= schema.MAX_LINE_BYTES else None
+        if fields is None:
+            try:
+                row = schema.decode_canonical_line(line)
+            except SchemaError as e:
+                result.problems.append(RowProblem(number, e.path, e.message))
+                continue
+            fields = row.lakefs_commit, row.created_at
+        commit, created_at = fields
+        key = order_key(created_at)
+        if key < previous_key:
             result.problems.append(
-                RowProblem(number, "$.created_at", f"{row.created_at} is earlier than the previous row's {previous[2]}")
+                RowProblem(number, "$.created_at", f"{created_at} is earlier than the previous row's {previous[1]}")  # type: ignore[index]
             )
-        previous = (number, created, row.created_at)
-        result.commits.append(row.lakefs_commit)
+        previous, previous_key = (number, created_at), key
+        commits.append(commit)
+        created.append(created_at)
         result.lines.append(number)
         result.lengths.append(len(line))
-        result.created_at.append(row.created_at)
     result.leaf_hashes = b"".join(hashes)
+    result.commit_text = "\n".join(commits)
+    result.created_text = "\n".join(created)
     result.rows = len(lines)
-    if result.created_at:
-        result.first_created = (result.lines[0], result.created_at[0])
-        result.last_created = (result.lines[-1], result.created_at[-1])
+    if commits:
+        result.first_created = (result.lines[0], created[0])
+        result.last_created = (result.lines[-1], created[-1])
     return result
 
 
@@ -136,14 +227,6 @@ def iter_line_chunks(chunks: Iterable[bytes], chunk_bytes: int = CHUNK_BYTES) ->
             line += out.count(b"\n")
     if buf:
         yield line, bytes(buf)
-
-
-def read_in_pieces(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
-    while True:
-        piece = stream.read(size)
-        if not piece:
-            return
-        yield piece
 
 
 def _die_with_parent() -> None:
@@ -188,3 +271,150 @@ def map_ordered(
                 yield in_flight.popleft().result()
         while in_flight:
             yield in_flight.popleft().result()
+
+
+# ------------------------------------------------------------ bulk-append input
+#
+# A bulk append's input is read by the workers themselves (each a range of byte
+# offsets, extended to whole lines) and each worker writes the canonical lines to a
+# spool file of its own.  Only the per-row facts travel back through the pipe: the
+# input and the canonical bytes, gigabytes at a million rows, never do.
+
+_WORKER: dict[str, int] = {}  # in a worker: the input fd, its spool fd and slot
+
+
+def _start_input_worker(input_fd: int, spool_fds: list[int], slots: object, in_worker: bool) -> None:
+    if in_worker:
+        _die_with_parent()
+    with slots.get_lock():  # type: ignore[attr-defined]
+        slot = slots.value  # type: ignore[attr-defined]
+        slots.value += 1  # type: ignore[attr-defined]
+    _WORKER.update(input=input_fd, spool=spool_fds[slot], slot=slot)
+
+
+def read_lines_in_range(fd: int, start: int, end: int, file_start: int) -> bytes:
+    """The whole lines that begin in byte range [start, end) of a file.
+
+    A line begins at ``file_start`` or just after a newline.  The last line may
+    run past ``end``; it is read to its newline (or the end of the file).
+    """
+    if start > file_start:
+        head = os.pread(fd, end - start + 1, start - 1)
+        cut = head.find(b"\n")
+        if cut < 0 or start + cut >= end:
+            return b""  # no line begins in the range
+        start += cut
+    data = bytearray(os.pread(fd, end - start, start))
+    position = start + len(data)
+    while data and data[-1:] != b"\n":
+        more = os.pread(fd, 1 << 16, position)
+        if not more:
+            break  # the file's last line has no newline
+        cut = more.find(b"\n")
+        data += more if cut < 0 else more[: cut + 1]
+        position += len(more)
+    return bytes(data)
+
+
+def _validate_input_range(start: int, end: int, file_start: int) -> ChunkResult:
+    """Worker task: validate the lines beginning in [start, end), spool their canonical bytes.
+
+    Line numbers in the result count from 1 at the range's first line (the
+    caller rebases them: only it knows how many lines came before).
+    """
+    result = validate_input_chunk(1, read_lines_in_range(_WORKER["input"], start, end, file_start))
+    spool = _WORKER["spool"]
+    offset = os.lseek(spool, 0, os.SEEK_END)
+    view = memoryview(result.canonical)
+    length = len(view)
+    while view:
+        view = view[os.write(spool, view) :]
+    result.canonical = b""
+    result.spool = (_WORKER["slot"], offset, length)
+    return result
+
+
+class SpooledInput:
+    """Validate a JSONL input file on every core; keep its canonical lines in spool files.
+
+    :meth:`results` yields one :class:`ChunkResult` per range of the input, in
+    order, with absolute line numbers.  Later, :meth:`copy` replays the canonical
+    bytes of chosen chunks.  The spools are anonymous temporary files (gone when
+    closed, or when the process dies).  Use as a context manager.
+    """
+
+    def __init__(self, path: str, *, start: int = 0, workers: int | None = None, chunk_bytes: int | None = None):
+        import tempfile
+
+        self._workers = workers or min(2, os.cpu_count() or 1)
+        self._start = start
+        self._chunk_bytes = chunk_bytes or CHUNK_BYTES
+        self._input = os.open(path, os.O_RDONLY)
+        self._size = os.fstat(self._input).st_size
+        self._spools = [tempfile.TemporaryFile(prefix="kfm-append-") for _ in range(max(1, self._workers))]
+
+    def __enter__(self) -> "SpooledInput":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for spool in self._spools:
+            spool.close()
+        self._spools = []
+        if self._input >= 0:
+            os.close(self._input)
+            self._input = -1
+
+    def results(self) -> Iterator[ChunkResult]:
+        import multiprocessing
+
+        ranges = [(s, min(s + self._chunk_bytes, self._size)) for s in range(self._start, self._size, self._chunk_bytes)]
+        context = multiprocessing.get_context("fork")
+        slots = context.Value("i", 0)
+        spool_fds = [spool.fileno() for spool in self._spools]
+        next_line = 1
+        if self._workers < 2 or len(ranges) < 2:
+            _start_input_worker(self._input, spool_fds, slots, False)
+            try:
+                for start, end in ranges:
+                    result = _validate_input_range(start, end, self._start)
+                    result.rebase(next_line)
+                    next_line += result.line_count
+                    yield result
+            finally:
+                _WORKER.clear()
+            return
+        in_flight: deque[Future[ChunkResult]] = deque()
+        with ProcessPoolExecutor(
+            max_workers=self._workers,
+            mp_context=context,
+            initializer=_start_input_worker,
+            initargs=(self._input, spool_fds, slots, True),
+        ) as pool:
+            pending = iter(ranges)
+            for start, end in pending:
+                in_flight.append(pool.submit(_validate_input_range, start, end, self._start))
+                if len(in_flight) >= self._workers * 2:
+                    break
+            while in_flight:
+                result = in_flight.popleft().result()
+                for start, end in pending:
+                    in_flight.append(pool.submit(_validate_input_range, start, end, self._start))
+                    break
+                result.rebase(next_line)
+                next_line += result.line_count
+                yield result
+
+    def copy(self, spool: tuple[int, int, int], append: Callable[[bytes], None], piece: int = 4 << 20) -> None:
+        """Pass a chunk's canonical bytes (its :attr:`ChunkResult.spool`) to ``append`` in pieces."""
+        slot, offset, length = spool
+        fd = self._spools[slot].fileno()
+        end = offset + length
+        while offset < end:
+            data = os.pread(fd, min(piece, end - offset), offset)
+            if not data:
+                raise OSError(f"spool file {slot} ends at {offset}, {end - offset} bytes short")
+            append(data)
+            offset += len(data)

@@ -15,18 +15,22 @@ from __future__ import annotations
 import sqlite3
 from typing import Iterable, NamedTuple
 
-SCHEMA_VERSION = "1"
+#: Version 2 made the UNIQUE commit index a named index, so that a bulk load can
+#: drop it and build it once at the end.  An index of another version is rebuilt.
+SCHEMA_VERSION = "2"
 
-_DDL = """
+_COMMIT_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS entries_commit ON entries(lakefs_commit)"
+_DDL = f"""
 CREATE TABLE IF NOT EXISTS entries (
     leaf INTEGER PRIMARY KEY,
-    lakefs_commit TEXT NOT NULL UNIQUE,
+    lakefs_commit TEXT NOT NULL,
     offset INTEGER NOT NULL,
     length INTEGER NOT NULL,
     created_at TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+{_COMMIT_INDEX};
 """
+_META_DDL = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 
 
 class IndexedEntry(NamedTuple):
@@ -44,17 +48,20 @@ class CommitIndex:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self._deferred = False
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError:  # pragma: no cover - in-memory databases
             pass
-        conn.executescript(_DDL)
+        conn.execute(_META_DDL)
         version = self._meta("schema_version")
+        if version is not None and version != SCHEMA_VERSION:
+            self.reset()  # before the DDL below meets an older layout
+            return
+        conn.executescript(_DDL)
         if version is None:
             self._set_meta({"schema_version": SCHEMA_VERSION, "size": "0", "end_offset": "0"})
-        elif version != SCHEMA_VERSION:
-            self.reset()
 
     # -- meta ------------------------------------------------------------
     def _meta(self, key: str) -> str | None:
@@ -98,26 +105,64 @@ class CommitIndex:
             raise
 
     # -- a bulk append's transaction ---------------------------------------
-    def begin(self) -> None:
-        """Open the transaction a bulk append fills with :meth:`insert_new`."""
-        self._conn.execute("BEGIN IMMEDIATE")
+    def begin(self, *, defer_unique: bool = False) -> None:
+        """Open the transaction a bulk append fills with :meth:`insert_new`.
 
-    def insert_new(self, entries: list[IndexedEntry]) -> int:
-        """Insert entries whose leaf and commit are new; return how many were (inside :meth:`begin`)."""
+        With ``defer_unique`` the UNIQUE commit index is dropped inside the
+        transaction and built once by :meth:`finish_inserts`: one sort instead of
+        a random B-tree insert per row, about three times faster when the batch is
+        at least as large as the ledger.  A rollback restores the index.
+        """
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._deferred = defer_unique
+        if defer_unique:
+            self._conn.execute("DROP INDEX entries_commit")
+
+    def insert_new(self, entries: Iterable[tuple[int, str, int, int, str]]) -> int:
+        """Insert (leaf, commit, offset, length, created_at) rows inside :meth:`begin`.
+
+        Returns how many were inserted: fewer than given when a commit was
+        already indexed (unless the check is deferred to :meth:`finish_inserts`).
+        """
         before = self._conn.total_changes
+        verb = "INSERT" if self._deferred else "INSERT OR IGNORE"
         self._conn.executemany(
-            "INSERT OR IGNORE INTO entries(leaf, lakefs_commit, offset, length, created_at) VALUES (?, ?, ?, ?, ?)",
+            f"{verb} INTO entries(leaf, lakefs_commit, offset, length, created_at) VALUES (?, ?, ?, ?, ?)",
             entries,
         )
         return self._conn.total_changes - before
 
+    def finish_inserts(self, *, limit: int) -> list[tuple[str, list[int]]]:
+        """Build the deferred UNIQUE index; return the repeats found instead, if any.
+
+        Each repeat is a commit that appears more than once and its sorted
+        leaves (at most ``limit`` repeats); ``[]`` means every commit is unique and
+        the index is built.  Without a deferred index, returns ``[]``.
+        """
+        if not self._deferred:
+            return []
+        try:
+            self._conn.execute(_COMMIT_INDEX)
+        except sqlite3.IntegrityError:
+            rows = self._conn.execute(
+                "SELECT lakefs_commit, group_concat(leaf) FROM entries GROUP BY lakefs_commit HAVING count(*) > 1 "
+                "ORDER BY min(leaf) LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [(commit, sorted(int(leaf) for leaf in text.split(","))) for commit, text in rows]
+        self._deferred = False
+        return []
+
     def commit(self, *, size: int, end_offset: int) -> None:
         """Move the high-water marks and commit the bulk transaction."""
+        if self._deferred:
+            raise RuntimeError("finish_inserts() must build the commit index before commit()")
         self._set_meta({"size": str(size), "end_offset": str(end_offset)})
         self._conn.execute("COMMIT")
 
     def rollback_if_open(self) -> None:
         """Abandon an open transaction (a refused or failed bulk append)."""
+        self._deferred = False  # the rollback restores a dropped index
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
 
@@ -138,6 +183,7 @@ class CommitIndex:
     def reset(self) -> None:
         """Forget everything (the index is rebuilt from the JSONL afterwards)."""
         self._conn.executescript("DROP TABLE IF EXISTS entries; DROP TABLE IF EXISTS meta;")
+        self._conn.execute(_META_DDL)
         self._conn.executescript(_DDL)
         self._set_meta({"schema_version": SCHEMA_VERSION, "size": "0", "end_offset": "0"})
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import itertools
 import json
 import os
 import sqlite3
@@ -796,7 +797,7 @@ class Ledger:
         payload_size: int,
         write_rows: Callable[[], None],
         write_index: Callable[[int], None],
-        leaf_hashes: Iterable[bytes],
+        leaf_hashes: bytes | Iterable[bytes],
         signer: Signer,
         recovered: int,
     ) -> AppendResult:
@@ -874,8 +875,6 @@ class Ledger:
             with open(path, "rb") as f:
                 return self.append(f.read(), signer=signer, wait=wait)
         self._check_signer(signer)
-        import tempfile
-
         problems: list[RowProblem] = []
         more_problems = 0
 
@@ -885,7 +884,7 @@ class Ledger:
             nonlocal more_problems
             if p.path == "$.lakefs_commit":
                 if p.line in commit_lines:
-                    return  # found by the worker within its chunk and again by the index
+                    return  # one report per line
                 commit_lines.add(p.line)
             if len(problems) < max_problems:
                 problems.append(p)
@@ -894,13 +893,16 @@ class Ledger:
 
         hashes = bytearray()
         lines = array.array("q")  # input line of each row, by position in the batch
-        spool = tempfile.TemporaryFile(prefix="kfm-append-")
+        spooled_chunks: list[tuple[int, int, int]] = []
+        with open(path, "rb") as f:
+            bom = 3 if f.read(3) == b"\xef\xbb\xbf" else 0  # a UTF-8 byte order mark is ignored
         # The writer lock is held for the whole append: the batch's index entries go
         # into the commit index inside one open transaction while the workers
         # validate (the index's UNIQUE commit column finds repeats, in the batch and
         # against the ledger).  Nothing is committed or written to the ledger before
-        # every row has passed; a crash in this pass leaves only a rolled-back transaction.
-        with self._writer_lock(wait=wait):
+        # every row has passed; a crash in this pass leaves only a rolled-back
+        # transaction and anonymous spool files.
+        with self._writer_lock(wait=wait), bulk.SpooledInput(path, start=bom, workers=workers) as spooled_input:
             recovery = self._recover_locked()
             old_size = self.size
             old_end = self._log.size()
@@ -909,54 +911,49 @@ class Ledger:
             previous: tuple[int, str] | None = None
             seq = 0
             spooled = 0
-            idx.begin()
+            # A batch at least as large as the ledger (by a rough 1 KB a row) builds the
+            # UNIQUE commit index once at the end instead of row by row.
+            idx.begin(defer_unique=size // 1024 >= old_size)
             try:
-                with open(path, "rb") as f:
-                    if f.read(3) != b"\xef\xbb\xbf":  # a UTF-8 byte order mark is ignored
-                        f.seek(0)
-                    chunks = bulk.iter_line_chunks(bulk.read_in_pieces(f))
-                    for result in bulk.map_ordered(bulk.validate_input_chunk, chunks, workers=workers):
-                        for p in result.problems:
-                            problem(p)
-                        if result.first_created is not None:
-                            first_line, first_text = result.first_created
-                            first_time = schema.parse_created_at(first_text)
-                            if previous is not None and first_time < schema.parse_created_at(previous[1]):
+                for result in spooled_input.results():
+                    for p in result.all_problems():
+                        problem(p)
+                    if result.first_created is not None:
+                        first_line, first_text = result.first_created
+                        first_key = schema.created_at_order_key(first_text)
+                        if previous is not None and first_key < schema.created_at_order_key(previous[1]):
+                            problem(bulk.backwards_problem(first_line, first_text, *previous))
+                        elif previous is None and last is not None:
+                            if first_key < schema.created_at_order_key(last.created_at):
                                 problem(
                                     RowProblem(
                                         first_line,
                                         "$.created_at",
-                                        f"created_at goes backwards: {first_text!r} is earlier than "
-                                        f"{previous[1]!r} on line {previous[0]}",
+                                        f"{first_text} is earlier than the last row's created_at "
+                                        f"{last.created_at} (index {old_size - 1}); created_at never goes backwards",
                                     )
                                 )
-                            elif previous is None and last is not None:
-                                if first_time < schema.parse_created_at(last.created_at):
-                                    problem(
-                                        RowProblem(
-                                            first_line,
-                                            "$.created_at",
-                                            f"{first_text} is earlier than the last row's created_at "
-                                            f"{last.created_at} (index {old_size - 1}); created_at never goes backwards",
-                                        )
-                                    )
-                            previous = result.last_created
-                        rows = []
-                        for k in range(len(result.commits)):
-                            rows.append(
-                                IndexedEntry(
-                                    old_size + seq, result.commits[k], old_end + spooled, result.lengths[k],
-                                    result.created_at[k],
-                                )
-                            )
-                            lines.append(result.lines[k])
-                            spooled += result.lengths[k] + 1
-                            seq += 1
-                        if idx.insert_new(rows) != len(rows):
-                            self._report_repeats(rows, lines, old_size, idx, problem)
-                        if not problems:
-                            spool.write(result.canonical)
-                            hashes += result.leaf_hashes
+                        previous = result.last_created
+                    count = len(result.lengths)
+                    first_leaf = old_size + seq
+                    offsets = itertools.accumulate(map((1).__add__, result.lengths), initial=old_end + spooled)
+                    rows = zip(
+                        range(first_leaf, first_leaf + count), result.commits, offsets, result.lengths,
+                        result.created_at,
+                    )
+                    if idx.insert_new(rows) != count:
+                        self._report_repeats(
+                            [IndexedEntry(first_leaf + k, commit, 0, 0, "") for k, commit in enumerate(result.commits)],
+                            lines, result.lines, old_size, idx, problem,
+                        )
+                    lines.extend(result.lines)
+                    seq += count
+                    spooled += sum(result.lengths) + count
+                    if not problems and result.spool is not None:
+                        spooled_chunks.append(result.spool)
+                        hashes += result.leaf_hashes
+                for commit, leaves in idx.finish_inserts(limit=max_problems + 1):
+                    self._report_repeated_leaves(commit, leaves, lines, old_size, problem)
                 if problems:
                     problems.sort(key=lambda p: p.line)
                     if more_problems:
@@ -967,56 +964,66 @@ class Ledger:
                 new_size = old_size + seq
 
                 def write_rows() -> None:
-                    spool.seek(0)
-                    for piece in bulk.read_in_pieces(spool, 4 << 20):
-                        self._log.append(piece)
+                    for chunk in spooled_chunks:
+                        spooled_input.copy(chunk, self._log.append)
 
-                view = memoryview(hashes)
                 return self._commit_batch(
                     new_size=new_size,
                     payload_size=spooled,
                     write_rows=write_rows,
                     write_index=lambda _old_end: idx.commit(size=new_size, end_offset=old_end + spooled),
-                    leaf_hashes=(view[i : i + 32].tobytes() for i in range(0, len(view), 32)),
+                    leaf_hashes=hashes,
                     signer=signer,
                     recovered=recovery.rows_rolled_forward,
                 )
             finally:
                 idx.rollback_if_open()
-                spool.close()
 
     def _report_repeats(
         self,
         rows: list[IndexedEntry],
         lines: "array.array[int]",
+        chunk_lines: "array.array[int]",
         old_size: int,
         idx: CommitIndex,
         problem: Callable[[RowProblem], None],
     ) -> None:
-        """Name the rows of a chunk whose commit the index already held (rare path)."""
+        """Name the rows of a chunk whose commit the index already held (rare path).
+
+        ``lines`` maps the batch's earlier rows to input lines, ``chunk_lines`` this chunk's.
+        """
+        first_leaf = rows[0].leaf if rows else 0
+
+        def line_of(leaf: int) -> int:
+            k = leaf - old_size
+            return lines[k] if k < len(lines) else chunk_lines[leaf - first_leaf]
+
         for e in rows:
             found = idx.lookup(e.lakefs_commit)
             if found is None or found.leaf == e.leaf:
                 continue
-            line = lines[e.leaf - old_size]
-            if found.leaf < old_size:
-                problem(
-                    RowProblem(
-                        line,
-                        "$.lakefs_commit",
-                        f"commit {e.lakefs_commit!r} is already in the ledger at index {found.leaf}; "
-                        "one row per lakeFS commit",
-                    )
-                )
+            self._report_repeated_leaves(e.lakefs_commit, [found.leaf, e.leaf], lines, old_size, problem, line_of)
+
+    @staticmethod
+    def _report_repeated_leaves(
+        commit: str,
+        leaves: list[int],
+        lines: "array.array[int]",
+        old_size: int,
+        problem: Callable[[RowProblem], None],
+        line_of: Callable[[int], int] | None = None,
+    ) -> None:
+        """One problem for each but the first of ``leaves`` (sorted), all rows of one commit."""
+        line_of = line_of or (lambda leaf: lines[leaf - old_size])
+        first = leaves[0]
+        for leaf in leaves[1:]:
+            if first < old_size:
+                message = f"commit {commit!r} is already in the ledger at index {first}; one row per lakeFS commit"
             else:
-                problem(
-                    RowProblem(
-                        line,
-                        "$.lakefs_commit",
-                        f"duplicate lakefs_commit {e.lakefs_commit!r}: also on line {lines[found.leaf - old_size]} "
-                        "(one row per lakeFS commit)",
-                    )
+                message = (
+                    f"duplicate lakefs_commit {commit!r}: also on line {line_of(first)} (one row per lakeFS commit)"
                 )
+            problem(RowProblem(line_of(leaf), "$.lakefs_commit", message))
 
     def _refuse_tiles_in_the_way(self, old_size: int, new_size: int) -> None:
         """Refuse, before writing anything, when objects the append would create already exist."""
@@ -1072,17 +1079,27 @@ class Ledger:
     def _write_tiles(
         self,
         old_size: int,
-        leaf_hashes: Iterable[bytes],
+        leaf_hashes: bytes | Iterable[bytes],
         write_many: Callable[[list[tuple[str, bytes]]], None],
     ) -> tuple[int, bytes, list[tuple[int, int]]]:
         """Write the tiles for leaves appended after ``old_size``, touching only the right edge.
 
-        A compact range over [0, old_size) is seeded from the stored tiles; each
-        leaf's completed nodes at levels 0, 8, 16, ... are tile hashes
-        (c2sp.org/tlog-tiles: tile-level L holds the roots of 256**L-leaf
-        subtrees).  Tiles are handed to ``write_many`` in groups (one directory
+        ``leaf_hashes`` is the leaves' hashes, concatenated or one by one.  A
+        compact range over [0, old_size) is seeded from the stored tiles; each
+        completed node at levels 0, 8, 16, ... is a tile hash (c2sp.org/tlog-tiles:
+        tile-level L holds the roots of 256**L-leaf subtrees).  Where 256 leaves
+        fill a level-0 tile, the tile is their hashes as given and its root enters
+        the compact range as one subtree (255 pairwise hashes, no per-leaf
+        bookkeeping).  Tiles are handed to ``write_many`` in groups (one directory
         sync per group).  Returns (new size, new root, the tiles that became full).
         """
+        hash_bytes = (
+            bytes(leaf_hashes)
+            if isinstance(leaf_hashes, (bytes, bytearray, memoryview))
+            else b"".join(leaf_hashes)
+        )
+        if len(hash_bytes) % merkle.HASH_SIZE:
+            raise ValueError(f"leaf hashes are {len(hash_bytes)} bytes, not a multiple of {merkle.HASH_SIZE}")
         pending: list[tuple[str, bytes]] = []
 
         def write(key: str, data: bytes) -> None:
@@ -1113,8 +1130,9 @@ class Ledger:
                 buffers[level] = tiles.hashes_of_tile(data[: width * merkle.HASH_SIZE])
             level += 1
         completed: list[tuple[int, int]] = []
-        for leaf in leaf_hashes:
-            for (node_level, node_index), node in crange.append(leaf):
+
+        def add_nodes(nodes: list[tuple[merkle.NodeId, bytes]]) -> None:
+            for (node_level, node_index), node in nodes:
                 if node_level % tiles.TILE_HEIGHT:
                     continue
                 tile_level = node_level // tiles.TILE_HEIGHT
@@ -1127,6 +1145,22 @@ class Ledger:
                     write(tiles.tile_path(tile_level, tile_index), b"".join(buf))
                     completed.append((tile_level, tile_index))
                     buf.clear()
+
+        tile_bytes = tiles.TILE_WIDTH * merkle.HASH_SIZE
+        pos = 0
+        end = len(hash_bytes)
+        while pos < end:
+            if crange.size % tiles.TILE_WIDTH == 0 and end - pos >= tile_bytes:
+                tile = hash_bytes[pos : pos + tile_bytes]
+                root = merkle.perfect_subtree_hash([tile[i : i + 32] for i in range(0, tile_bytes, 32)])
+                tile_index = crange.size // tiles.TILE_WIDTH
+                write(tiles.tile_path(0, tile_index), tile)  # crash after: as above
+                completed.append((0, tile_index))
+                add_nodes(crange.append_subtree(tiles.TILE_HEIGHT, root))
+                pos += tile_bytes
+            else:
+                add_nodes(crange.append(hash_bytes[pos : pos + merkle.HASH_SIZE]))
+                pos += merkle.HASH_SIZE
         new_size = crange.size
         for tile_level, buf in sorted(buffers.items()):
             if buf:
@@ -1137,7 +1171,7 @@ class Ledger:
             write_many(pending)
         return new_size, crange.root(), completed
 
-    def _integrate(self, old_size: int, leaf_hashes: Iterable[bytes], signer: Signer) -> None:
+    def _integrate(self, old_size: int, leaf_hashes: bytes | Iterable[bytes], signer: Signer) -> None:
         """Tile leaves [old_size, old_size + len(leaf_hashes)) and sign the new tree head."""
         # Step 4: tiles (immutable objects).  Crash after: rolled back (deleted).
         new_size, root, completed = self._write_tiles(old_size, leaf_hashes, self.storage.write_once_many)
