@@ -85,6 +85,7 @@ def main() -> None:
           f"made in {time.perf_counter() - t0:.1f} s")
     ledger = a.dir / "ledger"
     shutil.rmtree(ledger, ignore_errors=True)
+    os.sync()  # the deleted ledger's I/O must not land inside the timed run
     run(["init", "--origin", ORIGIN, "--ledger", str(ledger)], False)
     t, rss, last = run(["append", str(data), "--ledger", str(ledger)], a.time_v)
     print(f"kfm append ({a.rows} rows)        {t:7.1f} s   peak RSS {rss:6.0f} MiB   {last}")

@@ -103,10 +103,10 @@ def validate_input_chunk(first_line: int, data: bytes) -> ChunkResult:
     when it can, the general path otherwise; both apply the same rules.  A commit
     repeated within the chunk is the caller's to find (with the rest of the batch).
     """
-    result = ChunkResult(first_line=first_line, line_count=data.count(b"\n") + (0 if data.endswith(b"\n") else 1))
     lines = data.split(b"\n")
     if lines[-1] == b"":
-        lines.pop()
+        lines.pop()  # after the last newline (or no data at all): no line
+    result = ChunkResult(first_line=first_line, line_count=len(lines))
     fast = schema.canonical_line_fields
     order_key = schema.created_at_order_key
     general = schema._decode_and_encode  # the batch parser's own path

@@ -37,11 +37,13 @@ cut.  docs/operations.md has the full table.
 from __future__ import annotations
 
 import array
+import concurrent.futures
 import contextlib
 import itertools
 import json
 import os
 import sqlite3
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -74,6 +76,11 @@ VKEY_KEY = "log.vkey"
 SKEY_KEY = "log.key"
 MIRROR_KEY = "rollback-index.parquet"
 PENDING_KEY = "pending-append"
+#: A bulk append whose input has at least one row per this many bytes for every row
+#: already in the ledger builds the UNIQUE commit index once, after all its inserts.
+DEFER_UNIQUE_BYTES_PER_ROW = 1024
+#: From this many rows on, an append writes its tiles while it writes the rows.
+OVERLAP_TILES_AT = 65536
 #: Expanded tiles a Ledger keeps (tiles.TileCache): about 16 KiB each; 4,096 hold every
 #: tile of a 1M-row log (3,924), about 61 MiB once every level-0 tile has been proven.
 TILE_CACHE_TILES = 4096
@@ -815,16 +822,33 @@ class Ledger:
         # Step 1: the pending-append record, durable before any row is written.
         # Crash after it: recovery rolls the append back (nothing was signed).
         self.storage.write_atomic(PENDING_KEY, pending.to_json())
+        tiles_job: Future[tuple[int, bytes, list[tuple[int, int]]]] | None = None
         try:
+            if new_size - old_size >= OVERLAP_TILES_AT:
+                # A large batch writes its tiles (step 4) in a thread while steps 2-3
+                # run: creating thousands of tile files waits on the disk, copying
+                # the rows on the CPU.  The crash rule is unchanged: until step 5
+                # signs, rows, index entries and tiles beyond the signed size are
+                # all rolled back, and step 5 starts only when every one is durable.
+                pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kfm-tiles")
+                tiles_job = pool.submit(self._write_tiles, old_size, leaf_hashes, self.storage.write_once_many)
+                pool.shutdown(wait=False)  # the job runs on; its result is awaited below
             # Step 2: rows to the JSONL, then fsync.  Crash during or after
             # (even a torn last line): rolled back, the record says where it began.
             write_rows()
             self._log.sync()
             # Step 3: the commit index.  Rolled back with the rows.
             write_index(old_end)
-            # Steps 4-7: tiles, signed checkpoint, record removed, pruning (in _integrate).
-            self._integrate(old_size, leaf_hashes, signer)
+            # Step 4: tiles (immutable objects).  Crash after: rolled back (deleted).
+            if tiles_job is not None:
+                tiled = tiles_job.result()
+            else:
+                tiled = self._write_tiles(old_size, leaf_hashes, self.storage.write_once_many)
+            # Steps 5-7: signed checkpoint, record removed, pruning (in _integrate).
+            self._integrate(tiled, signer)
         except BaseException as e:
+            if tiles_job is not None:
+                concurrent.futures.wait([tiles_job])  # its tiles exist before any undo deletes them
             # Not a crash but a failure (I/O error, a tile in the way): undo now if
             # the log has not signed the new size; otherwise recovery publishes it.
             if not self._signed_in_this_call:
@@ -913,7 +937,7 @@ class Ledger:
             spooled = 0
             # A batch at least as large as the ledger (by a rough 1 KB a row) builds the
             # UNIQUE commit index once at the end instead of row by row.
-            idx.begin(defer_unique=size // 1024 >= old_size)
+            idx.begin(defer_unique=size // DEFER_UNIQUE_BYTES_PER_ROW >= old_size)
             try:
                 for result in spooled_input.results():
                     for p in result.all_problems():
@@ -966,6 +990,9 @@ class Ledger:
                 def write_rows() -> None:
                     for chunk in spooled_chunks:
                         spooled_input.copy(chunk, self._log.append)
+                    # Dropping the spools now spares the disk their write-back (and every
+                    # later fsync the wait for it).
+                    spooled_input.close()
 
                 return self._commit_batch(
                     new_size=new_size,
@@ -1104,7 +1131,7 @@ class Ledger:
 
         def write(key: str, data: bytes) -> None:
             pending.append((key, data))
-            if len(pending) >= 256:
+            if len(pending) >= 4096:  # 32 MiB of tiles per group
                 write_many(pending)
                 pending.clear()
 
@@ -1171,10 +1198,9 @@ class Ledger:
             write_many(pending)
         return new_size, crange.root(), completed
 
-    def _integrate(self, old_size: int, leaf_hashes: bytes | Iterable[bytes], signer: Signer) -> None:
-        """Tile leaves [old_size, old_size + len(leaf_hashes)) and sign the new tree head."""
-        # Step 4: tiles (immutable objects).  Crash after: rolled back (deleted).
-        new_size, root, completed = self._write_tiles(old_size, leaf_hashes, self.storage.write_once_many)
+    def _integrate(self, tiled: tuple[int, bytes, list[tuple[int, int]]], signer: Signer) -> None:
+        """Sign the new tree head that :meth:`_write_tiles` computed (steps 5-7)."""
+        new_size, root, completed = tiled
         note = sign_checkpoint(Checkpoint(origin=self.origin, size=new_size, root=root), signer)
         # Step 5a: keep the signed checkpoint.  This is the point of no return: the
         # log has signed this tree, so a crash after it rolls forward, never back.

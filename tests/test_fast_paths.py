@@ -1,0 +1,241 @@
+"""The bulk paths' shortcuts give exactly what the general paths give.
+
+* the canonical-line fast path (:func:`schema.canonical_line_fields`) accepts only
+  lines the general path accepts unchanged;
+* workers reading byte ranges of the input see every line exactly once;
+* the deferred UNIQUE index finds the same repeats as row-by-row inserts;
+* tiles written whole (and in a thread, for large batches) equal tiles written leaf by leaf;
+* many immutable objects written with two file-system syncs land exactly as one by one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import ORIGIN, fill, signer_of
+from kfm_ledger import bulk, ledger as ledger_module, merkle, schema, tiles
+from kfm_ledger.errors import ImmutableObjectError, InputRejected, SchemaError
+from kfm_ledger.ledger import JSONL_KEY, Ledger
+from kfm_ledger.sample import sample_jsonl, sample_row
+from kfm_ledger.schema import encode_row
+from kfm_ledger.storage import local as local_storage
+from kfm_ledger.verify import verify_ledger
+
+LINES = [encode_row(sample_row(i)) for i in range(40)]
+
+
+def general(line: bytes) -> tuple[bytes, str, str] | None:
+    """What the general path makes of a line: (canonical, commit, created_at), or None if refused."""
+    try:
+        canonical = schema.canonicalize(line)
+    except SchemaError:
+        return None
+    row = schema.decode_row(canonical)
+    return canonical, row.lakefs_commit, row.created_at
+
+
+def test_the_fast_path_takes_canonical_sample_rows() -> None:
+    for line in LINES:
+        row = schema.decode_row(line)
+        assert schema.canonical_line_fields(line) == (row.lakefs_commit, row.created_at)
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        (b'"kwh":', b'"kwh":-'),  # negative
+        (b'"created_at":"2025-01-01', b'"created_at":"2025-02-30'),  # no such day
+        (b'"created_at":"2025-01-01', b'"created_at":"2023-02-29'),  # not a leap year
+        (b'"lakefs_branch":"', b'"lakefs_branch":" '),  # leading space
+        (b'"producer":"', b'"producer":"x\\"'),  # an escape: general path
+        (b'.tar.zst"', b'.tar.gz"'),  # the bundle rule
+        (b'"checksums":{"artifact_sha256":"', b'"checksums":{"artifact_sha256":"A'),
+        (b'{"lakefs_repo"', b'{ "lakefs_repo"'),  # not compact
+    ],
+)
+def test_the_fast_path_declines_what_it_cannot_prove(old: bytes, new: bytes) -> None:
+    line = LINES[3].replace(old, new, 1)
+    assert line != LINES[3]
+    assert schema.canonical_line_fields(line) is None
+
+
+@pytest.mark.parametrize("number", [b"2.50", b"1e-05", b"0.00001", b"1.0", b"0.0", b"2.5000000000000001"])
+def test_numbers_take_the_fast_path_only_in_canonical_spelling(number: bytes) -> None:
+    line = LINES[0].replace(b'"kwh":' + LINES[0].split(b'"kwh":')[1].split(b",")[0], b'"kwh":' + number, 1)
+    fast = schema.canonical_line_fields(line)
+    expected = general(line)
+    if fast is not None:
+        assert expected is not None and expected[0] == line
+
+
+_MUTATION_BYTES = b'"\\ ,:{}[]-.0123456789aAzZ/_@\x00\x7f\xc3\xa9T'
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    which=st.integers(0, len(LINES) - 1),
+    edits=st.lists(
+        st.tuples(st.integers(0, 2000), st.sampled_from(["insert", "delete", "replace"]), st.sampled_from(list(_MUTATION_BYTES))),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_fast_path_acceptance_implies_the_general_path_keeps_the_line(which: int, edits: list) -> None:
+    line = bytearray(LINES[which])
+    for at, op, byte in edits:
+        at %= len(line) + 1
+        if op == "insert":
+            line[at:at] = bytes([byte])
+        elif at < len(line):
+            if op == "delete":
+                del line[at]
+            else:
+                line[at] = byte
+    line = bytes(line)
+    fast = schema.canonical_line_fields(line)
+    if fast is not None:
+        expected = general(line)
+        assert expected is not None, line
+        assert expected == (line, *fast)
+
+
+@settings(max_examples=200, deadline=None)
+@given(fraction=st.text("0123456789", min_size=0, max_size=6), other=st.text("0123456789", min_size=0, max_size=6))
+def test_created_at_order_key_orders_like_the_instants(fraction: str, other: str) -> None:
+    a = "2025-01-01T00:00:00" + (f".{fraction}" if fraction else "") + "Z"
+    b = "2025-01-01T00:00:00" + (f".{other}" if other else "") + "Z"
+    by_time = (schema.parse_created_at(a) > schema.parse_created_at(b)) - (schema.parse_created_at(a) < schema.parse_created_at(b))
+    ka, kb = schema.created_at_order_key(a), schema.created_at_order_key(b)
+    assert by_time == (ka > kb) - (ka < kb)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    chunk=st.integers(1, 3000),
+    blank=st.sets(st.integers(0, 29), max_size=5),
+    bom=st.booleans(),
+    newline_at_end=st.booleans(),
+)
+def test_byte_ranges_give_every_line_once(tmp_path_factory, chunk: int, blank: set[int], bom: bool, newline_at_end: bool) -> None:
+    lines = [b"" if i in blank else LINES[i] for i in range(30)]
+    data = (b"\xef\xbb\xbf" if bom else b"") + b"\n".join(lines) + (b"\n" if newline_at_end else b"")
+    path = tmp_path_factory.mktemp("ranges") / "in.jsonl"
+    path.write_bytes(data)
+    start = 3 if bom else 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        pieces = [bulk.read_lines_in_range(fd, s, min(s + chunk, len(data)), start) for s in range(start, len(data), chunk)]
+    finally:
+        os.close(fd)
+    assert b"".join(pieces) == data[start:]
+    with bulk.SpooledInput(str(path), start=start, workers=1, chunk_bytes=chunk) as spooled:
+        results = list(spooled.results())
+        rows = [(n, c) for r in results for n, c in zip(r.lines, r.commits)]
+        assert rows == [(i + 1, sample_row(i).lakefs_commit) for i in range(30) if i not in blank]
+        assert sum(r.line_count for r in results) == len(lines) - (1 if not newline_at_end and not lines[-1] else 0)
+        out = bytearray()
+        for r in results:
+            spooled.copy(r.spool, out.extend)
+        assert bytes(out) == b"".join(LINES[i] + b"\n" for i in range(30) if i not in blank)
+
+
+@pytest.fixture
+def bulk_path(monkeypatch) -> None:
+    monkeypatch.setattr(bulk, "CHUNK_BYTES", 16 << 10)
+    monkeypatch.setattr(bulk, "PARALLEL_THRESHOLD", 1)
+
+
+@pytest.mark.parametrize("deferred", [True, False])
+def test_repeats_are_found_with_the_index_deferred_or_not(tmp_path: Path, bulk_path, monkeypatch, deferred: bool) -> None:
+    monkeypatch.setattr(ledger_module, "DEFER_UNIQUE_BYTES_PER_ROW", 1 if deferred else 1 << 40)
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    fill(led, 10)
+    before = (tmp_path / "l" / JSONL_KEY).read_bytes()
+    lines = sample_jsonl(200, start=10).splitlines()
+    late = lambda i: encode_row(msgspec.structs.replace(sample_row(i), created_at="2031-01-01T00:00:00Z"))  # noqa: E731
+    lines += [late(3), late(50)]  # line 201 repeats ledger row 3, line 202 batch line 41
+    (tmp_path / "rows.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(InputRejected) as e:
+        led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2)
+    problems = {(p.line, p.path): p.message for p in e.value.problems}
+    assert set(problems) == {(201, "$.lakefs_commit"), (202, "$.lakefs_commit")}
+    assert "already in the ledger at index 3" in problems[(201, "$.lakefs_commit")]
+    assert "also on line 41" in problems[(202, "$.lakefs_commit")]
+    assert (tmp_path / "l" / JSONL_KEY).read_bytes() == before
+    # And the index still works afterwards (the rolled-back transaction restored it).
+    assert led.get(sample_row(7).lakefs_commit).index == 7
+    (tmp_path / "ok.jsonl").write_bytes(b"\n".join(lines[:-2]) + b"\n")
+    assert led.append_file(tmp_path / "ok.jsonl", signer=signer_of(led), workers=2).count == 200
+    assert verify_ledger(led).ok
+    with pytest.raises(InputRejected):
+        led.append(encode_row(msgspec.structs.replace(sample_row(150), created_at="2032-01-01T00:00:00Z")), signer=signer_of(led))
+
+
+@pytest.mark.parametrize("count", [1, 255, 256, 257, 600, 65536 + 300])
+def test_tiles_written_whole_equal_the_tree(tmp_path: Path, count: int) -> None:
+    """Every tile written (full and the right-edge partials) holds the tree's node hashes."""
+    leaves = [merkle.leaf_hash(b"%d" % i) for i in range(count)]
+    tree = merkle.MemoryTree(leaves)
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    written: dict[str, bytes] = {}
+    new_size, root, completed = led._write_tiles(0, b"".join(leaves), written.update)
+    assert (new_size, root) == (count, tree.root())
+    expected: dict[str, bytes] = {}
+    for level, index, width in tiles.tiles_for_size(count):
+        nodes = [(8 * level, index * 256 + k) for k in range(width)]
+        expected[tiles.tile_path(level, index, width)] = b"".join(tree.read_node_hashes(nodes))
+    full = {k: v for k, v in written.items() if ".p/" not in k}
+    assert {k: v for k, v in expected.items() if ".p/" not in k} == full
+    assert all(expected[k] == v for k, v in written.items() if ".p/" in k and k in expected)
+    assert {k for k in written if ".p/" in k} == {k for k in expected if ".p/" in k}
+    assert len(completed) == len(full)
+
+
+def test_a_large_batch_writes_tiles_alongside_its_rows(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(ledger_module, "OVERLAP_TILES_AT", 1)
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    fill(led, 300, 20)
+    assert verify_ledger(led).ok
+    assert led.size == 320
+
+
+def test_a_failed_row_write_waits_for_the_tiles_then_undoes_everything(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(ledger_module, "OVERLAP_TILES_AT", 1)
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    fill(led, 10)
+    before = {str(p.relative_to(tmp_path)): p.read_bytes() for p in sorted((tmp_path / "l").rglob("*")) if p.is_file() and "index.sqlite" not in p.name}
+
+    def broken(data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(led._log, "append", broken)
+    with pytest.raises(OSError):
+        led.append(sample_jsonl(600, start=10), signer=signer_of(led))
+    after = {str(p.relative_to(tmp_path)): p.read_bytes() for p in sorted((tmp_path / "l").rglob("*")) if p.is_file() and "index.sqlite" not in p.name}
+    assert after == before
+    monkeypatch.undo()
+    assert verify_ledger(Ledger.open(tmp_path / "l")).ok
+
+
+def test_many_immutable_objects_with_two_syncs(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(local_storage, "_SYNCFS_AT", 4)
+    calls = []
+    real = local_storage._syncfs_function()
+    assert real is not None
+    monkeypatch.setattr(local_storage, "_SYNCFS", lambda path: (calls.append(path), real(path)))
+    store = local_storage.LocalStorage(tmp_path / "s")
+    items = [(f"tile/0/{i:03d}", os.urandom(64)) for i in range(10)]
+    store.write_once(items[0][0], items[0][1])  # one already there with the same bytes
+    store.write_once_many(items)
+    assert len(calls) == 2
+    assert all(store.read(k) == v for k, v in items)
+    assert not [p for p in (tmp_path / "s").rglob("*") if ".tmp." in p.name]
+    with pytest.raises(ImmutableObjectError):
+        store.write_once_many([(f"tile/0/x{i}", b"new") for i in range(5)] + [(items[3][0], b"other bytes")])
+    assert not store.exists("tile/0/x0")  # refused before anything was written
