@@ -5,7 +5,8 @@ Usage::
     python bench/bench_bulk.py --rows 1000000 --dir /tmp/kfm-bulk
 
 Rows are the sample rows trimmed to one model, one config and one data snapshot
-(about 850 bytes each, near the ~750-byte rows the targets assume). The input
+(1,111 bytes each), or with ``--row-bytes 750`` rows of about the size the targets
+assume (~780 bytes: a 16-hex-digit commit id, no data snapshot, short URIs). The input
 file is generated once and reused. Each command runs as `python -m kfm_ledger`
 and is measured with os.wait4 (wall time, the child's own peak RSS); worker
 processes' peaks are reported by /usr/bin/time when --time-v is given.
@@ -23,13 +24,14 @@ from pathlib import Path
 
 import msgspec
 
-from kfm_ledger.sample import sample_row
+from kfm_ledger.sample import Signatures, sample_row
 from kfm_ledger.schema import encode_row
 
 ORIGIN = "bench.kfm.example/rollback-index"
 
 
 def compact_row(i: int) -> bytes:
+    """A sample row trimmed to one model, config and data snapshot: 1,111 bytes."""
     row = sample_row(i)
     row = msgspec.structs.replace(
         row, models=row.models[:1], configs=row.configs[:1], data_snapshot=row.data_snapshot[:1]
@@ -37,13 +39,33 @@ def compact_row(i: int) -> bytes:
     return encode_row(row)
 
 
-def make_input(path: Path, rows: int) -> None:
+def small_row(i: int) -> bytes:
+    """A row of about 750 bytes (the issue's size): a 16-hex-digit commit id, one model,
+    one config, no data snapshot, short URIs (~780 bytes)."""
+    row = sample_row(i)
+    commit = row.lakefs_commit[:16]
+    row = msgspec.structs.replace(
+        row,
+        lakefs_commit=commit,
+        models=row.models[:1],
+        configs=row.configs[:1],
+        data_snapshot=[],
+        artifact_uri=f"s3://kfm-registry/rollback/{commit}.tar.zst",
+        signatures=Signatures(in_toto=f"s3://kfm-registry/slsa/{commit}.json"),
+    )
+    return encode_row(row)
+
+
+ROW_SHAPES = {"1100": compact_row, "750": small_row}
+
+
+def make_input(path: Path, rows: int, make_row=compact_row) -> None:
     if path.exists() and path.stat().st_size > 0:
         return
     with open(path, "wb") as f:
         buf = []
         for i in range(rows):
-            buf.append(compact_row(i))
+            buf.append(make_row(i))
             if len(buf) == 10000:
                 f.write(b"\n".join(buf) + b"\n")
                 buf = []
@@ -76,11 +98,13 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--dir", type=Path, default=Path("/tmp/kfm-bulk"))
     p.add_argument("--time-v", action="store_true", help="measure with /usr/bin/time -v")
+    p.add_argument("--row-bytes", choices=sorted(ROW_SHAPES), default="1100", help="row shape: ~1,100 or ~750 bytes")
     a = p.parse_args()
     a.dir.mkdir(parents=True, exist_ok=True)
-    data = a.dir / f"rows-{a.rows}.jsonl"
+    suffix = "" if a.row_bytes == "1100" else f"-{a.row_bytes}b"
+    data = a.dir / f"rows-{a.rows}{suffix}.jsonl"
     t0 = time.perf_counter()
-    make_input(data, a.rows)
+    make_input(data, a.rows, ROW_SHAPES[a.row_bytes])
     print(f"input: {data} ({data.stat().st_size / 1e6:.0f} MB, {data.stat().st_size / a.rows:.0f} bytes a row), "
           f"made in {time.perf_counter() - t0:.1f} s")
     ledger = a.dir / "ledger"
@@ -92,7 +116,7 @@ def main() -> None:
     t, rss, last = run(["verify", "--ledger", str(ledger), "--no-mirror"], a.time_v)
     print(f"kfm verify ({a.rows} rows)        {t:7.1f} s   peak RSS {rss:6.0f} MiB   {last[:60]}")
     one = a.dir / "one.jsonl"
-    one.write_bytes(compact_row(a.rows) + b"\n")
+    one.write_bytes(ROW_SHAPES[a.row_bytes](a.rows) + b"\n")
     t, rss, last = run(["append", str(one), "--ledger", str(ledger)], False)
     print(f"kfm append (1 row, whole process)  {t * 1000:7.0f} ms  peak RSS {rss:6.0f} MiB")
 
