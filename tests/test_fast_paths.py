@@ -239,3 +239,30 @@ def test_many_immutable_objects_with_two_syncs(tmp_path: Path, monkeypatch) -> N
     with pytest.raises(ImmutableObjectError):
         store.write_once_many([(f"tile/0/x{i}", b"new") for i in range(5)] + [(items[3][0], b"other bytes")])
     assert not store.exists("tile/0/x0")  # refused before anything was written
+
+
+def test_an_index_of_the_previous_layout_is_rebuilt(tmp_path: Path) -> None:
+    """Index schema 1 had an inline UNIQUE constraint (which cannot be dropped): rebuilt on open."""
+    import sqlite3
+
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    fill(led, 20)
+    led.close()
+    conn = sqlite3.connect(tmp_path / "l" / "index.sqlite")
+    conn.executescript(
+        "DROP INDEX entries_commit; CREATE TABLE old AS SELECT * FROM entries; DROP TABLE entries; "
+        "CREATE TABLE entries (leaf INTEGER PRIMARY KEY, lakefs_commit TEXT NOT NULL UNIQUE, "
+        "offset INTEGER NOT NULL, length INTEGER NOT NULL, created_at TEXT NOT NULL); "
+        "INSERT INTO entries SELECT * FROM old; DROP TABLE old; "
+        "UPDATE meta SET value = '1' WHERE key = 'schema_version';"
+    )
+    conn.commit()
+    conn.close()
+    led = Ledger.open(tmp_path / "l")
+    assert led.get(sample_row(7).lakefs_commit).index == 7
+    fill(led, 5)
+    assert verify_ledger(led).ok
+    conn = sqlite3.connect(tmp_path / "l" / "index.sqlite")
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'entries_commit'").fetchone() == (1,)
+    conn.close()
