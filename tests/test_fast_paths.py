@@ -266,3 +266,28 @@ def test_an_index_of_the_previous_layout_is_rebuilt(tmp_path: Path) -> None:
     assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
     assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'entries_commit'").fetchone() == (1,)
     conn.close()
+
+
+def test_the_right_edge_is_reused_only_for_the_tree_it_was_written_for(tmp_path: Path, monkeypatch) -> None:
+    a = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    fill(a, 300)
+    b = Ledger.open(tmp_path / "l")
+    reads: list[int | None] = []
+    real = Ledger.hash_reader
+
+    def counting(self, size=None):  # type: ignore[no-untyped-def]
+        if size is not None:  # _write_tiles reading the right edge at the old size
+            reads.append(size)
+        return real(self, size)
+
+    monkeypatch.setattr(Ledger, "hash_reader", counting)
+    fill(a, 1)  # a wrote the tiles for size 300: no right edge read
+    assert reads == []
+    b.refresh()
+    fill(b, 1)  # b never wrote any: reads the right edge
+    assert reads
+    reads.clear()
+    a.refresh()
+    fill(a, 1)  # another writer moved the tree on: a's edge is stale, read again
+    assert reads
+    assert verify_ledger(Ledger.open(tmp_path / "l")).ok

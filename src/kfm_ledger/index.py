@@ -170,6 +170,9 @@ class CommitIndex:
         """Forget rows ``size`` and later (an interrupted append rolled back)."""
         self.rollback_if_open()
         conn = self._conn
+        beyond = conn.execute("SELECT 1 FROM entries WHERE leaf >= ? LIMIT 1", (size,)).fetchone()
+        if beyond is None and self.size() <= size and self.end_offset() <= end_offset:
+            return  # nothing to forget (every append's recovery asks): no write transaction
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute("DELETE FROM entries WHERE leaf >= ?", (size,))

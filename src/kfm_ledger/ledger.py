@@ -178,6 +178,8 @@ class Ledger:
         self._log = storage.append_log(JSONL_KEY)
         self._index: CommitIndex | None = None
         self._lock_depth = 0
+        #: (size, root, compact-range peaks, partial-tile hashes per level) of the last tiles written
+        self._right_edge: tuple[int, bytes, tuple[bytes, ...], dict[int, tuple[bytes, ...]]] | None = None
         # Expanded tiles, shared by every hash_reader of this Ledger (tiles of a signed
         # size never change, so entries stay valid as the log grows; cleared on rebuild).
         self._tile_cache = tiles.TileCache(max_tiles=TILE_CACHE_TILES)
@@ -602,7 +604,8 @@ class Ledger:
 
     def _reload_checkpoint(self) -> None:
         note = self.storage.read(CHECKPOINT_KEY)
-        self._signed = open_checkpoint(note, [self.verifier], origin=self.origin)
+        if note != self._signed.note:  # the same bytes were verified already
+            self._signed = open_checkpoint(note, [self.verifier], origin=self.origin)
 
     def recover(self, signer: Signer | None = None, *, wait: float = 10.0) -> RecoveryReport:
         """Finish or undo an interrupted append (takes the writer lock).
@@ -1135,27 +1138,34 @@ class Ledger:
                 write_many(pending)
                 pending.clear()
 
-        reader = self.hash_reader(old_size)
-        peaks = reader.read_node_hashes(merkle.subtree_nodes(0, old_size)) if old_size else []
-        crange = merkle.CompactRange(old_size, peaks)
-        if old_size and old_size == self.size and crange.root() != self.root:
-            # The stored right edge does not give the signed root: building on it would
-            # sign a tree that is not the hash of the rows.
-            self._tile_cache.clear()
-            raise CorruptLedgerError(
-                f"the stored tiles do not give the signed root at size {old_size}: a tile was changed; "
-                "nothing was written: run `kfm verify`, then `kfm rebuild`"
-            )
-        # The right edge: per tile level, the hashes already in its partial tile.
-        buffers: dict[int, list[bytes]] = {}
-        level = 0
-        while (old_size >> (tiles.TILE_HEIGHT * level)) > 0:
-            count = old_size >> (tiles.TILE_HEIGHT * level)
-            width = count % tiles.TILE_WIDTH
-            if width:
-                data = self.read_tile(level, count // tiles.TILE_WIDTH, width)
-                buffers[level] = tiles.hashes_of_tile(data[: width * merkle.HASH_SIZE])
-            level += 1
+        edge = self._right_edge
+        if edge is not None and edge[0] == old_size == self.size and edge[1] == self.root:
+            # The right edge this Ledger wrote last, for the tree that was then signed:
+            # the same hashes the stored tiles hold, without reading them again.
+            crange = merkle.CompactRange(old_size, edge[2])
+            buffers = {level: list(hashes) for level, hashes in edge[3].items()}
+        else:
+            reader = self.hash_reader(old_size)
+            peaks = reader.read_node_hashes(merkle.subtree_nodes(0, old_size)) if old_size else []
+            crange = merkle.CompactRange(old_size, peaks)
+            if old_size and old_size == self.size and crange.root() != self.root:
+                # The stored right edge does not give the signed root: building on it would
+                # sign a tree that is not the hash of the rows.
+                self._tile_cache.clear()
+                raise CorruptLedgerError(
+                    f"the stored tiles do not give the signed root at size {old_size}: a tile was changed; "
+                    "nothing was written: run `kfm verify`, then `kfm rebuild`"
+                )
+            # The right edge: per tile level, the hashes already in its partial tile.
+            buffers = {}
+            level = 0
+            while (old_size >> (tiles.TILE_HEIGHT * level)) > 0:
+                count = old_size >> (tiles.TILE_HEIGHT * level)
+                width = count % tiles.TILE_WIDTH
+                if width:
+                    data = self.read_tile(level, count // tiles.TILE_WIDTH, width)
+                    buffers[level] = tiles.hashes_of_tile(data[: width * merkle.HASH_SIZE])
+                level += 1
         completed: list[tuple[int, int]] = []
 
         def add_nodes(nodes: list[tuple[merkle.NodeId, bytes]]) -> None:
@@ -1196,7 +1206,10 @@ class Ledger:
                 write(tiles.tile_path(tile_level, tile_index, len(buf)), b"".join(buf))
         if pending:
             write_many(pending)
-        return new_size, crange.root(), completed
+        root = crange.root()
+        # Kept for the next append, which uses it only if this tree (size and root) is then the signed one.
+        self._right_edge = (new_size, root, crange.peaks, {level: tuple(buf) for level, buf in buffers.items() if buf})
+        return new_size, root, completed
 
     def _integrate(self, tiled: tuple[int, bytes, list[tuple[int, int]]], signer: Signer) -> None:
         """Sign the new tree head that :meth:`_write_tiles` computed (steps 5-7)."""
@@ -1290,6 +1303,7 @@ class Ledger:
                 if not key.startswith("tile/entries/") and key not in written:
                     self.storage.delete(key)
             self._tile_cache.clear()  # tiles were rewritten
+            self._right_edge = None
             return added
 
 
