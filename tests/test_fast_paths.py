@@ -291,3 +291,18 @@ def test_the_right_edge_is_reused_only_for_the_tree_it_was_written_for(tmp_path:
     fill(a, 1)  # another writer moved the tree on: a's edge is stale, read again
     assert reads
     assert verify_ledger(Ledger.open(tmp_path / "l")).ok
+
+
+def test_write_once_and_publish_keeps_and_publishes_one_file(tmp_path: Path) -> None:
+    store = local_storage.LocalStorage(tmp_path / "s")
+    store.write_atomic("checkpoint", b"old\n")
+    store.write_once_and_publish("checkpoints/5", "checkpoint", b"five\n")
+    assert (store.read("checkpoints/5"), store.read("checkpoint")) == (b"five\n", b"five\n")
+    assert os.path.samefile(tmp_path / "s" / "checkpoints" / "5", tmp_path / "s" / "checkpoint")
+    store.write_once_and_publish("checkpoints/6", "checkpoint", b"six\n")
+    assert (store.read("checkpoints/5"), store.read("checkpoint")) == (b"five\n", b"six\n")
+    store.write_once_and_publish("checkpoints/6", "checkpoint", b"six\n")  # the same bytes again: fine
+    with pytest.raises(ImmutableObjectError):
+        store.write_once_and_publish("checkpoints/5", "checkpoint", b"other\n")
+    assert store.read("checkpoint") == b"six\n"  # not published
+    assert not [p for p in (tmp_path / "s").rglob("*") if ".tmp." in p.name]

@@ -1217,10 +1217,18 @@ class Ledger:
         note = sign_checkpoint(Checkpoint(origin=self.origin, size=new_size, root=root), signer)
         # Step 5a: keep the signed checkpoint.  This is the point of no return: the
         # log has signed this tree, so a crash after it rolls forward, never back.
-        self.storage.write_once(f"{CHECKPOINTS_PREFIX}{new_size}", note)
-        self._signed_in_this_call = True
-        # Step 5b: publish it.  From here on the rows are in the ledger.
-        self.storage.write_atomic(CHECKPOINT_KEY, note)
+        # Step 5b: publish it.  From here on the rows are in the ledger.  (One storage
+        # call does both, in that order; the local backend links one file to both names.)
+        kept = f"{CHECKPOINTS_PREFIX}{new_size}"
+        try:
+            self.storage.write_once_and_publish(kept, CHECKPOINT_KEY, note)
+        finally:
+            # Once checkpoints/<new size> exists a failure must not undo the rows
+            # (when storage cannot even say, leave it to the next recovery).
+            try:
+                self._signed_in_this_call = self.storage.exists(kept)
+            except Exception:  # pragma: no cover - exercised by fault injection only
+                self._signed_in_this_call = True
         self._signed = open_checkpoint(note, [self.verifier], origin=self.origin)
         # Step 6: the append is complete.  Crash before: recovery sees the new
         # size signed and only removes the record.  Step 7: partial tiles that a

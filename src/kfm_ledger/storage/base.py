@@ -11,6 +11,8 @@ The contract each backend must keep (the ledger's crash safety rests on it):
 * :meth:`Storage.write_once` is for immutable objects (full tiles, stored
   checkpoints, partial tiles of a given width): writing the same bytes again is
   fine; writing other bytes raises :class:`~kfm_ledger.errors.ImmutableObjectError`.
+  :meth:`Storage.write_once_and_publish` is a write_once followed by a
+  write_atomic of the same bytes (a stored checkpoint, then the latest one).
 * The append log (:meth:`Storage.append_log`) is the JSONL ledger.  ``append``
   may be torn by a crash; bytes are durable only after ``sync`` returns.
 * :meth:`Storage.lock` gives one writer at a time across processes.
@@ -70,6 +72,14 @@ class Storage(Protocol):
 
     def write_once_many(self, items: list[tuple[str, bytes]]) -> None:
         """:meth:`write_once` for several objects; all durable once this returns."""
+
+    def write_once_and_publish(self, once_key: str, atomic_key: str, data: bytes) -> None:
+        """:meth:`write_once` (``once_key``, ``data``), then :meth:`write_atomic` (``atomic_key``, ``data``).
+
+        In that order and with the same guarantees: a crash in between leaves
+        ``once_key`` written and ``atomic_key`` untouched.  A backend may share
+        the bytes between the two (a hard link, a server-side copy).
+        """
 
     def write_private(self, key: str, data: bytes) -> None:
         """Create a secret object (a private key) readable only by its owner (mode 0600)."""

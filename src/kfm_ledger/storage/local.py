@@ -271,6 +271,50 @@ class LocalStorage:
                 except FileNotFoundError:
                     pass
 
+    def write_once_and_publish(self, once_key: str, atomic_key: str, data: bytes) -> None:
+        """One file, two names: written and fsync'd once, hard-linked as ``once_key``
+        (then its directory synced), renamed to ``atomic_key`` (then its directory synced).
+
+        A new file costs an inode and an fsync; a signed checkpoint is both kept
+        (``checkpoints/<size>``) and published (``checkpoint``) on every append, so
+        sharing one file saves both.  Falls back to two writes where links fail.
+        """
+        once = self._path(once_key)
+        target = self._path(atomic_key)
+        if once.exists():
+            self.write_once(once_key, data)  # the same bytes, or ImmutableObjectError
+            self.write_atomic(atomic_key, data)
+            return
+        _makedirs(once.parent)
+        _makedirs(target.parent)
+        tmp = target.with_name(f".{target.name}.tmp.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            try:
+                os.fchmod(fd, 0o644)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, once)
+            except FileExistsError:  # written meanwhile: the immutable rule decides
+                self.write_once(once_key, data)
+            except OSError:  # no hard links here
+                self.write_once(once_key, data)
+            else:
+                _fsync_dir(once.parent)  # the kept name is durable: write_once is done
+            os.replace(tmp, target)
+        except BaseException:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+            raise
+        _fsync_dir(target.parent)
+
     def delete(self, key: str) -> None:
         try:
             self._path(key).unlink()

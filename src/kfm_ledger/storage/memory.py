@@ -158,6 +158,10 @@ class MemoryStorage:
         for key, data in items:
             self.write_once(key, data)
 
+    def write_once_and_publish(self, once_key: str, atomic_key: str, data: bytes) -> None:
+        self.write_once(once_key, data)
+        self.write_atomic(atomic_key, data)
+
     def delete(self, key: str) -> None:
         self._step(f"delete {key}")
         self.objects.pop(key, None)
