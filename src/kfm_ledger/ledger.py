@@ -178,6 +178,7 @@ class Ledger:
         self._log = storage.append_log(JSONL_KEY)
         self._index: CommitIndex | None = None
         self._lock_depth = 0
+        self._index_covers = -1  # the signed size the commit index was last seen to cover
         #: (size, root, compact-range peaks, partial-tile hashes per level) of the last tiles written
         self._right_edge: tuple[int, bytes, tuple[bytes, ...], dict[int, tuple[bytes, ...]]] | None = None
         # Expanded tiles, shared by every hash_reader of this Ledger (tiles of a signed
@@ -263,6 +264,7 @@ class Ledger:
         if self._index is not None:
             self._index.close()
             self._index = None
+            self._index_covers = -1
         self._log.close()
 
     def __enter__(self) -> "Ledger":
@@ -305,11 +307,14 @@ class Ledger:
         two readers never rebuild it at once.
         """
         idx = self._raw_index()
+        if self._index_covers == self.size:
+            return idx  # seen caught up with this signed size already
         if idx.size() < self.size:
             with self._writer_lock(wait=60.0):
                 idx = self._raw_index()
                 if idx.size() < self.size:
                     self._catch_up_index(limit=self.size)
+        self._index_covers = self.size
         return idx
 
     def stored_index(self) -> CommitIndex | None:
@@ -334,6 +339,7 @@ class Ledger:
                 # Derived data that no longer opens: start it again from the JSONL.
                 with self._writer_lock(wait=60.0):
                     self.storage.discard_index_db()
+                    self._index_covers = -1
                     self._index = CommitIndex(self.storage.open_index_db())
         return self._index
 
@@ -366,6 +372,7 @@ class Ledger:
         if idx.end_offset() > self._log.size():
             # The JSONL is shorter than what was indexed: not ours to guess why.
             idx.reset()
+            self._index_covers = -1
         size, offset = idx.size(), idx.end_offset()
         last_created = None
         if size:
@@ -1285,6 +1292,7 @@ class Ledger:
                     "changed; nothing was rebuilt (run `kfm verify` to find them)"
                 )
             self._raw_index().reset()
+            self._index_covers = -1
             added, _, _ = self._catch_up_index(limit=self.size)
             written: set[str] = set()
 

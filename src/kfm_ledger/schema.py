@@ -539,7 +539,10 @@ def decode_row(data: bytes | str) -> Row:
     JSON path of the first problem and the value found there.  Surrounding whitespace is
     allowed.  The line size limit is not checked here (see :func:`canonicalize`).
     """
-    row, _, _ = _decode_and_encode(_as_bytes(data))
+    raw = _as_bytes(data)
+    if canonical_line_fields(raw) is not None:  # every rule holds already (stored lines)
+        return _ROW_DECODER.decode(raw)
+    row, _, _ = _decode_and_encode(raw)
     return row
 
 
@@ -579,7 +582,10 @@ def decode_canonical_line(line: bytes) -> Row:
     ``encode_row(row) == line`` plus the size limit, at the cost of one validation.
     Raises :class:`SchemaError` (at ``$`` when the bytes are valid but not canonical).
     """
-    row, canonical, _ = _decode_and_encode(_as_bytes(line))
+    line = _as_bytes(line)
+    if len(line) <= MAX_LINE_BYTES and canonical_line_fields(line) is not None:
+        return _ROW_DECODER.decode(line)  # valid and canonical by construction
+    row, canonical, _ = _decode_and_encode(line)
     if canonical != line:
         raise SchemaError(
             "$", "not in canonical form: compact JSON in schema field order expected"
