@@ -306,3 +306,65 @@ def test_write_once_and_publish_keeps_and_publishes_one_file(tmp_path: Path) -> 
         store.write_once_and_publish("checkpoints/5", "checkpoint", b"other\n")
     assert store.read("checkpoint") == b"six\n"  # not published
     assert not [p for p in (tmp_path / "s").rglob("*") if ".tmp." in p.name]
+
+
+def test_stored_expansions_answer_first_uses_and_give_the_same_proofs(tmp_path: Path) -> None:
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    fill(led, 600, *([1] * 300))  # tiles filled whole (bulk) and leaf by leaf (one-row appends)
+    store = tmp_path / "l" / ledger_module.EXPANSIONS_KEY
+    assert store.stat().st_size == (led.size // 256) * tiles.EXPANSION_BYTES
+    with_store = [led.tlog_proof(i) for i in range(0, led.size, 37)]
+    reader = Ledger.open(tmp_path / "l").hash_reader(stored_expansions=True)  # nothing cached yet
+    reader.read_node_hashes([(1, 5), (3, 70)])  # inner nodes of full tiles 0 and 2
+    assert reader.expansions_used == 2
+    plain = Ledger.open(tmp_path / "l")
+    store.unlink()
+    assert [plain.tlog_proof(i) for i in range(0, led.size, 37)] == with_store
+
+
+def test_a_wrong_expansion_record_never_gives_a_wrong_proof(tmp_path: Path) -> None:
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    fill(led, 800)
+    expected = [Ledger.open(tmp_path / "l").hash_reader().read_node_hashes([(2, 1)])]
+    good = led.tlog_proof(2)  # its audit path holds node (1, 0), the first hash of the record
+    store = tmp_path / "l" / ledger_module.EXPANSIONS_KEY
+    data = bytearray(store.read_bytes())
+    data[10] ^= 1  # an inner node of tile 0, below its root: the root check cannot see it
+    data[tiles.EXPANSION_BYTES + tiles.EXPANSION_BYTES - 1] ^= 1  # tile 1's root: refused
+    store.write_bytes(bytes(data))
+    fresh = Ledger.open(tmp_path / "l")
+    assert fresh.tlog_proof(2) == good  # the bad record gave a proof that failed; answered from tiles
+    assert fresh._expansions_trusted is False
+    reader = Ledger.open(tmp_path / "l").hash_reader(stored_expansions=True)
+    reader.read_node_hashes([(1, 130)])  # a node inside tile 1
+    assert reader.expansions_refused == 1
+    assert Ledger.open(tmp_path / "l").hash_reader().read_node_hashes([(2, 1)]) == expected[0]
+
+
+def test_a_rolled_back_append_leaves_no_expansion_records(tmp_path: Path, monkeypatch) -> None:
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    fill(led, 300)
+    store = tmp_path / "l" / ledger_module.EXPANSIONS_KEY
+    before = store.read_bytes()
+
+    def broken(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(ledger_module.Ledger, "_integrate", broken)
+    with pytest.raises(OSError):
+        led.append(sample_jsonl(600, start=300), signer=signer_of(led))
+    assert store.read_bytes() == before
+    monkeypatch.undo()
+    fill(led, 600)
+    assert store.stat().st_size == 3 * tiles.EXPANSION_BYTES
+    assert verify_ledger(led).ok
+
+
+def test_rebuild_recreates_the_expansion_records(tmp_path: Path) -> None:
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    fill(led, 700)
+    store = tmp_path / "l" / ledger_module.EXPANSIONS_KEY
+    before = store.read_bytes()
+    store.write_bytes(b"junk")
+    led.rebuild()
+    assert store.read_bytes() == before

@@ -66,7 +66,7 @@ from .errors import (
 )
 from .index import CommitIndex, IndexedEntry
 from .note import Signer, Verifier
-from .storage import LocalStorage, Storage
+from .storage import AppendLog, LocalStorage, Storage
 from .tlogproof import TlogProof
 
 JSONL_KEY = "rollback-index.jsonl"
@@ -76,6 +76,10 @@ VKEY_KEY = "log.vkey"
 SKEY_KEY = "log.key"
 MIRROR_KEY = "rollback-index.parquet"
 PENDING_KEY = "pending-append"
+#: Derived data: rows 1..8 of every full level-0 tile's expansion, record i at byte
+#: i * tiles.EXPANSION_BYTES, so a proof's first use of a tile reads 8 KB instead of
+#: hashing 255 nodes.  Checked on use; rebuilt by `kfm rebuild`.
+EXPANSIONS_KEY = "tile-expansions.bin"
 #: A bulk append whose input has at least one row per this many bytes for every row
 #: already in the ledger builds the UNIQUE commit index once, after all its inserts.
 DEFER_UNIQUE_BYTES_PER_ROW = 1024
@@ -179,6 +183,8 @@ class Ledger:
         self._index: CommitIndex | None = None
         self._lock_depth = 0
         self._index_covers = -1  # the signed size the commit index was last seen to cover
+        self._expansions: AppendLog | None = None
+        self._expansions_trusted = True  # False once a stored expansion gave a proof that failed
         #: (size, root, compact-range peaks, partial-tile hashes per level) of the last tiles written
         self._right_edge: tuple[int, bytes, tuple[bytes, ...], dict[int, tuple[bytes, ...]]] | None = None
         # Expanded tiles, shared by every hash_reader of this Ledger (tiles of a signed
@@ -265,6 +271,9 @@ class Ledger:
             self._index.close()
             self._index = None
             self._index_covers = -1
+        if self._expansions is not None:
+            self._expansions.close()
+            self._expansions = None
         self._log.close()
 
     def __enter__(self) -> "Ledger":
@@ -518,9 +527,55 @@ class Ledger:
             "run `kfm rebuild` to recreate tiles from the JSONL"
         )
 
-    def hash_reader(self, size: int | None = None) -> tiles.TileHashReader:
-        """A merkle.HashReader over the stored tiles for a tree of ``size`` leaves."""
-        return tiles.TileHashReader(self.size if size is None else size, self.read_tile, cache=self._tile_cache)
+    def hash_reader(self, size: int | None = None, *, stored_expansions: bool = False) -> tiles.TileHashReader:
+        """A merkle.HashReader over the stored tiles for a tree of ``size`` leaves.
+
+        With ``stored_expansions``, a full level-0 tile's inner nodes may come from
+        :data:`EXPANSIONS_KEY` (derived data, root-checked): only for callers that check
+        what they build against a signed root (:meth:`tlog_proof`).
+        """
+        return tiles.TileHashReader(
+            self.size if size is None else size,
+            self.read_tile,
+            cache=self._tile_cache,
+            read_expansion=self._read_expansion if stored_expansions and self._expansions_trusted else None,
+        )
+
+    def _expansion_log(self) -> AppendLog:
+        if self._expansions is None:
+            self._expansions = self.storage.append_log(EXPANSIONS_KEY)
+        return self._expansions
+
+    def _read_expansion(self, tile_index: int) -> bytes | None:
+        """The stored expansion record of full level-0 tile ``tile_index``, if the file has one."""
+        at = tile_index * tiles.EXPANSION_BYTES
+        try:
+            if self._expansions is None and not self.storage.exists(EXPANSIONS_KEY):
+                return None  # reading never creates it
+            log = self._expansion_log()
+            if at + tiles.EXPANSION_BYTES > log.size():
+                return None
+            return log.read(at, tiles.EXPANSION_BYTES)
+        except (OSError, KfmError):
+            return None  # derived data: the tiles answer
+
+    def _store_expansions(self, first_tile: int, records: list[bytes]) -> None:
+        """Write the records of full level-0 tiles ``first_tile ..`` (best effort: derived data).
+
+        Records must be contiguous from the start of the file; anything stored
+        at or after ``first_tile`` (from an append that was rolled back) is cut first.
+        """
+        if not records:
+            return
+        try:
+            log = self._expansion_log()
+            at = first_tile * tiles.EXPANSION_BYTES
+            if log.size() > at:
+                log.truncate(at)
+            if log.size() == at:
+                log.append(b"".join(records))
+        except (OSError, KfmError):
+            pass
 
     def _check_size(self, size: int | None) -> int:
         if size is None:
@@ -576,7 +631,9 @@ class Ledger:
         """
         signed = self.stored_checkpoint(self._check_size(size))
         size = signed.checkpoint.size
-        path = self.inclusion_proof(index, size)
+        if not 0 <= index < size:
+            raise IndexOutOfRangeError(f"index {index} out of bounds for tree size {size}")
+        path = merkle.inclusion_proof(index, size, self.hash_reader(size, stored_expansions=True))
         # The stored line's bytes are the leaf (no need to decode the row: the proof check
         # below catches any change to them).
         located = self.index.at(index)
@@ -587,6 +644,10 @@ class Ledger:
             merkle.verify_inclusion(leaf, index, size, path, signed.checkpoint.root)
         except Exception as e:
             self._tile_cache.clear()  # re-read the tiles next time (they may be repaired)
+            if self._expansions_trusted:
+                # Perhaps the derived expansion records are wrong: answer from the tiles alone.
+                self._expansions_trusted = False
+                return self.tlog_proof(index, size)
             raise CorruptLedgerError(
                 f"stored tiles give an inclusion proof for index {index} that does not verify "
                 f"against the checkpoint at size {size} ({e}); run `kfm verify`"
@@ -744,6 +805,16 @@ class Ledger:
             # Tiles for the new size never exist at the old size (a full tile that
             # became full, the right edge's new width): all of them are the append's.
             self.storage.delete(tiles.tile_path(level, index, width))
+        try:  # their expansion records too (derived; refused on use anyway: their roots differ)
+            keep = (pending.old_size // tiles.TILE_WIDTH) * tiles.EXPANSION_BYTES
+            if self.storage.exists(EXPANSIONS_KEY) and self._expansion_log().size() > keep:
+                self._expansion_log().truncate(keep)
+                if keep == 0:  # the append created it: leave no trace
+                    self._expansion_log().close()
+                    self._expansions = None
+                    self.storage.delete(EXPANSIONS_KEY)
+        except (OSError, KfmError):
+            pass
         self.storage.delete(PENDING_KEY)
 
     def _lines_from(self, start: int, stop: int) -> Iterator[bytes]:
@@ -1174,6 +1245,7 @@ class Ledger:
                     buffers[level] = tiles.hashes_of_tile(data[: width * merkle.HASH_SIZE])
                 level += 1
         completed: list[tuple[int, int]] = []
+        last_full_tile = [b""]  # the level-0 tile add_nodes filled last
 
         def add_nodes(nodes: list[tuple[merkle.NodeId, bytes]]) -> None:
             for (node_level, node_index), node in nodes:
@@ -1186,25 +1258,44 @@ class Ledger:
                     # A full tile.  Crash after: it lies beyond the signed size,
                     # readers ignore it, and recovery deletes it with the rows.
                     tile_index = node_index // tiles.TILE_WIDTH
-                    write(tiles.tile_path(tile_level, tile_index), b"".join(buf))
+                    data = b"".join(buf)
+                    write(tiles.tile_path(tile_level, tile_index), data)
                     completed.append((tile_level, tile_index))
+                    if tile_level == 0:
+                        last_full_tile[0] = data
                     buf.clear()
 
         tile_bytes = tiles.TILE_WIDTH * merkle.HASH_SIZE
+        first_full = -1  # the first level-0 tile this call completes
+        records: list[bytes] = []  # their expansion records (EXPANSIONS_KEY)
         pos = 0
         end = len(hash_bytes)
         while pos < end:
             if crange.size % tiles.TILE_WIDTH == 0 and end - pos >= tile_bytes:
                 tile = hash_bytes[pos : pos + tile_bytes]
-                root = merkle.perfect_subtree_hash([tile[i : i + 32] for i in range(0, tile_bytes, 32)])
+                # The 255 nodes above the tile's leaves, level by level (RFC 9162 §2.1.1 for a
+                # perfect subtree); the last is the root of its 256 leaves.
+                levels = tiles.expand_tile(tile)
                 tile_index = crange.size // tiles.TILE_WIDTH
                 write(tiles.tile_path(0, tile_index), tile)  # crash after: as above
                 completed.append((0, tile_index))
-                add_nodes(crange.append_subtree(tiles.TILE_HEIGHT, root))
+                if first_full < 0:
+                    first_full = tile_index
+                records.append(tiles.expansion_record(levels))
+                if len(records) == 512:  # 4 MiB: stored in groups, memory stays flat
+                    self._store_expansions(first_full, records)
+                    first_full, records = tile_index + 1, []
+                add_nodes(crange.append_subtree(tiles.TILE_HEIGHT, levels[tiles.TILE_HEIGHT]))
                 pos += tile_bytes
             else:
+                before = len(completed)
                 add_nodes(crange.append(hash_bytes[pos : pos + merkle.HASH_SIZE]))
                 pos += merkle.HASH_SIZE
+                for tile_level, tile_index in completed[before:]:
+                    if tile_level == 0:  # a level-0 tile filled leaf by leaf
+                        if first_full < 0:
+                            first_full = tile_index
+                        records.append(tiles.expansion_record(tiles.expand_tile(last_full_tile[0])))
         new_size = crange.size
         for tile_level, buf in sorted(buffers.items()):
             if buf:
@@ -1213,6 +1304,8 @@ class Ledger:
                 write(tiles.tile_path(tile_level, tile_index, len(buf)), b"".join(buf))
         if pending:
             write_many(pending)
+        # Derived data, after the tiles it is derived from (and, like them, before signing).
+        self._store_expansions(first_full, records)
         root = crange.root()
         # Kept for the next append, which uses it only if this tree (size and root) is then the signed one.
         self._right_edge = (new_size, root, crange.peaks, {level: tuple(buf) for level, buf in buffers.items() if buf})

@@ -290,6 +290,32 @@ def expand_tile(data: bytes) -> tuple[bytes, ...]:
     return tuple(levels)
 
 
+#: Bytes of a stored expansion record: rows 1..8 of a full tile's :func:`expand_tile`
+#: (128 + 64 + ... + 1 = 255 hashes), without row 0 (the tile itself).
+EXPANSION_BYTES = (TILE_WIDTH - 1) * HASH_SIZE
+
+
+def expansion_record(levels: tuple[bytes, ...]) -> bytes:
+    """The stored form of a full tile's expansion: rows 1..8 joined (:data:`EXPANSION_BYTES`)."""
+    record = b"".join(levels[1:])
+    if len(levels) != TILE_HEIGHT + 1 or len(record) != EXPANSION_BYTES:
+        raise ValueError("not the expansion of a full tile")
+    return record
+
+
+def levels_from_record(tile: bytes, record: bytes) -> tuple[bytes, ...]:
+    """A full tile's expansion from the tile and its stored record (inverse of :func:`expansion_record`)."""
+    if len(tile) != _FULL_TILE_BYTES or len(record) != EXPANSION_BYTES:
+        raise ValueError("not a full tile and its expansion record")
+    levels = [tile]
+    at = 0
+    for r in range(1, TILE_HEIGHT + 1):
+        size = (TILE_WIDTH >> r) * HASH_SIZE
+        levels.append(record[at : at + size])
+        at += size
+    return tuple(levels)
+
+
 #: Key of an expanded tile in a :class:`TileCache`: ``(level, index, width)``.
 TileKey = tuple[int, int, int]
 
@@ -440,13 +466,21 @@ class TileHashReader:
     """
 
     def __init__(
-        self, size: int, read_tile: Callable[[int, int, int], bytes], cache: TileCache | None = None
+        self,
+        size: int,
+        read_tile: Callable[[int, int, int], bytes],
+        cache: TileCache | None = None,
+        read_expansion: Callable[[int], bytes | None] | None = None,
     ) -> None:
         if size < 0:
             raise ValueError(f"invalid tree size {size}")
         self.size = size
         self._read_tile = read_tile
         self._cache = cache
+        self._read_expansion = read_expansion
+        #: Stored expansion records used, and ones refused (their root did not match).
+        self.expansions_used = 0
+        self.expansions_refused = 0
         self._tiles: dict[tuple[int, int], bytes] = {}
         self._expanded: dict[tuple[int, int], tuple[bytes, ...]] = {}
         #: Number of ``read_tile`` calls made so far.
@@ -482,9 +516,33 @@ class TileHashReader:
             key = (level, index, width)
             levels = cache.get(key)
             if levels is None:
-                levels = expand_tile(self._tile(level, index, width))
+                levels = self._stored_expansion(index) if level == 0 and width == TILE_WIDTH else None
+                if levels is None:
+                    levels = expand_tile(self._tile(level, index, width))
                 cache.put(key, levels)
             self._expanded[position] = levels
+        return levels
+
+    def _stored_expansion(self, index: int) -> tuple[bytes, ...] | None:
+        """Full level-0 tile ``index`` expanded from its stored record (derived data), if
+        there is one whose root is the tile's hash in the level-1 tile; else None.
+
+        A record that does not end in that root (stale, torn or edited) is refused;
+        one edited *below* its root gives proofs that fail their check against the
+        signed root, and the ledger then answers from the tiles alone.
+        """
+        if self._read_expansion is None:
+            return None
+        record = self._read_expansion(index)
+        if record is None or len(record) != EXPANSION_BYTES:
+            return None
+        levels = levels_from_record(self._tile(0, index, TILE_WIDTH), record)
+        # The tile is full at this size, so its root, node (8, index), is a hash of level-1 tile index >> 8.
+        (root,) = self.read_node_hashes([(TILE_HEIGHT, index)])
+        if levels[TILE_HEIGHT] != root:
+            self.expansions_refused += 1
+            return None
+        self.expansions_used += 1
         return levels
 
     def read_node_hashes(self, nodes: Sequence[NodeId]) -> list[bytes]:
