@@ -368,3 +368,18 @@ def test_rebuild_recreates_the_expansion_records(tmp_path: Path) -> None:
     store.write_bytes(b"junk")
     led.rebuild()
     assert store.read_bytes() == before
+
+
+def test_verify_checks_the_expansion_records(tmp_path: Path) -> None:
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    fill(led, 700)
+    assert verify_ledger(led).ok
+    store = tmp_path / "l" / ledger_module.EXPANSIONS_KEY
+    data = bytearray(store.read_bytes())
+    data[tiles.EXPANSION_BYTES + 100] ^= 1
+    store.write_bytes(bytes(data))
+    report = verify_ledger(Ledger.open(tmp_path / "l"))
+    assert not report.ok
+    assert any(f"{ledger_module.EXPANSIONS_KEY} record 1" in str(f) for f in report.failures), report.failures
+    Ledger.open(tmp_path / "l").rebuild()
+    assert verify_ledger(Ledger.open(tmp_path / "l")).ok

@@ -33,6 +33,7 @@ from .errors import KfmError, LockedError
 from .ledger import (
     CHECKPOINT_KEY,
     CHECKPOINTS_PREFIX,
+    EXPANSIONS_KEY,
     JSONL_KEY,
     MIRROR_KEY,
     PENDING_KEY,
@@ -120,6 +121,7 @@ class _TileChecker:
         self.checked: set[str] = set()
         self.mismatched_leaves: list[tuple[int, str]] = []  # (leaf, tile key) from level-0 tiles
         self.tile_failures: list[tuple[str, str]] = []
+        self.expansions_checked = 0
         for key in ledger.storage.list("tile/"):
             if key.startswith("tile/entries/"):
                 continue
@@ -159,6 +161,20 @@ class _TileChecker:
             )
         )
 
+    def _check_expansion(self, tile_index: int, hashes: list[bytes]) -> None:
+        """The stored expansion record of a full level-0 tile (derived data), if there is one."""
+        record = self.ledger._read_expansion(tile_index)
+        if record is None:
+            return
+        self.expansions_checked += 1
+        if record != tiles.expansion_record(tiles.expand_tile(b"".join(hashes))):
+            self.tile_failures.append(
+                (
+                    f"{EXPANSIONS_KEY} record {tile_index}",
+                    f"differs from the inner nodes of {tiles.tile_path(0, tile_index)} recomputed from the rows",
+                )
+            )
+
     def add(self, nodes: list[tuple[tuple[int, int], bytes]]) -> None:
         for (level, index), node in nodes:
             if level % tiles.TILE_HEIGHT:
@@ -174,6 +190,8 @@ class _TileChecker:
                 if stored is None or width not in stored:
                     key = tiles.tile_path(tile_level, index // tiles.TILE_WIDTH)
                     self.tile_failures.append((f"tile {key}", "missing; run `kfm rebuild`"))
+                if tile_level == 0:
+                    self._check_expansion(index // tiles.TILE_WIDTH, buf)
                 buf.clear()
 
     def finish(self, size: int, *, rows_changed: bool, beyond_ok: bool, signed_sizes: Iterable[int] = ()) -> None:
