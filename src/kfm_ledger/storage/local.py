@@ -35,12 +35,43 @@ def _makedirs(path: Path) -> None:
     _fsync_dir(path.parent)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _read_file(path: str) -> bytes:
+    """A whole file's bytes, with plain system calls (objects are small and read often)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size + 1)
+        if len(data) <= size:  # a short read, or a file that grew meanwhile: read on
+            parts = [data]
+            while True:
+                more = os.read(fd, 1 << 20)
+                if not more:
+                    break
+                parts.append(more)
+            data = b"".join(parts)
+        return data
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _tmp_name(path: str) -> str:
+    """The temporary name a write to ``path`` goes through (same directory: rename is atomic)."""
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".{tail}.tmp.{os.getpid()}")
 
 
 class LocalAppendLog:
@@ -148,64 +179,83 @@ class LocalStorage:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self._root = os.fspath(self.root)
+        self._dirs: set[str] = set()  # directories known to exist (made or seen by this object)
 
     def _path(self, key: str) -> Path:
+        return Path(self._file(key))
+
+    def _file(self, key: str) -> str:
         if key.startswith("/") or ".." in key.split("/"):
             raise StorageError(f"bad storage key {key!r}")
-        return self.root / key
+        return os.path.join(self._root, key)
+
+    def _ensure_dir(self, directory: str) -> None:
+        if directory not in self._dirs:
+            _makedirs(Path(directory))
+            self._dirs.add(directory)
 
     def describe(self) -> str:
         return f"local directory {self.root}"
 
     def read(self, key: str) -> bytes:
+        path = self._file(key)
         try:
-            return self._path(key).read_bytes()
+            return _read_file(path)
         except FileNotFoundError:
             raise ObjectNotFoundError(key) from None
         except OSError as e:
-            raise StorageError(f"cannot read {self._path(key)}: {e.strerror}") from e
+            raise StorageError(f"cannot read {path}: {e.strerror}") from e
 
     def exists(self, key: str) -> bool:
-        return self._path(key).exists()
+        return os.path.exists(self._file(key))
 
     def _write(self, key: str, data: bytes | memoryview, mode: int, *, sync_dir: bool = True) -> None:
-        path = self._path(key)
-        _makedirs(path.parent)
-        tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        path = self._file(key)
+        directory = os.path.dirname(path)
+        self._ensure_dir(directory)
+        tmp = _tmp_name(path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        except FileNotFoundError:  # the directory was removed behind our back
+            self._dirs.discard(directory)
+            self._ensure_dir(directory)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:
             os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            _write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
         if sync_dir:
-            _fsync_dir(path.parent)
+            _fsync_dir(directory)
 
     def write_atomic(self, key: str, data: bytes | memoryview) -> None:
         self._write(key, data, 0o644)
 
     def write_private(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        if path.exists():
+        path = self._file(key)
+        if os.path.exists(path):
             raise StorageError(f"refusing to overwrite the existing secret {path}")
         self._write(key, data, 0o600)
 
-    def write_once(self, key: str, data: bytes) -> None:
-        path = self._path(key)
+    def _check_same(self, key: str, data: bytes) -> bool:
+        """True if immutable object ``key`` exists with these bytes, False if it does not exist."""
         try:
-            old = path.read_bytes()
+            old = _read_file(self._file(key))
         except FileNotFoundError:
-            self._write(key, data, 0o644)
-            return
+            return False
         if old != data:
             raise ImmutableObjectError(
                 f"immutable object {key!r} already exists with different bytes "
                 f"({len(old)} bytes stored, {len(data)} bytes offered)"
             )
+        return True
+
+    def write_once(self, key: str, data: bytes) -> None:
+        if not self._check_same(key, data):
+            self._write(key, data, 0o644)
 
     def write_once_many(self, items: list[tuple[str, bytes]]) -> None:
         """:meth:`write_once` for many objects, durable together when this returns.
@@ -216,25 +266,13 @@ class LocalStorage:
         durable, they are renamed, and a second ``syncfs`` makes the renames
         durable: two flushes the disk can merge instead of one per file.
         """
-        new: list[tuple[str, bytes]] = []
-        for key, data in items:
-            path = self._path(key)
-            try:
-                old = path.read_bytes()
-            except FileNotFoundError:
-                new.append((key, data))
-                continue
-            if old != data:
-                raise ImmutableObjectError(
-                    f"immutable object {key!r} already exists with different bytes "
-                    f"({len(old)} bytes stored, {len(data)} bytes offered)"
-                )
+        new = [(key, data) for key, data in items if not self._check_same(key, data)]
         syncfs = _syncfs_function() if len(new) >= _SYNCFS_AT else None
         if syncfs is None:
-            dirs: set[Path] = set()
+            dirs: set[str] = set()
             for key, data in new:
                 self._write(key, data, 0o644, sync_dir=False)
-                dirs.add(self._path(key).parent)
+                dirs.add(os.path.dirname(self._file(key)))
             for d in dirs:
                 _fsync_dir(d)
             return
@@ -279,22 +317,20 @@ class LocalStorage:
         (``checkpoints/<size>``) and published (``checkpoint``) on every append, so
         sharing one file saves both.  Falls back to two writes where links fail.
         """
-        once = self._path(once_key)
-        target = self._path(atomic_key)
-        if once.exists():
-            self.write_once(once_key, data)  # the same bytes, or ImmutableObjectError
+        once = self._file(once_key)
+        target = self._file(atomic_key)
+        if self._check_same(once_key, data):  # the same bytes are kept already (else ImmutableObjectError)
             self.write_atomic(atomic_key, data)
             return
-        _makedirs(once.parent)
-        _makedirs(target.parent)
-        tmp = target.with_name(f".{target.name}.tmp.{os.getpid()}")
+        once_dir, target_dir = os.path.dirname(once), os.path.dirname(target)
+        self._ensure_dir(once_dir)
+        self._ensure_dir(target_dir)
+        tmp = _tmp_name(target)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             try:
                 os.fchmod(fd, 0o644)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                _write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -305,19 +341,19 @@ class LocalStorage:
             except OSError:  # no hard links here
                 self.write_once(once_key, data)
             else:
-                _fsync_dir(once.parent)  # the kept name is durable: write_once is done
+                _fsync_dir(once_dir)  # the kept name is durable: write_once is done
             os.replace(tmp, target)
         except BaseException:
             try:
-                tmp.unlink()
+                os.unlink(tmp)
             except FileNotFoundError:
                 pass
             raise
-        _fsync_dir(target.parent)
+        _fsync_dir(target_dir)
 
     def delete(self, key: str) -> None:
         try:
-            self._path(key).unlink()
+            os.unlink(self._file(key))
         except FileNotFoundError:
             pass
 
