@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import array
 import concurrent.futures
+import dataclasses
 import contextlib
 import itertools
 import json
@@ -151,6 +152,8 @@ class RecoveryReport:
     bytes_rolled_back: int  #: bytes of an unsigned append removed from the JSONL
     rows_rolled_forward: int  #: rows of an already-signed append whose checkpoint was published
     size: int
+    #: temporary files that interrupted writes left behind, removed
+    temporaries_removed: tuple[str, ...] = ()
 
 
 def split_lines(chunks: Iterator[bytes]) -> Iterator[tuple[bytes, bool]]:
@@ -685,7 +688,12 @@ class Ledger:
         if signer is not None:
             self._check_signer(signer)
         with self._writer_lock(wait=wait):
-            return self._recover_locked()
+            report = self._recover_locked()
+            # The explicit repair also sweeps every folder for what interrupted writes left.
+            swept = self.storage.discard_stale_temporaries([""], recursive=True)
+            return dataclasses.replace(
+                report, temporaries_removed=tuple(sorted(set(report.temporaries_removed) | set(swept)))
+            )
 
     def _read_pending(self) -> PendingAppend | None:
         try:
@@ -789,12 +797,28 @@ class Ledger:
             self.storage.delete(PENDING_KEY)
             self._prune_partials(self.size)
             return RecoveryReport(
-                bytes_rolled_back=0, rows_rolled_forward=pending.new_size - pending.old_size, size=self.size
+                bytes_rolled_back=0,
+                rows_rolled_forward=pending.new_size - pending.old_size,
+                size=self.size,
+                temporaries_removed=self._discard_temporaries_of(pending),
             )
         # Roll back: the append never reported success and the log never signed it.
         cut = max(0, total - pending.old_end)
         self._undo_append(pending)
-        return RecoveryReport(bytes_rolled_back=cut, rows_rolled_forward=0, size=self.size)
+        return RecoveryReport(
+            bytes_rolled_back=cut, rows_rolled_forward=0, size=self.size,
+            temporaries_removed=self._discard_temporaries_of(pending),
+        )
+
+    def _discard_temporaries_of(self, pending: PendingAppend) -> tuple[str, ...]:
+        """Temporary files an interrupted append may have left (in the folders it writes), removed."""
+        folders = {"", CHECKPOINTS_PREFIX}
+        for level, index, width in tiles.tiles_changed(pending.old_size, pending.new_size):
+            folders.add(tiles.tile_path(level, index, width).rsplit("/", 1)[0] + "/")
+        try:
+            return tuple(sorted(self.storage.discard_stale_temporaries(sorted(folders))))
+        except (OSError, KfmError):  # clean-up only
+            return ()
 
     def _undo_append(self, pending: PendingAppend) -> None:
         """Remove every trace of an unsigned append: JSONL tail, index rows, new tiles, the record."""

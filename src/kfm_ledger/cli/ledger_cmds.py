@@ -420,6 +420,7 @@ def recover(ledger_dir: LedgerDir = Path("."), json_out: JsonFlag = False) -> No
                 "bytes_rolled_back": report.bytes_rolled_back,
                 "rows_rolled_forward": report.rows_rolled_forward,
                 "size": report.size,
+                "temporaries_removed": list(report.temporaries_removed),
             }
         )
     else:
@@ -427,6 +428,11 @@ def recover(ledger_dir: LedgerDir = Path("."), json_out: JsonFlag = False) -> No
             f"recovered: rolled back {report.bytes_rolled_back} byte(s) of an unsigned append, rolled forward "
             f"{report.rows_rolled_forward} row(s) of a signed one; "
             f"signed tree size {report.size}"
+            + (
+                f"; removed {len(report.temporaries_removed)} temporary file(s) left by interrupted writes"
+                if report.temporaries_removed
+                else ""
+            )
         )
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Iterator, Protocol, Sequence, runtime_checkable
 
 
 @runtime_checkable
@@ -86,6 +86,14 @@ class Storage(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove the object if it exists."""
+
+    def discard_stale_temporaries(self, folders: Sequence[str], *, recursive: bool = False) -> list[str]:
+        """Remove what writes interrupted by a crash left in ``folders`` (``""`` is the top).
+
+        Only temporaries of writers that are no longer running are removed (a
+        live writer's are left alone); returns their names.  A backend whose
+        writes leave nothing behind returns ``[]``.
+        """
 
     def list(self, prefix: str) -> Iterator[str]:
         """Keys under ``prefix`` (a ``/``-terminated folder), in no promised order."""

@@ -12,10 +12,11 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import sqlite3
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from ..errors import ImmutableObjectError, LockedError, ObjectNotFoundError, StorageError
 
@@ -60,6 +61,29 @@ def _read_file(path: str) -> bytes:
         return data
     finally:
         os.close(fd)
+
+
+#: The temporary name of an interrupted write: ``.<name>.tmp.<pid>``.
+_TMP_NAME = re.compile(r"^\..+\.tmp\.(\d+)$")
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _file_names(directory: str) -> list[str]:
+    try:
+        return [e.name for e in os.scandir(directory) if e.is_file(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
@@ -356,6 +380,24 @@ class LocalStorage:
             os.unlink(self._file(key))
         except FileNotFoundError:
             pass
+
+    def discard_stale_temporaries(self, folders: Sequence[str], *, recursive: bool = False) -> list[str]:
+        """Remove ``.<name>.tmp.<pid>`` files whose writer process is gone (see :func:`_tmp_name`)."""
+        removed: list[str] = []
+        for folder in folders:
+            top = self._file(folder.rstrip("/")) if folder else self._root
+            walk = os.walk(top) if recursive else [(top, [], _file_names(top))]
+            for directory, _subdirs, names in walk:
+                for name in names:
+                    m = _TMP_NAME.match(name)
+                    if m is None or _process_alive(int(m.group(1))):
+                        continue
+                    try:
+                        os.unlink(os.path.join(directory, name))
+                    except FileNotFoundError:
+                        continue
+                    removed.append(os.path.relpath(os.path.join(directory, name), self._root))
+        return removed
 
     def list(self, prefix: str) -> Iterator[str]:
         base = self._path(prefix.rstrip("/")) if prefix else self.root

@@ -15,7 +15,7 @@ import contextlib
 import itertools
 import sqlite3
 import threading
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from ..errors import ImmutableObjectError, LockedError, ObjectNotFoundError, StorageError
 
@@ -165,6 +165,9 @@ class MemoryStorage:
     def delete(self, key: str) -> None:
         self._step(f"delete {key}")
         self.objects.pop(key, None)
+
+    def discard_stale_temporaries(self, folders: Sequence[str], *, recursive: bool = False) -> list[str]:
+        return []  # writes here are atomic: nothing is ever left behind
 
     def list(self, prefix: str) -> Iterator[str]:
         return iter([k for k in self.objects if k.startswith(prefix)])
