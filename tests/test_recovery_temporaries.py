@@ -26,9 +26,9 @@ def test_recovery_removes_what_an_interrupted_append_left(tmp_path: Path) -> Non
     # A crash inside step 1 and inside step 4: the record is there, and half-written temporaries.
     end = (tmp_path / "l" / "rollback-index.jsonl").stat().st_size
     led.storage.write_atomic(PENDING_KEY, PendingAppend(10, end, 11, end + 100).to_json())
-    stale = [tmp_path / "l" / f".checkpoint.tmp.{gone}", tmp_path / "l" / "tile" / "0" / "000.p" / f".11.tmp.{gone}"]
+    stale = [tmp_path / "l" / f".checkpoint.kfm-tmp.{gone}", tmp_path / "l" / "tile" / "0" / "000.p" / f".11.kfm-tmp.{gone}"]
     stale[1].parent.mkdir(parents=True, exist_ok=True)
-    live = tmp_path / "l" / f".checkpoint.tmp.{os.getpid()}"
+    live = tmp_path / "l" / f".checkpoint.kfm-tmp.{os.getpid()}"
     for p in [*stale, live]:
         p.write_bytes(b"half")
     report = Ledger.open(tmp_path / "l").recover()
@@ -42,7 +42,7 @@ def test_recovery_removes_what_an_interrupted_append_left(tmp_path: Path) -> Non
 def test_kfm_recover_sweeps_every_folder(tmp_path: Path) -> None:
     led = Ledger.init(tmp_path / "l", origin=ORIGIN)
     led.append(sample_jsonl(300), signer=signer_of(led))
-    stale = tmp_path / "l" / "tile" / "1" / f".000.tmp.{dead_pid()}"
+    stale = tmp_path / "l" / "tile" / "1" / f".000.kfm-tmp.{dead_pid()}"
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_bytes(b"x")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
@@ -52,3 +52,18 @@ def test_kfm_recover_sweeps_every_folder(tmp_path: Path) -> None:
     )
     assert json.loads(out.stdout)["temporaries_removed"] == [str(stale.relative_to(tmp_path / "l"))]
     assert not stale.exists()
+
+
+def test_only_kfm_temporaries_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    fill(led, 3)
+    keep = [
+        tmp_path / "l" / ".notes.tmp.99999999999999999999",  # not a kfm name, not a pid
+        tmp_path / "l" / ".backup.tmp.20240101",  # someone else's file
+        tmp_path / "l" / ".checkpoint.kfm-tmp.99999999999",  # a number no process has
+    ]
+    for p in keep:
+        p.write_bytes(b"mine")
+    report = Ledger.open(tmp_path / "l").recover()
+    assert report.temporaries_removed == ()
+    assert all(p.exists() for p in keep)

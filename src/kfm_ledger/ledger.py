@@ -185,7 +185,6 @@ class Ledger:
         self._log = storage.append_log(JSONL_KEY)
         self._index: CommitIndex | None = None
         self._lock_depth = 0
-        self._index_covers = -1  # the signed size the commit index was last seen to cover
         self._expansions: AppendLog | None = None
         self._expansions_trusted = True  # False once a stored expansion gave a proof that failed
         #: (size, root, compact-range peaks, partial-tile hashes per level) of the last tiles written
@@ -273,7 +272,6 @@ class Ledger:
         if self._index is not None:
             self._index.close()
             self._index = None
-            self._index_covers = -1
         if self._expansions is not None:
             self._expansions.close()
             self._expansions = None
@@ -319,14 +317,11 @@ class Ledger:
         two readers never rebuild it at once.
         """
         idx = self._raw_index()
-        if self._index_covers == self.size:
-            return idx  # seen caught up with this signed size already
         if idx.size() < self.size:
             with self._writer_lock(wait=60.0):
                 idx = self._raw_index()
                 if idx.size() < self.size:
                     self._catch_up_index(limit=self.size)
-        self._index_covers = self.size
         return idx
 
     def stored_index(self) -> CommitIndex | None:
@@ -351,7 +346,6 @@ class Ledger:
                 # Derived data that no longer opens: start it again from the JSONL.
                 with self._writer_lock(wait=60.0):
                     self.storage.discard_index_db()
-                    self._index_covers = -1
                     self._index = CommitIndex(self.storage.open_index_db())
         return self._index
 
@@ -384,7 +378,6 @@ class Ledger:
         if idx.end_offset() > self._log.size():
             # The JSONL is shorter than what was indexed: not ours to guess why.
             idx.reset()
-            self._index_covers = -1
         size, offset = idx.size(), idx.end_offset()
         last_created = None
         if size:
@@ -1409,7 +1402,6 @@ class Ledger:
                     "changed; nothing was rebuilt (run `kfm verify` to find them)"
                 )
             self._raw_index().reset()
-            self._index_covers = -1
             added, _, _ = self._catch_up_index(limit=self.size)
             written: set[str] = set()
 

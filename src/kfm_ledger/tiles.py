@@ -516,10 +516,12 @@ class TileHashReader:
             key = (level, index, width)
             levels = cache.get(key)
             if levels is None:
+                # A stored record's nodes serve this reader only, never the shared cache:
+                # only a caller that checks its result against a signed root asks for them.
                 levels = self._stored_expansion(index) if level == 0 and width == TILE_WIDTH else None
                 if levels is None:
                     levels = expand_tile(self._tile(level, index, width))
-                cache.put(key, levels)
+                    cache.put(key, levels)
             self._expanded[position] = levels
         return levels
 

@@ -63,19 +63,28 @@ def _read_file(path: str) -> bytes:
         os.close(fd)
 
 
-#: The temporary name of an interrupted write: ``.<name>.tmp.<pid>``.
-_TMP_NAME = re.compile(r"^\..+\.tmp\.(\d+)$")
+#: The temporary name of a write in progress (or interrupted): ``.<name>.kfm-tmp.<pid>``.
+_TMP_NAME = re.compile(r"^\..+\.kfm-tmp\.([1-9][0-9]{0,9})$")
+
+
+def _pid_max() -> int:
+    try:
+        with open("/proc/sys/kernel/pid_max", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):  # pragma: no cover - not Linux
+        return 1 << 22
 
 
 def _process_alive(pid: int) -> bool:
+    """Whether ``pid`` may be a running process (when in doubt: yes, so nothing is removed)."""
     if pid == os.getpid():
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True  # someone else's process
+    except (PermissionError, OverflowError, ValueError, OSError):
+        return True  # someone else's process, or not a number a process could have
     return True
 
 
@@ -95,7 +104,7 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
 def _tmp_name(path: str) -> str:
     """The temporary name a write to ``path`` goes through (same directory: rename is atomic)."""
     head, tail = os.path.split(path)
-    return os.path.join(head, f".{tail}.tmp.{os.getpid()}")
+    return os.path.join(head, f".{tail}.kfm-tmp.{os.getpid()}")
 
 
 class LocalAppendLog:
@@ -300,7 +309,7 @@ class LocalStorage:
             for d in dirs:
                 _fsync_dir(d)
             return
-        renames = [(path.with_name(f".{path.name}.tmp.{os.getpid()}"), path) for path in (self._path(k) for k, _ in new)]
+        renames = [(Path(_tmp_name(self._file(k))), self._path(k)) for k, _ in new]
         for d in sorted({path.parent for _, path in renames}):
             _makedirs(d)
 
@@ -308,9 +317,8 @@ class LocalStorage:
             (tmp, _), (_, data) = job
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                os.fchmod(fd, 0o644)  # as _write does: whatever the umask, tiles are world-readable
+                _write_all(fd, data)
             finally:
                 os.close(fd)
 
@@ -321,11 +329,15 @@ class LocalStorage:
             with ThreadPoolExecutor(_CREATE_THREADS, thread_name_prefix="kfm-write") as pool:
                 for _ in pool.map(write_file, zip(renames, new)):
                     pass
-            syncfs(self.root)  # every file's bytes durable before any is visible
+            # One folder per file system the objects live on (tile/ might be a mount of its own).
+            devices = {os.stat(d).st_dev: d for d in sorted({str(path.parent) for _, path in renames})}
+            for d in devices.values():
+                syncfs(Path(d))  # every file's bytes durable before any is visible
             for tmp, path in renames:
                 os.replace(tmp, path)
             renames = []
-            syncfs(self.root)  # the new names durable
+            for d in devices.values():
+                syncfs(Path(d))  # the new names durable
         finally:
             for tmp, _ in renames:  # a failure before the renames: no temporary file left behind
                 try:
@@ -382,15 +394,20 @@ class LocalStorage:
             pass
 
     def discard_stale_temporaries(self, folders: Sequence[str], *, recursive: bool = False) -> list[str]:
-        """Remove ``.<name>.tmp.<pid>`` files whose writer process is gone (see :func:`_tmp_name`)."""
+        """Remove ``.<name>.kfm-tmp.<pid>`` files whose writer process is gone (see :func:`_tmp_name`).
+
+        The check is by process id on this host: a writer in another PID namespace (another
+        container) sharing the directory looks gone; do not recover while one writes.
+        """
         removed: list[str] = []
+        pid_max = _pid_max()
         for folder in folders:
             top = self._file(folder.rstrip("/")) if folder else self._root
             walk = os.walk(top) if recursive else [(top, [], _file_names(top))]
             for directory, _subdirs, names in walk:
                 for name in names:
                     m = _TMP_NAME.match(name)
-                    if m is None or _process_alive(int(m.group(1))):
+                    if m is None or int(m.group(1)) > pid_max or _process_alive(int(m.group(1))):
                         continue
                     try:
                         os.unlink(os.path.join(directory, name))
