@@ -77,9 +77,9 @@ VKEY_KEY = "log.vkey"
 SKEY_KEY = "log.key"
 MIRROR_KEY = "rollback-index.parquet"
 PENDING_KEY = "pending-append"
-#: Derived data: rows 1..8 of every full level-0 tile's expansion, record i at byte
-#: i * tiles.EXPANSION_BYTES, so a proof's first use of a tile reads 8 KB instead of
-#: hashing 255 nodes.  Checked on use; rebuilt by `kfm rebuild`.
+#: Derived data: rows 1..8 of every full level-0 tile's expansion and a checksum, record
+#: i at byte i * tiles.EXPANSION_BYTES, so a proof's first use of a tile reads 8 KB
+#: instead of hashing 255 nodes.  Checked on use; rebuilt by `kfm rebuild`.
 EXPANSIONS_KEY = "tile-expansions.bin"
 #: A bulk append whose input has at least one row per this many bytes for every row
 #: already in the ledger builds the UNIQUE commit index once, after all its inserts.
@@ -523,12 +523,12 @@ class Ledger:
             "run `kfm rebuild` to recreate tiles from the JSONL"
         )
 
-    def hash_reader(self, size: int | None = None, *, stored_expansions: bool = False) -> tiles.TileHashReader:
+    def hash_reader(self, size: int | None = None, *, stored_expansions: bool = True) -> tiles.TileHashReader:
         """A merkle.HashReader over the stored tiles for a tree of ``size`` leaves.
 
-        With ``stored_expansions``, a full level-0 tile's inner nodes may come from
-        :data:`EXPANSIONS_KEY` (derived data, root-checked): only for callers that check
-        what they build against a signed root (:meth:`tlog_proof`).
+        With ``stored_expansions`` a full level-0 tile's inner nodes may come from
+        :data:`EXPANSIONS_KEY` (derived data; each record is checksummed over its tile and
+        root-checked against the level-1 tile) instead of being hashed.
         """
         return tiles.TileHashReader(
             self.size if size is None else size,
@@ -629,7 +629,7 @@ class Ledger:
         size = signed.checkpoint.size
         if not 0 <= index < size:
             raise IndexOutOfRangeError(f"index {index} out of bounds for tree size {size}")
-        path = merkle.inclusion_proof(index, size, self.hash_reader(size, stored_expansions=True))
+        path = merkle.inclusion_proof(index, size, self.hash_reader(size, stored_expansions=self._expansions_trusted))
         # The stored line's bytes are the leaf (no need to decode the row: the proof check
         # below catches any change to them).
         located = self.index.at(index)

@@ -290,28 +290,41 @@ def expand_tile(data: bytes) -> tuple[bytes, ...]:
     return tuple(levels)
 
 
-#: Bytes of a stored expansion record: rows 1..8 of a full tile's :func:`expand_tile`
-#: (128 + 64 + ... + 1 = 255 hashes), without row 0 (the tile itself).
-EXPANSION_BYTES = (TILE_WIDTH - 1) * HASH_SIZE
+#: Inner node hashes of a full tile: rows 1..8 of :func:`expand_tile` (128 + 64 + ... + 1).
+_EXPANSION_NODES = (TILE_WIDTH - 1) * HASH_SIZE
+#: Bytes of a stored expansion record: the inner nodes, then a SHA-256 checksum.
+EXPANSION_BYTES = _EXPANSION_NODES + HASH_SIZE
+_EXPANSION_DOMAIN = b"kfm tile expansion v1\n"
+
+
+def _expansion_checksum(tile: bytes, nodes: bytes) -> bytes:
+    # Over the tile too: a record is bound to the tile it was made from, so a record left by
+    # an append that was rolled back (another tile now at that index) fails, as a torn one does.
+    return _sha256(_EXPANSION_DOMAIN + tile + nodes).digest()
 
 
 def expansion_record(levels: tuple[bytes, ...]) -> bytes:
-    """The stored form of a full tile's expansion: rows 1..8 joined (:data:`EXPANSION_BYTES`)."""
-    record = b"".join(levels[1:])
-    if len(levels) != TILE_HEIGHT + 1 or len(record) != EXPANSION_BYTES:
+    """The stored form of a full tile's expansion: rows 1..8 joined, then
+    SHA-256("kfm tile expansion v1\\n" || tile || rows) (:data:`EXPANSION_BYTES`)."""
+    nodes = b"".join(levels[1:])
+    if len(levels) != TILE_HEIGHT + 1 or len(levels[0]) != _FULL_TILE_BYTES or len(nodes) != _EXPANSION_NODES:
         raise ValueError("not the expansion of a full tile")
-    return record
+    return nodes + _expansion_checksum(levels[0], nodes)
 
 
-def levels_from_record(tile: bytes, record: bytes) -> tuple[bytes, ...]:
-    """A full tile's expansion from the tile and its stored record (inverse of :func:`expansion_record`)."""
+def levels_from_record(tile: bytes, record: bytes) -> tuple[bytes, ...] | None:
+    """A full tile's expansion from the tile and its stored record (inverse of
+    :func:`expansion_record`), or None if the record's checksum does not match the two."""
     if len(tile) != _FULL_TILE_BYTES or len(record) != EXPANSION_BYTES:
-        raise ValueError("not a full tile and its expansion record")
+        return None
+    nodes = record[:_EXPANSION_NODES]
+    if record[_EXPANSION_NODES:] != _expansion_checksum(tile, nodes):
+        return None
     levels = [tile]
     at = 0
     for r in range(1, TILE_HEIGHT + 1):
         size = (TILE_WIDTH >> r) * HASH_SIZE
-        levels.append(record[at : at + size])
+        levels.append(nodes[at : at + size])
         at += size
     return tuple(levels)
 
@@ -516,22 +529,22 @@ class TileHashReader:
             key = (level, index, width)
             levels = cache.get(key)
             if levels is None:
-                # A stored record's nodes serve this reader only, never the shared cache:
-                # only a caller that checks its result against a signed root asks for them.
                 levels = self._stored_expansion(index) if level == 0 and width == TILE_WIDTH else None
                 if levels is None:
                     levels = expand_tile(self._tile(level, index, width))
-                    cache.put(key, levels)
+                cache.put(key, levels)
             self._expanded[position] = levels
         return levels
 
     def _stored_expansion(self, index: int) -> tuple[bytes, ...] | None:
         """Full level-0 tile ``index`` expanded from its stored record (derived data), if
-        there is one whose root is the tile's hash in the level-1 tile; else None.
+        its checksum matches the tile and its root is the tile's hash in the level-1
+        tile; else None (and the tile is hashed instead).
 
-        A record that does not end in that root (stale, torn or edited) is refused;
-        one edited *below* its root gives proofs that fail their check against the
-        signed root, and the ledger then answers from the tiles alone.
+        A torn, stale or corrupted record fails the checksum.  A record rewritten on
+        purpose with a matching checksum is as trustworthy as the tiles themselves
+        (which are not signed either): proofs checked against a signed root
+        (``tlog_proof``, ``kfm verify``) still catch it.
         """
         if self._read_expansion is None:
             return None
@@ -539,6 +552,9 @@ class TileHashReader:
         if record is None or len(record) != EXPANSION_BYTES:
             return None
         levels = levels_from_record(self._tile(0, index, TILE_WIDTH), record)
+        if levels is None:
+            self.expansions_refused += 1
+            return None
         # The tile is full at this size, so its root, node (8, index), is a hash of level-1 tile index >> 8.
         (root,) = self.read_node_hashes([(TILE_HEIGHT, index)])
         if levels[TILE_HEIGHT] != root:
