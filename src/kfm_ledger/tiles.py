@@ -587,7 +587,24 @@ class TileHashReader:
                 tile_level, r = level >> 3, level & 7  # level = 8 * tile_level + r
                 shift = TILE_HEIGHT - r
                 tile_index = index >> shift
-                levels = expanded.get((tile_level, tile_index)) or self._levels(tile_level, tile_index, cache)
+                levels = expanded.get((tile_level, tile_index))
+                if levels is None and r == 0 and (tile_level, tile_index) in self._tiles:
+                    # A tile hash itself, from a tile this reader already holds unexpanded.
+                    offset = (index & (TILE_WIDTH - 1)) * HASH_SIZE
+                    out.append(self._tiles[(tile_level, tile_index)][offset : offset + HASH_SIZE])
+                    continue
+                if levels is None and r == 0 and len(nodes) == 1:
+                    width = tile_width(tile_level, tile_index, size)
+                    if width < TILE_WIDTH:
+                        # One hash of a partial tile (the last leaf, checked by every append's
+                        # recovery): read it, do not expand a tile whose width changes next append.
+                        cached = cache.get((tile_level, tile_index, width))
+                        if cached is None:
+                            offset = (index & (TILE_WIDTH - 1)) * HASH_SIZE
+                            out.append(self._raw(tile_level, tile_index)[offset : offset + HASH_SIZE])
+                            continue
+                        levels = expanded[(tile_level, tile_index)] = cached
+                levels = levels or self._levels(tile_level, tile_index, cache)
                 # A node complete in the tree is complete in the tile at the width this
                 # size implies: it is hash number p of row r of the expansion.
                 offset = (index & ((1 << shift) - 1)) * HASH_SIZE
