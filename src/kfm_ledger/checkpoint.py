@@ -171,6 +171,36 @@ class SignedCheckpoint:
     unverified: tuple[NoteSignature, ...] = ()
 
 
+#: The extension line a kfm log adds to each checkpoint it signs after the first:
+#: ``kfm-previous-size <n>``, the size of the tree it signed just before.  Every signed
+#: tree head thus names its predecessor, so a stored checkpoint that goes missing is
+#: noticed (c2sp.org/tlog-checkpoint: extension lines are opaque to other clients).
+PREVIOUS_SIZE_EXTENSION = "kfm-previous-size"
+
+
+def previous_size_line(size: int) -> str:
+    """The extension line naming ``size`` as the previously signed tree size."""
+    return f"{PREVIOUS_SIZE_EXTENSION} {size}"
+
+
+def previous_signed_size(checkpoint: Checkpoint) -> int | None:
+    """The previously signed tree size a kfm checkpoint names, or None if it names none.
+
+    Raises FormatError if it has the extension line but not a canonical decimal below its size.
+    """
+    for line in checkpoint.extensions:
+        key, _, value = line.partition(" ")
+        if key != PREVIOUS_SIZE_EXTENSION:
+            continue
+        if not value.isdigit() or str(int(value)) != value or int(value) >= checkpoint.size:
+            raise FormatError(
+                f"checkpoint extension {line!r}: want {PREVIOUS_SIZE_EXTENSION} and a decimal size "
+                f"below {checkpoint.size}"
+            )
+        return int(value)
+    return None
+
+
 def sign_checkpoint(checkpoint: Checkpoint, signer: Signer) -> bytes:
     """The signed note of ``checkpoint`` by the log key ``signer`` (c2sp.org/tlog-checkpoint
     §Signatures).  The spec says the log's key name SHOULD match the origin; we require it

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 from . import merkle, schema, tiles
-from .checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint, sign_checkpoint
+from .checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint, previous_size_line, sign_checkpoint
 from .errors import (
     StorageError,
     KfmError,
@@ -1331,7 +1331,10 @@ class Ledger:
     def _integrate(self, tiled: tuple[int, bytes, list[tuple[int, int]]], signer: Signer) -> None:
         """Sign the new tree head that :meth:`_write_tiles` computed (steps 5-7)."""
         new_size, root, completed = tiled
-        note = sign_checkpoint(Checkpoint(origin=self.origin, size=new_size, root=root), signer)
+        # The signed tree head names the one before it (docs/formats.md), so that a kept
+        # checkpoint that goes missing is noticed by `kfm verify`.
+        extensions = (previous_size_line(self.size),)
+        note = sign_checkpoint(Checkpoint(origin=self.origin, size=new_size, root=root, extensions=extensions), signer)
         # Step 5a: keep the signed checkpoint.  This is the point of no return: the
         # log has signed this tree, so a crash after it rolls forward, never back.
         # Step 5b: publish it.  From here on the rows are in the ledger.  (One storage

@@ -23,12 +23,13 @@ tile path); the report is OK only when there is none.
 from __future__ import annotations
 
 import base64
+import contextlib
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from . import merkle, schema, tiles
-from .checkpoint import open_checkpoint
+from .checkpoint import open_checkpoint, previous_signed_size
 from .errors import KfmError, LockedError
 from .ledger import (
     CHECKPOINT_KEY,
@@ -321,6 +322,7 @@ def _verify(
 
     # -- signed checkpoints ------------------------------------------------
     expected_roots: dict[int, bytes] = {}
+    named_before: dict[int, int] = {}  # previous size -> the signed size that names it
     sizes: list[int] = []
     for key in storage.list(CHECKPOINTS_PREFIX):
         name = key[len(CHECKPOINTS_PREFIX) :]
@@ -341,6 +343,13 @@ def _verify(
         if signed.checkpoint.size != size:
             report.fail(where, f"stored as size {size} but says size {signed.checkpoint.size}", limit)
             continue
+        try:
+            previous = previous_signed_size(signed.checkpoint)
+        except KfmError as e:
+            report.fail(where, str(e), limit)
+            previous = None
+        if previous is not None:
+            named_before[previous] = size
         if size > ledger.size:
             if pending_append is None or pending_append.new_size != size:
                 report.fail(
@@ -360,6 +369,21 @@ def _verify(
     elif ledger.size in expected_roots and expected_roots[ledger.size] != ledger.root:
         report.fail(CHECKPOINT_KEY, f"differs from {CHECKPOINTS_PREFIX}{ledger.size}", limit)
     expected_roots[ledger.size] = ledger.root
+    # Every signed tree head names the one before it (kfm-previous-size): each named size
+    # must be kept, or an auditor can no longer check consistency with that tree head.
+    with contextlib.suppress(KfmError):
+        latest_previous = previous_signed_size(ledger.checkpoint.checkpoint)
+        if latest_previous is not None:
+            named_before.setdefault(latest_previous, ledger.size)
+    present = set(sizes)
+    for previous, by in sorted(named_before.items()):
+        if previous not in present:
+            report.fail(
+                f"checkpoint {previous}",
+                f"{CHECKPOINTS_PREFIX}{previous} is missing: the checkpoint of size {by} says the log signed "
+                f"size {previous} just before it; every signed checkpoint must be kept",
+                limit,
+            )
 
     since_root: bytes | None = None
     if since is not None:
