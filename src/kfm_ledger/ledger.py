@@ -864,16 +864,28 @@ class Ledger:
         """
         self._check_signer(signer)
         if isinstance(batch, (bytes, bytearray, memoryview)):
-            parsed = schema.parse_batch(bytes(batch))
+            parsed, problems = schema.check_batch(bytes(batch))
         else:
-            parsed = schema.parse_rows(batch)
+            parsed, problems = schema.check_rows(batch)
+        if problems:
+            # Every problem, the ledger's rules for the rows that passed too (read-only:
+            # nothing will be written, so no lock or recovery).
+            if parsed:
+                try:
+                    problems += self._ledger_problems(parsed, self.index)
+                except KfmError:  # pragma: no cover - the schema problems are reported anyway
+                    pass
+            problems.sort(key=lambda p: p.line)
+            raise InputRejected(problems)
         if not parsed:
             raise InputRejected([RowProblem(1, "$", "no rows in the input")])
         with self._writer_lock(wait=wait):
             recovery = self._recover_locked()
             old_size = self.size
             idx = self._raw_index()
-            self._check_against_ledger(parsed, idx)
+            problems = self._ledger_problems(parsed, idx)
+            if problems:
+                raise InputRejected(problems)
             new_size = old_size + len(parsed)
             payload = b"".join(line + b"\n" for _, _, line in parsed)
 
@@ -1165,7 +1177,7 @@ class Ledger:
                     "written: run `kfm verify`, then `kfm rebuild` to recreate the tiles"
                 )
 
-    def _check_against_ledger(self, parsed: list[tuple[int, schema.Row, bytes]], idx: CommitIndex) -> None:
+    def _ledger_problems(self, parsed: list[tuple[int, schema.Row, bytes]], idx: CommitIndex) -> list[RowProblem]:
         """The ledger-wide invariants: one row per commit; created_at not before the last row's."""
         old_size = self.size
         problems: list[RowProblem] = []
@@ -1197,9 +1209,8 @@ class Ledger:
                             f"{last.created_at} (index {old_size - 1}); created_at never goes backwards",
                         )
                     )
-        if problems:
-            problems.sort(key=lambda p: p.line)
-            raise InputRejected(problems)
+        problems.sort(key=lambda p: p.line)
+        return problems
 
     def _write_tiles(
         self,

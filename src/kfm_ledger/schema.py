@@ -84,6 +84,8 @@ __all__ = [
     "Signatures",
     "canonical_line_fields",
     "canonicalize",
+    "check_batch",
+    "check_rows",
     "created_at_datetime",
     "created_at_order_key",
     "decode_canonical_line",
@@ -782,11 +784,25 @@ def parse_batch(data: bytes | str) -> list[tuple[int, Row, bytes]]:
     order.  Input nested too deeply for the decoder (RecursionError) is a problem like
     any other: "nested more than 64 levels deep", on the line where that depth is reached.
     """
-    raw = _as_batch_bytes(data)
+    rows, problems = check_batch(data)
+    if problems:
+        raise InputRejected(problems)
+    return rows
+
+
+def check_batch(data: bytes | str) -> tuple[list[tuple[int, Row, bytes]], list[RowProblem]]:
+    """:func:`parse_batch` without raising: the rows that passed, and every problem (line order).
+
+    For callers that check more (the ledger's rules) before they report.
+    """
+    try:
+        raw = _as_batch_bytes(data)
+    except InputRejected as e:
+        return [], list(e.problems)
     bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
     start = _SKIP_SPACE(raw, bom).end()
     if start == len(raw):
-        return []
+        return [], []
     problems: list[RowProblem] = []
     items: list[tuple[int, bytes]]
     if raw[start] == ord("["):
@@ -796,10 +812,8 @@ def parse_batch(data: bytes | str) -> list[tuple[int, Row, bytes]]:
     else:
         items = _jsonl_items(raw, bom)
     rows = _validate_items(items, problems)
-    if problems:
-        problems.sort(key=lambda p: p.line)
-        raise InputRejected(problems)
-    return rows
+    problems.sort(key=lambda p: p.line)
+    return rows, problems
 
 
 def parse_rows(rows: Sequence[Row]) -> list[tuple[int, Row, bytes]]:
@@ -808,6 +822,14 @@ def parse_rows(rows: Sequence[Row]) -> list[tuple[int, Row, bytes]]:
     Each row is validated and normalised through its encoding (see :func:`encode_row`);
     the same batch rules apply and the same :class:`InputRejected` is raised.
     """
+    result, problems = check_rows(rows)
+    if problems:
+        raise InputRejected(problems)
+    return result
+
+
+def check_rows(rows: Sequence[Row]) -> tuple[list[tuple[int, Row, bytes]], list[RowProblem]]:
+    """:func:`parse_rows` without raising (see :func:`check_batch`)."""
     problems: list[RowProblem] = []
     items: list[tuple[int, bytes]] = []
     for number, row in enumerate(rows, start=1):
@@ -819,10 +841,8 @@ def parse_rows(rows: Sequence[Row]) -> list[tuple[int, Row, bytes]]:
         except (TypeError, ValueError, msgspec.EncodeError) as e:
             problems.append(RowProblem(number, "$", f"cannot encode the row as JSON: {e}"))
     result = _validate_items(items, problems)
-    if problems:
-        problems.sort(key=lambda p: p.line)
-        raise InputRejected(problems)
-    return result
+    problems.sort(key=lambda p: p.line)
+    return result, problems
 
 
 def _validate_items(
