@@ -267,9 +267,11 @@ def test_negative_sizes_and_indexes_are_usage_errors(ledger: Path, args: list[st
 
 def test_consistency_from_the_empty_tree_is_refused(tmp_path: Path, ledger: Path) -> None:
     message = "kfm: error: a consistency proof from the empty tree (--from 0) is not defined; use --from 1 or more\n"
-    for args in (["--from", "0"], ["--from", "0", "--to", "0"], ["--from", "0", "--to", "40"], ["--from", "0", "--json"]):
+    for args in (["--from", "0"], ["--from", "0", "--to", "0"], ["--from", "0", "--to", "40"]):
         r = kfm("prove", *args, "--ledger", str(ledger))
         assert (r.exit_code, r.stdout, r.stderr) == (1, "", message), args
+    r = kfm("prove", "--from", "0", "--json", "--ledger", str(ledger))  # with --json: a JSON error too
+    assert (r.exit_code, r.stderr, json.loads(r.stdout)["ok"]) == (1, message, False)
     empty = tmp_path / "empty"
     assert kfm("init", "--origin", ORIGIN, "--ledger", str(empty)).exit_code == 0
     r = kfm("prove", "--from", "0", "--ledger", str(empty))

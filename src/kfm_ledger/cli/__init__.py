@@ -45,6 +45,19 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for machines 
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: This invocation: was --json given, and has a JSON document been printed yet?
+_OUTPUT = {"json": False, "emitted": False}
+
+
+def _emit_error_json(kind: str, message: str, code: int, problems: list[Any] | None = None) -> None:
+    """With --json, a failure is a JSON document on stdout too (unless one was printed already)."""
+    if not _OUTPUT["json"] or _OUTPUT["emitted"]:
+        return
+    doc: dict[str, Any] = {"ok": False, "error": {"type": kind, "message": message, "exit_code": code}}
+    if problems is not None:
+        doc["problems"] = [{"line": p.line, "path": p.path, "message": p.message} for p in problems]
+    emit_json(doc)
+
 
 def handle_errors(fn: F) -> F:
     """Turn library errors into a message on stderr and the documented exit code.
@@ -60,6 +73,8 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _OUTPUT["json"] = bool(kwargs.get("json_out"))
+        _OUTPUT["emitted"] = False
         try:
             try:
                 return fn(*args, **kwargs)
@@ -69,6 +84,7 @@ def handle_errors(fn: F) -> F:
                 sys.stdout.flush()
         except KfmError as e:
             typer.echo(f"kfm: error: {e.diagnostics()}", err=True)
+            _emit_error_json(type(e).__name__, str(e), e.exit_code, getattr(e, "problems", None))
             raise typer.Exit(e.exit_code) from None
         except BrokenPipeError:
             _silence_standard_streams()
@@ -77,6 +93,7 @@ def handle_errors(fn: F) -> F:
             if e.errno is None:  # io.UnsupportedOperation and the like: a programming error
                 raise
             typer.echo(f"kfm: error: {describe_os_error(e)}", err=True)
+            _emit_error_json("OSError", describe_os_error(e), EXIT_FAILED)
             raise typer.Exit(EXIT_FAILED) from None
 
     return wrapper  # type: ignore[return-value]
@@ -108,11 +125,14 @@ def _silence_standard_streams() -> None:
 def emit_json(value: Any) -> None:
     """Print one JSON document (sorted keys are NOT applied: field order is meaningful)."""
     typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    _OUTPUT["emitted"] = True
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> "typer.Exit":
-    """Print ``kfm: error: message`` to stderr; return the Exit to raise."""
+    """Print ``kfm: error: message`` to stderr (and, with --json, a JSON error document on
+    stdout); return the Exit to raise."""
     typer.echo(f"kfm: error: {message}", err=True)
+    _emit_error_json("UsageError" if code == EXIT_USAGE else "Failed", message, code)
     return typer.Exit(code)
 
 
