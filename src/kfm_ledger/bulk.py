@@ -334,6 +334,84 @@ def _validate_input_range(start: int, end: int, file_start: int) -> ChunkResult:
     return result
 
 
+def _map_ranges(
+    task: Callable[..., ChunkResult],
+    jobs: list[tuple[int, ...]],
+    initializer: Callable[..., None],
+    initargs: tuple[object, ...],
+    workers: int,
+) -> Iterator[ChunkResult]:
+    """``task(*job)`` for each job (a byte range), results in order with absolute line numbers.
+
+    In ``workers`` forked processes (each set up by ``initializer(*initargs, True)``), at most
+    two jobs each in flight; in this process (``initializer(*initargs, False)``) for one worker
+    or one job.  Each result counts its lines from 1; they are rebased here, in order.
+    """
+    import multiprocessing
+
+    next_line = 1
+    if workers < 2 or len(jobs) < 2:
+        saved = dict(_WORKER)
+        initializer(*initargs, False)
+        try:
+            for job in jobs:
+                result = task(*job)
+                result.rebase(next_line)
+                next_line += result.line_count
+                yield result
+        finally:
+            _WORKER.clear()
+            _WORKER.update(saved)
+        return
+    in_flight: deque[Future[ChunkResult]] = deque()
+    pending = iter(jobs)
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=initializer,
+        initargs=(*initargs, True),
+    ) as pool:
+        for job in pending:
+            in_flight.append(pool.submit(task, *job))
+            if len(in_flight) >= workers * 2:
+                break
+        while in_flight:
+            result = in_flight.popleft().result()
+            for job in pending:
+                in_flight.append(pool.submit(task, *job))
+                break
+            result.rebase(next_line)
+            next_line += result.line_count
+            yield result
+
+
+def _start_reader_worker(fd: int, in_worker: bool) -> None:
+    if in_worker:
+        _die_with_parent()
+    _WORKER.update(input=fd)
+
+
+def _validate_stored_range(start: int, end: int) -> ChunkResult:
+    """Worker task: validate the stored lines that begin in [start, end) (numbered from 1)."""
+    return validate_stored_chunk(1, read_lines_in_range(_WORKER["input"], start, end, 0))
+
+
+def validate_stored_file(
+    path: str, end: int, *, parallel: bool = True, workers: int | None = None, chunk_bytes: int | None = None
+) -> Iterator[ChunkResult]:
+    """:func:`validate_stored_chunk` over the lines of a local file up to byte ``end`` (which
+    must follow a newline), in order, with the workers reading their byte ranges themselves:
+    no line passes through this process."""
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
+    workers = (workers or min(2, os.cpu_count() or 1)) if parallel else 1
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        jobs = [(s, min(s + chunk_bytes, end)) for s in range(0, end, chunk_bytes)]
+        yield from _map_ranges(_validate_stored_range, jobs, _start_reader_worker, (fd,), workers)
+    finally:
+        os.close(fd)
+
+
 class SpooledInput:
     """Validate a JSONL input file on every core; keep its canonical lines in spool files.
 
@@ -371,41 +449,15 @@ class SpooledInput:
         import multiprocessing
 
         ranges = [(s, min(s + self._chunk_bytes, self._size)) for s in range(self._start, self._size, self._chunk_bytes)]
-        context = multiprocessing.get_context("fork")
-        slots = context.Value("i", 0)
+        slots = multiprocessing.get_context("fork").Value("i", 0)
         spool_fds = [spool.fileno() for spool in self._spools]
-        next_line = 1
-        if self._workers < 2 or len(ranges) < 2:
-            _start_input_worker(self._input, spool_fds, slots, False)
-            try:
-                for start, end in ranges:
-                    result = _validate_input_range(start, end, self._start)
-                    result.rebase(next_line)
-                    next_line += result.line_count
-                    yield result
-            finally:
-                _WORKER.clear()
-            return
-        in_flight: deque[Future[ChunkResult]] = deque()
-        with ProcessPoolExecutor(
-            max_workers=self._workers,
-            mp_context=context,
-            initializer=_start_input_worker,
-            initargs=(self._input, spool_fds, slots, True),
-        ) as pool:
-            pending = iter(ranges)
-            for start, end in pending:
-                in_flight.append(pool.submit(_validate_input_range, start, end, self._start))
-                if len(in_flight) >= self._workers * 2:
-                    break
-            while in_flight:
-                result = in_flight.popleft().result()
-                for start, end in pending:
-                    in_flight.append(pool.submit(_validate_input_range, start, end, self._start))
-                    break
-                result.rebase(next_line)
-                next_line += result.line_count
-                yield result
+        return _map_ranges(
+            _validate_input_range,
+            [(start, end, self._start) for start, end in ranges],
+            _start_input_worker,
+            (self._input, spool_fds, slots),
+            self._workers,
+        )
 
     def copy(self, spool: tuple[int, int, int], append: Callable[[bytes], None], piece: int = 4 << 20) -> None:
         """Pass a chunk's canonical bytes (its :attr:`ChunkResult.spool`) to ``append`` in pieces."""

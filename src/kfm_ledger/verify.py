@@ -501,9 +501,15 @@ def _verify(
                         limit,
                     )
 
-    chunks = bulk.iter_line_chunks(log.iter_chunks(0, end=signed_end), bulk.CHUNK_BYTES)
     parallel = signed_end >= bulk.PARALLEL_THRESHOLD
-    for result in bulk.map_ordered(bulk.validate_stored_chunk, chunks, parallel=parallel):
+    local = storage.local_path(JSONL_KEY)
+    if local is not None and signed_end:
+        # The workers read their byte ranges of the file themselves.
+        results = bulk.validate_stored_file(local, signed_end, parallel=parallel)
+    else:
+        chunks = bulk.iter_line_chunks(log.iter_chunks(0, end=signed_end), bulk.CHUNK_BYTES)
+        results = bulk.map_ordered(bulk.validate_stored_chunk, chunks, parallel=parallel)
+    for result in results:
         for p in result.problems:
             report.fail(f"line {p.line}", f"{p.path}: {p.message}", limit)
         if result.first_created is not None and previous is not None:
