@@ -48,3 +48,16 @@ def test_other_extension_lines_are_ignored() -> None:
     assert previous_signed_size(Checkpoint(ORIGIN, 12, b"\0" * 32, ("something else", "kfm-previous-size 5"))) == 5
     assert previous_signed_size(Checkpoint(ORIGIN, 12, b"\0" * 32, ("something else",))) is None
 
+
+
+def test_a_proof_at_a_lost_checkpoint_says_it_was_signed(tmp_path: Path) -> None:
+    from kfm_ledger.errors import CorruptLedgerError, IndexOutOfRangeError
+
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    fill(led, 3, 4, 5)
+    (tmp_path / "l" / "checkpoints" / "7").unlink()
+    led = Ledger.open(tmp_path / "l")
+    with pytest.raises(CorruptLedgerError, match="signed a checkpoint for tree size 7 .* is missing"):
+        led.tlog_proof(1, 7)
+    with pytest.raises(IndexOutOfRangeError, match="never signed a checkpoint for tree size 8"):
+        led.tlog_proof(1, 8)

@@ -49,7 +49,14 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 from . import merkle, schema, tiles
-from .checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint, previous_size_line, sign_checkpoint
+from .checkpoint import (
+    Checkpoint,
+    SignedCheckpoint,
+    open_checkpoint,
+    previous_signed_size,
+    previous_size_line,
+    sign_checkpoint,
+)
 from .errors import (
     StorageError,
     KfmError,
@@ -599,6 +606,16 @@ class Ledger:
             note = self.storage.read(f"{CHECKPOINTS_PREFIX}{size}")
         except ObjectNotFoundError:
             near = self.checkpoint_sizes()
+            successor = next((s for s in near if s > size), None)
+            named = False
+            if successor is not None and 0 <= size < self.size:
+                with contextlib.suppress(KfmError):
+                    named = previous_signed_size(self.stored_checkpoint(successor).checkpoint) == size
+            if named:
+                raise CorruptLedgerError(
+                    f"the log signed a checkpoint for tree size {size} (the one for size {successor} names "
+                    f"it) but {CHECKPOINTS_PREFIX}{size} is missing: restore it from a copy; run `kfm verify`"
+                ) from None
             hint = ", ".join(str(s) for s in near[-10:])
             raise IndexOutOfRangeError(
                 f"the log never signed a checkpoint for tree size {size}; signed sizes include: {hint}"
