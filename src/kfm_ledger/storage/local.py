@@ -175,7 +175,7 @@ class LocalAppendLog:
 #: file system twice instead of every file.
 _SYNCFS_AT = 64
 #: Files created at once by a large :meth:`LocalStorage.write_once_many`.
-_CREATE_THREADS = 16
+_CREATE_THREADS = 4
 
 
 def _syncfs_function() -> "Callable[[Path], None] | None":
