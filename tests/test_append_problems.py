@@ -30,3 +30,19 @@ def test_a_refused_batch_lists_the_ledger_problems_too(tmp_path: Path) -> None:
     assert [(p.line, p.path) for p in e.value.problems] == [(2, "$.producer"), (3, "$.lakefs_commit")]
     assert "already in the ledger at index 2" in e.value.problems[1].message
     assert (tmp_path / "l" / "rollback-index.jsonl").read_bytes() == before
+
+
+def test_a_refused_batch_ignores_index_entries_beyond_the_signed_rows(tmp_path: Path) -> None:
+    """Found in review: an index entry of an append not yet signed made a commit look stored."""
+    from kfm_ledger.index import IndexedEntry
+
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    fill(led, 3)
+    late = "2040-01-01T00:00:00Z"
+    ahead = msgspec.structs.replace(sample_row(3), created_at=late)
+    # Another writer between steps 3 and 5: its row is in the index, not yet signed.
+    led.index.add([IndexedEntry(3, ahead.lakefs_commit, 10**6, 10, late)], size=4, end_offset=10**6 + 11)
+    bad = encode_row(msgspec.structs.replace(sample_row(4), created_at=late)).replace(b'"producer":"', b'"producer":" ', 1)
+    with pytest.raises(InputRejected) as e:
+        led.append(encode_row(ahead) + b"\n" + bad, signer=signer_of(led))
+    assert [(p.line, p.path) for p in e.value.problems] == [(2, "$.producer")]

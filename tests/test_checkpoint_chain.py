@@ -38,7 +38,10 @@ def test_verify_notices_a_deleted_stored_checkpoint(tmp_path: Path, deleted: lis
     assert missing == sorted(f"checkpoint {s}" for s in reported)
 
 
-@pytest.mark.parametrize("line", ["kfm-previous-size 12", "kfm-previous-size 012", "kfm-previous-size x"])
+@pytest.mark.parametrize(
+    "line",
+    ["kfm-previous-size 12", "kfm-previous-size 012", "kfm-previous-size x", "kfm-previous-size \u00b2", "kfm-previous-size " + "1" * 5000],
+)
 def test_a_malformed_previous_size_is_refused(line: str) -> None:
     with pytest.raises(FormatError):
         previous_signed_size(Checkpoint(ORIGIN, 12, b"\0" * 32, (line,)))

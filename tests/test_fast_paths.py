@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import msgspec
@@ -383,8 +384,8 @@ def test_verify_checks_the_expansion_records(tmp_path: Path) -> None:
     data[tiles.EXPANSION_BYTES + 100] ^= 1
     store.write_bytes(bytes(data))
     report = verify_ledger(Ledger.open(tmp_path / "l"))
-    assert report.ok  # derived data that no unchecked answer uses: a note, not a failure
-    assert any(f"{ledger_module.EXPANSIONS_KEY}: 1 record(s) differ" in n and "record 1" in n for n in report.notes), report.notes
+    assert report.ok  # a torn record fails its checksum and is never used: a note, not a failure
+    assert any(f"{ledger_module.EXPANSIONS_KEY}: 1 record(s) torn or stale" in n and "record 1" in n for n in report.notes), report.notes
     Ledger.open(tmp_path / "l").rebuild()
     report = verify_ledger(Ledger.open(tmp_path / "l"))
     assert report.ok and not any(ledger_module.EXPANSIONS_KEY in n for n in report.notes)
@@ -415,3 +416,44 @@ def test_tiles_written_in_bulk_are_world_readable_whatever_the_umask(tmp_path: P
     finally:
         os.umask(old)
     assert {oct((tmp_path / "s" / "tile" / "0" / f"00{i}").stat().st_mode & 0o777) for i in range(4)} == {"0o644"}
+
+
+def test_a_rewritten_record_with_a_valid_checksum_fails_verify_and_proofs_recover(tmp_path: Path) -> None:
+    """Found in review: such a record reached unchecked proofs and verify only noted it."""
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    fill(led, 300, 300)
+    truth = Ledger.open(tmp_path / "l")
+    want = (truth.inclusion_proof(2), truth.consistency_proof(300), truth.inclusion_proof(2, 300))
+    tile0 = (tmp_path / "l" / "tile" / "0" / "000").read_bytes()
+    levels = list(tiles.expand_tile(tile0))
+    levels[1] = bytes(len(levels[1]))  # wrong inner nodes, the right root
+    store = tmp_path / "l" / ledger_module.EXPANSIONS_KEY
+    data = store.read_bytes()
+    store.write_bytes(tiles.expansion_record(tuple(levels)) + data[tiles.EXPANSION_BYTES :])
+    led = Ledger.open(tmp_path / "l")
+    assert (led.inclusion_proof(2), led.consistency_proof(300), led.inclusion_proof(2, 300)) == want
+    report = verify_ledger(Ledger.open(tmp_path / "l"))
+    assert not report.ok
+    assert any("record 0" in f.where and "rewritten" in f.message for f in report.failures)
+
+
+@pytest.mark.skipif(not shutil.which("unshare") or os.geteuid() != 0, reason="needs unshare and root")
+def test_workers_run_when_kfm_is_pid_1(tmp_path: Path) -> None:
+    """Found in review: workers of a kfm running as pid 1 (a container) killed themselves."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "x.jsonl"
+    data.write_bytes(LINES[0] + b"\n" + LINES[1] + b"\n")
+    code = (
+        "import os, sys; from kfm_ledger import bulk; assert os.getpid() == 1; "
+        f"r = list(bulk.validate_stored_file({str(data)!r}, {data.stat().st_size}, parallel=True, workers=2, chunk_bytes=64)); "
+        "print(sum(x.rows for x in r))"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    if out.returncode != 0 and "unshare" in out.stderr:
+        pytest.skip(f"unshare not permitted here: {out.stderr.strip()}")
+    assert (out.returncode, out.stdout.strip()) == (0, "2"), out.stderr

@@ -42,3 +42,13 @@ def report_commit(line: bytes) -> str:
     import json
 
     return json.loads(line)["lakefs_commit"]
+
+
+def test_an_inserted_invalid_line_is_not_reported_as_a_repeat(tmp_path: Path) -> None:
+    """Found in review: leaves of invalid rows were loaded into the repeat check from the index."""
+    d = ledger_with_rows(tmp_path)
+    lines = (d / JSONL_KEY).read_bytes().splitlines(keepends=True)
+    (d / JSONL_KEY).write_bytes(b"".join(lines[:3] + [b"\n"] + lines[3:]))  # a blank line before row 4
+    report = verify_ledger(Ledger.open(d))
+    assert not report.ok
+    assert repeats(report) == []

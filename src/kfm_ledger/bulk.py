@@ -229,11 +229,13 @@ def iter_line_chunks(chunks: Iterable[bytes], chunk_bytes: int = CHUNK_BYTES) ->
         yield line, bytes(buf)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """Worker initializer: be killed when the parent dies (Linux prctl PR_SET_PDEATHSIG).
 
     Without it, a SIGKILL'd `kfm append` would leave its workers holding the spool
-    file and the caller's pipes.
+    files and the caller's pipes.  ``parent`` is the parent's pid, taken before the
+    fork (comparing with 1 would kill every worker of a kfm that is itself pid 1, as
+    in a container).
     """
     import ctypes
     import signal
@@ -243,7 +245,7 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):  # pragma: no cover - not Linux
         pass
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
 
@@ -264,7 +266,9 @@ def map_ordered(
 
     context = multiprocessing.get_context("fork")
     in_flight: deque[Future[ChunkResult]] = deque()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_die_with_parent) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         for first_line, data in chunks:
             in_flight.append(pool.submit(fn, first_line, data))
             if len(in_flight) >= workers * 2:
@@ -283,9 +287,9 @@ def map_ordered(
 _WORKER: dict[str, int] = {}  # in a worker: the input fd, its spool fd and slot
 
 
-def _start_input_worker(input_fd: int, spool_fds: list[int], slots: object, in_worker: bool) -> None:
+def _start_input_worker(input_fd: int, spool_fds: list[int], slots: object, parent: int, in_worker: bool) -> None:
     if in_worker:
-        _die_with_parent()
+        _die_with_parent(parent)
     with slots.get_lock():  # type: ignore[attr-defined]
         slot = slots.value  # type: ignore[attr-defined]
         slots.value += 1  # type: ignore[attr-defined]
@@ -385,9 +389,9 @@ def _map_ranges(
             yield result
 
 
-def _start_reader_worker(fd: int, in_worker: bool) -> None:
+def _start_reader_worker(fd: int, parent: int, in_worker: bool) -> None:
     if in_worker:
-        _die_with_parent()
+        _die_with_parent(parent)
     _WORKER.update(input=fd)
 
 
@@ -407,7 +411,7 @@ def validate_stored_file(
     fd = os.open(path, os.O_RDONLY)
     try:
         jobs = [(s, min(s + chunk_bytes, end)) for s in range(0, end, chunk_bytes)]
-        yield from _map_ranges(_validate_stored_range, jobs, _start_reader_worker, (fd,), workers)
+        yield from _map_ranges(_validate_stored_range, jobs, _start_reader_worker, (fd, os.getpid()), workers)
     finally:
         os.close(fd)
 
@@ -455,7 +459,7 @@ class SpooledInput:
             _validate_input_range,
             [(start, end, self._start) for start, end in ranges],
             _start_input_worker,
-            (self._input, spool_fds, slots),
+            (self._input, spool_fds, slots, os.getpid()),
             self._workers,
         )
 

@@ -192,7 +192,9 @@ def previous_signed_size(checkpoint: Checkpoint) -> int | None:
         key, _, value = line.partition(" ")
         if key != PREVIOUS_SIZE_EXTENSION:
             continue
-        if not value.isdigit() or str(int(value)) != value or int(value) >= checkpoint.size:
+        if not (value.isascii() and value.isdigit() and len(value) <= 20) or str(int(value)) != value or int(
+            value
+        ) >= checkpoint.size:
             raise FormatError(
                 f"checkpoint extension {line!r}: want {PREVIOUS_SIZE_EXTENSION} and a decimal size "
                 f"below {checkpoint.size}"

@@ -53,6 +53,7 @@ from .checkpoint import (
     Checkpoint,
     SignedCheckpoint,
     open_checkpoint,
+    parse_unverified,
     previous_signed_size,
     previous_size_line,
     sign_checkpoint,
@@ -629,12 +630,58 @@ class Ledger:
         size = self._check_size(size)
         if not 0 <= index < size:
             raise IndexOutOfRangeError(f"index {index} out of bounds for tree size {size}")
-        return merkle.inclusion_proof(index, size, self.hash_reader(size))
+        use = self._expansions_trusted
+        reader = self.hash_reader(size, stored_expansions=use)
+        path = merkle.inclusion_proof(index, size, reader)
+        root = self._signed_root_of(size) if use else None
+        if root is not None:
+            # Inner nodes may have come from stored expansion records: check the path (the
+            # leaf hash is a level-0 tile hash, never from a record) before answering.
+            try:
+                (leaf,) = reader.read_node_hashes([(0, index)])
+                merkle.verify_inclusion(leaf, index, size, path, root)
+            except KfmError:
+                self._distrust_expansions()
+                return self.inclusion_proof(index, size)
+        return path
 
-    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
-        """RFC 9162 §2.1.4 consistency proof from ``old_size`` to ``new_size`` (default: signed size)."""
+    def _signed_root_of(self, size: int) -> bytes | None:
+        """The root the log signed for ``size``, when it keeps that checkpoint (signature not
+        re-checked: for checking our own answers, not for deciding what to trust)."""
+        if size == self.size:
+            return self.root
+        if size in self._checkpoints:
+            return self._checkpoints[size].checkpoint.root
+        try:
+            return parse_unverified(self.storage.read(f"{CHECKPOINTS_PREFIX}{size}")).root
+        except KfmError:
+            return None
+
+    def _distrust_expansions(self) -> None:
+        """A stored expansion record gave a wrong answer: use the tiles alone from now on."""
+        self._expansions_trusted = False
+        self._tile_cache.clear()  # it may hold levels that came from records
+
+    def consistency_proof(
+        self, old_size: int, new_size: int | None = None, *, stored_expansions: bool = True
+    ) -> list[bytes]:
+        """RFC 9162 §2.1.4 consistency proof from ``old_size`` to ``new_size`` (default: signed size).
+
+        ``stored_expansions=False`` builds it from the tiles alone (what `kfm verify` does).
+        """
         new_size = self._check_size(new_size)
-        return merkle.consistency_proof(old_size, new_size, self.hash_reader(new_size))
+        use = stored_expansions and self._expansions_trusted
+        proof = merkle.consistency_proof(old_size, new_size, self.hash_reader(new_size, stored_expansions=use))
+        if use and 0 < old_size < new_size:
+            old_root, new_root = self._signed_root_of(old_size), self._signed_root_of(new_size)
+            if old_root is not None and new_root is not None:
+                # Checked against the two signed tree heads (records may have given inner nodes).
+                try:
+                    merkle.verify_consistency(old_size, new_size, old_root, new_root, proof)
+                except KfmError:
+                    self._distrust_expansions()
+                    return self.consistency_proof(old_size, new_size, stored_expansions=False)
+        return proof
 
     def tlog_proof(self, index: int, size: int | None = None) -> TlogProof:
         """A c2sp.org/tlog-proof for leaf ``index`` against the checkpoint signed at ``size``.
@@ -659,7 +706,7 @@ class Ledger:
             self._tile_cache.clear()  # re-read the tiles next time (they may be repaired)
             if self._expansions_trusted:
                 # Perhaps the derived expansion records are wrong: answer from the tiles alone.
-                self._expansions_trusted = False
+                self._distrust_expansions()
                 return self.tlog_proof(index, size)
             raise CorruptLedgerError(
                 f"stored tiles give an inclusion proof for index {index} that does not verify "
@@ -756,8 +803,10 @@ class Ledger:
         """
         self._reload_checkpoint()
         pending = self._read_pending()
+        swept: tuple[str, ...] = ()
         if pending is not None and self.size == pending.new_size:
             # Step 6 was interrupted: the append had finished.
+            swept = self._discard_temporaries_of(pending)
             self.storage.delete(PENDING_KEY)
             pending = None
         end = self._signed_end()
@@ -771,7 +820,7 @@ class Ledger:
                 )
             self._raw_index().truncate(self.size, end)  # entries of rows that are not signed
             self._prune_partials(self.size)
-            return RecoveryReport(bytes_rolled_back=0, rows_rolled_forward=0, size=self.size)
+            return RecoveryReport(bytes_rolled_back=0, rows_rolled_forward=0, size=self.size, temporaries_removed=swept)
         if pending.old_size != self.size or pending.old_end != end:
             raise CorruptLedgerError(
                 f"{PENDING_KEY} describes an append from size {pending.old_size} (byte {pending.old_end}) to "
@@ -885,11 +934,15 @@ class Ledger:
         else:
             parsed, problems = schema.check_rows(batch)
         if problems:
-            # Every problem, the ledger's rules for the rows that passed too (read-only:
-            # nothing will be written, so no lock or recovery).
+            # Every problem, the ledger's rules for the rows that passed too: read-only
+            # (nothing will be written, so no lock or recovery) against the signed rows,
+            # and only when the stored index covers them.
             if parsed:
                 try:
-                    problems += self._ledger_problems(parsed, self.index)
+                    self.refresh()
+                    idx = self.stored_index()
+                    if idx is not None and idx.size() >= self.size:
+                        problems += self._ledger_problems(parsed, idx)
                 except KfmError:  # pragma: no cover - the schema problems are reported anyway
                     pass
             problems.sort(key=lambda p: p.line)
@@ -1198,7 +1251,9 @@ class Ledger:
         """The ledger-wide invariants: one row per commit; created_at not before the last row's."""
         old_size = self.size
         problems: list[RowProblem] = []
-        existing = idx.lookup_many([row.lakefs_commit for _, row, _ in parsed])
+        # Signed rows only: entries beyond the signed size belong to an append not yet
+        # signed (another writer between steps 3 and 5, or one that crashed there).
+        existing = {c: leaf for c, leaf in idx.lookup_many([row.lakefs_commit for _, row, _ in parsed]).items() if leaf < old_size}
         for line_no, row, line in parsed:
             if row.lakefs_commit in existing:
                 leaf = existing[row.lakefs_commit]

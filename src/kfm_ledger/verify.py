@@ -169,10 +169,22 @@ class _TileChecker:
         if record is None:
             return
         self.expansions_checked += 1
-        if record != tiles.expansion_record(tiles.expand_tile(b"".join(hashes))):
-            # Derived, not fsync'd, and never trusted for an answer that is not checked against
-            # a signed root (a proof built from it that fails is rebuilt from the tiles): a note.
+        tile = b"".join(hashes)
+        if record == tiles.expansion_record(tiles.expand_tile(tile)):
+            return
+        if tiles.levels_from_record(tile, record) is None:
+            # Torn or stale (its checksum does not match the tile): never used, so a note.
+            # (verify itself never uses records: its consistency proof reads the tiles alone.)
             self.bad_expansions.append(tile_index)
+        else:
+            # A matching checksum over wrong nodes: proofs would use them.  A failure.
+            self.tile_failures.append(
+                (
+                    f"{EXPANSIONS_KEY} record {tile_index}",
+                    f"its checksum matches {tiles.tile_path(0, tile_index)} but its inner nodes differ from the "
+                    "ones recomputed from the rows: it was rewritten",
+                )
+            )
 
     def add(self, nodes: list[tuple[tuple[int, int], bytes]]) -> None:
         for (level, index), node in nodes:
@@ -217,9 +229,8 @@ class _TileChecker:
                 self.report.fail(where, message + ("" if "rebuild" in message else "; run `kfm rebuild`"), self.limit)
         if self.bad_expansions:
             self.report.notes.append(
-                f"{EXPANSIONS_KEY}: {len(self.bad_expansions)} record(s) differ from the tiles recomputed from the "
-                f"rows (first: record {self.bad_expansions[0]}); derived data, checked on use: `kfm rebuild` "
-                "recreates it"
+                f"{EXPANSIONS_KEY}: {len(self.bad_expansions)} record(s) torn or stale (first: record "
+                f"{self.bad_expansions[0]}); their checksums fail, so they are never used: `kfm rebuild` recreates them"
             )
         unchecked = sorted(
             key for widths in self.present.values() for key in widths.values() if key not in self.checked
@@ -275,8 +286,9 @@ def verify_ledger(
         held.__enter__()
     except LockedError:
         held, note = None, f"verified without the writer lock: a writer held it for more than {lock_wait:g} s"
-    except OSError:
+    except OSError as e:
         held = None  # a read-only copy: no lock file can be made
+        note = f"verified without the writer lock: it cannot be taken here ({e.strerror or e})"
     try:
         if held is not None:
             ledger.refresh()
@@ -450,6 +462,7 @@ def _verify(
     n = 0
 
     unique_by_index = [index is not None]  # False once the index is found not to match the rows
+    invalid_leaves: set[int] = set()  # rows that failed validation (not compared with the index)
 
     def check_commits(batch: list[tuple[str, int, int, int]]) -> None:
         """One row per commit, and the index pointing at each row.
@@ -479,11 +492,16 @@ def _verify(
                     )
                 if unique_by_index[0]:
                     unique_by_index[0] = False
-                    # Rows [0, leaf) all matched the index: their commits are its entries.
+                    # The valid rows of [0, leaf) all matched the index: their commits are its
+                    # entries (an invalid row was never compared, so its entry is left out).
                     for start in range(0, leaf, 65536):
                         seen.executemany(
                             "INSERT OR IGNORE INTO c VALUES (?, ?)",
-                            [(x.lakefs_commit, x.leaf) for x in index.range(start, min(leaf, start + 65536))],
+                            [
+                                (x.lakefs_commit, x.leaf)
+                                for x in index.range(start, min(leaf, start + 65536))
+                                if x.leaf not in invalid_leaves
+                            ],
                         )
                     rest = batch[k:]
             if unique_by_index[0]:
@@ -549,6 +567,8 @@ def _verify(
                 )
             if commit is not None:
                 batch.append((commit, n, offset, length))
+            elif unique_by_index[0]:
+                invalid_leaves.add(n)
             n += 1
             offset += length + 1
         check_commits(batch)
@@ -606,7 +626,7 @@ def _verify(
     ):
         try:
             if 0 < report.since_size <= ledger.size:
-                proof = ledger.consistency_proof(report.since_size, ledger.size)
+                proof = ledger.consistency_proof(report.since_size, ledger.size, stored_expansions=False)
                 merkle.verify_consistency(report.since_size, ledger.size, since_root, ledger.root, proof)
             report.notes.append(
                 f"the ledger extends the saved checkpoint of size {report.since_size} "

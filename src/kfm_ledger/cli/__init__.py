@@ -122,6 +122,11 @@ def _silence_standard_streams() -> None:
     os.close(devnull)
 
 
+def _mark_json_emitted() -> None:
+    """For commands that print their JSON document by other means than :func:`emit_json`."""
+    _OUTPUT["emitted"] = True
+
+
 def emit_json(value: Any) -> None:
     """Print one JSON document (sorted keys are NOT applied: field order is meaningful)."""
     typer.echo(json.dumps(value, indent=2, ensure_ascii=False))

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import EXIT_FAILED, EXIT_USAGE, JsonFlag, LedgerDir, emit_json, fail, handle_errors
+from . import EXIT_FAILED, EXIT_USAGE, JsonFlag, LedgerDir, _mark_json_emitted, emit_json, fail, handle_errors
 
 CsvFlag = Annotated[bool, typer.Option("--csv", help="Print CSV (with a header line) instead of a table.")]
 
@@ -37,6 +37,7 @@ def _emit_large_json(value: object) -> None:
     sys.stdout.flush()
     sys.stdout.buffer.write(out)
     sys.stdout.buffer.flush()
+    _mark_json_emitted()
 
 
 def _one_format(csv_out: bool, json_out: bool) -> None:

@@ -131,6 +131,9 @@ def lineage(
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", help="Write the JSON-LD here instead of stdout.")
     ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Accepted for symmetry: the output is JSON-LD either way.")
+    ] = False,
 ) -> None:
     """The entry's provenance as W3C PROV-O JSON-LD."""
     import json
