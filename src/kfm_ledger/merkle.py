@@ -47,7 +47,6 @@ __all__ = [
     "verify_inclusion",
     "verify_consistency",
     "CompactRange",
-    "perfect_subtree_hash",
     "MemoryTree",
 ]
 
@@ -105,24 +104,6 @@ def subtree_nodes(begin: int, end: int) -> list[NodeId]:
         nodes.append((level, begin >> level))
         begin += 1 << level
     return nodes
-
-
-def perfect_subtree_hash(leaf_hashes: Sequence[bytes]) -> bytes:
-    """MTH of ``2**k`` leaves from their leaf hashes (RFC 9162 §2.1.1).
-
-    For a power-of-two count the split point ``k`` is exactly half at every
-    level, so the tree is perfect: hash pairs level by level.
-    """
-    n = len(leaf_hashes)
-    if n == 0 or n & (n - 1):
-        raise ValueError(f"a perfect subtree has a power-of-two number of leaves, not {n}")
-    level = list(leaf_hashes)
-    sha = _sha256
-    prefix = _NODE_PREFIX
-    while len(level) > 1:
-        it = iter(level)
-        level = [sha(prefix + left + right).digest() for left, right in zip(it, it)]
-    return level[0]
 
 
 def fold_subtrees(hashes: Sequence[bytes]) -> bytes:
