@@ -46,7 +46,8 @@ class ChunkResult:
     created_text: str = ""  #: the valid rows' created_at values, "\n"-joined
     lines: "array.array[int]" = field(default_factory=lambda: array.array("q"))  #: input line of each valid row
     lengths: "array.array[int]" = field(default_factory=lambda: array.array("q"))  #: canonical length of each valid row
-    line_lengths: "array.array[int]" = field(default_factory=lambda: array.array("q"))  #: stored mode: every line's length
+    #: stored mode: every line's length
+    line_lengths: "array.array[int]" = field(default_factory=lambda: array.array("q"))
     leaf_hashes: bytes = b""  #: 32 bytes per row, in order
     first_created: tuple[int, str] | None = None  #: (line, created_at) of the first valid row
     last_created: tuple[int, str] | None = None
@@ -189,7 +190,11 @@ def validate_stored_chunk(first_line: int, data: bytes) -> ChunkResult:
         key = order_key(created_at)
         if key < previous_key:
             result.problems.append(
-                RowProblem(number, "$.created_at", f"{created_at} is earlier than the previous row's {previous[1]}")  # type: ignore[index]
+                RowProblem(
+                    number,
+                    "$.created_at",
+                    f"{created_at} is earlier than the previous row's {previous[1]}",  # type: ignore[index]
+                )
             )
         previous, previous_key = (number, created_at), key
         commits.append(commit)
@@ -452,7 +457,8 @@ class SpooledInput:
     def results(self) -> Iterator[ChunkResult]:
         import multiprocessing
 
-        ranges = [(s, min(s + self._chunk_bytes, self._size)) for s in range(self._start, self._size, self._chunk_bytes)]
+        step = self._chunk_bytes
+        ranges = [(s, min(s + step, self._size)) for s in range(self._start, self._size, step)]
         slots = multiprocessing.get_context("fork").Value("i", 0)
         spool_fds = [spool.fileno() for spool in self._spools]
         return _map_ranges(

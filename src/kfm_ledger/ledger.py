@@ -1253,7 +1253,8 @@ class Ledger:
         problems: list[RowProblem] = []
         # Signed rows only: entries beyond the signed size belong to an append not yet
         # signed (another writer between steps 3 and 5, or one that crashed there).
-        existing = {c: leaf for c, leaf in idx.lookup_many([row.lakefs_commit for _, row, _ in parsed]).items() if leaf < old_size}
+        found = idx.lookup_many([row.lakefs_commit for _, row, _ in parsed])
+        existing = {commit: leaf for commit, leaf in found.items() if leaf < old_size}
         for line_no, row, line in parsed:
             if row.lakefs_commit in existing:
                 leaf = existing[row.lakefs_commit]
