@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import array
 import hashlib
+import itertools
 import os
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -262,7 +263,7 @@ def map_ordered(
     parallel: bool = True,
 ) -> Iterator[ChunkResult]:
     """``fn`` over the chunks, results in input order; in worker processes when ``parallel``."""
-    workers = workers or min(2, os.cpu_count() or 1)
+    workers = workers or default_workers()
     if not parallel or workers < 2:
         for first_line, data in chunks:
             yield fn(first_line, data)
@@ -270,16 +271,30 @@ def map_ordered(
     import multiprocessing
 
     context = multiprocessing.get_context("fork")
-    in_flight: deque[Future[ChunkResult]] = deque()
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_die_with_parent, initargs=(os.getpid(),)
     ) as pool:
-        for first_line, data in chunks:
-            in_flight.append(pool.submit(fn, first_line, data))
-            if len(in_flight) >= workers * 2:
-                yield in_flight.popleft().result()
-        while in_flight:
-            yield in_flight.popleft().result()
+        yield from _in_order(pool, fn, chunks, workers * 2)
+
+
+def default_workers() -> int:
+    """Worker processes for validation: two, or one on a one-core machine."""
+    return min(2, os.cpu_count() or 1)
+
+
+def _in_order(
+    pool: ProcessPoolExecutor, task: Callable[..., ChunkResult], jobs: Iterable[tuple[object, ...]], in_flight_max: int
+) -> Iterator[ChunkResult]:
+    """``task(*job)`` for each job on ``pool``, results in job order, at most ``in_flight_max``
+    submitted and not yet taken (``jobs`` is read lazily, so memory stays bounded)."""
+    pending = iter(jobs)
+    in_flight: deque[Future[ChunkResult]] = deque(
+        pool.submit(task, *job) for job in itertools.islice(pending, in_flight_max)
+    )
+    while in_flight:
+        result = in_flight.popleft().result()
+        in_flight.extend(pool.submit(task, *job) for job in itertools.islice(pending, 1))
+        yield result
 
 
 # ------------------------------------------------------------ bulk-append input
@@ -372,23 +387,13 @@ def _map_ranges(
             _WORKER.clear()
             _WORKER.update(saved)
         return
-    in_flight: deque[Future[ChunkResult]] = deque()
-    pending = iter(jobs)
     with ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("fork"),
         initializer=initializer,
         initargs=(*initargs, True),
     ) as pool:
-        for job in pending:
-            in_flight.append(pool.submit(task, *job))
-            if len(in_flight) >= workers * 2:
-                break
-        while in_flight:
-            result = in_flight.popleft().result()
-            for job in pending:
-                in_flight.append(pool.submit(task, *job))
-                break
+        for result in _in_order(pool, task, jobs, workers * 2):
             result.rebase(next_line)
             next_line += result.line_count
             yield result
@@ -412,7 +417,7 @@ def validate_stored_file(
     must follow a newline), in order, with the workers reading their byte ranges themselves:
     no line passes through this process."""
     chunk_bytes = chunk_bytes or CHUNK_BYTES
-    workers = (workers or min(2, os.cpu_count() or 1)) if parallel else 1
+    workers = (workers or default_workers()) if parallel else 1
     fd = os.open(path, os.O_RDONLY)
     try:
         jobs = [(s, min(s + chunk_bytes, end)) for s in range(0, end, chunk_bytes)]
@@ -422,7 +427,7 @@ def validate_stored_file(
 
 
 class SpooledInput:
-    """Validate a JSONL input file on every core; keep its canonical lines in spool files.
+    """Validate a JSONL input file in worker processes; keep its canonical lines in spool files.
 
     :meth:`results` yields one :class:`ChunkResult` per range of the input, in
     order, with absolute line numbers.  Later, :meth:`copy` replays the canonical
@@ -433,7 +438,7 @@ class SpooledInput:
     def __init__(self, path: str, *, start: int = 0, workers: int | None = None, chunk_bytes: int | None = None):
         import tempfile
 
-        self._workers = workers or min(2, os.cpu_count() or 1)
+        self._workers = workers or default_workers()
         self._start = start
         self._chunk_bytes = chunk_bytes or CHUNK_BYTES
         self._input = os.open(path, os.O_RDONLY)
