@@ -60,7 +60,7 @@ class ChunkResult:
 
     def all_problems(self) -> list[RowProblem]:
         """Every problem found, in line order (input mode)."""
-        found = self.problems + [backwards_problem(*b) for b in self.backwards]
+        found = self.problems + [schema.backwards_problem(*b) for b in self.backwards]
         found.sort(key=lambda p: p.line)
         return found
 
@@ -87,15 +87,6 @@ class ChunkResult:
     def created_at(self) -> list[str]:
         """The valid rows' created_at values, in order."""
         return self.created_text.split("\n") if self.created_text else []
-
-
-def backwards_problem(line: int, created_at: str, before_line: int, before: str) -> RowProblem:
-    """The problem for a row whose created_at is earlier than the valid row before it."""
-    return RowProblem(
-        line,
-        "$.created_at",
-        f"created_at goes backwards: {created_at!r} is earlier than {before!r} on line {before_line}",
-    )
 
 
 def validate_input_chunk(first_line: int, data: bytes) -> ChunkResult:

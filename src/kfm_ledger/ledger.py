@@ -1126,17 +1126,10 @@ class Ledger:
                         first_line, first_text = result.first_created
                         first_key = schema.created_at_order_key(first_text)
                         if previous is not None and first_key < schema.created_at_order_key(previous[1]):
-                            problem(bulk.backwards_problem(first_line, first_text, *previous))
+                            problem(schema.backwards_problem(first_line, first_text, *previous))
                         elif previous is None and last is not None:
                             if first_key < schema.created_at_order_key(last.created_at):
-                                problem(
-                                    RowProblem(
-                                        first_line,
-                                        "$.created_at",
-                                        f"{first_text} is earlier than the last row's created_at "
-                                        f"{last.created_at} (index {old_size - 1}); created_at never goes backwards",
-                                    )
-                                )
+                                problem(_before_last_row_problem(first_line, first_text, last))
                         previous = result.last_created
                     count = len(result.lengths)
                     first_leaf = old_size + seq
@@ -1225,12 +1218,9 @@ class Ledger:
         first = leaves[0]
         for leaf in leaves[1:]:
             if first < old_size:
-                message = f"commit {commit!r} is already in the ledger at index {first}; one row per lakeFS commit"
+                problem(_stored_commit_problem(line_of(leaf), commit, first))
             else:
-                message = (
-                    f"duplicate lakefs_commit {commit!r}: also on line {line_of(first)} (one row per lakeFS commit)"
-                )
-            problem(RowProblem(line_of(leaf), "$.lakefs_commit", message))
+                problem(schema.repeated_commit_problem(line_of(leaf), commit, line_of(first)))
 
     def _refuse_tiles_in_the_way(self, old_size: int, new_size: int) -> None:
         """Refuse, before writing anything, when objects the append would create already exist."""
@@ -1259,29 +1249,13 @@ class Ledger:
             if row.lakefs_commit in existing:
                 leaf = existing[row.lakefs_commit]
                 same = self._entry_at(idx.at(leaf)).line == line  # type: ignore[arg-type]
-                problems.append(
-                    RowProblem(
-                        line_no,
-                        "$.lakefs_commit",
-                        f"commit {row.lakefs_commit!r} is already in the ledger at index {leaf}"
-                        + (" with identical bytes (was this batch appended before?)" if same else "")
-                        + "; one row per lakeFS commit",
-                    )
-                )
+                problems.append(_stored_commit_problem(line_no, row.lakefs_commit, leaf, same_bytes=same))
         if old_size:
             last = idx.at(old_size - 1)
             if last is not None:
-                last_created = schema.parse_created_at(last.created_at)
                 line_no, row, _ = parsed[0]
-                if schema.created_at_datetime(row) < last_created:
-                    problems.append(
-                        RowProblem(
-                            line_no,
-                            "$.created_at",
-                            f"{row.created_at} is earlier than the last row's created_at "
-                            f"{last.created_at} (index {old_size - 1}); created_at never goes backwards",
-                        )
-                    )
+                if schema.created_at_datetime(row) < schema.parse_created_at(last.created_at):
+                    problems.append(_before_last_row_problem(line_no, row.created_at, last))
         problems.sort(key=lambda p: p.line)
         return problems
 
@@ -1517,6 +1491,27 @@ class Ledger:
             self._tile_cache.clear()  # tiles were rewritten
             self._right_edge = None
             return added
+
+
+def _stored_commit_problem(line: int, commit: str, leaf: int, *, same_bytes: bool = False) -> RowProblem:
+    """The ledger rule "one row per lakeFS commit", broken by a commit already stored at ``leaf``."""
+    return RowProblem(
+        line,
+        "$.lakefs_commit",
+        f"commit {commit!r} is already in the ledger at index {leaf}"
+        + (" with identical bytes (was this batch appended before?)" if same_bytes else "")
+        + "; one row per lakeFS commit",
+    )
+
+
+def _before_last_row_problem(line: int, created_at: str, last: IndexedEntry) -> RowProblem:
+    """The ledger rule "created_at never goes backwards", broken by a batch's first row."""
+    return RowProblem(
+        line,
+        "$.created_at",
+        f"{created_at} is earlier than the last row's created_at {last.created_at} (index {last.leaf}); "
+        "created_at never goes backwards",
+    )
 
 
 def load_signer(data: bytes, what: str = SKEY_KEY) -> Signer:

@@ -82,6 +82,7 @@ __all__ = [
     "Model",
     "Row",
     "Signatures",
+    "backwards_problem",
     "canonical_line_fields",
     "canonicalize",
     "check_batch",
@@ -94,6 +95,7 @@ __all__ = [
     "parse_batch",
     "parse_created_at",
     "parse_rows",
+    "repeated_commit_problem",
     "row_json_schema",
 ]
 
@@ -861,28 +863,32 @@ def _validate_items(
             continue
         commit = row.lakefs_commit
         if commit in first_line_of:
-            problems.append(
-                RowProblem(
-                    line,
-                    "$.lakefs_commit",
-                    f"duplicate lakefs_commit {_show(commit)}: also on line {first_line_of[commit]} "
-                    "(one row per lakeFS commit)",
-                )
-            )
+            problems.append(repeated_commit_problem(line, commit, first_line_of[commit]))
         else:
             first_line_of[commit] = line
         if previous is not None and created < previous[1]:
-            problems.append(
-                RowProblem(
-                    line,
-                    "$.created_at",
-                    f"created_at goes backwards: {_show(row.created_at)} is earlier than "
-                    f"{_show(previous[2])} on line {previous[0]}",
-                )
-            )
+            problems.append(backwards_problem(line, row.created_at, previous[0], previous[2]))
         previous = (line, created, row.created_at)
         result.append((line, row, canonical))
     return result
+
+
+def repeated_commit_problem(line: int, commit: str, first_line: int) -> RowProblem:
+    """The batch rule "a lakefs_commit at most once per batch", broken on ``line``."""
+    return RowProblem(
+        line,
+        "$.lakefs_commit",
+        f"duplicate lakefs_commit {_show(commit)}: also on line {first_line} (one row per lakeFS commit)",
+    )
+
+
+def backwards_problem(line: int, created_at: str, before_line: int, before: str) -> RowProblem:
+    """The batch rule "created_at never goes backwards", broken on ``line``."""
+    return RowProblem(
+        line,
+        "$.created_at",
+        f"created_at goes backwards: {_show(created_at)} is earlier than {_show(before)} on line {before_line}",
+    )
 
 
 def _as_batch_bytes(data: bytes | str) -> bytes:
