@@ -630,10 +630,9 @@ class Ledger:
         size = self._check_size(size)
         if not 0 <= index < size:
             raise IndexOutOfRangeError(f"index {index} out of bounds for tree size {size}")
-        use = self._expansions_trusted
-        reader = self.hash_reader(size, stored_expansions=use)
+        reader = self.hash_reader(size)
         path = merkle.inclusion_proof(index, size, reader)
-        root = self._signed_root_of(size) if use else None
+        root = self._signed_root_of(size) if self._expansions_trusted else None
         if root is not None:
             # Inner nodes may have come from stored expansion records: check the path (the
             # leaf hash is a level-0 tile hash, never from a record) before answering.
@@ -671,7 +670,8 @@ class Ledger:
         """
         new_size = self._check_size(new_size)
         use = stored_expansions and self._expansions_trusted
-        proof = merkle.consistency_proof(old_size, new_size, self.hash_reader(new_size, stored_expansions=use))
+        reader = self.hash_reader(new_size, stored_expansions=stored_expansions)
+        proof = merkle.consistency_proof(old_size, new_size, reader)
         if use and 0 < old_size < new_size:
             old_root, new_root = self._signed_root_of(old_size), self._signed_root_of(new_size)
             if old_root is not None and new_root is not None:
@@ -693,7 +693,7 @@ class Ledger:
         size = signed.checkpoint.size
         if not 0 <= index < size:
             raise IndexOutOfRangeError(f"index {index} out of bounds for tree size {size}")
-        path = merkle.inclusion_proof(index, size, self.hash_reader(size, stored_expansions=self._expansions_trusted))
+        path = merkle.inclusion_proof(index, size, self.hash_reader(size))
         # The stored line's bytes are the leaf (no need to decode the row: the proof check
         # below catches any change to them).
         located = self.index.at(index)
