@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,13 @@ def disk_ledger(tmp_path: Path) -> Ledger:
     led = Ledger.init(tmp_path / "ledger", origin=ORIGIN)
     yield led
     led.close()
+
+
+def copy_ledger(template: Path, parent: Path, name: str = "ledger") -> Path:
+    """A fresh copy of a ledger directory built once per module (so each test may damage its own)."""
+    d = parent / name
+    shutil.copytree(template, d)
+    return d
 
 
 def fill(ledger: Ledger, *batches: int) -> Ledger:

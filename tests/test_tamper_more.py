@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from kfm_ledger.sample import sample_jsonl, sample_row
 from kfm_ledger.schema import encode_row
 from kfm_ledger.verify import VerifyReport, verify_ledger
 
-from conftest import ORIGIN, signer_of
+from conftest import ORIGIN, copy_ledger, signer_of
 
 BATCHES = (12, 10, 9, 9)
 SIGNED_SIZES = (12, 22, 31, 40)
@@ -47,9 +46,7 @@ def base_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def copy(base_ledger: Path, tmp_path: Path) -> Path:
-    d = tmp_path / "ledger"
-    shutil.copytree(base_ledger, d)
-    return d
+    return copy_ledger(base_ledger, tmp_path)
 
 
 def kfm_verify_json(ledger: Path) -> tuple[int, dict]:

@@ -7,7 +7,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import copy_ledger
 from kfm_ledger.cli import app
 from kfm_ledger.ledger import MIRROR_KEY, SKEY_KEY, Ledger, load_signer
 from kfm_ledger.sample import sample_jsonl
@@ -48,17 +48,14 @@ def rows(base: Path) -> list[Row]:
 
 @pytest.fixture(scope="module")
 def mirrored(base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("mirrored") / "ledger"
-    shutil.copytree(base, d)
+    d = copy_ledger(base, tmp_path_factory.mktemp("mirrored"))
     assert kfm("mirror", "--ledger", str(d)).exit_code == 0
     return d
 
 
 @pytest.fixture
 def scratch(base: Path, tmp_path: Path) -> Path:
-    d = tmp_path / "ledger"
-    shutil.copytree(base, d)
-    return d
+    return copy_ledger(base, tmp_path)
 
 
 def root_b64(d: Path) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, Callable
 import pytest
 from typer.testing import CliRunner
 
+from conftest import copy_ledger
 from kfm_ledger.cli import app
 from kfm_ledger.sample import sample_commit, sample_jsonl, sample_row
 from kfm_ledger.schema import MAX_LINE_BYTES, encode_row
@@ -55,9 +55,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def ledger(template: Path, tmp_path: Path) -> Path:
-    d = tmp_path / "ledger"
-    shutil.copytree(template, d)
-    return d
+    return copy_ledger(template, tmp_path)
 
 
 # ------------------------------------------------------------------ input makers
