@@ -199,7 +199,7 @@ def test_two_processes_appending_at_once_never_interleave(tmp_path) -> None:
     import subprocess
     import sys
 
-    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    Ledger.init(tmp_path / "l", origin=ORIGIN)
     # Every row has the same created_at, so either process may go first.
     script = (
         "import sys, msgspec; from kfm_ledger.ledger import Ledger, load_signer, SKEY_KEY;"

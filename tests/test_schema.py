@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kfm_ledger import schema
 from kfm_ledger.errors import InputRejected, KfmError, RowProblem, SchemaError
 from kfm_ledger.schema import (
     MAX_LINE_BYTES,
