@@ -26,8 +26,8 @@ What it measures, with ``time.perf_counter_ns`` around library calls:
   ``--small-append-dir`` (``--small-rows`` rows), to show the cost does not grow.
 
 ``--tile-cache`` chooses how the ledger reads tiles: ``library`` (whatever
-``Ledger.hash_reader`` does), ``off`` (a plain :class:`~kfm_ledger.tiles.TileHashReader`,
-the behaviour before the tile cache) or ``on`` (a :class:`~kfm_ledger.tiles.TileCache` per
+``Ledger.hash_reader`` does), ``off`` (a plain :class:`~kfm_ledger.core.tiles.TileHashReader`,
+the behaviour before the tile cache) or ``on`` (a :class:`~kfm_ledger.core.TileCache` per
 Ledger, patched in here until the ledger creates one itself).  ``--compare`` runs the proof
 measurements with ``off`` and ``on`` in turn.
 
@@ -49,7 +49,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from kfm_ledger import tiles
+from kfm_ledger.core import tiles
+from kfm_ledger.core.tile_cache import TileCache
 from kfm_ledger.ledger import JSONL_KEY, SKEY_KEY, Ledger, load_signer
 from kfm_ledger.sample import sample_jsonl
 
@@ -70,16 +71,16 @@ def set_tile_cache(mode: str, max_tiles: int) -> None:
             return tiles.TileHashReader(size, self.read_tile)
         cache = self.__dict__.get("_bench_tile_cache")
         if cache is None:
-            cache = self.__dict__["_bench_tile_cache"] = tiles.TileCache(max_tiles)
+            cache = self.__dict__["_bench_tile_cache"] = TileCache(max_tiles)
         return tiles.TileHashReader(size, self.read_tile, cache=cache)
 
     Ledger.hash_reader = hash_reader  # type: ignore[method-assign]
 
 
-def tile_cache_of(led: Ledger) -> tiles.TileCache | None:
+def tile_cache_of(led: Ledger) -> TileCache | None:
     for name in ("_bench_tile_cache", "_tile_cache"):
         cache = led.__dict__.get(name)
-        if isinstance(cache, tiles.TileCache):
+        if isinstance(cache, TileCache):
             return cache
     return None
 

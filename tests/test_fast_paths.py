@@ -20,7 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import ORIGIN, fill, signer_of
-from kfm_ledger import bulk, ledger as ledger_module, merkle, schema, tiles
+from kfm_ledger import bulk, ledger as ledger_module, schema
+from kfm_ledger.core import merkle, tiles
+from kfm_ledger.log.expansions import EXPANSION_BYTES, _expansion_checksum, expansion_record
 from kfm_ledger.errors import ImmutableObjectError, InputRejected, SchemaError
 from kfm_ledger.ledger import JSONL_KEY, Ledger
 from kfm_ledger.sample import sample_jsonl, sample_row
@@ -313,7 +315,7 @@ def test_stored_expansions_answer_first_uses_and_give_the_same_proofs(tmp_path: 
     led = Ledger.init(tmp_path / "l", origin=ORIGIN)
     fill(led, 600, *([1] * 300))  # tiles filled whole (bulk) and leaf by leaf (one-row appends)
     store = tmp_path / "l" / ledger_module.EXPANSIONS_KEY
-    assert store.stat().st_size == (led.size // 256) * tiles.EXPANSION_BYTES
+    assert store.stat().st_size == (led.size // 256) * EXPANSION_BYTES
     with_store = [led.tlog_proof(i) for i in range(0, led.size, 37)]
     reader = Ledger.open(tmp_path / "l").hash_reader(stored_expansions=True)  # nothing cached yet
     reader.read_node_hashes([(1, 5), (3, 70)])  # inner nodes of full tiles 0 and 2
@@ -330,16 +332,18 @@ def test_a_wrong_expansion_record_never_gives_a_wrong_proof(tmp_path: Path) -> N
     store = tmp_path / "l" / ledger_module.EXPANSIONS_KEY
     data = bytearray(store.read_bytes())
     # A torn or flipped record fails its checksum and is not used.
-    data[tiles.EXPANSION_BYTES + 100] ^= 1
+    data[EXPANSION_BYTES + 100] ^= 1
     # Record 0 rewritten on purpose, with a checksum to match: wrong below its root.
     tile0 = (tmp_path / "l" / "tile" / "0" / "000").read_bytes()
-    nodes = bytearray(data[: tiles.EXPANSION_BYTES - 32])
+    nodes = bytearray(data[: EXPANSION_BYTES - 32])
     nodes[0] ^= 1
-    data[: tiles.EXPANSION_BYTES] = bytes(nodes) + tiles._expansion_checksum(tile0, bytes(nodes))
+    data[: EXPANSION_BYTES] = bytes(nodes) + _expansion_checksum(tile0, bytes(nodes))
     store.write_bytes(bytes(data))
-    reader = Ledger.open(tmp_path / "l").hash_reader()
+    opened = Ledger.open(tmp_path / "l")
+    reader = opened.hash_reader()
     reader.read_node_hashes([(1, 130)])  # a node inside tile 1
-    assert (reader.expansions_used, reader.expansions_refused) == (0, 1)
+    # Refused by its checksum (the store counts it), so neither used nor root-checked.
+    assert (reader.expansions_used, opened._expansions.refused, reader.expansions_refused) == (0, 1, 0)
     fresh = Ledger.open(tmp_path / "l")
     assert fresh.tlog_proof(2) == good  # the proof built from record 0 failed its check; answered from tiles
     assert fresh._expansions_trusted is False
@@ -361,7 +365,7 @@ def test_a_rolled_back_append_leaves_no_expansion_records(tmp_path: Path, monkey
     assert store.read_bytes() == before
     monkeypatch.undo()
     fill(led, 600)
-    assert store.stat().st_size == 3 * tiles.EXPANSION_BYTES
+    assert store.stat().st_size == 3 * EXPANSION_BYTES
     assert verify_ledger(led).ok
 
 
@@ -381,7 +385,7 @@ def test_verify_checks_the_expansion_records(tmp_path: Path) -> None:
     assert verify_ledger(led).ok
     store = tmp_path / "l" / ledger_module.EXPANSIONS_KEY
     data = bytearray(store.read_bytes())
-    data[tiles.EXPANSION_BYTES + 100] ^= 1
+    data[EXPANSION_BYTES + 100] ^= 1
     store.write_bytes(bytes(data))
     report = verify_ledger(Ledger.open(tmp_path / "l"))
     assert report.ok  # a torn record fails its checksum and is never used: a note, not a failure
@@ -429,7 +433,7 @@ def test_a_rewritten_record_with_a_valid_checksum_fails_verify_and_proofs_recove
     levels[1] = bytes(len(levels[1]))  # wrong inner nodes, the right root
     store = tmp_path / "l" / ledger_module.EXPANSIONS_KEY
     data = store.read_bytes()
-    store.write_bytes(tiles.expansion_record(tuple(levels)) + data[tiles.EXPANSION_BYTES :])
+    store.write_bytes(expansion_record(tuple(levels)) + data[EXPANSION_BYTES :])
     led = Ledger.open(tmp_path / "l")
     assert (led.inclusion_proof(2), led.consistency_proof(300), led.inclusion_proof(2, 300)) == want
     report = verify_ledger(Ledger.open(tmp_path / "l"))

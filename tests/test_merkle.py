@@ -1,4 +1,4 @@
-"""Tests for kfm_ledger.merkle: RFC 6962 vectors, a naive RFC 9162 reference, pymerkle."""
+"""Tests for kfm_ledger.core.merkle: RFC 6962 vectors, a naive RFC 9162 reference, pymerkle."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kfm_ledger.errors import CorruptLedgerError, IndexOutOfRangeError, ProofError, RootMismatchError
-from kfm_ledger.merkle import (
+from kfm_ledger.core.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
     CompactRange,

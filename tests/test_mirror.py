@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ORIGIN, fill, signer_of
-from kfm_ledger import merkle, mirror
+from kfm_ledger.core import merkle
+from kfm_ledger import mirror
 from kfm_ledger.errors import CorruptLedgerError
 from kfm_ledger.ledger import JSONL_KEY, MIRROR_KEY, Ledger
 from kfm_ledger.sample import sample_jsonl

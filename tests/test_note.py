@@ -1,4 +1,4 @@
-"""kfm_ledger.note: signed notes, Go's key text formats, cosignatures.
+"""kfm_ledger.core.note: signed notes, Go's key text formats, cosignatures.
 
 Known answers come from Go: the ``PeterNeumann`` example in the documentation and tests of
 ``golang.org/x/mod/sumdb/note``, and keys/notes made with ``gocheck keygen`` / ``gocheck sign``
@@ -19,12 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kfm_ledger import errors
-from kfm_ledger.checkpoint import Checkpoint
-from kfm_ledger.note import (
+from kfm_ledger.core.checkpoint import Checkpoint
+from kfm_ledger.core.note import (
     ALG_COSIGNATURE_V1,
     ALG_ED25519,
     MAX_SIGNATURES,
-    CosignatureSigner,
     MalformedNoteError,
     Note,
     NoteSignature,
@@ -38,8 +37,8 @@ from kfm_ledger.note import (
     open_note,
     parse_note,
     sign_note,
-    verify_cosignature,
 )
+from kfm_ledger.core.cosignature import CosignatureSigner, verify_cosignature
 
 # --- Go's documented example (golang.org/x/mod/sumdb/note, package doc and note_test.go).
 PETER_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"

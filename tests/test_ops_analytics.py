@@ -152,7 +152,7 @@ def test_query_values_and_renderings(hand_mirrored: Ledger) -> None:
     first = j["rows"][0]
     import base64
 
-    from kfm_ledger.merkle import leaf_hash
+    from kfm_ledger.core.merkle import leaf_hash
 
     assert first[0] == 1 and base64.b64decode(first[1]) == leaf_hash(hand_mirrored.entry(1).line)
     assert first[2] == "2025-01-20T08:30:00.25Z" and first[4] == 2.25 and first[5] is None

@@ -1,4 +1,4 @@
-"""Tests for kfm_ledger.tiles: c2sp.org/tlog-tiles paths, tile sets, TileHashReader."""
+"""Tests for kfm_ledger.core.tiles: c2sp.org/tlog-tiles paths, tile sets, TileHashReader."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kfm_ledger.errors import CorruptLedgerError, FormatError, IndexOutOfRangeError, RootMismatchError
-from kfm_ledger.merkle import (
+from kfm_ledger.core.merkle import (
     CompactRange,
     MemoryTree,
     consistency_proof,
@@ -21,10 +21,9 @@ from kfm_ledger.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from kfm_ledger.tiles import (
+from kfm_ledger.core.tiles import (
     TILE_HEIGHT,
     TILE_WIDTH,
-    TileCache,
     TileHashReader,
     entries_path,
     expand_tile,
@@ -38,6 +37,7 @@ from kfm_ledger.tiles import (
     tiles_changed,
     tiles_for_size,
 )
+from kfm_ledger.core.tile_cache import TileCache
 
 # ------------------------------------------------------------------ paths
 

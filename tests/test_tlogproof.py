@@ -1,4 +1,4 @@
-"""kfm_ledger.tlogproof: c2sp.org/tlog-proof@v1 format, parsing and offline verification.
+"""kfm_ledger.core.tlogproof: c2sp.org/tlog-proof@v1 format, parsing and offline verification.
 
 The known-answer proof is assembled from Go's parts only: ``gocheck prove`` (Go's
 ``tlog.ProveRecord``) for the audit path of ``row-5`` in the 7 records ``row-0``..``row-6``,
@@ -13,10 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kfm_ledger import errors, merkle
-from kfm_ledger.checkpoint import Checkpoint, sign_checkpoint
-from kfm_ledger.note import CosignatureSigner, Signer, Verifier, add_signatures
-from kfm_ledger.tlogproof import (
+from kfm_ledger import errors
+from kfm_ledger.core import merkle
+from kfm_ledger.core.checkpoint import Checkpoint
+from kfm_ledger.core.signed_checkpoint import sign_checkpoint
+from kfm_ledger.core.cosignature import CosignatureSigner
+from kfm_ledger.core.note import Signer, Verifier, add_signatures
+from kfm_ledger.core.tlogproof import (
     MAX_PROOF_HASHES,
     TlogProof,
     format_tlog_proof,

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from kfm_ledger import errors, merkle
+from kfm_ledger import errors
+from kfm_ledger.core import merkle
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 

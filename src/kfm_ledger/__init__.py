@@ -17,24 +17,78 @@ Every error is a :class:`KfmError` with ``diagnostics()``.
 
 from __future__ import annotations
 
-from .checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint, sign_checkpoint
-from .errors import (
-    AmbiguousCommitError,
-    CommitNotFoundError,
-    CorruptLedgerError,
-    InputRejected,
-    KfmError,
-    NoteError,
-    ProofError,
-    RowProblem,
-    SchemaError,
-    VerificationError,
-)
-from .ledger import AppendResult, Ledger, load_signer
-from .note import Signer, Verifier, generate_key
-from .schema import Entry, Row, decode_row, encode_row
-from .tlogproof import TlogProof, format_tlog_proof, parse_tlog_proof, verify_tlog_proof
-from .verify import VerifyReport, verify_ledger
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - the lazy names below, for type checkers
+    from kfm_ledger.core.checkpoint import Checkpoint
+    from kfm_ledger.core.note import Signer, Verifier, generate_key
+    from kfm_ledger.core.signed_checkpoint import SignedCheckpoint, open_checkpoint, sign_checkpoint
+    from kfm_ledger.core.tlogproof import TlogProof, format_tlog_proof, parse_tlog_proof, verify_tlog_proof
+    from kfm_ledger.errors import (
+        AmbiguousCommitError,
+        CommitNotFoundError,
+        CorruptLedgerError,
+        InputRejected,
+        KfmError,
+        NoteError,
+        ProofError,
+        RowProblem,
+        SchemaError,
+        VerificationError,
+    )
+    from kfm_ledger.ledger import AppendResult, Ledger, load_signer
+    from kfm_ledger.schema import Entry, Row, decode_row, encode_row
+    from kfm_ledger.verify import VerifyReport, verify_ledger
+
+#: Where each public name lives; imported on first use, so that ``import kfm_ledger.core.merkle``
+#: (and ``kfm --help``) loads nothing else.
+_LAZY = {
+    "Checkpoint": "kfm_ledger.core.checkpoint",
+    "SignedCheckpoint": "kfm_ledger.core.signed_checkpoint",
+    "open_checkpoint": "kfm_ledger.core.signed_checkpoint",
+    "sign_checkpoint": "kfm_ledger.core.signed_checkpoint",
+    "Signer": "kfm_ledger.core.note",
+    "Verifier": "kfm_ledger.core.note",
+    "generate_key": "kfm_ledger.core.note",
+    "TlogProof": "kfm_ledger.core.tlogproof",
+    "format_tlog_proof": "kfm_ledger.core.tlogproof",
+    "parse_tlog_proof": "kfm_ledger.core.tlogproof",
+    "verify_tlog_proof": "kfm_ledger.core.tlogproof",
+    "AmbiguousCommitError": "kfm_ledger.errors",
+    "CommitNotFoundError": "kfm_ledger.errors",
+    "CorruptLedgerError": "kfm_ledger.errors",
+    "InputRejected": "kfm_ledger.errors",
+    "KfmError": "kfm_ledger.errors",
+    "NoteError": "kfm_ledger.errors",
+    "ProofError": "kfm_ledger.errors",
+    "RowProblem": "kfm_ledger.errors",
+    "SchemaError": "kfm_ledger.errors",
+    "VerificationError": "kfm_ledger.errors",
+    "AppendResult": "kfm_ledger.ledger",
+    "Ledger": "kfm_ledger.ledger",
+    "load_signer": "kfm_ledger.ledger",
+    "Entry": "kfm_ledger.schema",
+    "Row": "kfm_ledger.schema",
+    "decode_row": "kfm_ledger.schema",
+    "encode_row": "kfm_ledger.schema",
+    "VerifyReport": "kfm_ledger.verify",
+    "verify_ledger": "kfm_ledger.verify",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kfm_ledger' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

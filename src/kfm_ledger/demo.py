@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Callable
 
 from .ledger import SKEY_KEY, Ledger, load_signer
-from .merkle import verify_consistency
+from kfm_ledger.core.merkle import verify_consistency
 from .sample import sample_jsonl
-from .tlogproof import format_tlog_proof, verify_tlog_proof
+from kfm_ledger.core.tlogproof import format_tlog_proof, verify_tlog_proof
 from .verify import VerifyReport, verify_ledger
 
 DEMO_ORIGIN = "demo.kfm.example/rollback-index"

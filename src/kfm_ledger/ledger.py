@@ -48,16 +48,16 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
-from . import merkle, schema, tiles
-from .checkpoint import (
-    Checkpoint,
+from kfm_ledger.core import merkle, tiles
+from kfm_ledger import schema
+from kfm_ledger.core.checkpoint import Checkpoint
+from kfm_ledger.core.signed_checkpoint import (
     SignedCheckpoint,
     open_checkpoint,
     parse_unverified,
-    previous_signed_size,
-    previous_size_line,
     sign_checkpoint,
 )
+from kfm_ledger.log.checkpoint_chain import previous_signed_size, previous_size_line
 from .errors import (
     StorageError,
     KfmError,
@@ -74,9 +74,11 @@ from .errors import (
     SchemaError,
 )
 from .index import CommitIndex, IndexedEntry
-from .note import Signer, Verifier
-from .storage import AppendLog, LocalStorage, Storage
-from .tlogproof import TlogProof
+from kfm_ledger.core.note import Signer, Verifier
+from .storage import LocalStorage, Storage
+from kfm_ledger.core.tlogproof import TlogProof
+from kfm_ledger.core.tile_cache import TileCache
+from kfm_ledger.log.expansions import ExpansionStore, expansion_record
 
 JSONL_KEY = "rollback-index.jsonl"
 CHECKPOINT_KEY = "checkpoint"
@@ -86,7 +88,7 @@ SKEY_KEY = "log.key"
 MIRROR_KEY = "rollback-index.parquet"
 PENDING_KEY = "pending-append"
 #: Derived data: rows 1..8 of every full level-0 tile's expansion and a checksum, record
-#: i at byte i * tiles.EXPANSION_BYTES, so a proof's first use of a tile reads 8 KB
+#: i at byte i * EXPANSION_BYTES, so a proof's first use of a tile reads 8 KB
 #: instead of hashing 255 nodes.  Checked on use; rebuilt by `kfm rebuild`.
 EXPANSIONS_KEY = "tile-expansions.bin"
 #: A bulk append whose input has at least one row per this many bytes for every row
@@ -94,7 +96,7 @@ EXPANSIONS_KEY = "tile-expansions.bin"
 DEFER_UNIQUE_BYTES_PER_ROW = 1024
 #: From this many rows on, an append writes its tiles while it writes the rows.
 OVERLAP_TILES_AT = 65536
-#: Expanded tiles a Ledger keeps (tiles.TileCache): about 16 KiB each; 4,096 hold every
+#: Expanded tiles a Ledger keeps (TileCache): about 16 KiB each; 4,096 hold every
 #: tile of a 1M-row log (3,924), about 61 MiB once every level-0 tile has been proven.
 TILE_CACHE_TILES = 4096
 
@@ -183,7 +185,7 @@ class Ledger:
 
     Open one with :meth:`open` (read side: the tree as of the latest signed
     checkpoint, whose signature is checked on open) or create one with
-    :meth:`init`.  Writing methods take the log's :class:`~kfm_ledger.note.Signer`.
+    :meth:`init`.  Writing methods take the log's :class:`~kfm_ledger.core.note.Signer`.
     """
 
     def __init__(self, storage: Storage, verifier: Verifier, signed: SignedCheckpoint) -> None:
@@ -193,13 +195,13 @@ class Ledger:
         self._log = storage.append_log(JSONL_KEY)
         self._index: CommitIndex | None = None
         self._lock_depth = 0
-        self._expansions: AppendLog | None = None
+        self._expansions = ExpansionStore(storage, EXPANSIONS_KEY)
         self._expansions_trusted = True  # False once a stored expansion gave a proof that failed
         #: (size, root, compact-range peaks, partial-tile hashes per level) of the last tiles written
         self._right_edge: tuple[int, bytes, tuple[bytes, ...], dict[int, tuple[bytes, ...]]] | None = None
         # Expanded tiles, shared by every hash_reader of this Ledger (tiles of a signed
         # size never change, so entries stay valid as the log grows; cleared on rebuild).
-        self._tile_cache = tiles.TileCache(max_tiles=TILE_CACHE_TILES)
+        self._tile_cache = TileCache(max_tiles=TILE_CACHE_TILES)
         self._checkpoints: dict[int, SignedCheckpoint] = {}  # verified stored checkpoints by size
         self._signed_in_this_call = False  # set by _integrate once checkpoints/<new size> is written
 
@@ -280,9 +282,7 @@ class Ledger:
         if self._index is not None:
             self._index.close()
             self._index = None
-        if self._expansions is not None:
-            self._expansions.close()
-            self._expansions = None
+        self._expansions.close()
         self._log.close()
 
     def __enter__(self) -> "Ledger":
@@ -542,44 +542,12 @@ class Ledger:
             self.size if size is None else size,
             self.read_tile,
             cache=self._tile_cache,
-            read_expansion=self._read_expansion if stored_expansions and self._expansions_trusted else None,
+            stored_expansion=self._expansions.levels if stored_expansions and self._expansions_trusted else None,
         )
 
-    def _expansion_log(self) -> AppendLog:
-        if self._expansions is None:
-            self._expansions = self.storage.append_log(EXPANSIONS_KEY)
-        return self._expansions
-
-    def _read_expansion(self, tile_index: int) -> bytes | None:
-        """The stored expansion record of full level-0 tile ``tile_index``, if the file has one."""
-        at = tile_index * tiles.EXPANSION_BYTES
-        try:
-            if self._expansions is None and not self.storage.exists(EXPANSIONS_KEY):
-                return None  # reading never creates it
-            log = self._expansion_log()
-            if at + tiles.EXPANSION_BYTES > log.size():
-                return None
-            return log.read(at, tiles.EXPANSION_BYTES)
-        except (OSError, KfmError):
-            return None  # derived data: the tiles answer
-
-    def _store_expansions(self, first_tile: int, records: list[bytes]) -> None:
-        """Write the records of full level-0 tiles ``first_tile ..`` (best effort: derived data).
-
-        Records must be contiguous from the start of the file; anything stored
-        at or after ``first_tile`` (from an append that was rolled back) is cut first.
-        """
-        if not records:
-            return
-        try:
-            log = self._expansion_log()
-            at = first_tile * tiles.EXPANSION_BYTES
-            if log.size() > at:
-                log.truncate(at)
-            if log.size() == at:
-                log.append(b"".join(records))
-        except (OSError, KfmError):
-            pass
+    def read_expansion_record(self, tile_index: int) -> bytes | None:
+        """The stored expansion record of full level-0 tile ``tile_index`` (derived data), if any."""
+        return self._expansions.read(tile_index)
 
     def _check_size(self, size: int | None) -> int:
         if size is None:
@@ -888,16 +856,8 @@ class Ledger:
             # Tiles for the new size never exist at the old size (a full tile that
             # became full, the right edge's new width): all of them are the append's.
             self.storage.delete(tiles.tile_path(level, index, width))
-        try:  # their expansion records too (derived; refused on use anyway: their roots differ)
-            keep = (pending.old_size // tiles.TILE_WIDTH) * tiles.EXPANSION_BYTES
-            if self.storage.exists(EXPANSIONS_KEY) and self._expansion_log().size() > keep:
-                self._expansion_log().truncate(keep)
-                if keep == 0:  # the append created it: leave no trace
-                    self._expansion_log().close()
-                    self._expansions = None
-                    self.storage.delete(EXPANSIONS_KEY)
-        except (OSError, KfmError):
-            pass
+        # Their expansion records too (derived; refused on use anyway: their roots differ).
+        self._expansions.cut(pending.old_size // tiles.TILE_WIDTH)
         self.storage.delete(PENDING_KEY)
 
     def _lines_from(self, start: int, stop: int) -> Iterator[bytes]:
@@ -1356,9 +1316,9 @@ class Ledger:
                 completed.append((0, tile_index))
                 if first_full < 0:
                     first_full = tile_index
-                records.append(tiles.expansion_record(levels))
+                records.append(expansion_record(levels))
                 if len(records) == 512:  # 4 MiB: stored in groups, memory stays flat
-                    self._store_expansions(first_full, records)
+                    self._expansions.store(first_full, records)
                     first_full, records = tile_index + 1, []
                 add_nodes(crange.append_subtree(tiles.TILE_HEIGHT, levels[tiles.TILE_HEIGHT]))
                 pos += tile_bytes
@@ -1370,7 +1330,7 @@ class Ledger:
                     if tile_level == 0:  # a level-0 tile filled leaf by leaf
                         if first_full < 0:
                             first_full = tile_index
-                        records.append(tiles.expansion_record(tiles.expand_tile(last_full_tile[0])))
+                        records.append(expansion_record(tiles.expand_tile(last_full_tile[0])))
         new_size = crange.size
         for tile_level, buf in sorted(buffers.items()):
             if buf:
@@ -1380,7 +1340,7 @@ class Ledger:
         if pending:
             write_many(pending)
         # Derived data, after the tiles it is derived from (and, like them, before signing).
-        self._store_expansions(first_full, records)
+        self._expansions.store(first_full, records)
         root = crange.root()
         # Kept for the next append, which uses it only if this tree (size and root) is then the signed one.
         self._right_edge = (new_size, root, crange.peaks, {level: tuple(buf) for level, buf in buffers.items() if buf})

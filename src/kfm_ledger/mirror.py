@@ -46,7 +46,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Literal, NamedTuple
 
-from . import merkle
+from kfm_ledger.core import merkle
 from .errors import CorruptLedgerError, VerificationError
 from .ledger import JSONL_KEY, MIRROR_KEY, Ledger
 from .schema import SCHEMA_ID

@@ -28,8 +28,11 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from . import merkle, schema, tiles
-from .checkpoint import open_checkpoint, previous_signed_size
+from kfm_ledger.core import merkle, tiles
+from kfm_ledger import schema
+from kfm_ledger.log.expansions import expansion_record, levels_from_record
+from kfm_ledger.core.signed_checkpoint import open_checkpoint
+from kfm_ledger.log.checkpoint_chain import previous_signed_size
 from .errors import KfmError, LockedError
 from .ledger import (
     CHECKPOINT_KEY,
@@ -41,7 +44,7 @@ from .ledger import (
     Ledger,
 )
 from . import bulk
-from .note import Verifier
+from kfm_ledger.core.note import Verifier
 
 Progress = Callable[[int, int], None]  #: (bytes read, total bytes)
 
@@ -165,14 +168,14 @@ class _TileChecker:
 
     def _check_expansion(self, tile_index: int, hashes: list[bytes]) -> None:
         """The stored expansion record of a full level-0 tile (derived data), if there is one."""
-        record = self.ledger._read_expansion(tile_index)
+        record = self.ledger.read_expansion_record(tile_index)
         if record is None:
             return
         self.expansions_checked += 1
         tile = b"".join(hashes)
-        if record == tiles.expansion_record(tiles.expand_tile(tile)):
+        if record == expansion_record(tiles.expand_tile(tile)):
             return
-        if tiles.levels_from_record(tile, record) is None:
+        if levels_from_record(tile, record) is None:
             # Torn or stale (its checksum does not match the tile): never used, so a note.
             # (verify itself never uses records: its consistency proof reads the tiles alone.)
             self.bad_expansions.append(tile_index)

@@ -109,7 +109,8 @@ def keygen(
 
     Refuses (exit 1) if either file exists: keys are never overwritten.
     """
-    from ..note import CosignatureSigner, Signer
+    from kfm_ledger.core.cosignature import CosignatureSigner
+    from kfm_ledger.core.note import Signer
 
     # Refuse before writing anything: a half-written pair (new private key, old verifier
     # key) would not match.  O_EXCL below closes the race for the private key.
@@ -197,7 +198,7 @@ def get(
     json_out: JsonFlag = False,
 ) -> None:
     """Print a row: its stored canonical line (usable as --entry for verify-proof)."""
-    from ..merkle import leaf_hash
+    from kfm_ledger.core.merkle import leaf_hash
 
     if (commit is None) == (index is None):
         raise fail("give exactly one of --commit or --index", EXIT_USAGE)
@@ -226,8 +227,8 @@ def prove(
     json_out: JsonFlag = False,
 ) -> None:
     """Inclusion proof as a c2sp.org/tlog-proof, or a consistency proof (one base64 hash a line)."""
-    from ..merkle import leaf_hash
-    from ..tlogproof import format_tlog_proof
+    from kfm_ledger.core.merkle import leaf_hash
+    from kfm_ledger.core.tlogproof import format_tlog_proof
 
     inclusion = commit is not None or index is not None
     if inclusion == (from_size is not None) or (commit is not None and index is not None):
@@ -290,8 +291,8 @@ def verify_proof(
 ) -> None:
     """Check a tlog-proof offline: the checkpoint's signature first, then the inclusion path."""
     from ..ledger import read_text_key
-    from ..note import Verifier
-    from ..tlogproof import verify_tlog_proof
+    from kfm_ledger.core.note import Verifier
+    from kfm_ledger.core.tlogproof import verify_tlog_proof
 
     verifiers = [Verifier.from_vkey(read_text_key(vkey.read_bytes(), str(vkey)))]
     data = entry.read_bytes()

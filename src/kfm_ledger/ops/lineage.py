@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from .. import merkle
+from kfm_ledger.core import merkle
 from ..schema import Entry
 from .diff import EnvDiff, diff_entries, format_duration
 from .rollback import ProofStatus, prove_entry

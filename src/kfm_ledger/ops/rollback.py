@@ -9,9 +9,9 @@ and energy figures.
 **The inclusion proof** (:func:`prove_entry`).  The ledger builds a c2sp.org/tlog-proof
 for the row's leaf against its latest signed checkpoint; it is then checked
 independently of the code that built it: the audit path with
-:func:`kfm_ledger.merkle.verify_inclusion` (RFC 9162 §2.1.3.2) from the leaf hash of
+:func:`kfm_ledger.core.merkle.verify_inclusion` (RFC 9162 §2.1.3.2) from the leaf hash of
 the *stored bytes*, against the checkpoint's root, and the whole proof text with
-:func:`kfm_ledger.tlogproof.verify_tlog_proof`, which also checks the checkpoint's
+:func:`kfm_ledger.core.tlogproof.verify_tlog_proof`, which also checks the checkpoint's
 signature with the ledger's verifier key (c2sp.org/signed-note).  A failure does not
 raise: the plan says ``verified: false`` and why, and the CLI exits 1.
 
@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from msgspec import to_builtins
 
-from .. import merkle
+from kfm_ledger.core import merkle
 from ..errors import KfmError
 from ..schema import Entry, Row
 
@@ -122,7 +122,7 @@ def prove_entry(ledger: "Ledger", entry: Entry) -> ProofStatus:
     tlogproof.verify_tlog_proof).  Never raises for a failed proof: returns
     ``verified=False`` with the reason.
     """
-    from ..tlogproof import format_tlog_proof, verify_tlog_proof
+    from kfm_ledger.core.tlogproof import format_tlog_proof, verify_tlog_proof
 
     signed = ledger.checkpoint.checkpoint
     size, root = signed.size, signed.root

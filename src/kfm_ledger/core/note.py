@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, ClassVar, Self
 
+from kfm_ledger.core.checkpoint import Checkpoint
 from kfm_ledger.errors import (
     BadSignatureError,
     FormatError,
@@ -64,7 +65,6 @@ __all__ = [
     "key_id",
     "check_key_name",
     "Signer",
-    "CosignatureSigner",
     "Verifier",
     "generate_key",
     "NoteSignature",
@@ -75,7 +75,6 @@ __all__ = [
     "open_note",
     "add_signatures",
     "cosignature_message",
-    "verify_cosignature",
 ]
 
 #: Signature type byte of Ed25519 note signatures (signed-note §Signature types).
@@ -286,7 +285,7 @@ class Verifier:
         ``cosignature/v1\\ntime <ts>\\n`` + the message, which must be a checkpoint body
         (tlog-cosignature §Ed25519 signed message)."""
         if self.alg == ALG_COSIGNATURE_V1:
-            self._verify_cosignature(message, signature)
+            self.verify_cosignature_bytes(message, signature)
             return
         self._verify_ed25519(message, signature)
 
@@ -306,9 +305,9 @@ class Verifier:
                 "the signed text was changed or the signature is corrupt"
             ) from None
 
-    def _verify_cosignature(self, message: bytes, signature: bytes) -> int:
-        from kfm_ledger.checkpoint import Checkpoint
-
+    def verify_cosignature_bytes(self, message: bytes, signature: bytes) -> int:
+        """Check a ``cosignature/v1`` signature (timestamp || Ed25519) over a checkpoint body and
+        return its timestamp (tlog-cosignature §Format).  Raises BadSignatureError."""
         who = f"cosignature by {self.name}+{self.key_id.hex()}"
         if len(signature) != _TIMESTAMP_SIZE + _ED25519_SIGNATURE_SIZE:
             raise BadSignatureError(
@@ -439,33 +438,6 @@ class Signer(_Ed25519SigningKey):
     def sign(self, message: bytes) -> bytes:
         """The 64-byte Ed25519 signature of ``message`` (RFC 8032; deterministic)."""
         return self._sign(message)
-
-
-class CosignatureSigner(_Ed25519SigningKey):
-    """An Ed25519 witness cosigning key (c2sp.org/tlog-cosignature, type 0x04).
-
-    Its private key text is ``PRIVATE+KEY+<name>+<key ID>+<base64(0x04 || seed)>`` (see the
-    module docstring); its :meth:`verifier` has ``alg == ALG_COSIGNATURE_V1``."""
-
-    __slots__ = ()
-    _ALG = ALG_COSIGNATURE_V1
-    _WHAT = "cosigner key"
-
-    def cosign(self, checkpoint_body: str, timestamp: int) -> NoteSignature:
-        """Cosign a checkpoint body at ``timestamp`` (POSIX seconds): the signature is
-        ``uint64 BE timestamp || Ed25519(cosignature/v1\\ntime <ts>\\n || body)``
-        (tlog-cosignature §Format, §Ed25519 signed message).  The body must be a valid
-        checkpoint (FormatError otherwise)."""
-        from kfm_ledger.checkpoint import Checkpoint
-
-        _check_timestamp(timestamp)
-        Checkpoint.parse(checkpoint_body)
-        sig = self._sign(cosignature_message(checkpoint_body, timestamp))
-        return NoteSignature(
-            name=self.name,
-            key_id=self.key_id,
-            signature=timestamp.to_bytes(_TIMESTAMP_SIZE, "big") + sig,
-        )
 
 
 def generate_key(name: str) -> tuple[str, str]:
@@ -615,7 +587,7 @@ def sign_note(text: str, signers: Sequence[Signer]) -> bytes:
     (signed-note §Format; byte-for-byte what Go's ``note.Sign`` writes).  The text must end
     with a newline and hold no control characters but newline (FormatError)."""
     _check_note_text(text)
-    if isinstance(signers, (Signer, CosignatureSigner)):
+    if isinstance(signers, _Ed25519SigningKey):
         raise TypeError("sign_note takes a sequence of signers, not one signer")
     if not signers:
         raise ValueError("sign_note needs at least one signer")
@@ -721,21 +693,3 @@ def cosignature_message(checkpoint_body: str, timestamp: int) -> bytes:
     the whole checkpoint body (tlog-cosignature §Ed25519 signed message)."""
     _check_timestamp(timestamp)
     return f"cosignature/v1\ntime {timestamp}\n{checkpoint_body}".encode("utf-8")
-
-
-def verify_cosignature(verifier: Verifier, checkpoint_body: str, sig: NoteSignature) -> int:
-    """Check a ``cosignature/v1`` signature line by ``verifier`` (type 0x04) over
-    ``checkpoint_body`` and return its timestamp (POSIX seconds).  Raises UnknownKeyError if
-    the line is not from this key, BadSignatureError if it does not verify."""
-    if verifier.alg != ALG_COSIGNATURE_V1:
-        raise KeyFormatError(
-            f"verifier {verifier.name}+{verifier.key_id.hex()} is a type 0x{verifier.alg:02x} key, "
-            "not a cosignature/v1 (0x04) key"
-        )
-    if (sig.name, sig.key_id) != (verifier.name, verifier.key_id):
-        raise UnknownKeyError(
-            f"cosignature is from {sig.name}+{sig.key_id.hex()}, "
-            f"not from {verifier.name}+{verifier.key_id.hex()}",
-            names=[sig.name],
-        )
-    return verifier._verify_cosignature(checkpoint_body.encode("utf-8"), sig.signature)

@@ -1,4 +1,4 @@
-"""Tile coordinates and paths of c2sp.org/tlog-tiles, and a :class:`~kfm_ledger.merkle.HashReader`
+"""Tile coordinates and paths of c2sp.org/tlog-tiles, and a :class:`~kfm_ledger.core.merkle.HashReader`
 over stored hash tiles.
 
 Pure code: nothing here opens a file; :class:`TileHashReader` is given a function that does.
@@ -7,24 +7,27 @@ A *tile* ``(level, index, width)``: tile ``N`` of tile-level ``L`` holds, in ord
 of the tree nodes ``(8L, 256N + i)`` for ``i`` in ``0 .. width-1`` (tlog-tiles "Merkle Tree":
 ``MTH(D[(N*256 + i) * 256**L : (N*256 + i + 1) * 256**L])``).  A full tile has width 256
 (8,192 bytes); the one rightmost tile of a level may be partial (width 1..255).  So the
-node ``(8L, j)`` that :meth:`kfm_ledger.merkle.CompactRange.append` reports as complete is
+node ``(8L, j)`` that :meth:`kfm_ledger.core.merkle.CompactRange.append` reports as complete is
 hash ``j % 256`` of tile ``(L, j // 256)`` (see :func:`tile_position`).
 
 Nodes between those levels are rehashed from a tile's hashes.  :func:`expand_tile` does it
-for a whole tile at once, and a :class:`TileCache` shared by the readers of one log keeps
-expanded tiles, so that a long-lived process hashes each tile once, not once per proof.
+for a whole tile at once, and a :class:`~kfm_ledger.core.tile_cache.TileCache` shared by the
+readers of one log keeps expanded tiles, so that a long-lived process hashes each tile once,
+not once per proof.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
+from kfm_ledger.core.merkle import HASH_SIZE, NodeId
 from kfm_ledger.errors import CorruptLedgerError, FormatError, IndexOutOfRangeError
-from kfm_ledger.merkle import HASH_SIZE, NodeId
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from kfm_ledger.core.tile_cache import TileCache
 
 __all__ = [
     "TILE_HEIGHT",
@@ -41,8 +44,6 @@ __all__ = [
     "tile_position",
     "hashes_of_tile",
     "expand_tile",
-    "TileKey",
-    "TileCache",
     "TileHashReader",
 ]
 
@@ -290,179 +291,8 @@ def expand_tile(data: bytes) -> tuple[bytes, ...]:
     return tuple(levels)
 
 
-#: Inner node hashes of a full tile: rows 1..8 of :func:`expand_tile` (128 + 64 + ... + 1).
-_EXPANSION_NODES = (TILE_WIDTH - 1) * HASH_SIZE
-#: Bytes of a stored expansion record: the inner nodes, then a SHA-256 checksum.
-EXPANSION_BYTES = _EXPANSION_NODES + HASH_SIZE
-_EXPANSION_DOMAIN = b"kfm tile expansion v1\n"
-
-
-def _expansion_checksum(tile: bytes, nodes: bytes) -> bytes:
-    # Over the tile too: a record is bound to the tile it was made from, so a record left by
-    # an append that was rolled back (another tile now at that index) fails, as a torn one does.
-    return _sha256(_EXPANSION_DOMAIN + tile + nodes).digest()
-
-
-def expansion_record(levels: tuple[bytes, ...]) -> bytes:
-    """The stored form of a full tile's expansion: rows 1..8 joined, then
-    SHA-256("kfm tile expansion v1\\n" || tile || rows) (:data:`EXPANSION_BYTES`)."""
-    nodes = b"".join(levels[1:])
-    if len(levels) != TILE_HEIGHT + 1 or len(levels[0]) != _FULL_TILE_BYTES or len(nodes) != _EXPANSION_NODES:
-        raise ValueError("not the expansion of a full tile")
-    return nodes + _expansion_checksum(levels[0], nodes)
-
-
-def levels_from_record(tile: bytes, record: bytes) -> tuple[bytes, ...] | None:
-    """A full tile's expansion from the tile and its stored record (inverse of
-    :func:`expansion_record`), or None if the record's checksum does not match the two."""
-    if len(tile) != _FULL_TILE_BYTES or len(record) != EXPANSION_BYTES:
-        return None
-    nodes = record[:_EXPANSION_NODES]
-    if record[_EXPANSION_NODES:] != _expansion_checksum(tile, nodes):
-        return None
-    levels = [tile]
-    at = 0
-    for r in range(1, TILE_HEIGHT + 1):
-        size = (TILE_WIDTH >> r) * HASH_SIZE
-        levels.append(nodes[at : at + size])
-        at += size
-    return tuple(levels)
-
-
-#: Key of an expanded tile in a :class:`TileCache`: ``(level, index, width)``.
-TileKey = tuple[int, int, int]
-
-
-class TileCache:
-    """A bounded, thread-safe LRU cache of expanded tiles (:func:`expand_tile`), to share
-    between the :class:`TileHashReader` instances of one log so that a long-lived process
-    hashes each tile once, not once per proof.
-
-    Entries are keyed by ``(level, index, width)``: a full tile and each partial width are
-    different entries.  :meth:`get` answers a key with its own entry or with a *wider* one
-    of the same tile (the full tile, or a wider partial): c2sp.org/tlog-tiles makes every
-    partial tile a prefix of any wider one, and storage already answers a missing partial
-    with the full tile.  The caller must use only the nodes complete at the width it asked
-    for; :class:`TileHashReader` asks only for nodes complete at its tree size, which are
-    exactly those.  A narrower entry never answers a wider key, so a reader at a grown tree
-    never sees a node that was not complete in the tile it has, nor stale data.  A tile with
-    a given key never changes in an append-only log, so entries need no invalidation while
-    the log behaves; call :meth:`clear` after tiles were rewritten (a rebuild) or found
-    corrupt.
-
-    At most ``max_tiles`` entries are kept, the least recently used going first; a full
-    tile costs about 16 KiB (511 hashes).  Per tile position only the widest partial is
-    kept, and none once the full tile is cached: a log growing one row at a time would
-    otherwise fill the cache with partials that a wider entry answers anyway.  One instance
-    serves one log: keys do not say which log a tile belongs to.
-    """
-
-    def __init__(self, max_tiles: int = 1024) -> None:
-        if max_tiles < 1:
-            raise ValueError(f"invalid max_tiles {max_tiles}: want at least 1")
-        self._max_tiles = max_tiles
-        self._entries: OrderedDict[TileKey, tuple[bytes, ...]] = OrderedDict()
-        #: (level, index) -> width of the partial tile cached for that position.
-        self._partial_width: dict[tuple[int, int], int] = {}
-        self._nbytes = 0
-        self._lock = threading.Lock()
-        #: Lookups answered from the cache.
-        self.hits = 0
-        #: Lookups that found nothing.
-        self.misses = 0
-
-    @property
-    def max_tiles(self) -> int:
-        """The most entries the cache holds."""
-        return self._max_tiles
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of hashes held (16,352 per full tile; Python's object overhead not counted)."""
-        return self._nbytes
-
-    def get(self, key: TileKey) -> tuple[bytes, ...] | None:
-        """An expansion of tile ``(level, index)`` at ``width`` or wider (marked most
-        recently used), or None.  Row ``r`` of the answer may hold more than
-        ``width >> r`` hashes: only the first ``width >> r`` belong to the width asked for."""
-        level, index, width = key
-        entries = self._entries
-        with self._lock:
-            found = TILE_WIDTH
-            levels = entries.get((level, index, TILE_WIDTH))
-            if levels is None:
-                found = self._partial_width.get((level, index), 0)
-                if found >= width:
-                    levels = entries.get((level, index, found))
-            if levels is None:
-                self.misses += 1
-                return None
-            entries.move_to_end((level, index, found))
-            self.hits += 1
-            return levels
-
-    def put(self, key: TileKey, levels: tuple[bytes, ...]) -> None:
-        """Cache the expansion of the tile ``key`` names.  ValueError unless ``levels`` has
-        the shape :func:`expand_tile` gives a tile of that width, so an entry can never
-        claim more complete nodes than its tile has."""
-        level, index, width = key
-        if not 1 <= width <= TILE_WIDTH or level < 0 or index < 0:
-            raise ValueError(f"invalid tile key {key}")
-        if len(levels) != TILE_HEIGHT + 1 or any(
-            len(blob) != (width >> r) * HASH_SIZE for r, blob in enumerate(levels)
-        ):
-            raise ValueError(f"expanded tile does not have the shape of a tile of width {width}")
-        position = (level, index)
-        with self._lock:
-            entries = self._entries
-            if width < TILE_WIDTH:
-                if (level, index, TILE_WIDTH) in entries:
-                    return  # the full tile answers every width
-                old_width = self._partial_width.get(position, 0)
-                if old_width >= width:
-                    return  # a partial at least as wide answers this width
-            else:
-                old_width = self._partial_width.pop(position, 0)
-            if old_width:
-                self._forget(entries.pop((level, index, old_width), None))
-            if width < TILE_WIDTH:
-                self._partial_width[position] = width
-            self._forget(entries.get(key))
-            entries[key] = levels
-            entries.move_to_end(key)
-            self._nbytes += sum(map(len, levels))
-            while len(entries) > self._max_tiles:
-                (old_level, old_index, evicted_width), evicted = entries.popitem(last=False)
-                self._forget(evicted)
-                if evicted_width < TILE_WIDTH:
-                    self._partial_width.pop((old_level, old_index), None)
-
-    def _forget(self, levels: tuple[bytes, ...] | None) -> None:
-        if levels is not None:
-            self._nbytes -= sum(map(len, levels))
-
-    def clear(self) -> None:
-        """Forget every entry (after tiles were rewritten, or one was found corrupt)."""
-        with self._lock:
-            self._entries.clear()
-            self._partial_width.clear()
-            self._nbytes = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._entries
-
-    def __repr__(self) -> str:
-        return (
-            f"TileCache({len(self._entries)}/{self._max_tiles} tiles, {self._nbytes / 2**20:.1f} MiB, "
-            f"hits={self.hits}, misses={self.misses})"
-        )
-
-
 class TileHashReader:
-    """A :class:`kfm_ledger.merkle.HashReader` over the stored hash tiles of a tree of
+    """A :class:`kfm_ledger.core.merkle.HashReader` over the stored hash tiles of a tree of
     ``size`` leaves (c2sp.org/tlog-tiles).
 
     ``read_tile(level, index, width)`` returns the bytes of that tile: at least
@@ -483,14 +313,14 @@ class TileHashReader:
         size: int,
         read_tile: Callable[[int, int, int], bytes],
         cache: TileCache | None = None,
-        read_expansion: Callable[[int], bytes | None] | None = None,
+        stored_expansion: Callable[[int, bytes], tuple[bytes, ...] | None] | None = None,
     ) -> None:
         if size < 0:
             raise ValueError(f"invalid tree size {size}")
         self.size = size
         self._read_tile = read_tile
         self._cache = cache
-        self._read_expansion = read_expansion
+        self._stored_expansion_of = stored_expansion
         #: Stored expansion records used, and ones refused (their root did not match).
         self.expansions_used = 0
         self.expansions_refused = 0
@@ -537,27 +367,22 @@ class TileHashReader:
         return levels
 
     def _stored_expansion(self, index: int) -> tuple[bytes, ...] | None:
-        """Full level-0 tile ``index`` expanded from its stored record (derived data), if
-        its checksum matches the tile and its root is the tile's hash in the level-1
-        tile; else None (and the tile is hashed instead).
+        """Full level-0 tile ``index`` expanded from stored, derived data (``stored_expansion``
+        answers with an expansion bound to the tile's bytes, or None), if its root is the tile's
+        hash in the level-1 tile; else None (and the tile is hashed instead).
 
-        A torn, stale or corrupted record fails the checksum.  A record rewritten on
-        purpose with a matching checksum is as trustworthy as the tiles themselves
-        (which are not signed either): proofs checked against a signed root
+        A record rewritten on purpose to match its tile is as trustworthy as the tiles
+        themselves (which are not signed either): proofs checked against a signed root
         (``tlog_proof``, ``kfm verify``) still catch it.
         """
-        if self._read_expansion is None:
+        if self._stored_expansion_of is None:
             return None
-        record = self._read_expansion(index)
-        if record is None or len(record) != EXPANSION_BYTES:
-            return None
-        levels = levels_from_record(self._tile(0, index, TILE_WIDTH), record)
+        levels = self._stored_expansion_of(index, self._tile(0, index, TILE_WIDTH))
         if levels is None:
-            self.expansions_refused += 1
             return None
         # The tile is full at this size, so its root, node (8, index), is a hash of level-1 tile index >> 8.
         (root,) = self.read_node_hashes([(TILE_HEIGHT, index)])
-        if levels[TILE_HEIGHT] != root:
+        if len(levels) != TILE_HEIGHT + 1 or levels[TILE_HEIGHT] != root:
             self.expansions_refused += 1
             return None
         self.expansions_used += 1

@@ -22,10 +22,11 @@ import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kfm_ledger import merkle
-from kfm_ledger.checkpoint import Checkpoint, open_checkpoint, parse_unverified
+from kfm_ledger.core import merkle
+from kfm_ledger.core.checkpoint import Checkpoint
+from kfm_ledger.core.signed_checkpoint import open_checkpoint, parse_unverified
 from kfm_ledger.errors import FormatError
-from kfm_ledger.note import MAX_NOTE_SIZE, Verifier
+from kfm_ledger.core.note import MAX_NOTE_SIZE, Verifier
 
 __all__ = [
     "HEADER",
@@ -193,10 +194,10 @@ def verify_tlog_proof(
 
     1. Parse the proof (FormatError).
     2. Verify the checkpoint's signatures against ``verifiers`` and its origin
-       (:func:`kfm_ledger.checkpoint.open_checkpoint`: BadSignatureError, UnknownKeyError,
+       (:func:`kfm_ledger.core.checkpoint.open_checkpoint`: BadSignatureError, UnknownKeyError,
        VerificationError) - before trusting anything the proof says.
     3. Verify the audit path of ``leaf_hash(entry)`` at the index against the checkpoint's
-       size and root (RFC 9162 §2.1.3.2; :func:`kfm_ledger.merkle.verify_inclusion`:
+       size and root (RFC 9162 §2.1.3.2; :func:`kfm_ledger.core.merkle.verify_inclusion`:
        ProofError, RootMismatchError).
 
     The ``extra`` line is not authenticated and plays no part here.

@@ -1,6 +1,7 @@
-"""Transparency log checkpoints (c2sp.org/tlog-checkpoint): the signed tree head.
+"""Transparency log checkpoint bodies (c2sp.org/tlog-checkpoint §Note text): the tree head.
 
-A checkpoint is a signed note (:mod:`kfm_ledger.note`) whose text is::
+A checkpoint is a signed note (:mod:`kfm_ledger.core.note`; signing and opening are in
+:mod:`kfm_ledger.core.signed_checkpoint`) whose text is::
 
     <origin>\\n<tree size>\\n<base64 root hash>\\n[<extension line>\\n ...]
 
@@ -14,32 +15,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kfm_ledger.errors import FormatError, KeyFormatError, UnknownKeyError, VerificationError
-from kfm_ledger.note import (
-    ALG_ED25519,
-    MAX_NOTE_SIZE,
-    NoteSignature,
-    Signer,
-    Verifier,
-    open_note,
-    parse_note,
-    sign_note,
-)
+from kfm_ledger.errors import FormatError
 
-__all__ = [
-    "MAX_TREE_SIZE",
-    "Checkpoint",
-    "SignedCheckpoint",
-    "sign_checkpoint",
-    "open_checkpoint",
-    "parse_unverified",
-]
+__all__ = ["MAX_TREE_SIZE", "Checkpoint"]
 
 #: Largest tree size a checkpoint may state (an int64, as in Go's ``tlog.Tree.N``).
 MAX_TREE_SIZE = 2**63 - 1
+
+#: Largest checkpoint body parsed, in bytes: the limit on a whole signed note
+#: (:data:`kfm_ledger.core.note.MAX_NOTE_SIZE`), which imports this module.
+MAX_BODY_SIZE = 1 << 20
 
 _HASH_SIZE = 32
 _DIGITS = frozenset("0123456789")
@@ -133,8 +120,8 @@ class Checkpoint:
         naming the line and the text found."""
         if not isinstance(body, str):
             raise FormatError(f"checkpoint body must be str, not {type(body).__name__}")
-        if len(body) > MAX_NOTE_SIZE:
-            raise FormatError(f"checkpoint body is {len(body)} characters, more than the limit of {MAX_NOTE_SIZE}")
+        if len(body) > MAX_BODY_SIZE:
+            raise FormatError(f"checkpoint body is {len(body)} characters, more than the limit of {MAX_BODY_SIZE}")
         if not body.endswith("\n"):
             raise FormatError("checkpoint body does not end with a newline")
         lines = body[:-1].split("\n")
@@ -155,102 +142,3 @@ class Checkpoint:
             if not ext:
                 raise FormatError(f"checkpoint line {i + 4}: empty extension line (extension lines MUST be non-empty)")
         return cls(origin=origin, size=size, root=root, extensions=tuple(extensions))
-
-
-@dataclass(frozen=True)
-class SignedCheckpoint:
-    """A checkpoint whose log signature :func:`open_checkpoint` verified.
-
-    ``note`` is the signed note exactly as received (keep and serve these bytes: re-signing
-    would change them); ``verified`` the signatures checked (the log's, then any cosignatures
-    from cosigner keys that were given); ``unverified`` the signatures from keys not given."""
-
-    checkpoint: Checkpoint
-    note: bytes
-    verified: tuple[NoteSignature, ...]
-    unverified: tuple[NoteSignature, ...] = ()
-
-
-#: The extension line a kfm log adds to each checkpoint it signs after the first:
-#: ``kfm-previous-size <n>``, the size of the tree it signed just before.  Every signed
-#: tree head thus names its predecessor, so a stored checkpoint that goes missing is
-#: noticed (c2sp.org/tlog-checkpoint: extension lines are opaque to other clients).
-PREVIOUS_SIZE_EXTENSION = "kfm-previous-size"
-
-
-def previous_size_line(size: int) -> str:
-    """The extension line naming ``size`` as the previously signed tree size."""
-    return f"{PREVIOUS_SIZE_EXTENSION} {size}"
-
-
-def previous_signed_size(checkpoint: Checkpoint) -> int | None:
-    """The previously signed tree size a kfm checkpoint names, or None if it names none.
-
-    Raises FormatError if it has the extension line but not a canonical decimal below its size.
-    """
-    for line in checkpoint.extensions:
-        key, _, value = line.partition(" ")
-        if key != PREVIOUS_SIZE_EXTENSION:
-            continue
-        if not (value.isascii() and value.isdigit() and len(value) <= 20) or str(int(value)) != value or int(
-            value
-        ) >= checkpoint.size:
-            raise FormatError(
-                f"checkpoint extension {line!r}: want {PREVIOUS_SIZE_EXTENSION} and a decimal size "
-                f"below {checkpoint.size}"
-            )
-        return int(value)
-    return None
-
-
-def sign_checkpoint(checkpoint: Checkpoint, signer: Signer) -> bytes:
-    """The signed note of ``checkpoint`` by the log key ``signer`` (c2sp.org/tlog-checkpoint
-    §Signatures).  The spec says the log's key name SHOULD match the origin; we require it
-    (KeyFormatError otherwise), and :func:`open_checkpoint` checks it."""
-    if not isinstance(signer, Signer):
-        raise TypeError(f"{signer!r} is not a note Signer (checkpoints are signed with type 0x01 keys)")
-    if signer.name != checkpoint.origin:
-        raise KeyFormatError(
-            f"the signing key is named {signer.name!r} but the checkpoint origin is {checkpoint.origin!r}: "
-            "a log's key name must equal its origin (c2sp.org/tlog-checkpoint §Signatures)"
-        )
-    return sign_note(checkpoint.body(), [signer])
-
-
-def open_checkpoint(
-    note: bytes, verifiers: Sequence[Verifier], *, origin: str | None = None
-) -> SignedCheckpoint:
-    """Verify a signed checkpoint and parse it.
-
-    Signatures first (:func:`kfm_ledger.note.open_note`: FormatError, BadSignatureError,
-    UnknownKeyError), then the body (:meth:`Checkpoint.parse`: FormatError).  Then:
-
-    * if ``origin`` is given, the checkpoint's origin must equal it (VerificationError);
-    * at least one verified signature must be a log signature (type 0x01) from a key named
-      like the origin: a checkpoint signed only by witnesses, or by some other log's key
-      that was also trusted, is refused with UnknownKeyError.
-    """
-    verifiers = tuple(verifiers)
-    opened = open_note(note, verifiers)
-    checkpoint = Checkpoint.parse(opened.text)
-    if origin is not None and checkpoint.origin != origin:
-        raise VerificationError(
-            f"checkpoint is for origin {checkpoint.origin!r}, expected {origin!r}"
-        )
-    log_keys = {(v.name, v.key_id) for v in verifiers if v.alg == ALG_ED25519 and v.name == checkpoint.origin}
-    if not any((s.name, s.key_id) in log_keys for s in opened.verified):
-        raise UnknownKeyError(
-            f"checkpoint for origin {checkpoint.origin!r} has no verified signature from a log key named "
-            f"{checkpoint.origin!r}; verified signers: "
-            + (", ".join(f"{s.name}+{s.key_id.hex()}" for s in opened.verified) or "none"),
-            names=sorted({s.name for s in opened.verified + opened.unverified}),
-        )
-    return SignedCheckpoint(
-        checkpoint=checkpoint, note=bytes(note), verified=opened.verified, unverified=opened.unverified
-    )
-
-
-def parse_unverified(note: bytes) -> Checkpoint:
-    """The checkpoint in a signed note WITHOUT checking any signature: for display only,
-    never for a decision.  Raises FormatError."""
-    return Checkpoint.parse(parse_note(note).text)

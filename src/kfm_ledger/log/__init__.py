@@ -1,0 +1,5 @@
+"""The ledger on its storage: layout of keys, the :class:`~kfm_ledger.ledger.Ledger` facade and
+the parts it is made of (append, recovery, proofs, rebuild, keys).
+
+Importing this package imports none of its modules.
+"""
