@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from bench_core import build  # the same sample ledger builder (bench/ is on sys.path when run as a script)
+
 from kfm_ledger.sample import sample_commit
 
 

@@ -46,8 +46,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from kfm_ledger.core import tiles
 from kfm_ledger.core.tile_cache import TileCache
@@ -218,7 +218,7 @@ class FsyncMeter:
         self._real = os.fsync
         self._fake = fake
 
-    def __enter__(self) -> "FsyncMeter":
+    def __enter__(self) -> FsyncMeter:
         def fsync(fd: int) -> None:
             t0 = time.perf_counter_ns()
             if not self._fake:

@@ -7,11 +7,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from conftest import ORIGIN, fill, signer_of
 from kfm_ledger.errors import InputRejected
 from kfm_ledger.ledger import Ledger
 from kfm_ledger.sample import sample_row
 from kfm_ledger.schema import encode_row
+
+from conftest import ORIGIN, fill, signer_of
 
 
 def test_a_refused_batch_lists_the_ledger_problems_too(tmp_path: Path) -> None:

@@ -7,13 +7,14 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from conftest import ORIGIN, fill, signer_of
 from kfm_ledger import bulk
 from kfm_ledger.errors import InputRejected
 from kfm_ledger.ledger import JSONL_KEY, Ledger
 from kfm_ledger.sample import sample_jsonl, sample_row
 from kfm_ledger.schema import encode_row
 from kfm_ledger.verify import verify_ledger
+
+from conftest import ORIGIN, fill, signer_of
 
 
 @pytest.fixture(autouse=True)

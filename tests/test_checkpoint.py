@@ -13,15 +13,15 @@ from hypothesis import strategies as st
 
 from kfm_ledger import errors
 from kfm_ledger.core.checkpoint import MAX_TREE_SIZE, Checkpoint
+from kfm_ledger.core.cosignature import CosignatureSigner
+from kfm_ledger.core.merkle import EMPTY_ROOT
+from kfm_ledger.core.note import Signer, Verifier, add_signatures, sign_note
 from kfm_ledger.core.signed_checkpoint import (
     SignedCheckpoint,
     open_checkpoint,
     parse_unverified,
     sign_checkpoint,
 )
-from kfm_ledger.core.merkle import EMPTY_ROOT
-from kfm_ledger.core.cosignature import CosignatureSigner
-from kfm_ledger.core.note import Signer, Verifier, add_signatures, sign_note
 
 # `gocheck keygen kfm.test/note-a`, then `gocheck sign` of GO_BODY.
 A_SKEY = "PRIVATE+KEY+kfm.test/note-a+eee2875e+AZysLJZJu78XiowPF8uvuAZDL98tbmgo9z4khbns++0f"

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ORIGIN, fill
 from kfm_ledger.core.checkpoint import Checkpoint
 from kfm_ledger.core.signed_checkpoint import parse_unverified
-from kfm_ledger.log.checkpoint_chain import previous_signed_size
 from kfm_ledger.errors import FormatError
 from kfm_ledger.ledger import Ledger
+from kfm_ledger.log.checkpoint_chain import previous_signed_size
 from kfm_ledger.verify import verify_ledger
+
+from conftest import ORIGIN, fill
 
 
 def test_every_checkpoint_after_the_first_names_its_predecessor(tmp_path: Path) -> None:

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ORIGIN, signer_of
 from kfm_ledger.ledger import JSONL_KEY, Ledger
 from kfm_ledger.sample import sample_jsonl, sample_row
 from kfm_ledger.schema import encode_row
 from kfm_ledger.verify import verify_ledger
+
+from conftest import ORIGIN, signer_of
 
 WRITER = r"""
 import sys

@@ -19,16 +19,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import ORIGIN, fill, signer_of
-from kfm_ledger import bulk, ledger as ledger_module, schema
+from kfm_ledger import bulk, schema
+from kfm_ledger import ledger as ledger_module
 from kfm_ledger.core import merkle, tiles
-from kfm_ledger.log.expansions import EXPANSION_BYTES, _expansion_checksum, expansion_record
 from kfm_ledger.errors import ImmutableObjectError, InputRejected, SchemaError
 from kfm_ledger.ledger import JSONL_KEY, Ledger
+from kfm_ledger.log.expansions import EXPANSION_BYTES, _expansion_checksum, expansion_record
 from kfm_ledger.sample import sample_jsonl, sample_row
 from kfm_ledger.schema import encode_row
 from kfm_ledger.storage import local as local_storage
 from kfm_ledger.verify import verify_ledger
+
+from conftest import ORIGIN, fill, signer_of
 
 LINES = [encode_row(sample_row(i)) for i in range(40)]
 

@@ -6,8 +6,9 @@ import threading
 
 import pytest
 
-from conftest import ORIGIN, fill, signer_of
 from kfm_ledger.core import merkle, tiles
+from kfm_ledger.core.note import Signer
+from kfm_ledger.core.tlogproof import format_tlog_proof, verify_tlog_proof
 from kfm_ledger.errors import (
     AmbiguousCommitError,
     CommitNotFoundError,
@@ -19,12 +20,12 @@ from kfm_ledger.errors import (
     LockedError,
 )
 from kfm_ledger.ledger import CHECKPOINT_KEY, JSONL_KEY, Ledger
-from kfm_ledger.core.note import Signer
 from kfm_ledger.sample import sample_jsonl, sample_row, sample_rows
 from kfm_ledger.schema import encode_row
 from kfm_ledger.storage import MemoryStorage, SimulatedCrash
-from kfm_ledger.core.tlogproof import format_tlog_proof, verify_tlog_proof
 from kfm_ledger.verify import verify_ledger
+
+from conftest import ORIGIN, fill, signer_of
 
 
 def reference_tree(ledger: Ledger) -> merkle.MemoryTree:

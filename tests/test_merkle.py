@@ -5,13 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kfm_ledger.errors import CorruptLedgerError, IndexOutOfRangeError, ProofError, RootMismatchError
 from kfm_ledger.core.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
@@ -32,6 +31,7 @@ from kfm_ledger.core.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from kfm_ledger.errors import CorruptLedgerError, IndexOutOfRangeError, ProofError, RootMismatchError
 
 # ----------------------------------------------------------------- vectors
 
@@ -142,7 +142,7 @@ def synthetic_leaves(n: int, salt: bytes = b"") -> list[bytes]:
     return [hashlib.sha256(salt + i.to_bytes(8, "big")).digest() for i in range(n)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def cached_tree(n: int) -> tuple[list[bytes], MemoryTree]:
     leaves = synthetic_leaves(n)
     return leaves, MemoryTree(leaves)

@@ -13,9 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ORIGIN, fill, signer_of
-from kfm_ledger.core import merkle
 from kfm_ledger import mirror
+from kfm_ledger.core import merkle
 from kfm_ledger.errors import CorruptLedgerError
 from kfm_ledger.ledger import JSONL_KEY, MIRROR_KEY, Ledger
 from kfm_ledger.sample import sample_jsonl
@@ -31,6 +30,8 @@ from kfm_ledger.schema import (
     encode_row,
 )
 from kfm_ledger.storage import MemoryStorage
+
+from conftest import ORIGIN, fill, signer_of
 
 
 def odd_row(i: int, created_at: str, **over: object) -> Row:
@@ -127,10 +128,10 @@ def test_every_value_round_trips(mem_ledger: Ledger) -> None:
     # fractions of a second survive exactly, to the microsecond
     odd = rows[5:]
     assert [r["created_at"] for r in odd] == [
-        datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
-        datetime.datetime(2026, 1, 1, 0, 0, 0, 123456, tzinfo=datetime.timezone.utc),
-        datetime.datetime(2026, 1, 1, 0, 0, 0, 500000, tzinfo=datetime.timezone.utc),
-        datetime.datetime(2026, 2, 28, 23, 59, 59, 1, tzinfo=datetime.timezone.utc),
+        datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
+        datetime.datetime(2026, 1, 1, 0, 0, 0, 123456, tzinfo=datetime.UTC),
+        datetime.datetime(2026, 1, 1, 0, 0, 0, 500000, tzinfo=datetime.UTC),
+        datetime.datetime(2026, 2, 28, 23, 59, 59, 1, tzinfo=datetime.UTC),
     ]
     assert odd[0]["energy_carbon"] == {"kwh": 1e20, "co2e_kg": 5e-324}
     assert odd[1]["energy_carbon"]["kwh"] == 1.7976931348623157e308

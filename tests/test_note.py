@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from kfm_ledger import errors
 from kfm_ledger.core.checkpoint import Checkpoint
+from kfm_ledger.core.cosignature import CosignatureSigner, verify_cosignature
 from kfm_ledger.core.note import (
     ALG_COSIGNATURE_V1,
     ALG_ED25519,
@@ -38,7 +39,6 @@ from kfm_ledger.core.note import (
     parse_note,
     sign_note,
 )
-from kfm_ledger.core.cosignature import CosignatureSigner, verify_cosignature
 
 # --- Go's documented example (golang.org/x/mod/sumdb/note, package doc and note_test.go).
 PETER_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"

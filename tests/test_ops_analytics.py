@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ORIGIN, fill, signer_of
 from kfm_ledger import mirror
 from kfm_ledger.errors import AmbiguousCommitError, CommitNotFoundError
 from kfm_ledger.ledger import Ledger
 from kfm_ledger.ops import energy, impact, query
 from kfm_ledger.schema import Checksums, Config, DataSnapshot, EnergyCarbon, Model, Row, Signatures
 from kfm_ledger.storage import MemoryStorage
+
+from conftest import ORIGIN, fill, signer_of
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "analytics.md"
 

@@ -8,7 +8,6 @@ import json
 import msgspec
 import pytest
 
-from conftest import ORIGIN, fill
 from kfm_ledger.core import merkle
 from kfm_ledger.ledger import Ledger
 from kfm_ledger.ops.diff import DIFF_FORMAT, diff_entries, format_duration, render_diff
@@ -23,6 +22,8 @@ from kfm_ledger.ops.lineage import (
 from kfm_ledger.ops.rollback import prove_entry
 from kfm_ledger.sample import sample_row
 from kfm_ledger.schema import Config, DataSnapshot, EnergyCarbon, Entry, Model, Row, encode_row
+
+from conftest import ORIGIN, fill
 
 H = {c: c * 64 for c in "0123456789abcdef"}
 

@@ -12,8 +12,8 @@ import msgspec
 import pytest
 import zstandard
 
-from conftest import ORIGIN, fill, signer_of
 from kfm_ledger.core import merkle, tiles
+from kfm_ledger.core.tlogproof import TlogProof, verify_tlog_proof
 from kfm_ledger.errors import AmbiguousCommitError, CommitNotFoundError
 from kfm_ledger.ledger import Ledger
 from kfm_ledger.ops.rollback import (
@@ -27,7 +27,8 @@ from kfm_ledger.ops.rollback import (
 )
 from kfm_ledger.sample import sample_row
 from kfm_ledger.schema import Checksums, Config
-from kfm_ledger.core.tlogproof import TlogProof, verify_tlog_proof
+
+from conftest import ORIGIN, fill, signer_of
 
 PIPELINE = b"steps: [extract, train, promote]\n"
 

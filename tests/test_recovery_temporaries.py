@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ORIGIN, fill, signer_of
 from kfm_ledger.ledger import PENDING_KEY, Ledger, PendingAppend
 from kfm_ledger.sample import sample_jsonl
+
+from conftest import ORIGIN, fill, signer_of
 
 
 def dead_pid() -> int:

@@ -7,7 +7,8 @@ import datetime
 import json
 import random
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -490,7 +491,7 @@ def test_size_limit_counts_canonical_not_input_bytes() -> None:
 
 def test_created_at_datetime() -> None:
     row = decode_row(dumps(make_row(created_at="2025-11-30T12:00:00.25Z")))
-    assert created_at_datetime(row) == datetime.datetime(2025, 11, 30, 12, 0, 0, 250000, tzinfo=datetime.timezone.utc)
+    assert created_at_datetime(row) == datetime.datetime(2025, 11, 30, 12, 0, 0, 250000, tzinfo=datetime.UTC)
     assert created_at_datetime(row).utcoffset() == datetime.timedelta(0)
     assert parse_created_at("2025-11-30T12:00:00Z") < parse_created_at("2025-11-30T12:00:00.000001Z")
     # String order is wrong with fractions; datetime order is right.

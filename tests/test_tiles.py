@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kfm_ledger.errors import CorruptLedgerError, FormatError, IndexOutOfRangeError, RootMismatchError
 from kfm_ledger.core.merkle import (
     CompactRange,
     MemoryTree,
@@ -21,6 +20,7 @@ from kfm_ledger.core.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from kfm_ledger.core.tile_cache import TileCache
 from kfm_ledger.core.tiles import (
     TILE_HEIGHT,
     TILE_WIDTH,
@@ -37,7 +37,7 @@ from kfm_ledger.core.tiles import (
     tiles_changed,
     tiles_for_size,
 )
-from kfm_ledger.core.tile_cache import TileCache
+from kfm_ledger.errors import CorruptLedgerError, FormatError, IndexOutOfRangeError, RootMismatchError
 
 # ------------------------------------------------------------------ paths
 

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ORIGIN, fill, signer_of
 from kfm_ledger.core import tiles
 from kfm_ledger.ledger import CHECKPOINT_KEY, JSONL_KEY, Ledger
 from kfm_ledger.sample import sample_jsonl, sample_row
 from kfm_ledger.schema import encode_row
 from kfm_ledger.storage import MemoryStorage
 from kfm_ledger.verify import verify_ledger
+
+from conftest import ORIGIN, fill, signer_of
 
 
 def ledger_with(rows: int = 300, *batches: int) -> tuple[MemoryStorage, Ledger]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import ORIGIN, fill
 from kfm_ledger.ledger import JSONL_KEY, Ledger
 from kfm_ledger.verify import verify_ledger
+
+from conftest import ORIGIN, fill
 
 
 def ledger_with_rows(tmp_path: Path) -> Path:

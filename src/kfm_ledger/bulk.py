@@ -17,9 +17,9 @@ import hashlib
 import itertools
 import os
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
 
 from . import schema
 from .errors import RowProblem, SchemaError
@@ -45,10 +45,10 @@ class ChunkResult:
     canonical: bytes = b""  #: canonical lines, each followed by "\n" (input mode)
     commit_text: str = ""  #: the valid rows' commits, "\n"-joined
     created_text: str = ""  #: the valid rows' created_at values, "\n"-joined
-    lines: "array.array[int]" = field(default_factory=lambda: array.array("q"))  #: input line of each valid row
-    lengths: "array.array[int]" = field(default_factory=lambda: array.array("q"))  #: canonical length of each valid row
+    lines: array.array[int] = field(default_factory=lambda: array.array("q"))  #: input line of each valid row
+    lengths: array.array[int] = field(default_factory=lambda: array.array("q"))  #: canonical length of each valid row
     #: stored mode: every line's length
-    line_lengths: "array.array[int]" = field(default_factory=lambda: array.array("q"))
+    line_lengths: array.array[int] = field(default_factory=lambda: array.array("q"))
     leaf_hashes: bytes = b""  #: 32 bytes per row, in order
     first_created: tuple[int, str] | None = None  #: (line, created_at) of the first valid row
     last_created: tuple[int, str] | None = None
@@ -436,7 +436,7 @@ class SpooledInput:
         self._size = os.fstat(self._input).st_size
         self._spools = [tempfile.TemporaryFile(prefix="kfm-append-") for _ in range(max(1, self._workers))]
 
-    def __enter__(self) -> "SpooledInput":
+    def __enter__(self) -> SpooledInput:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import base64
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+
+from kfm_ledger.core.merkle import verify_consistency
+from kfm_ledger.core.tlogproof import format_tlog_proof, verify_tlog_proof
 
 from .ledger import SKEY_KEY, Ledger, load_signer
-from kfm_ledger.core.merkle import verify_consistency
 from .sample import sample_jsonl
-from kfm_ledger.core.tlogproof import format_tlog_proof, verify_tlog_proof
 from .verify import VerifyReport, verify_ledger
 
 DEMO_ORIGIN = "demo.kfm.example/rollback-index"

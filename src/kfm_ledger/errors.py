@@ -11,8 +11,8 @@ return ``False`` (the pyca/cryptography convention).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 
 class KfmError(Exception):

@@ -13,7 +13,8 @@ line is, which commits start with a prefix, and the last ``created_at``.
 from __future__ import annotations
 
 import sqlite3
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 #: Version 2 made the UNIQUE commit index a named index, so that a bulk load can
 #: drop it and build it once at the end.  An index of another version is rebuilt.

@@ -38,47 +38,48 @@ from __future__ import annotations
 
 import array
 import concurrent.futures
-import dataclasses
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
 import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
 
-from kfm_ledger.core import merkle, tiles
 from kfm_ledger import schema
+from kfm_ledger.core import merkle, tiles
 from kfm_ledger.core.checkpoint import Checkpoint
+from kfm_ledger.core.note import Signer, Verifier
 from kfm_ledger.core.signed_checkpoint import (
     SignedCheckpoint,
     open_checkpoint,
     parse_unverified,
     sign_checkpoint,
 )
+from kfm_ledger.core.tile_cache import TileCache
+from kfm_ledger.core.tlogproof import TlogProof
 from kfm_ledger.log.checkpoint_chain import previous_signed_size, previous_size_line
+from kfm_ledger.log.expansions import ExpansionStore, expansion_record
+
 from .errors import (
-    StorageError,
-    KfmError,
     AmbiguousCommitError,
     CommitNotFoundError,
     CorruptLedgerError,
     IndexOutOfRangeError,
     InputRejected,
     KeyFormatError,
+    KfmError,
     LedgerExistsError,
     NotALedgerError,
     ObjectNotFoundError,
     RowProblem,
     SchemaError,
+    StorageError,
 )
 from .index import CommitIndex, IndexedEntry
-from kfm_ledger.core.note import Signer, Verifier
 from .storage import LocalStorage, Storage
-from kfm_ledger.core.tlogproof import TlogProof
-from kfm_ledger.core.tile_cache import TileCache
-from kfm_ledger.log.expansions import ExpansionStore, expansion_record
 
 JSONL_KEY = "rollback-index.jsonl"
 CHECKPOINT_KEY = "checkpoint"
@@ -144,7 +145,7 @@ class PendingAppend:
         ).encode() + b"\n"
 
     @classmethod
-    def from_json(cls, data: bytes) -> "PendingAppend":
+    def from_json(cls, data: bytes) -> PendingAppend:
         obj = json.loads(data)
         values = [obj[k] for k in ("old_size", "old_end", "new_size", "new_end")]
         if not all(type(v) is int and v >= 0 for v in values):
@@ -214,7 +215,7 @@ class Ledger:
         origin: str,
         signer: Signer | None = None,
         store_key: bool = True,
-    ) -> "Ledger":
+    ) -> Ledger:
         """Create an empty ledger: an empty JSONL, ``log.vkey``, the signed size-0 checkpoint.
 
         Without ``signer`` a new Ed25519 key named ``origin`` is generated and
@@ -260,7 +261,7 @@ class Ledger:
     @classmethod
     def open(
         cls, location: str | os.PathLike[str] | Storage, *, vkey: str | None = None
-    ) -> "Ledger":
+    ) -> Ledger:
         """Open a ledger; its latest checkpoint must verify with ``vkey`` (default: ``log.vkey``)."""
         storage = open_storage(location)
         try:
@@ -285,7 +286,7 @@ class Ledger:
         self._expansions.close()
         self._log.close()
 
-    def __enter__(self) -> "Ledger":
+    def __enter__(self) -> Ledger:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -342,7 +343,7 @@ class Ledger:
             return None
         return self._index
 
-    def pending_append(self) -> "PendingAppend | None":
+    def pending_append(self) -> PendingAppend | None:
         """The record of an interrupted append, if there is one (see docs/operations.md)."""
         return self._read_pending()
 
@@ -1142,8 +1143,8 @@ class Ledger:
     def _report_repeats(
         self,
         rows: list[IndexedEntry],
-        lines: "array.array[int]",
-        chunk_lines: "array.array[int]",
+        lines: array.array[int],
+        chunk_lines: array.array[int],
         old_size: int,
         idx: CommitIndex,
         problem: Callable[[RowProblem], None],
@@ -1168,7 +1169,7 @@ class Ledger:
     def _report_repeated_leaves(
         commit: str,
         leaves: list[int],
-        lines: "array.array[int]",
+        lines: array.array[int],
         old_size: int,
         problem: Callable[[RowProblem], None],
         line_of: Callable[[int], int] | None = None,

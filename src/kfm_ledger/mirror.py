@@ -42,11 +42,13 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from kfm_ledger.core import merkle
+
 from .errors import CorruptLedgerError, VerificationError
 from .ledger import JSONL_KEY, MIRROR_KEY, Ledger
 from .schema import SCHEMA_ID
@@ -55,15 +57,15 @@ if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
 
 __all__ = [
-    "MIRROR_FORMAT_VERSION",
-    "MIRROR_KEY",
+    "BLOCK_BYTES",
     "META_FORMAT",
     "META_ORIGIN",
     "META_ROOT",
     "META_ROW_SCHEMA",
     "META_TREE_SIZE",
+    "MIRROR_FORMAT_VERSION",
+    "MIRROR_KEY",
     "ROW_GROUP_BYTES",
-    "BLOCK_BYTES",
     "WRITER_OPTIONS",
     "LineBlock",
     "MirrorDriftError",
@@ -157,7 +159,7 @@ def _row_fields(pa: Any) -> list[Any]:
 
 def mirror_schema(
     *, origin: str | None = None, tree_size: int | None = None, root: bytes | None = None
-) -> "pa.Schema":
+) -> pa.Schema:
     """The mirror's Arrow schema; with ``origin``/``tree_size``/``root``, its metadata too."""
     pa, _, _ = _pyarrow()
     fields = _row_fields(pa) + [
@@ -744,7 +746,7 @@ def _first_differing_cell(file_s: Any, file_f: Any, names: list[str]) -> str | N
     for name in names:
         try:
             col_s = file_s.read(columns=[name]).column(0).combine_chunks()
-        except Exception as e:  # noqa: BLE001 - any decoding failure is evidence
+        except Exception as e:
             return f"column {name!r} cannot be decoded: {e}"
         col_f = file_f.read(columns=[name]).column(0).combine_chunks()
         if col_s.equals(col_f):

@@ -9,12 +9,12 @@ function of ``i`` and ``seed``, so two runs make the same ledger.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
-from typing import Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
-from .schema import encode_row, Checksums, Config, DataSnapshot, EnergyCarbon, Model, Row, Signatures
+from .schema import Checksums, Config, DataSnapshot, EnergyCarbon, Model, Row, Signatures, encode_row
 
-_EPOCH = datetime(2025, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 _BRANCHES = ("prod", "staging", "dev")
 _PRODUCERS = (
     "airflow:dag=kfm-promote",

@@ -66,7 +66,8 @@ from __future__ import annotations
 import datetime
 import json
 import re
-from typing import Annotated, Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
@@ -485,7 +486,7 @@ _RAW_LIST_DECODER = msgspec.json.Decoder(list[msgspec.Raw])
 
 # ------------------------------------------------------------------ created_at
 
-_UTC = datetime.timezone.utc
+_UTC = datetime.UTC
 
 
 def parse_created_at(text: str) -> datetime.datetime:

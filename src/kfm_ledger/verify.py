@@ -25,14 +25,17 @@ from __future__ import annotations
 import base64
 import contextlib
 import sqlite3
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
-from kfm_ledger.core import merkle, tiles
 from kfm_ledger import schema
-from kfm_ledger.log.expansions import expansion_record, levels_from_record
+from kfm_ledger.core import merkle, tiles
+from kfm_ledger.core.note import Verifier
 from kfm_ledger.core.signed_checkpoint import open_checkpoint
 from kfm_ledger.log.checkpoint_chain import previous_signed_size
+from kfm_ledger.log.expansions import expansion_record, levels_from_record
+
+from . import bulk
 from .errors import KfmError, LockedError
 from .ledger import (
     CHECKPOINT_KEY,
@@ -43,8 +46,6 @@ from .ledger import (
     PENDING_KEY,
     Ledger,
 )
-from . import bulk
-from kfm_ledger.core.note import Verifier
 
 Progress = Callable[[int, int], None]  #: (bytes read, total bytes)
 

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import copy_ledger
 from kfm_ledger.cli import app
 from kfm_ledger.ledger import MIRROR_KEY, SKEY_KEY, Ledger, load_signer
 from kfm_ledger.sample import sample_jsonl
 from kfm_ledger.schema import Row
+
+from conftest import copy_ledger
 
 ORIGIN = "e2e.kfm.example/analytics"
 ROWS = 400

@@ -13,16 +13,18 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import copy_ledger
 from kfm_ledger.cli import app
 from kfm_ledger.sample import sample_commit, sample_jsonl, sample_row
 from kfm_ledger.schema import MAX_LINE_BYTES, encode_row
+
+from conftest import copy_ledger
 
 ORIGIN = "matrix.kfm.example/rollback-index"
 FIRST_ROWS = 10  # sample rows 0..9 are in the ledger

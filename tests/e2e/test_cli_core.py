@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kfm_ledger.core import merkle
 from kfm_ledger.cli import app
+from kfm_ledger.core import merkle
 from kfm_ledger.sample import sample_jsonl, sample_row
 from kfm_ledger.schema import encode_row
 

@@ -12,8 +12,9 @@ import functools
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -133,7 +134,7 @@ def emit_json(value: Any) -> None:
     _OUTPUT["emitted"] = True
 
 
-def fail(message: str, code: int = EXIT_FAILED) -> "typer.Exit":
+def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
     """Print ``kfm: error: message`` to stderr (and, with --json, a JSON error document on
     stdout); return the Exit to raise."""
     typer.echo(f"kfm: error: {message}", err=True)

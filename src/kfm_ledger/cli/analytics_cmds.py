@@ -11,7 +11,7 @@ ambiguous commit, query failed, optional dependency missing, ledger error; 2 usa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -112,7 +112,7 @@ def energy(
     csv_out: CsvFlag = False,
     json_out: JsonFlag = False,
     plot: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--plot", help="Also draw the monthly chart to this PNG file (needs matplotlib: the extra 'plot')."),
     ] = None,
     source: Annotated[
@@ -153,17 +153,17 @@ def energy(
 @handle_errors
 def impact(
     commit: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--commit", help="lakeFS commit id (or unique prefix): what depends on what it introduced.", show_default=False),
     ] = None,
     model: Annotated[
-        Optional[str], typer.Option("--model", help="NAME or NAME@VERSION: entries using this model (version).", show_default=False)
+        str | None, typer.Option("--model", help="NAME or NAME@VERSION: entries using this model (version).", show_default=False)
     ] = None,
     config: Annotated[
-        Optional[str], typer.Option("--config", help="PATH or PATH@SHA256: entries using this config (hash).", show_default=False)
+        str | None, typer.Option("--config", help="PATH or PATH@SHA256: entries using this config (hash).", show_default=False)
     ] = None,
     dataset: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--dataset", help="STAC_URI or STAC_URI@LAKEFS_REF: entries using this data snapshot.", show_default=False),
     ] = None,
     limit: Annotated[

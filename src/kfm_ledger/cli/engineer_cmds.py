@@ -11,7 +11,7 @@ mismatch, archive refused, config mismatch; 2 usage error.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -32,11 +32,11 @@ def _open(ledger_dir: Path):  # -> Ledger
 def rollback(
     commit: CommitOpt,
     bundle: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--bundle", help="The bundle file (.tar.zst): check its sha256 against the ledger row."),
     ] = None,
     restore_to: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
             "--restore-to",
             help="Extract the bundle safely into this new (or empty) directory and check each config's sha256. Needs --bundle.",
@@ -129,7 +129,7 @@ def lineage(
     commit: CommitOpt,
     ledger_dir: LedgerDir = Path("."),
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="Write the JSON-LD here instead of stdout.")
+        Path | None, typer.Option("--output", "-o", help="Write the JSON-LD here instead of stdout.")
     ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Accepted for symmetry: the output is JSON-LD either way.")

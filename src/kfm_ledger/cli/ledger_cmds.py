@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -16,7 +16,7 @@ from ..errors import KfmError
 from . import EXIT_USAGE, JsonFlag, LedgerDir, describe_os_error, emit_json, fail, handle_errors, is_terminal
 
 KeyFile = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--key",
         envvar="KFM_KEY",
@@ -25,7 +25,7 @@ KeyFile = Annotated[
     ),
 ]
 VkeyFile = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--vkey", help="Verifier key file (default: <ledger>/log.vkey).", show_default=False),
 ]
 
@@ -34,14 +34,14 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def _open(ledger_dir: Path, vkey: Optional[Path] = None):  # -> Ledger
+def _open(ledger_dir: Path, vkey: Path | None = None):  # -> Ledger
     from ..ledger import Ledger, read_text_key
 
     vkey_text = read_text_key(vkey.read_bytes(), str(vkey)) if vkey else None
     return Ledger.open(ledger_dir, vkey=vkey_text)
 
 
-def _signer(ledger, key: Optional[Path]):  # -> Signer
+def _signer(ledger, key: Path | None):  # -> Signer
     from ..errors import NotALedgerError, ObjectNotFoundError
     from ..ledger import SKEY_KEY, load_signer
 
@@ -74,7 +74,7 @@ def init(
     origin: Annotated[str, typer.Option("--origin", help="The log's origin line; also the key name.")],
     ledger_dir: LedgerDir = Path("."),
     key: Annotated[
-        Optional[Path], typer.Option("--key", help="Use this existing signing key instead of generating log.key.")
+        Path | None, typer.Option("--key", help="Use this existing signing key instead of generating log.key.")
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:
@@ -192,8 +192,8 @@ def append(
 
 @handle_errors
 def get(
-    commit: Annotated[Optional[str], typer.Option("--commit", help="lakeFS commit id or unique prefix.")] = None,
-    index: Annotated[Optional[int], typer.Option("--index", min=0, help="Leaf index (0-based).")] = None,
+    commit: Annotated[str | None, typer.Option("--commit", help="lakeFS commit id or unique prefix.")] = None,
+    index: Annotated[int | None, typer.Option("--index", min=0, help="Leaf index (0-based).")] = None,
     ledger_dir: LedgerDir = Path("."),
     json_out: JsonFlag = False,
 ) -> None:
@@ -212,16 +212,16 @@ def get(
 
 @handle_errors
 def prove(
-    commit: Annotated[Optional[str], typer.Option("--commit", help="Inclusion proof for this commit (or unique prefix).")] = None,
-    index: Annotated[Optional[int], typer.Option("--index", min=0, help="Inclusion proof for this leaf index.")] = None,
+    commit: Annotated[str | None, typer.Option("--commit", help="Inclusion proof for this commit (or unique prefix).")] = None,
+    index: Annotated[int | None, typer.Option("--index", min=0, help="Inclusion proof for this leaf index.")] = None,
     size: Annotated[
-        Optional[int], typer.Option("--size", min=0, help="Tree size of a signed checkpoint (default: latest).")
+        int | None, typer.Option("--size", min=0, help="Tree size of a signed checkpoint (default: latest).")
     ] = None,
     from_size: Annotated[
-        Optional[int], typer.Option("--from", min=0, help="Consistency proof from this tree size (at least 1).")
+        int | None, typer.Option("--from", min=0, help="Consistency proof from this tree size (at least 1).")
     ] = None,
     to_size: Annotated[
-        Optional[int], typer.Option("--to", min=0, help="Consistency proof to this tree size (default: latest).")
+        int | None, typer.Option("--to", min=0, help="Consistency proof to this tree size (default: latest).")
     ] = None,
     ledger_dir: LedgerDir = Path("."),
     json_out: JsonFlag = False,
@@ -286,13 +286,14 @@ def verify_proof(
     proof_file: Annotated[Path, typer.Argument(metavar="PROOF", help="A c2sp.org/tlog-proof file.")],
     vkey: Annotated[Path, typer.Option("--vkey", help="The log's verifier key file.")],
     entry: Annotated[Path, typer.Option("--entry", help="The entry's bytes (one stored line; a final newline is ignored).")],
-    origin: Annotated[Optional[str], typer.Option("--origin", help="Require this origin.")] = None,
+    origin: Annotated[str | None, typer.Option("--origin", help="Require this origin.")] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Check a tlog-proof offline: the checkpoint's signature first, then the inclusion path."""
-    from ..ledger import read_text_key
     from kfm_ledger.core.note import Verifier
     from kfm_ledger.core.tlogproof import verify_tlog_proof
+
+    from ..ledger import read_text_key
 
     verifiers = [Verifier.from_vkey(read_text_key(vkey.read_bytes(), str(vkey)))]
     data = entry.read_bytes()
@@ -312,7 +313,7 @@ def verify_proof(
 def verify(
     ledger_dir: LedgerDir = Path("."),
     since: Annotated[
-        Optional[Path], typer.Option("--since", help="A checkpoint saved earlier: prove the ledger extends it.")
+        Path | None, typer.Option("--since", help="A checkpoint saved earlier: prove the ledger extends it.")
     ] = None,
     vkey: VkeyFile = None,
     no_mirror: Annotated[bool, typer.Option("--no-mirror", help="Skip the Parquet mirror check.")] = False,
@@ -387,7 +388,7 @@ def _verify_failed_json(where: str, message: str) -> NoReturn:
 @handle_errors
 def checkpoint(
     ledger_dir: LedgerDir = Path("."),
-    size: Annotated[Optional[int], typer.Option("--size", min=0, help="A stored checkpoint's tree size.")] = None,
+    size: Annotated[int | None, typer.Option("--size", min=0, help="A stored checkpoint's tree size.")] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Print the latest signed checkpoint (save it for `kfm verify --since`)."""
@@ -452,7 +453,7 @@ def schema_cmd(
 @handle_errors
 def demo(
     directory: Annotated[
-        Optional[Path], typer.Argument(help="Where to create the demo ledger (default: a new temporary directory).")
+        Path | None, typer.Argument(help="Where to create the demo ledger (default: a new temporary directory).")
     ] = None,
     rows: Annotated[int, typer.Option("--rows", min=2, help="Sample rows to append (in two batches).")] = 100,
     json_out: JsonFlag = False,

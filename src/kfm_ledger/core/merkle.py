@@ -29,25 +29,25 @@ from typing import Protocol
 from kfm_ledger.errors import CorruptLedgerError, IndexOutOfRangeError, ProofError, RootMismatchError
 
 __all__ = [
-    "HASH_SIZE",
     "EMPTY_ROOT",
+    "HASH_SIZE",
+    "CompactRange",
+    "HashReader",
+    "MemoryTree",
     "NodeId",
+    "consistency_proof",
+    "consistency_proof_plan",
+    "fold_subtrees",
+    "inclusion_proof",
+    "inclusion_proof_plan",
     "leaf_hash",
     "node_hash",
-    "subtree_nodes",
-    "fold_subtrees",
-    "inclusion_proof_plan",
-    "consistency_proof_plan",
-    "HashReader",
     "range_hash",
-    "tree_root",
-    "inclusion_proof",
-    "consistency_proof",
     "root_from_inclusion_proof",
-    "verify_inclusion",
+    "subtree_nodes",
+    "tree_root",
     "verify_consistency",
-    "CompactRange",
-    "MemoryTree",
+    "verify_inclusion",
 ]
 
 #: Size in bytes of every hash in the tree (SHA-256).
@@ -408,7 +408,7 @@ class CompactRange:
     Enough state to append leaves and compute the tree head, O(log size) memory.
     """
 
-    __slots__ = ("_size", "_peaks")
+    __slots__ = ("_peaks", "_size")
 
     def __init__(self, size: int = 0, peaks: Sequence[bytes] = ()) -> None:
         if size < 0:

@@ -56,25 +56,25 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     )
 
 __all__ = [
-    "ALG_ED25519",
-    "MalformedNoteError",
     "ALG_COSIGNATURE_V1",
+    "ALG_ED25519",
     "MAX_NOTE_SIZE",
     "MAX_SIGNATURES",
     "MAX_TIMESTAMP",
-    "key_id",
-    "check_key_name",
-    "Signer",
-    "Verifier",
-    "generate_key",
-    "NoteSignature",
+    "MalformedNoteError",
     "Note",
+    "NoteSignature",
+    "Signer",
     "VerifiedNote",
+    "Verifier",
+    "add_signatures",
+    "check_key_name",
+    "cosignature_message",
+    "generate_key",
+    "key_id",
+    "open_note",
     "parse_note",
     "sign_note",
-    "open_note",
-    "add_signatures",
-    "cosignature_message",
 ]
 
 #: Signature type byte of Ed25519 note signatures (signed-note §Signature types).
@@ -332,7 +332,7 @@ class Verifier:
 class _Ed25519SigningKey:
     """An Ed25519 private key with a name, in Go's ``PRIVATE+KEY+...`` text form."""
 
-    __slots__ = ("name", "key_id", "_private")
+    __slots__ = ("_private", "key_id", "name")
 
     _ALG: ClassVar[int]
     _WHAT: ClassVar[str]
@@ -692,4 +692,4 @@ def cosignature_message(checkpoint_body: str, timestamp: int) -> bytes:
     """The message an Ed25519 cosigner signs: ``cosignature/v1\\ntime <ts>\\n`` followed by
     the whole checkpoint body (tlog-cosignature §Ed25519 signed message)."""
     _check_timestamp(timestamp)
-    return f"cosignature/v1\ntime {timestamp}\n{checkpoint_body}".encode("utf-8")
+    return f"cosignature/v1\ntime {timestamp}\n{checkpoint_body}".encode()

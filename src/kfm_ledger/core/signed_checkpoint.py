@@ -14,7 +14,7 @@ from kfm_ledger.core.checkpoint import Checkpoint
 from kfm_ledger.core.note import ALG_ED25519, NoteSignature, Signer, Verifier, open_note, parse_note, sign_note
 from kfm_ledger.errors import KeyFormatError, UnknownKeyError, VerificationError
 
-__all__ = ["SignedCheckpoint", "sign_checkpoint", "open_checkpoint", "parse_unverified"]
+__all__ = ["SignedCheckpoint", "open_checkpoint", "parse_unverified", "sign_checkpoint"]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from kfm_ledger.core.merkle import HASH_SIZE
 from kfm_ledger.core.tiles import TILE_HEIGHT, TILE_WIDTH
 
-__all__ = ["TileKey", "TileCache"]
+__all__ = ["TileCache", "TileKey"]
 
 
 #: Key of an expanded tile in a :class:`TileCache`: ``(level, index, width)``.

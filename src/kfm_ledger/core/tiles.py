@@ -30,21 +30,21 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from kfm_ledger.core.tile_cache import TileCache
 
 __all__ = [
+    "MAX_TILE_LEVEL",
     "TILE_HEIGHT",
     "TILE_WIDTH",
-    "MAX_TILE_LEVEL",
-    "tile_path",
-    "entries_path",
-    "parse_tile_path",
-    "parse_entries_path",
-    "tile_width",
-    "tile_hash_count",
-    "tiles_for_size",
-    "tiles_changed",
-    "tile_position",
-    "hashes_of_tile",
-    "expand_tile",
     "TileHashReader",
+    "entries_path",
+    "expand_tile",
+    "hashes_of_tile",
+    "parse_entries_path",
+    "parse_tile_path",
+    "tile_hash_count",
+    "tile_path",
+    "tile_position",
+    "tile_width",
+    "tiles_changed",
+    "tiles_for_size",
 ]
 
 #: Tree levels per tile (tlog-tiles uses height 8).

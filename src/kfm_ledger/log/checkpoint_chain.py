@@ -10,7 +10,7 @@ from __future__ import annotations
 from kfm_ledger.core.checkpoint import Checkpoint
 from kfm_ledger.errors import FormatError
 
-__all__ = ["PREVIOUS_SIZE_EXTENSION", "previous_size_line", "previous_signed_size"]
+__all__ = ["PREVIOUS_SIZE_EXTENSION", "previous_signed_size", "previous_size_line"]
 
 
 #: The extension line a kfm log adds to each checkpoint it signs after the first:

@@ -16,7 +16,7 @@ from kfm_ledger.core.tiles import TILE_HEIGHT, TILE_WIDTH
 from kfm_ledger.errors import KfmError
 from kfm_ledger.storage.base import AppendLog, Storage
 
-__all__ = ["EXPANSION_BYTES", "expansion_record", "levels_from_record", "ExpansionStore"]
+__all__ = ["EXPANSION_BYTES", "ExpansionStore", "expansion_record", "levels_from_record"]
 
 _sha256 = hashlib.sha256
 _FULL_TILE_BYTES = TILE_WIDTH * HASH_SIZE

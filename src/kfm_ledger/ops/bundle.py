@@ -58,9 +58,10 @@ import re
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable, Sequence
+from typing import IO, Any
 
 from ..errors import KfmError, VerificationError
 from ..schema import Config
@@ -135,7 +136,7 @@ class BundleLimitError(UnsafeArchiveError):
 class ConfigMismatchError(BundleError, VerificationError):
     """Extracted configs are missing or differ from the row's ``configs[]``; nothing was kept."""
 
-    def __init__(self, path: str, checks: Sequence["ConfigCheck"]) -> None:
+    def __init__(self, path: str, checks: Sequence[ConfigCheck]) -> None:
         self.path = path
         self.checks = list(checks)
         bad = [c for c in self.checks if not c.ok]

@@ -22,8 +22,9 @@ additions and changes).  Pure: no I/O.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from msgspec import to_builtins
 
@@ -58,7 +59,7 @@ class EntryRef:
     producer: str
 
     @classmethod
-    def of(cls, entry: Entry) -> "EntryRef":
+    def of(cls, entry: Entry) -> EntryRef:
         r = entry.row
         return cls(entry.index, r.lakefs_commit, r.lakefs_repo, r.lakefs_branch, r.created_at, r.producer)
 

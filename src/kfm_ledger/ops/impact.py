@@ -42,8 +42,9 @@ from __future__ import annotations
 import base64
 import functools
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 import msgspec
 
@@ -119,7 +120,7 @@ class Artifact:
             return b'{"path":' + k + b',"sha256":' + (d + b"}" if d is not None else b"")
         return b'{"stac":' + k + b',"lakefs_ref":' + (d + b"}" if d is not None else b"")
 
-    def found_in(self, row: Any) -> list["Artifact"]:
+    def found_in(self, row: Any) -> list[Artifact]:
         """The concrete artifacts of ``row`` this one matches (a Row or a decoded slim row)."""
         list_name, key_name, detail_name = _FIELDS[self.kind]
         out: list[Artifact] = []

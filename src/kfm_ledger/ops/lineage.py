@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from kfm_ledger.core import merkle
+
 from ..schema import Entry
 from .diff import EnvDiff, diff_entries, format_duration
 from .rollback import ProofStatus, prove_entry
@@ -231,7 +232,7 @@ def _branch_prefix(repo: str, branch: str) -> bytes:
 
 
 def find_previous_on_branch(
-    ledger: "Ledger", entry: Entry, *, scan_limit: int = 100_000
+    ledger: Ledger, entry: Entry, *, scan_limit: int = 100_000
 ) -> tuple[Entry | None, PreviousSearch]:
     """The newest row before ``entry`` with the same lakeFS repository and branch.
 
@@ -368,7 +369,7 @@ def _change_lines(d: EnvDiff) -> list[str]:
     return out
 
 
-def explain_entry(ledger: "Ledger", entry: Entry, *, scan_limit: int = 100_000) -> Explanation:
+def explain_entry(ledger: Ledger, entry: Entry, *, scan_limit: int = 100_000) -> Explanation:
     """Explain one row: its previous row on the branch, the diff, lineage ids, energy, proof."""
     previous, search = find_previous_on_branch(ledger, entry, scan_limit=scan_limit)
     return Explanation(

@@ -33,8 +33,9 @@ import decimal
 import io
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import KfmError, MissingExtraError
 from ..ledger import MIRROR_KEY, Ledger
@@ -166,7 +167,7 @@ def to_json_value(value: Any) -> Any:
     if isinstance(value, datetime.datetime):
         if value.tzinfo is None:
             return value.isoformat()
-        text = value.astimezone(datetime.timezone.utc).replace(tzinfo=None).isoformat()
+        text = value.astimezone(datetime.UTC).replace(tzinfo=None).isoformat()
         if value.microsecond:
             text = text.rstrip("0")  # 12:00:00.250000 -> 12:00:00.25, as the ledger writes it
         return text + "Z"

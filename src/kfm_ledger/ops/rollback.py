@@ -41,12 +41,14 @@ from __future__ import annotations
 
 import base64
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from msgspec import to_builtins
 
 from kfm_ledger.core import merkle
+
 from ..errors import KfmError
 from ..schema import Entry, Row
 
@@ -55,20 +57,20 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "PLAN_FORMAT",
+    "BundleStatus",
     "LakefsAction",
     "ProofStatus",
-    "RollbackPlan",
-    "lakefs_actions",
-    "plan_rollback",
-    "plan_for_entry",
-    "prove_entry",
-    "render_plan",
-    "BundleStatus",
     "RestoreStatus",
+    "RollbackPlan",
     "check_plan_bundle",
-    "restore_plan_bundle",
+    "lakefs_actions",
+    "plan_for_entry",
+    "plan_rollback",
+    "prove_entry",
     "render_bundle_status",
+    "render_plan",
     "render_restore_status",
+    "restore_plan_bundle",
 ]
 
 #: The ``format`` field of the rollback plan's JSON (bumped on an incompatible change).
@@ -114,7 +116,7 @@ class ProofStatus:
         return f"NOT VERIFIED: {where}: {self.reason}"
 
 
-def prove_entry(ledger: "Ledger", entry: Entry) -> ProofStatus:
+def prove_entry(ledger: Ledger, entry: Entry) -> ProofStatus:
     """Prove ``entry`` is in the ledger's latest signed checkpoint, and check the proof.
 
     Builds the tlog-proof with the ledger, then verifies it two ways (audit path with
@@ -256,7 +258,7 @@ class RollbackPlan:
 
 
 
-def plan_for_entry(ledger: "Ledger", entry: Entry) -> RollbackPlan:
+def plan_for_entry(ledger: Ledger, entry: Entry) -> RollbackPlan:
     """The rollback plan for a row already looked up."""
     r = entry.row
     return RollbackPlan(
@@ -267,7 +269,7 @@ def plan_for_entry(ledger: "Ledger", entry: Entry) -> RollbackPlan:
     )
 
 
-def plan_rollback(ledger: "Ledger", commit: str) -> RollbackPlan:
+def plan_rollback(ledger: Ledger, commit: str) -> RollbackPlan:
     """The rollback plan for a lakeFS commit id or a unique prefix of one.
 
     Raises :class:`~kfm_ledger.errors.CommitNotFoundError` for an unknown commit and

@@ -6,4 +6,4 @@ from .base import AppendLog, Storage
 from .local import LocalStorage
 from .memory import MemoryStorage, SimulatedCrash
 
-__all__ = ["AppendLog", "Storage", "LocalStorage", "MemoryStorage", "SimulatedCrash"]
+__all__ = ["AppendLog", "LocalStorage", "MemoryStorage", "SimulatedCrash", "Storage"]

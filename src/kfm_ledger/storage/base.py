@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from typing import Iterator, Protocol, Sequence, runtime_checkable
+from collections.abc import Iterator, Sequence
+from typing import Protocol, runtime_checkable
 
 
 @runtime_checkable

@@ -15,8 +15,8 @@ import os
 import re
 import sqlite3
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from ..errors import ImmutableObjectError, LockedError, ObjectNotFoundError, StorageError
 
@@ -178,7 +178,7 @@ _SYNCFS_AT = 64
 _CREATE_THREADS = 4
 
 
-def _syncfs_function() -> "Callable[[Path], None] | None":
+def _syncfs_function() -> Callable[[Path], None] | None:
     """Linux ``syncfs(2)`` (flush one file system), or None where it is missing."""
     global _SYNCFS
     if _SYNCFS is False:
@@ -204,7 +204,7 @@ def _syncfs_function() -> "Callable[[Path], None] | None":
     return _SYNCFS  # type: ignore[return-value]
 
 
-_SYNCFS: "Callable[[Path], None] | None | bool" = False
+_SYNCFS: Callable[[Path], None] | bool | None = False
 
 
 class LocalStorage:

@@ -15,10 +15,9 @@ import contextlib
 import itertools
 import sqlite3
 import threading
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from ..errors import ImmutableObjectError, LockedError, ObjectNotFoundError, StorageError
-
 
 _DB_NAMES = itertools.count()
 
@@ -28,7 +27,7 @@ class SimulatedCrash(Exception):
 
 
 class MemoryAppendLog:
-    def __init__(self, owner: "MemoryStorage", key: str) -> None:
+    def __init__(self, owner: MemoryStorage, key: str) -> None:
         self._owner = owner
         self._key = key
 
