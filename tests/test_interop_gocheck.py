@@ -29,12 +29,17 @@ SIZES = (0, 100, 157, 300)
 
 
 def gocheck_path() -> str:
+    """The Go checker's path; skip without it, or fail when KFM_REQUIRE_GOCHECK=1 says it must be there."""
     path = os.environ.get("GOCHECK")
     if not path:
-        pytest.skip("GOCHECK is not set: build /work/shared/tools/gocheck (build.sh) and export GOCHECK=<binary>")
-    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        pytest.skip(f"GOCHECK={path} is not an executable file")
-    return path
+        problem = "GOCHECK is not set: build /work/shared/tools/gocheck (build.sh) and export GOCHECK=<binary>"
+    elif not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        problem = f"GOCHECK={path} is not an executable file"
+    else:
+        return path
+    if os.environ.get("KFM_REQUIRE_GOCHECK") == "1":
+        pytest.fail(f"KFM_REQUIRE_GOCHECK=1 but the Go checker is missing: {problem}", pytrace=False)
+    pytest.skip(problem)
 
 
 @dataclass

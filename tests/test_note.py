@@ -541,15 +541,26 @@ def test_sign_open_round_trip(text: str) -> None:
 # ---------------------------------------------------------------- Go, when available
 
 
-GOCHECK = os.environ.get("GOCHECK")
-needs_go = pytest.mark.skipif(not GOCHECK, reason="set GOCHECK=/path/to/gocheck to cross-check with Go")
+def gocheck_path() -> str:
+    """The Go checker's path; skip without it, or fail when KFM_REQUIRE_GOCHECK=1 says it must be there."""
+    path = os.environ.get("GOCHECK")
+    if not path:
+        problem = "set GOCHECK=/path/to/gocheck to cross-check with Go"
+    elif not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        problem = f"GOCHECK={path} is not an executable file"
+    else:
+        return path
+    if os.environ.get("KFM_REQUIRE_GOCHECK") == "1":
+        pytest.fail(f"KFM_REQUIRE_GOCHECK=1 but the Go checker is missing: {problem}", pytrace=False)
+    pytest.skip(problem)
 
 
 @pytest.mark.interop
-@needs_go
 def test_interop_with_go(tmp_path: Path) -> None:
+    gocheck = gocheck_path()
+
     def go(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([GOCHECK, *args], capture_output=True, text=True, timeout=60)  # type: ignore[list-item]
+        return subprocess.run([gocheck, *args], capture_output=True, text=True, timeout=60)
 
     out = dict(line.split(" ", 1) for line in go("keygen", "kfm.test/interop").stdout.splitlines())
     signer = Signer.from_private_key_text(out["skey"])

@@ -11,19 +11,71 @@ return ``False`` (the pyca/cryptography convention).
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = [
+    "AmbiguousCommitError",
+    "BadSignatureError",
+    "BundleChecksumError",
+    "BundleError",
+    "BundleLimitError",
+    "CommitNotFoundError",
+    "ConfigMismatchError",
+    "CorruptLedgerError",
+    "EnergySourceError",
+    "FormatError",
+    "ImmutableObjectError",
+    "IndexOutOfRangeError",
+    "InputRejected",
+    "KeyFormatError",
+    "KfmError",
+    "LedgerError",
+    "LedgerExistsError",
+    "LockedError",
+    "MalformedNoteError",
+    "MirrorDriftError",
+    "MissingExtraError",
+    "NotALedgerError",
+    "NoteError",
+    "ObjectNotFoundError",
+    "ProofError",
+    "QueryError",
+    "RootMismatchError",
+    "RowProblem",
+    "SchemaError",
+    "SelectorError",
+    "StorageError",
+    "UnknownKeyError",
+    "UnsafeArchiveError",
+    "VerificationError",
+]
 
 
 class KfmError(Exception):
-    """Root of every error kfm-ledger raises on purpose."""
+    """Root of every error kfm-ledger raises on purpose.
+
+    The message is always the first positional argument; the evidence is in keyword-only
+    fields of the subclasses (``None`` where the raise site did not know it), named in
+    ``evidence_fields`` and collected by :meth:`evidence`.
+    """
 
     #: Process exit code the CLI uses for this error (see docs/cli.md).
     exit_code: int = 1
 
+    #: The names of the attributes that hold this error's evidence.
+    evidence_fields: tuple[str, ...] = ()
+
     def diagnostics(self) -> str:
         """A text for a person: what was wrong and where."""
         return str(self)
+
+    def evidence(self) -> dict[str, object]:
+        """The evidence fields that are set (not ``None``), by name, for machine-readable reports."""
+        found = {name: getattr(self, name, None) for name in self.evidence_fields}
+        return {name: value for name, value in found.items() if value is not None}
 
 
 # --------------------------------------------------------------------- input
@@ -33,7 +85,8 @@ class KfmError(Exception):
 class RowProblem:
     """One problem with one input row: ``line 3: $.checksums.artifact_sha256: ...``."""
 
-    line: int  #: 1-based line of the input where the row starts (a JSONL line, or where the object / array element begins)
+    #: 1-based line of the input where the row starts (a JSONL line, or where the object / array element begins)
+    line: int
     path: str  #: JSON path of the field, ``$`` for the whole row
     message: str
 
@@ -43,6 +96,8 @@ class RowProblem:
 
 class SchemaError(KfmError):
     """One row does not follow the schema.  ``path`` is a JSON path like ``$.models[0].version``."""
+
+    evidence_fields = ("path", "message")
 
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}")
@@ -55,6 +110,8 @@ class InputRejected(KfmError):
 
     ``problems`` lists every problem found, each naming its input line and field.
     """
+
+    evidence_fields = ("problems",)
 
     def __init__(self, problems: Sequence[RowProblem]) -> None:
         self.problems = list(problems)
@@ -76,21 +133,42 @@ class VerificationError(KfmError):
 
 
 class ProofError(VerificationError):
-    """An inclusion or consistency proof is malformed or does not verify."""
+    """An inclusion or consistency proof is malformed or does not verify.
+
+    ``index`` and ``size`` are the leaf index and tree size of an inclusion proof,
+    ``old_size`` and ``size`` the tree sizes of a consistency proof (``None`` when they
+    do not apply).
+    """
+
+    evidence_fields: tuple[str, ...] = ("index", "size", "old_size")
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        index: int | None = None,
+        size: int | None = None,
+        old_size: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.index = index
+        self.size = size
+        self.old_size = old_size
 
 
 class RootMismatchError(ProofError):
     """A recomputed root differs from the expected one (RFC 9162 §2.1.3.2, §2.1.4.2)."""
 
-    def __init__(self, expected: bytes, calculated: bytes, what: str = "root") -> None:
-        import base64
+    evidence_fields = ("what", "expected", "calculated")
 
-        self.expected = expected
-        self.calculated = calculated
+    def __init__(self, expected: bytes, calculated: bytes, what: str = "root") -> None:
         super().__init__(
             f"{what} mismatch: expected {base64.b64encode(expected).decode()}, "
             f"calculated {base64.b64encode(calculated).decode()}"
         )
+        self.what = what
+        self.expected = expected
+        self.calculated = calculated
 
 
 class NoteError(VerificationError):
@@ -98,7 +176,12 @@ class NoteError(VerificationError):
 
 
 class UnknownKeyError(NoteError):
-    """No signature on the note is from a key the verifier was given."""
+    """No signature on the note is from a key the verifier was given.
+
+    ``names`` are the key names the note's signatures carry.
+    """
+
+    evidence_fields = ("names",)
 
     def __init__(self, message: str, names: Sequence[str] = ()) -> None:
         super().__init__(message)
@@ -106,11 +189,43 @@ class UnknownKeyError(NoteError):
 
 
 class BadSignatureError(NoteError):
-    """A signature from a known key does not verify: the note was tampered with."""
+    """A signature from a known key does not verify: the note was tampered with.
+
+    ``key_name`` and ``key_id`` (4 bytes) name the key whose signature failed.
+    """
+
+    evidence_fields = ("key_name", "key_id")
+
+    def __init__(self, message: str, *, key_name: str | None = None, key_id: bytes | None = None) -> None:
+        super().__init__(message)
+        self.key_name = key_name
+        self.key_id = key_id
 
 
 class FormatError(KfmError):
-    """Bytes that do not follow a wire format (checkpoint, tlog-proof, key text, tile path)."""
+    """Bytes that do not follow a wire format (checkpoint, tlog-proof, key text, tile path).
+
+    ``what`` names what was parsed ("checkpoint", "tlog-proof", "signed note", "tile path",
+    "verifier key", ...), ``line`` the 1-based line of it that is wrong, ``field`` the part
+    of it ("tree size", "root hash", "index", ...) and ``found`` the offending text.
+    """
+
+    evidence_fields = ("what", "line", "field", "found")
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        what: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        found: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.what = what
+        self.line = line
+        self.field = field
+        self.found = found
 
 
 class MalformedNoteError(NoteError, FormatError):
@@ -134,15 +249,29 @@ class LedgerError(KfmError):
 
 
 class NotALedgerError(LedgerError):
-    """The directory holds no ledger (no checkpoint, no verifier key)."""
+    """The directory holds no ledger (no checkpoint, no verifier key); ``path`` is where it looked."""
+
+    evidence_fields = ("path",)
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class LedgerExistsError(LedgerError):
-    """``init`` was asked to create a ledger where one already exists."""
+    """``init`` was asked to create a ledger where one already exists (at ``path``)."""
+
+    evidence_fields = ("path",)
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class CommitNotFoundError(LedgerError):
     """No row has this lakeFS commit (or commit prefix)."""
+
+    evidence_fields = ("commit",)
 
     def __init__(self, commit: str) -> None:
         super().__init__(f"no row for lakeFS commit {commit!r}")
@@ -151,6 +280,8 @@ class CommitNotFoundError(LedgerError):
 
 class AmbiguousCommitError(LedgerError):
     """A commit prefix matches more than one row; ``candidates`` lists them."""
+
+    evidence_fields = ("prefix", "candidates")
 
     def __init__(self, prefix: str, candidates: Sequence[str]) -> None:
         self.prefix = prefix
@@ -162,19 +293,57 @@ class AmbiguousCommitError(LedgerError):
 
 
 class IndexOutOfRangeError(LedgerError):
-    """A leaf index or tree size beyond the signed tree."""
+    """A leaf index or tree size beyond the signed tree.
+
+    ``index`` is the leaf index (or tree size) asked for, ``size`` the tree size it must be
+    below (at most, for a tree size).
+    """
+
+    evidence_fields = ("index", "size")
+
+    def __init__(self, message: str, *, index: int | None = None, size: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+        self.size = size
 
 
 class LockedError(LedgerError):
-    """Another writer holds the ledger's lock."""
+    """Another writer holds the ledger's lock (``key`` names the lock object)."""
+
+    evidence_fields = ("key",)
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class CorruptLedgerError(VerificationError):
-    """Stored bytes contradict each other (tiles vs rows, checkpoint vs tree)."""
+    """Stored bytes contradict each other (tiles vs rows, checkpoint vs tree).
+
+    ``key`` is the storage key (or path) of the object found wrong, ``line`` the 1-based
+    line in it, ``index`` the leaf index (or tile index) concerned, where known.
+    """
+
+    evidence_fields = ("key", "line", "index")
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str | None = None,
+        line: int | None = None,
+        index: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.line = line
+        self.index = index
 
 
 class MissingExtraError(KfmError):
     """An optional dependency is not installed; the message names the pip extra."""
+
+    evidence_fields = ("module", "extra")
 
     def __init__(self, module: str, extra: str, what: str) -> None:
         self.module = module
@@ -186,16 +355,165 @@ class MissingExtraError(KfmError):
 
 
 class StorageError(KfmError):
-    """The storage backend failed (I/O error, missing object)."""
+    """The storage backend failed (I/O error, missing object); ``key`` names the object."""
+
+    evidence_fields = ("key",)
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class ObjectNotFoundError(StorageError):
     """The storage backend has no object under this key."""
 
     def __init__(self, key: str) -> None:
-        super().__init__(f"no object {key!r}")
-        self.key = key
+        super().__init__(f"no object {key!r}", key=key)
 
 
 class ImmutableObjectError(StorageError):
     """An immutable object (a full tile, a stored checkpoint) was rewritten with other bytes."""
+
+
+# ------------------------------------------------------- mirror and operations
+
+
+class _MirrorStatusLike(Protocol):
+    """What :class:`MirrorDriftError` reads of a ``kfm_ledger.mirror.MirrorStatus``."""
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def problems(self) -> Sequence[str]: ...
+
+    def render_text(self) -> str: ...
+
+
+class MirrorDriftError(VerificationError):
+    """The Parquet mirror is missing, stale or modified; ``status`` says which and why."""
+
+    evidence_fields = ("status",)
+
+    def __init__(self, status: _MirrorStatusLike) -> None:
+        self.status = status
+        head = status.problems[0] if status.problems else status.state
+        super().__init__(f"mirror {status.state}: {head}")
+
+    def diagnostics(self) -> str:
+        return self.status.render_text()
+
+
+class EnergySourceError(KfmError):
+    """``source="mirror"`` was asked for but the mirror is not current.
+
+    ``state`` is the mirror's state ("missing", "stale", ...), ``problems`` what was found.
+    """
+
+    evidence_fields = ("state", "problems")
+
+    def __init__(self, message: str, *, state: str | None = None, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.state = state
+        self.problems = list(problems)
+
+
+class QueryError(KfmError):
+    """DuckDB refused or failed the SQL (syntax, unknown column, a file access refused); ``sql`` is the statement."""
+
+    evidence_fields = ("sql",)
+
+    def __init__(self, message: str, *, sql: str | None = None) -> None:
+        super().__init__(message)
+        self.sql = sql
+
+
+class SelectorError(KfmError):
+    """An artifact selector (``--model``, ``--config``, ``--dataset``) is malformed.
+
+    ``kind`` is the selector ("model", "config", "dataset"), ``value`` the text given.
+    """
+
+    exit_code = 2
+
+    evidence_fields = ("kind", "value")
+
+    def __init__(self, message: str, *, kind: str | None = None, value: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.value = value
+
+
+class BundleError(KfmError):
+    """A bundle could not be checked or restored; ``path`` is the bundle (or directory) concerned."""
+
+    evidence_fields: tuple[str, ...] = ("path",)
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class BundleChecksumError(BundleError, VerificationError):
+    """The bundle's SHA-256 is not the one the ledger row records."""
+
+    evidence_fields = ("path", "expected", "found")
+
+    def __init__(self, path: str, expected: str, found: str, *, when: str = "") -> None:
+        where = f" {when}" if when else ""
+        super().__init__(
+            f"bundle {path}: sha256 mismatch{where}: expected {expected} (checksums.artifact_sha256), "
+            f"found {found}; nothing was written",
+            path=path,
+        )
+        self.expected = expected
+        self.found = found
+
+
+class UnsafeArchiveError(BundleError):
+    """The archive holds a member that may not be extracted; nothing was written."""
+
+    evidence_fields = ("path", "member", "reason")
+
+    def __init__(self, path: str, member: str, reason: str) -> None:
+        super().__init__(f"bundle {path}: member {member!r} refused: {reason}; nothing was written", path=path)
+        self.member = member
+        self.reason = reason
+
+
+class BundleLimitError(UnsafeArchiveError):
+    """The archive exceeds the member count or uncompressed size limit."""
+
+
+class _ConfigCheckLike(Protocol):
+    """What :class:`ConfigMismatchError` reads of a ``kfm_ledger.ops.bundle.ConfigCheck``."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    def describe(self) -> str: ...
+
+
+class ConfigMismatchError(BundleError, VerificationError):
+    """Extracted configs are missing or differ from the row's ``configs[]``; nothing was kept.
+
+    ``checks`` holds every config's check (``ConfigCheck``), the good ones too.
+    """
+
+    evidence_fields = ("path", "checks")
+
+    def __init__(self, path: str, checks: Sequence[_ConfigCheckLike]) -> None:
+        self.checks = list(checks)
+        bad = [c for c in self.checks if not c.ok]
+        super().__init__(
+            f"bundle {path}: {len(bad)} of {len(self.checks)} config(s) do not match the ledger row: "
+            + "; ".join(c.describe() for c in bad)
+            + "; nothing was restored",
+            path=path,
+        )
+
+    def diagnostics(self) -> str:
+        bad = [c for c in self.checks if not c.ok]
+        lines = [f"bundle {self.path}: {len(bad)} of {len(self.checks)} config(s) do not match; nothing was restored"]
+        lines += [f"  {c.describe()}" for c in bad]
+        return "\n".join(lines)

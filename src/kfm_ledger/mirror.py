@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from kfm_ledger.core import merkle
 
-from .errors import CorruptLedgerError, VerificationError
+from .errors import CorruptLedgerError, MirrorDriftError
 from .ledger import JSONL_KEY, MIRROR_KEY, Ledger
 from .schema import SCHEMA_ID
 
@@ -550,18 +550,6 @@ class MirrorStatus:
         """Raise :class:`MirrorDriftError` unless the mirror is ok."""
         if not self.ok:
             raise MirrorDriftError(self)
-
-
-class MirrorDriftError(VerificationError):
-    """The Parquet mirror is missing, stale or modified; ``status`` says which and why."""
-
-    def __init__(self, status: MirrorStatus) -> None:
-        self.status = status
-        head = status.problems[0] if status.problems else status.state
-        super().__init__(f"mirror {status.state}: {head}")
-
-    def diagnostics(self) -> str:
-        return self.status.render_text()
 
 
 def _b64(h: bytes) -> str:

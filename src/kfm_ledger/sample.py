@@ -12,7 +12,8 @@ import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-from .schema import Checksums, Config, DataSnapshot, EnergyCarbon, Model, Row, Signatures, encode_row
+from .schema.codec import encode_row
+from .schema.rows import Checksums, Config, DataSnapshot, EnergyCarbon, Model, Row, Signatures
 
 _EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 _BRANCHES = ("prod", "staging", "dev")

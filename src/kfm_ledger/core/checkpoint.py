@@ -51,10 +51,12 @@ def _parse_size(line: str) -> int:
         or (len(line) > 1 and line[0] == "0")
         or len(line) > len(str(MAX_TREE_SIZE))
     ):
-        raise FormatError(f"checkpoint line 2: tree size {_show(line)} is not a canonical decimal number")
+        raise FormatError(
+            f"checkpoint line 2: tree size {_show(line)} is not a canonical decimal number", what="checkpoint", line=2
+        )
     size = int(line)
     if size > MAX_TREE_SIZE:
-        raise FormatError(f"checkpoint line 2: tree size {line} is larger than 2**63-1")
+        raise FormatError(f"checkpoint line 2: tree size {line} is larger than 2**63-1", what="checkpoint", line=2)
     return size
 
 
@@ -63,13 +65,19 @@ def _parse_root(line: str) -> bytes:
     try:
         root = base64.b64decode(line.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError):
-        raise FormatError(f"checkpoint line 3: root hash {_show(line)} is not valid base64") from None
+        raise FormatError(
+            f"checkpoint line 3: root hash {_show(line)} is not valid base64", what="checkpoint", line=3
+        ) from None
     if len(root) != _HASH_SIZE:
         raise FormatError(
-            f"checkpoint line 3: root hash {_show(line)} decodes to {len(root)} bytes, expected {_HASH_SIZE}"
+            f"checkpoint line 3: root hash {_show(line)} decodes to {len(root)} bytes, expected {_HASH_SIZE}",
+            what="checkpoint",
+            line=3,
         )
     if base64.b64encode(root).decode("ascii") != line:
-        raise FormatError(f"checkpoint line 3: root hash {_show(line)} is not in canonical base64 form")
+        raise FormatError(
+            f"checkpoint line 3: root hash {_show(line)} is not in canonical base64 form", what="checkpoint", line=3
+        )
     return root
 
 
@@ -87,23 +95,35 @@ class Checkpoint:
 
     def __post_init__(self) -> None:
         if not isinstance(self.origin, str) or not self.origin:
-            raise FormatError("checkpoint origin is empty (tlog-checkpoint: the origin MUST be non-empty)")
+            raise FormatError(
+                "checkpoint origin is empty (tlog-checkpoint: the origin MUST be non-empty)", what="checkpoint"
+            )
         if "\n" in self.origin or _control_char(self.origin):
-            raise FormatError(f"checkpoint origin {_show(self.origin)} contains a newline or control character")
+            raise FormatError(
+                f"checkpoint origin {_show(self.origin)} contains a newline or control character", what="checkpoint"
+            )
         if isinstance(self.size, bool) or not isinstance(self.size, int) or not 0 <= self.size <= MAX_TREE_SIZE:
-            raise FormatError(f"checkpoint tree size {self.size!r} is not an integer in [0, 2**63-1]")
+            raise FormatError(
+                f"checkpoint tree size {self.size!r} is not an integer in [0, 2**63-1]", what="checkpoint"
+            )
         if not isinstance(self.root, bytes) or len(self.root) != _HASH_SIZE:
             n = len(self.root) if isinstance(self.root, (bytes, bytearray)) else type(self.root).__name__
-            raise FormatError(f"checkpoint root hash is {n} bytes, expected {_HASH_SIZE}")
+            raise FormatError(f"checkpoint root hash is {n} bytes, expected {_HASH_SIZE}", what="checkpoint")
         if isinstance(self.extensions, str):
-            raise FormatError("checkpoint extensions must be a tuple of lines, not one string")
+            raise FormatError("checkpoint extensions must be a tuple of lines, not one string", what="checkpoint")
         exts = tuple(self.extensions)
         for i, ext in enumerate(exts):
             if not isinstance(ext, str) or not ext:
-                raise FormatError(f"checkpoint extension line {i + 4} is empty (tlog-checkpoint: MUST be non-empty)")
+                raise FormatError(
+                    f"checkpoint extension line {i + 4} is empty (tlog-checkpoint: MUST be non-empty)",
+                    what="checkpoint",
+                    line=i + 4,
+                )
             if "\n" in ext or _control_char(ext):
                 raise FormatError(
-                    f"checkpoint extension line {i + 4} {_show(ext)} contains a newline or control character"
+                    f"checkpoint extension line {i + 4} {_show(ext)} contains a newline or control character",
+                    what="checkpoint",
+                    line=i + 4,
                 )
         object.__setattr__(self, "extensions", exts)
 
@@ -119,26 +139,36 @@ class Checkpoint:
         that is canonical base64 of 32 bytes; non-empty extension lines.  Raises FormatError
         naming the line and the text found."""
         if not isinstance(body, str):
-            raise FormatError(f"checkpoint body must be str, not {type(body).__name__}")
+            raise FormatError(f"checkpoint body must be str, not {type(body).__name__}", what="checkpoint")
         if len(body) > MAX_BODY_SIZE:
-            raise FormatError(f"checkpoint body is {len(body)} characters, more than the limit of {MAX_BODY_SIZE}")
+            raise FormatError(
+                f"checkpoint body is {len(body)} characters, more than the limit of {MAX_BODY_SIZE}", what="checkpoint"
+            )
         if not body.endswith("\n"):
-            raise FormatError("checkpoint body does not end with a newline")
+            raise FormatError("checkpoint body does not end with a newline", what="checkpoint")
         lines = body[:-1].split("\n")
         if len(lines) < 3:
             raise FormatError(
-                f"checkpoint body has {len(lines)} line(s), expected at least 3 (origin, tree size, root hash)"
+                f"checkpoint body has {len(lines)} line(s), expected at least 3 (origin, tree size, root hash)",
+                what="checkpoint",
             )
         origin, size_line, root_line, *extensions = lines
         if not origin:
-            raise FormatError("checkpoint line 1: the origin is empty")
+            raise FormatError("checkpoint line 1: the origin is empty", what="checkpoint", line=1)
         for number, line in enumerate(lines, start=1):
             bad = _control_char(line)
             if bad is not None:
-                raise FormatError(f"checkpoint line {number}: control character {bad} in {_show(line)}")
+                raise FormatError(
+                    f"checkpoint line {number}: control character {bad} in {_show(line)}", what="checkpoint",
+                    line=number,
+                )
         size = _parse_size(size_line)
         root = _parse_root(root_line)
         for i, ext in enumerate(extensions):
             if not ext:
-                raise FormatError(f"checkpoint line {i + 4}: empty extension line (extension lines MUST be non-empty)")
+                raise FormatError(
+                    f"checkpoint line {i + 4}: empty extension line (extension lines MUST be non-empty)",
+                    what="checkpoint",
+                    line=i + 4,
+                )
         return cls(origin=origin, size=size, root=root, extensions=tuple(extensions))

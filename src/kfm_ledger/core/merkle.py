@@ -155,7 +155,7 @@ def inclusion_proof_plan(index: int, size: int) -> list[tuple[int, int]]:
     Raises IndexOutOfRangeError unless ``0 <= index < size``.
     """
     if index < 0 or index >= size:
-        raise IndexOutOfRangeError(f"index {index} out of bounds for tree size {size}")
+        raise IndexOutOfRangeError(f"index {index} out of bounds for tree size {size}", index=index, size=size)
     return _sibling_ranges(index, 0, size)
 
 
@@ -181,7 +181,9 @@ def consistency_proof_plan(old_size: int, new_size: int) -> list[tuple[int, int]
     if old_size <= 0 or old_size > new_size:
         raise IndexOutOfRangeError(
             f"no consistency proof from tree size {old_size} to tree size {new_size}: "
-            "need 0 < old size <= new size (a proof from the empty tree is not defined)"
+            "need 0 < old size <= new size (a proof from the empty tree is not defined)",
+            index=old_size,
+            size=new_size,
         )
     level, index = _consistency_start(old_size)
     ranges = _sibling_ranges(index, level, new_size)
@@ -292,12 +294,14 @@ def root_from_inclusion_proof(leaf: bytes, index: int, size: int, proof: Sequenc
     of hashes, or if a hash is not 32 bytes.
     """
     if index < 0 or index >= size:
-        raise ProofError(f"index {index} out of bounds for tree size {size}")
+        raise ProofError(f"index {index} out of bounds for tree size {size}", index=index, size=size)
     _check_hash(leaf, "leaf hash")
     want = _path_length(index, 0, size)
     if len(proof) != want:
         raise ProofError(
-            f"proof has {len(proof)} hashes, want {want} for index {index} in tree size {size}"
+            f"proof has {len(proof)} hashes, want {want} for index {index} in tree size {size}",
+            index=index,
+            size=size,
         )
     acc = leaf
     last = size - 1
@@ -345,13 +349,17 @@ def verify_consistency(
     _check_hash(old_root, "old root")
     _check_hash(new_root, "new root")
     if old_size < 0 or new_size < 0:
-        raise ProofError(f"invalid tree sizes {old_size} and {new_size}")
+        raise ProofError(f"invalid tree sizes {old_size} and {new_size}", old_size=old_size, size=new_size)
     if old_size > new_size:
-        raise ProofError(f"old tree size {old_size} is larger than new tree size {new_size}")
+        raise ProofError(
+            f"old tree size {old_size} is larger than new tree size {new_size}", old_size=old_size, size=new_size
+        )
     if old_size == new_size:
         if proof:
             raise ProofError(
-                f"proof has {len(proof)} hashes, want 0 for equal tree sizes {old_size}"
+                f"proof has {len(proof)} hashes, want 0 for equal tree sizes {old_size}",
+                old_size=old_size,
+                size=new_size,
             )
         if old_size == 0 and old_root != EMPTY_ROOT:
             raise RootMismatchError(expected=EMPTY_ROOT, calculated=old_root, what="empty tree root")
@@ -360,7 +368,7 @@ def verify_consistency(
         return
     if old_size == 0:
         raise ProofError(
-            f"a consistency proof from size 0 never verifies (asked for 0 -> {new_size})"
+            f"a consistency proof from size 0 never verifies (asked for 0 -> {new_size})", old_size=0, size=new_size
         )
 
     level, index = _consistency_start(old_size)
@@ -370,7 +378,9 @@ def verify_consistency(
     want = lead + _path_length(index, level, new_size)
     if len(proof) != want:
         raise ProofError(
-            f"proof has {len(proof)} hashes, want {want} for tree sizes {old_size} -> {new_size}"
+            f"proof has {len(proof)} hashes, want {want} for tree sizes {old_size} -> {new_size}",
+            old_size=old_size,
+            size=new_size,
         )
     for pos, h in enumerate(proof):
         _check_hash(h, f"proof hash {pos}")
@@ -551,7 +561,9 @@ class MemoryTree:
         for level, index in nodes:
             if level < 0 or index < 0 or level >= len(levels) or index >= len(levels[level]):
                 raise IndexOutOfRangeError(
-                    f"node (level {level}, index {index}) is not complete in tree size {self.size}"
+                    f"node (level {level}, index {index}) is not complete in tree size {self.size}",
+                    index=index,
+                    size=self.size,
                 )
             out.append(levels[level][index])
         return out
@@ -561,7 +573,9 @@ class MemoryTree:
         if size is None:
             size = self.size
         if size < 0 or size > self.size:
-            raise IndexOutOfRangeError(f"tree size {size} out of bounds for {self.size} leaves")
+            raise IndexOutOfRangeError(
+                f"tree size {size} out of bounds for {self.size} leaves", index=size, size=self.size
+            )
         return tree_root(size, self)
 
     def __repr__(self) -> str:

@@ -274,7 +274,8 @@ class Verifier:
         return f"{self.name}+{self.key_id.hex()}+{_b64encode(bytes([self.alg]) + self.public_key)}"
 
     def _public(self) -> Ed25519PublicKey:
-        return _ed25519().Ed25519PublicKey.from_public_bytes(self.public_key)
+        key: Ed25519PublicKey = _ed25519().Ed25519PublicKey.from_public_bytes(self.public_key)
+        return key
 
     def verify(self, message: bytes, signature: bytes) -> None:
         """Check ``signature`` (the bytes after the key ID in a signature line) over
@@ -295,14 +296,18 @@ class Verifier:
         if len(signature) != _ED25519_SIGNATURE_SIZE:
             raise BadSignatureError(
                 f"signature by {self.name}+{self.key_id.hex()} is {len(signature)} bytes, "
-                f"expected an {_ED25519_SIGNATURE_SIZE}-byte Ed25519 signature"
+                f"expected an {_ED25519_SIGNATURE_SIZE}-byte Ed25519 signature",
+                key_name=self.name,
+                key_id=self.key_id,
             )
         try:
             self._public().verify(signature, message)
         except InvalidSignature:
             raise BadSignatureError(
                 f"signature by {self.name}+{self.key_id.hex()} does not verify: "
-                "the signed text was changed or the signature is corrupt"
+                "the signed text was changed or the signature is corrupt",
+                key_name=self.name,
+                key_id=self.key_id,
             ) from None
 
     def verify_cosignature_bytes(self, message: bytes, signature: bytes) -> int:
@@ -312,16 +317,22 @@ class Verifier:
         if len(signature) != _TIMESTAMP_SIZE + _ED25519_SIGNATURE_SIZE:
             raise BadSignatureError(
                 f"{who} is {len(signature)} bytes, expected {_TIMESTAMP_SIZE} (timestamp) + "
-                f"{_ED25519_SIGNATURE_SIZE} (Ed25519 signature)"
+                f"{_ED25519_SIGNATURE_SIZE} (Ed25519 signature)",
+                key_name=self.name,
+                key_id=self.key_id,
             )
         timestamp = int.from_bytes(signature[:_TIMESTAMP_SIZE], "big")
         if timestamp > MAX_TIMESTAMP:
-            raise BadSignatureError(f"{who} has timestamp {timestamp}, larger than 2**63-1")
+            raise BadSignatureError(
+                f"{who} has timestamp {timestamp}, larger than 2**63-1", key_name=self.name, key_id=self.key_id
+            )
         try:
             body = message.decode("utf-8")
             Checkpoint.parse(body)
         except (UnicodeDecodeError, FormatError) as e:
-            raise BadSignatureError(f"{who} is over a text that is not a checkpoint: {e}") from None
+            raise BadSignatureError(
+                f"{who} is over a text that is not a checkpoint: {e}", key_name=self.name, key_id=self.key_id
+            ) from None
         self._verify_ed25519(cosignature_message(body, timestamp), signature[_TIMESTAMP_SIZE:])
         return timestamp
 
@@ -506,13 +517,17 @@ def _check_text_chars(text: str, what: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
         line = text.count("\n", 0, e.start) + 1
-        raise MalformedNoteError(f"{what}, line {line}: not valid UTF-8 (a lone surrogate)") from None
+        raise MalformedNoteError(
+            f"{what}, line {line}: not valid UTF-8 (a lone surrogate)", what=what, line=line
+        ) from None
     for pos, ch in enumerate(text):
         if ch < " " and ch != "\n":
             line = text.count("\n", 0, pos) + 1
             raise MalformedNoteError(
                 f"{what}, line {line}: control character U+{ord(ch):04X} "
-                "(signed-note allows no control characters but newline)"
+                "(signed-note allows no control characters but newline)",
+                what=what,
+                line=line,
             )
 
 
@@ -522,6 +537,11 @@ def _check_note_text(text: str) -> None:
     if not text.endswith("\n"):
         raise MalformedNoteError("note text does not end with a newline (signed-note §Format)")
     _check_text_chars(text, "note text")
+
+
+def _bad_signature_line(message: str, line: int, text: str, field: str | None = None) -> MalformedNoteError:
+    """The error for signature line ``line`` (1-based, of the whole note) whose text is ``text``."""
+    return MalformedNoteError(message, what="signed note", line=line, field=field, found=text)
 
 
 def parse_note(data: bytes) -> Note:
@@ -536,47 +556,69 @@ def parse_note(data: bytes) -> Note:
         raise MalformedNoteError(f"signed note must be bytes, not {type(data).__name__}")
     data = bytes(data)
     if len(data) > MAX_NOTE_SIZE:
-        raise MalformedNoteError(f"signed note is {len(data)} bytes, more than the limit of {MAX_NOTE_SIZE}")
+        raise MalformedNoteError(
+            f"signed note is {len(data)} bytes, more than the limit of {MAX_NOTE_SIZE}", what="signed note"
+        )
     try:
         decoded = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise MalformedNoteError(f"signed note, line {line}: not valid UTF-8 (byte {e.start})") from None
+        raise MalformedNoteError(
+            f"signed note, line {line}: not valid UTF-8 (byte {e.start})", what="signed note", line=line
+        ) from None
     _check_text_chars(decoded, "signed note")
     split = data.rfind(b"\n\n")
     if split < 0:
-        raise MalformedNoteError("signed note has no blank line between the text and the signatures")
+        raise MalformedNoteError(
+            "signed note has no blank line between the text and the signatures", what="signed note"
+        )
     text = data[: split + 1].decode("utf-8")
     sig_block = data[split + 2 :]
     first_sig_line = text.count("\n") + 2
     if not sig_block:
-        raise MalformedNoteError(f"signed note, line {first_sig_line}: no signature lines after the blank line")
+        raise MalformedNoteError(
+            f"signed note, line {first_sig_line}: no signature lines after the blank line",
+            what="signed note",
+            line=first_sig_line,
+        )
     if not sig_block.endswith(b"\n"):
-        raise MalformedNoteError("signed note does not end with a newline")
+        raise MalformedNoteError("signed note does not end with a newline", what="signed note")
     raw_lines = sig_block[:-1].split(b"\n")
     if len(raw_lines) > MAX_SIGNATURES:
-        raise MalformedNoteError(f"signed note has {len(raw_lines)} signatures, more than the limit of {MAX_SIGNATURES}")
+        raise MalformedNoteError(
+            f"signed note has {len(raw_lines)} signatures, more than the limit of {MAX_SIGNATURES}", what="signed note"
+        )
     signatures: list[NoteSignature] = []
     for n, raw in enumerate(raw_lines):
-        where = f"signed note, line {first_sig_line + n}"
-        line = raw.decode("utf-8")
+        number = first_sig_line + n
+        where = f"signed note, line {number}"
+        sig_line = raw.decode("utf-8")
         if not raw.startswith(_SIG_PREFIX_BYTES):
-            raise MalformedNoteError(
-                f"{where}: signature line does not start with an em dash (U+2014) and a space: {_show(line)}"
+            raise _bad_signature_line(
+                f"{where}: signature line does not start with an em dash (U+2014) and a space: {_show(sig_line)}",
+                number,
+                sig_line,
             )
-        name, sep, b64 = line[len(_SIG_PREFIX):].partition(" ")
+        name, sep, b64 = sig_line[len(_SIG_PREFIX):].partition(" ")
         problem = _name_problem(name)
         if problem is not None:
-            raise MalformedNoteError(f"{where}: {problem}: {_show(line)}")
+            raise _bad_signature_line(f"{where}: {problem}: {_show(sig_line)}", number, sig_line, "key name")
         if not sep or not b64:
-            raise MalformedNoteError(f"{where}: no signature after the key name {name!r}")
+            raise _bad_signature_line(
+                f"{where}: no signature after the key name {name!r}", number, sig_line, "signature"
+            )
         try:
             sig = _b64decode(b64)
         except ValueError as e:
-            raise MalformedNoteError(f"{where}: signature of {name!r} is {e}: {_show(b64)}") from None
+            raise _bad_signature_line(
+                f"{where}: signature of {name!r} is {e}: {_show(b64)}", number, sig_line, "signature"
+            ) from None
         if len(sig) < _KEY_ID_SIZE + 1:
-            raise MalformedNoteError(
-                f"{where}: signature of {name!r} is {len(sig)} bytes, expected a 4-byte key ID and a signature"
+            raise _bad_signature_line(
+                f"{where}: signature of {name!r} is {len(sig)} bytes, expected a 4-byte key ID and a signature",
+                number,
+                sig_line,
+                "signature",
             )
         signatures.append(NoteSignature(name=name, key_id=sig[:_KEY_ID_SIZE], signature=sig[_KEY_ID_SIZE:]))
     return Note(text=text, signatures=tuple(signatures))

@@ -114,20 +114,24 @@ _ENTRIES_PATH_RE = re.compile(r"tile/entries/" + _INDEX_RE + _WIDTH_RE)
 def _parse_index_and_width(path: str, groups: str, last: str, width_text: str | None) -> tuple[int, int]:
     parts = groups.split("/")[:-1] if groups else []
     if parts and parts[0] == "x000":
-        raise FormatError(f"tile path {path!r}: index has a leading zero group")
+        raise FormatError(
+            f"tile path {path!r}: index has a leading zero group", what="tile path", field="index", found=path
+        )
     if len(parts) > 6:
-        raise FormatError(f"tile path {path!r}: index too large")
+        raise FormatError(f"tile path {path!r}: index too large", what="tile path", field="index", found=path)
     index = 0
     for part in parts:
         index = index * 1000 + int(part[1:])
     index = index * 1000 + int(last)
     if index >= _MAX_INDEX:
-        raise FormatError(f"tile path {path!r}: index too large")
+        raise FormatError(f"tile path {path!r}: index too large", what="tile path", field="index", found=path)
     width = TILE_WIDTH
     if width_text is not None:
         width = int(width_text)
         if width >= TILE_WIDTH:
-            raise FormatError(f"tile path {path!r}: partial width {width} not in 1..255")
+            raise FormatError(
+                f"tile path {path!r}: partial width {width} not in 1..255", what="tile path", field="width", found=path
+            )
     return index, width
 
 
@@ -142,10 +146,12 @@ def parse_tile_path(path: str) -> tuple[int, int, int]:
     """
     match = _TILE_PATH_RE.fullmatch(path)
     if match is None:
-        raise FormatError(f"not a canonical hash tile path: {path!r}")
+        raise FormatError(f"not a canonical hash tile path: {path!r}", what="tile path", found=path)
     level = int(match.group(1))
     if level > MAX_TILE_LEVEL:
-        raise FormatError(f"tile path {path!r}: level {level} not in 0..{MAX_TILE_LEVEL}")
+        raise FormatError(
+            f"tile path {path!r}: level {level} not in 0..{MAX_TILE_LEVEL}", what="tile path", field="level", found=path
+        )
     index, width = _parse_index_and_width(path, match.group(2), match.group(3), match.group(4))
     return level, index, width
 
@@ -155,7 +161,7 @@ def parse_entries_path(path: str) -> tuple[int, int]:
     a full bundle.  As strict as :func:`parse_tile_path`.  Raises FormatError."""
     match = _ENTRIES_PATH_RE.fullmatch(path)
     if match is None:
-        raise FormatError(f"not a canonical entry bundle path: {path!r}")
+        raise FormatError(f"not a canonical entry bundle path: {path!r}", what="entry bundle path", found=path)
     return _parse_index_and_width(path, match.group(1), match.group(2), match.group(3))
 
 
@@ -243,7 +249,9 @@ def hashes_of_tile(data: bytes) -> list[bytes]:
     32 and at most 8,192 (a full tile)."""
     if len(data) % HASH_SIZE or len(data) > _FULL_TILE_BYTES:
         raise FormatError(
-            f"tile is {len(data)} bytes: want a multiple of {HASH_SIZE}, at most {_FULL_TILE_BYTES}"
+            f"tile is {len(data)} bytes: want a multiple of {HASH_SIZE}, at most {_FULL_TILE_BYTES}",
+            what="tile",
+            field="length",
         )
     return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
 
@@ -281,7 +289,9 @@ def expand_tile(data: bytes) -> tuple[bytes, ...]:
     """
     if not data or len(data) % HASH_SIZE or len(data) > _FULL_TILE_BYTES:
         raise FormatError(
-            f"tile is {len(data)} bytes: want a multiple of {HASH_SIZE}, 32 to {_FULL_TILE_BYTES}"
+            f"tile is {len(data)} bytes: want a multiple of {HASH_SIZE}, 32 to {_FULL_TILE_BYTES}",
+            what="tile",
+            field="length",
         )
     # Level by level, each over one bytes object: a parent costs one slice, one
     # concatenation and one hashlib call (about 0.35 us); about 95 us for a full tile.
@@ -337,7 +347,9 @@ class TileHashReader:
         if len(data) < want or len(data) > _FULL_TILE_BYTES or len(data) % HASH_SIZE:
             raise CorruptLedgerError(
                 f"{tile_path(level, index, width)}: tile is {len(data)} bytes, "
-                f"want {want}" + (" or a wider tile" if width < TILE_WIDTH else "")
+                f"want {want}" + (" or a wider tile" if width < TILE_WIDTH else ""),
+                key=tile_path(level, index, width),
+                index=index,
             )
         return bytes(data[:want])
 
@@ -402,7 +414,9 @@ class TileHashReader:
         for level, index in nodes:
             if level < 0 or index < 0 or (index + 1) << level > size:
                 raise IndexOutOfRangeError(
-                    f"node (level {level}, index {index}) is not complete in tree size {size}"
+                    f"node (level {level}, index {index}) is not complete in tree size {size}",
+                    index=index,
+                    size=size,
                 )
         out: list[bytes] = []
         cache = self._cache

@@ -78,17 +78,21 @@ class TlogProof:
 
     def __post_init__(self) -> None:
         if isinstance(self.index, bool) or not isinstance(self.index, int) or not 0 <= self.index <= _MAX_INDEX:
-            raise FormatError(f"tlog-proof index {self.index!r} is not an integer in [0, 2**63-1]")
+            raise FormatError(f"tlog-proof index {self.index!r} is not an integer in [0, 2**63-1]", what="tlog-proof")
         hashes = tuple(self.hashes)
         if len(hashes) > MAX_PROOF_HASHES:
-            raise FormatError(f"tlog-proof has {len(hashes)} hashes, at most {MAX_PROOF_HASHES} are possible")
+            raise FormatError(
+                f"tlog-proof has {len(hashes)} hashes, at most {MAX_PROOF_HASHES} are possible", what="tlog-proof"
+            )
         for i, h in enumerate(hashes):
             if not isinstance(h, bytes) or len(h) != _HASH_SIZE:
-                raise FormatError(f"tlog-proof hash {i} is not {_HASH_SIZE} bytes")
+                raise FormatError(f"tlog-proof hash {i} is not {_HASH_SIZE} bytes", what="tlog-proof")
         if not isinstance(self.checkpoint, bytes) or not self.checkpoint:
-            raise FormatError("tlog-proof checkpoint is empty")
+            raise FormatError("tlog-proof checkpoint is empty", what="tlog-proof")
         if self.extra is not None and not isinstance(self.extra, bytes):
-            raise FormatError(f"tlog-proof extra must be bytes or None, not {type(self.extra).__name__}")
+            raise FormatError(
+                f"tlog-proof extra must be bytes or None, not {type(self.extra).__name__}", what="tlog-proof"
+            )
         object.__setattr__(self, "hashes", hashes)
 
 
@@ -112,7 +116,10 @@ def _parse_index(value: bytes, line_no: int) -> int:
         or len(value) > len(str(_MAX_INDEX))
         or int(value) > _MAX_INDEX
     ):
-        raise FormatError(f"tlog-proof line {line_no}: index {_show(value)} is not a canonical decimal number")
+        raise FormatError(
+            f"tlog-proof line {line_no}: index {_show(value)} is not a canonical decimal number", what="tlog-proof",
+            line=line_no,
+        )
     return int(value)
 
 
@@ -121,10 +128,12 @@ def parse_tlog_proof(data: bytes) -> TlogProof:
     checkpoint must be a well-formed signed checkpoint (its signatures are NOT checked here:
     use :func:`verify_tlog_proof`).  Raises FormatError naming the line."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise FormatError(f"tlog-proof must be bytes, not {type(data).__name__}")
+        raise FormatError(f"tlog-proof must be bytes, not {type(data).__name__}", what="tlog-proof")
     data = bytes(data)
     if len(data) > _MAX_PROOF_SIZE:
-        raise FormatError(f"tlog-proof is {len(data)} bytes, more than the limit of {_MAX_PROOF_SIZE}")
+        raise FormatError(
+            f"tlog-proof is {len(data)} bytes, more than the limit of {_MAX_PROOF_SIZE}", what="tlog-proof"
+        )
     pos = 0
     line_no = 0
 
@@ -133,14 +142,19 @@ def parse_tlog_proof(data: bytes) -> TlogProof:
         end = data.find(b"\n", pos)
         line_no += 1
         if end < 0:
-            raise FormatError(f"tlog-proof line {line_no}: missing (the proof ends before its checkpoint)")
+            raise FormatError(
+                f"tlog-proof line {line_no}: missing (the proof ends before its checkpoint)", what="tlog-proof",
+                line=line_no,
+            )
         line = data[pos:end]
         pos = end + 1
         return line
 
     first = next_line()
     if first != HEADER:
-        raise FormatError(f"tlog-proof line 1: expected {HEADER.decode()!r}, found {_show(first)}")
+        raise FormatError(
+            f"tlog-proof line 1: expected {HEADER.decode()!r}, found {_show(first)}", what="tlog-proof", line=1
+        )
 
     extra: bytes | None = None
     line = next_line()
@@ -148,12 +162,16 @@ def parse_tlog_proof(data: bytes) -> TlogProof:
         try:
             extra = _b64decode(line[len(b"extra ") :])
         except ValueError as e:
-            raise FormatError(f"tlog-proof line {line_no}: extra data is {e}: {_show(line)}") from None
+            raise FormatError(
+                f"tlog-proof line {line_no}: extra data is {e}: {_show(line)}", what="tlog-proof", line=line_no
+            ) from None
         line = next_line()
 
     if not line.startswith(b"index "):
         expected = "'index <n>'" if extra is not None else "'extra <base64>' or 'index <n>'"
-        raise FormatError(f"tlog-proof line {line_no}: expected {expected}, found {_show(line)}")
+        raise FormatError(
+            f"tlog-proof line {line_no}: expected {expected}, found {_show(line)}", what="tlog-proof", line=line_no
+        )
     index = _parse_index(line[len(b"index ") :], line_no)
 
     hashes: list[bytes] = []
@@ -164,25 +182,35 @@ def parse_tlog_proof(data: bytes) -> TlogProof:
         if len(hashes) == MAX_PROOF_HASHES:
             raise FormatError(
                 f"tlog-proof line {line_no}: more than {MAX_PROOF_HASHES} proof hashes "
-                "(or no empty line before the checkpoint)"
+                "(or no empty line before the checkpoint)",
+                what="tlog-proof",
+                line=line_no,
             )
         try:
             h = _b64decode(line)
         except ValueError as e:
-            raise FormatError(f"tlog-proof line {line_no}: proof hash is {e}: {_show(line)}") from None
+            raise FormatError(
+                f"tlog-proof line {line_no}: proof hash is {e}: {_show(line)}", what="tlog-proof", line=line_no
+            ) from None
         if len(h) != _HASH_SIZE:
             raise FormatError(
-                f"tlog-proof line {line_no}: proof hash {_show(line)} decodes to {len(h)} bytes, expected {_HASH_SIZE}"
+                f"tlog-proof line {line_no}: proof hash {_show(line)} decodes to {len(h)} bytes, expected {_HASH_SIZE}",
+                what="tlog-proof",
+                line=line_no,
             )
         hashes.append(h)
 
     checkpoint = data[pos:]
     if not checkpoint:
-        raise FormatError(f"tlog-proof line {line_no + 1}: no checkpoint after the empty line")
+        raise FormatError(
+            f"tlog-proof line {line_no + 1}: no checkpoint after the empty line", what="tlog-proof", line=line_no + 1
+        )
     try:
         parse_unverified(checkpoint)
     except FormatError as e:
-        raise FormatError(f"tlog-proof checkpoint (from line {line_no + 1}): {e}") from None
+        raise FormatError(
+            f"tlog-proof checkpoint (from line {line_no + 1}): {e}", what="tlog-proof", line=line_no + 1
+        ) from None
     return TlogProof(index=index, hashes=tuple(hashes), checkpoint=checkpoint, extra=extra)
 
 

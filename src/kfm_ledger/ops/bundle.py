@@ -63,7 +63,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import KfmError, VerificationError
+from ..errors import (
+    BundleChecksumError,
+    BundleError,
+    BundleLimitError,
+    ConfigMismatchError,
+    UnsafeArchiveError,
+)
 from ..schema import Config
 
 __all__ = [
@@ -99,58 +105,6 @@ _FIXED_OVERHEAD = 1 << 20
 
 
 # ------------------------------------------------------------------- errors
-
-
-class BundleError(KfmError):
-    """A bundle could not be checked or restored."""
-
-
-class BundleChecksumError(BundleError, VerificationError):
-    """The bundle's SHA-256 is not the one the ledger row records."""
-
-    def __init__(self, path: str, expected: str, found: str, *, when: str = "") -> None:
-        self.path = path
-        self.expected = expected
-        self.found = found
-        where = f" {when}" if when else ""
-        super().__init__(
-            f"bundle {path}: sha256 mismatch{where}: expected {expected} (checksums.artifact_sha256), "
-            f"found {found}; nothing was written"
-        )
-
-
-class UnsafeArchiveError(BundleError):
-    """The archive holds a member that may not be extracted; nothing was written."""
-
-    def __init__(self, path: str, member: str, reason: str) -> None:
-        self.path = path
-        self.member = member
-        self.reason = reason
-        super().__init__(f"bundle {path}: member {member!r} refused: {reason}; nothing was written")
-
-
-class BundleLimitError(UnsafeArchiveError):
-    """The archive exceeds the member count or uncompressed size limit."""
-
-
-class ConfigMismatchError(BundleError, VerificationError):
-    """Extracted configs are missing or differ from the row's ``configs[]``; nothing was kept."""
-
-    def __init__(self, path: str, checks: Sequence[ConfigCheck]) -> None:
-        self.path = path
-        self.checks = list(checks)
-        bad = [c for c in self.checks if not c.ok]
-        super().__init__(
-            f"bundle {path}: {len(bad)} of {len(self.checks)} config(s) do not match the ledger row: "
-            + "; ".join(c.describe() for c in bad)
-            + "; nothing was restored"
-        )
-
-    def diagnostics(self) -> str:
-        bad = [c for c in self.checks if not c.ok]
-        lines = [f"bundle {self.path}: {len(bad)} of {len(self.checks)} config(s) do not match; nothing was restored"]
-        lines += [f"  {c.describe()}" for c in bad]
-        return "\n".join(lines)
 
 
 # ------------------------------------------------------------------ results

@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from ..errors import KfmError
+from ..errors import EnergySourceError
 from ..ledger import MIRROR_KEY, Ledger
 
 __all__ = [
@@ -61,10 +61,6 @@ ENERGY_FORMAT = "kfm.energy/v1"
 DECIMALS = 9
 
 Source = Literal["auto", "mirror", "jsonl"]
-
-
-class EnergySourceError(KfmError):
-    """``source="mirror"`` was asked for but the mirror is not current."""
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from ..errors import KfmError
+from ..errors import SelectorError
 from ..ledger import Ledger
 from ..schema import Entry
 
@@ -70,12 +70,6 @@ __all__ = [
 IMPACT_FORMAT = "kfm.impact/v1"
 
 Kind = Literal["model", "config", "dataset"]
-
-
-class SelectorError(KfmError):
-    """An artifact selector (``--model``, ``--config``, ``--dataset``) is malformed."""
-
-    exit_code = 2
 
 
 _encode = msgspec.json.encode

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import KfmError, MissingExtraError
+from ..errors import MissingExtraError, QueryError
 from ..ledger import MIRROR_KEY, Ledger
 
 __all__ = [
@@ -55,10 +55,6 @@ __all__ = [
 QUERY_FORMAT = "kfm.query/v1"
 #: The table name a query sees.
 TABLE_NAME = "rollback_index"
-
-
-class QueryError(KfmError):
-    """DuckDB refused or failed the SQL (syntax, unknown column, a file access refused)."""
 
 
 def require_extra(module: str, extra: str, what: str) -> Any:
