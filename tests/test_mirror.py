@@ -227,7 +227,7 @@ def test_line_blocks_detect_a_short_jsonl(disk_ledger: Ledger) -> None:
 
 
 def test_deterministic_in_process_and_across_backends(disk_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mirror, "ROW_GROUP_BYTES", 4000)  # several row groups
+    monkeypatch.setattr(mirror.layout, "ROW_GROUP_BYTES", 4000)  # several row groups (read when building)
     fill(disk_ledger, 30, 7)
     first = mirror.build_mirror(disk_ledger)
     assert mirror.build_mirror(disk_ledger) == first

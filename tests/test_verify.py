@@ -42,7 +42,7 @@ def test_a_clean_ledger_verifies() -> None:
 
 
 def test_a_changed_row_is_found_at_its_line() -> None:
-    storage, led = ledger_with(50)
+    storage, _led = ledger_with(50)
     data = storage.read(JSONL_KEY)
     row = sample_row(7)
     old = encode_row(row)
@@ -53,11 +53,13 @@ def test_a_changed_row_is_found_at_its_line() -> None:
     assert "checkpoint 50" in wheres(report)
     # The rows no longer give the signed root, so the row is blamed, by line, not the tile.
     assert "line 8" in wheres(report)
+    line8 = next(f for f in report.failures if f.where == "line 8")
+    assert "not the one the log signed" in line8.message
     assert not any(w.startswith("tile") for w in wheres(report))
 
 
 def test_a_schema_violation_names_line_and_field() -> None:
-    storage, led = ledger_with(5)
+    storage, _led = ledger_with(5)
     data = storage.read(JSONL_KEY)
     rewrite_jsonl(storage, data.replace(sample_row(2).checksums.artifact_sha256.encode(), b"0" * 63 + b"G"))
     report = verify_ledger(Ledger.open(storage))
@@ -66,7 +68,7 @@ def test_a_schema_violation_names_line_and_field() -> None:
 
 
 def test_duplicate_commit_and_backwards_time_are_found() -> None:
-    storage, led = ledger_with(4)
+    storage, _led = ledger_with(4)
     lines = storage.read(JSONL_KEY).splitlines()
     lines[3] = lines[1]
     rewrite_jsonl(storage, b"\n".join(lines) + b"\n")
@@ -77,11 +79,13 @@ def test_duplicate_commit_and_backwards_time_are_found() -> None:
 
 
 def test_removed_rows_are_found() -> None:
-    storage, led = ledger_with(20)
+    storage, _led = ledger_with(20)
     lines = storage.read(JSONL_KEY).splitlines(keepends=True)
     rewrite_jsonl(storage, b"".join(lines[:15]))
     report = verify_ledger(Ledger.open(storage))
-    assert any("rows were removed" in f.message for f in report.failures)
+    removed = [f for f in report.failures if "rows were removed" in f.message]
+    assert [f.where for f in removed] == [JSONL_KEY], report.failures
+    assert "holds 15 complete rows but the signed checkpoint covers 20" in removed[0].message
 
 
 def test_a_changed_or_missing_tile_is_found() -> None:
@@ -138,10 +142,12 @@ def test_index_offsets_are_checked_and_a_missing_index_is_only_a_note(tmp_path: 
 
 
 def test_a_published_checkpoint_replaced_by_an_older_one_is_found() -> None:
-    storage, led = ledger_with(0, 5, 5)
+    storage, _led = ledger_with(0, 5, 5)
     storage.objects[CHECKPOINT_KEY] = storage.objects["checkpoints/5"]
     report = verify_ledger(Ledger.open(storage))
     assert "checkpoint 10" in wheres(report)
+    replaced = next(f for f in report.failures if f.where == "checkpoint 10")
+    assert "published checkpoint is older (size 5)" in replaced.message
 
 
 def test_verify_never_raises_for_a_bad_row_when_the_index_is_missing(tmp_path: Path) -> None:
@@ -161,7 +167,9 @@ def test_a_forged_checkpoint_is_found() -> None:
     note = bytearray(storage.objects["checkpoints/10"])
     note[-5] ^= 1
     storage.objects["checkpoints/10"] = bytes(note)
-    assert "checkpoint 10" in wheres(verify_ledger(led))
+    report = verify_ledger(led)
+    assert wheres(report) == ["checkpoint 10"]
+    assert "does not verify" in report.failures[0].message
 
 
 def test_since_accepts_an_extension_and_rejects_a_rewrite() -> None:
@@ -178,18 +186,20 @@ def test_since_accepts_an_extension_and_rejects_a_rewrite() -> None:
     fork.append(sample_jsonl(30, seed=9), signer=signer_of(led))
     forked = fork_storage.read(CHECKPOINT_KEY)
     report = verify_ledger(led, since=forked)
-    assert "since" in wheres(report)
+    assert set(wheres(report)) == {"since"}
+    assert any("history was rewritten" in f.message for f in report.failures), report.failures
 
     # A checkpoint larger than the ledger: rows were lost.
     report = verify_ledger(Ledger.open(fork_storage), since=storage.read(CHECKPOINT_KEY))
-    assert any("lost rows" in f.message for f in report.failures)
+    assert any(f.where == "since" and "lost rows" in f.message for f in report.failures), report.failures
 
 
 def test_since_from_another_key_is_rejected() -> None:
     _, led = ledger_with(5)
     _, other = ledger_with(5)
     report = verify_ledger(led, since=other.checkpoint.note)
-    assert "since" in wheres(report)
+    assert wheres(report) == ["since"]
+    assert "no signature from a trusted key" in report.failures[0].message
 
 
 @pytest.mark.parametrize("parallel", [False, True])

@@ -25,6 +25,9 @@ def test_a_deleted_row_is_not_reported_as_a_repeated_commit(tmp_path: Path) -> N
     (d / JSONL_KEY).write_bytes(b"".join(lines[:7] + lines[8:]))  # row 8 deleted
     report = verify_ledger(Ledger.open(d))
     assert not report.ok
+    wheres = [f.where for f in report.failures]
+    assert JSONL_KEY in wheres and "checkpoint 10" in wheres and "index" in wheres
+    assert "rows were removed" in str(report.failures[0])
     assert repeats(report) == []  # found by the tree and the index, not as a bogus repeat
 
 
@@ -35,7 +38,9 @@ def test_an_inserted_copy_is_reported_once_as_a_repeat(tmp_path: Path) -> None:
     report = verify_ledger(Ledger.open(d))
     assert not report.ok
     assert repeats(report) == [
-        "line 16: $.lakefs_commit: " + repr(report_commit(lines[3])) + " already appears at line 4 (one row per lakeFS commit)"
+        "line 16: $.lakefs_commit: "
+        + repr(report_commit(lines[3]))
+        + " already appears at line 4 (one row per lakeFS commit)"
     ]
 
 
@@ -52,4 +57,5 @@ def test_an_inserted_invalid_line_is_not_reported_as_a_repeat(tmp_path: Path) ->
     (d / JSONL_KEY).write_bytes(b"".join(lines[:3] + [b"\n"] + lines[3:]))  # a blank line before row 4
     report = verify_ledger(Ledger.open(d))
     assert not report.ok
+    assert str(report.failures[0]).startswith("line 4: $: invalid JSON")
     assert repeats(report) == []

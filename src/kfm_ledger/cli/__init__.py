@@ -9,16 +9,20 @@ no ledger logic.  Exit codes: 0 ok, 1 verification failed or input refused,
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from ..errors import KfmError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..ledger import Ledger
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -46,22 +50,55 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for machines 
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: This invocation: was --json given, and has a JSON document been printed yet?
-_OUTPUT = {"json": False, "emitted": False}
+class Output:
+    """This invocation's output state: was --json given, and has a JSON document been printed yet?
+
+    :func:`handle_errors` makes one per command run and passes it as the command's ``out``
+    argument (hidden from the command line); printing JSON and failing go through it.
+    """
+
+    def __init__(self, json_out: bool = False) -> None:
+        self.json = json_out
+        self.emitted = False
+
+    def emit_json(self, value: Any) -> None:
+        """Print one JSON document (sorted keys are NOT applied: field order is meaningful)."""
+        typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
+        self.emitted = True
+
+    def mark_json_emitted(self) -> None:
+        """For commands that print their JSON document by other means than :meth:`emit_json`."""
+        self.emitted = True
+
+    def error_json(self, kind: str, message: str, code: int, problems: list[Any] | None = None) -> None:
+        """With --json, a failure is a JSON document on stdout too (unless one was printed already)."""
+        if not self.json or self.emitted:
+            return
+        doc: dict[str, Any] = {"ok": False, "error": {"type": kind, "message": message, "exit_code": code}}
+        if problems is not None:
+            doc["problems"] = [{"line": p.line, "path": p.path, "message": p.message} for p in problems]
+        self.emit_json(doc)
+
+    def fail(self, message: str, code: int = EXIT_FAILED) -> typer.Exit:
+        """Print ``kfm: error: message`` to stderr (and, with --json, a JSON error document on
+        stdout); return the Exit to raise."""
+        typer.echo(f"kfm: error: {message}", err=True)
+        self.error_json("UsageError" if code == EXIT_USAGE else "Failed", message, code)
+        return typer.Exit(code)
 
 
-def _emit_error_json(kind: str, message: str, code: int, problems: list[Any] | None = None) -> None:
-    """With --json, a failure is a JSON document on stdout too (unless one was printed already)."""
-    if not _OUTPUT["json"] or _OUTPUT["emitted"]:
-        return
-    doc: dict[str, Any] = {"ok": False, "error": {"type": kind, "message": message, "exit_code": code}}
-    if problems is not None:
-        doc["problems"] = [{"line": p.line, "path": p.path, "message": p.message} for p in problems]
-    emit_json(doc)
+def open_ledger(ledger_dir: Path, vkey: Path | None = None) -> Ledger:
+    """The ledger at ``--ledger`` (or $KFM_LEDGER), its signature checked (with ``vkey`` when given)."""
+    from ..ledger import Ledger, read_text_key
+
+    vkey_text = read_text_key(vkey.read_bytes(), str(vkey)) if vkey else None
+    return Ledger.open(ledger_dir, vkey=vkey_text)
 
 
 def handle_errors(fn: F) -> F:
     """Turn library errors into a message on stderr and the documented exit code.
+
+    The command gets this run's :class:`Output` as its ``out`` argument.
 
     * :class:`KfmError`: its diagnostics, its exit code (1).
     * An operating-system error on a file or directory (a missing input file, a
@@ -72,20 +109,21 @@ def handle_errors(fn: F) -> F:
       short, so exit 1 quietly (docs/cli.md), whatever the command would have returned.
     """
 
+    signature = inspect.signature(fn, eval_str=True)
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        _OUTPUT["json"] = bool(kwargs.get("json_out"))
-        _OUTPUT["emitted"] = False
+        out = Output(bool(kwargs.get("json_out")))
         try:
             try:
-                return fn(*args, **kwargs)
+                return fn(*args, out=out, **kwargs)
             finally:
                 # Buffered output (sys.stdout.buffer.write) meets a closed pipe here, not
                 # at interpreter exit where it would print "Exception ignored ...".
                 sys.stdout.flush()
         except KfmError as e:
             typer.echo(f"kfm: error: {e.diagnostics()}", err=True)
-            _emit_error_json(type(e).__name__, str(e), e.exit_code, getattr(e, "problems", None))
+            out.error_json(type(e).__name__, str(e), e.exit_code, getattr(e, "problems", None))
             raise typer.Exit(e.exit_code) from None
         except BrokenPipeError:
             _silence_standard_streams()
@@ -94,9 +132,13 @@ def handle_errors(fn: F) -> F:
             if e.errno is None:  # io.UnsupportedOperation and the like: a programming error
                 raise
             typer.echo(f"kfm: error: {describe_os_error(e)}", err=True)
-            _emit_error_json("OSError", describe_os_error(e), EXIT_FAILED)
+            out.error_json("OSError", describe_os_error(e), EXIT_FAILED)
             raise typer.Exit(EXIT_FAILED) from None
 
+    # typer reads the options from the signature: ``out`` is not one of them.
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p for p in signature.parameters.values() if p.name != "out"]
+    )
     return wrapper  # type: ignore[return-value]
 
 
@@ -121,25 +163,6 @@ def _silence_standard_streams() -> None:
         except (OSError, ValueError):  # not a real file (a test runner's capture)
             pass
     os.close(devnull)
-
-
-def _mark_json_emitted() -> None:
-    """For commands that print their JSON document by other means than :func:`emit_json`."""
-    _OUTPUT["emitted"] = True
-
-
-def emit_json(value: Any) -> None:
-    """Print one JSON document (sorted keys are NOT applied: field order is meaningful)."""
-    typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
-    _OUTPUT["emitted"] = True
-
-
-def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
-    """Print ``kfm: error: message`` to stderr (and, with --json, a JSON error document on
-    stdout); return the Exit to raise."""
-    typer.echo(f"kfm: error: {message}", err=True)
-    _emit_error_json("UsageError" if code == EXIT_USAGE else "Failed", message, code)
-    return typer.Exit(code)
 
 
 def is_terminal() -> bool:

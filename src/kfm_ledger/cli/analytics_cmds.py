@@ -15,34 +15,29 @@ from typing import Annotated
 
 import typer
 
-from . import EXIT_FAILED, EXIT_USAGE, JsonFlag, LedgerDir, _mark_json_emitted, emit_json, fail, handle_errors
+from . import EXIT_FAILED, EXIT_USAGE, JsonFlag, LedgerDir, Output, handle_errors, open_ledger
 
 CsvFlag = Annotated[bool, typer.Option("--csv", help="Print CSV (with a header line) instead of a table.")]
 
 
-def _open(ledger_dir: Path):  # -> Ledger
-    from ..ledger import Ledger
 
-    return Ledger.open(ledger_dir)
-
-
-def _emit_large_json(value: object) -> None:
-    """:func:`emit_json` for results that may be large (query rows, impact trees): the same
+def _emit_large_json(out: Output, value: object) -> None:
+    """:meth:`Output.emit_json` for results that may be large (query rows, impact trees): the same
     indented JSON, encoded by msgspec in C."""
     import sys
 
     import msgspec
 
-    out = msgspec.json.format(msgspec.json.encode(value), indent=2) + b"\n"
+    data = msgspec.json.format(msgspec.json.encode(value), indent=2) + b"\n"
     sys.stdout.flush()
-    sys.stdout.buffer.write(out)
+    sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
-    _mark_json_emitted()
+    out.mark_json_emitted()
 
 
-def _one_format(csv_out: bool, json_out: bool) -> None:
+def _one_format(out: Output, csv_out: bool, json_out: bool) -> None:
     if csv_out and json_out:
-        raise fail("--csv and --json cannot be used together", EXIT_USAGE)
+        raise out.fail("--csv and --json cannot be used together", EXIT_USAGE)
 
 
 @handle_errors
@@ -53,16 +48,18 @@ def mirror(
     ] = False,
     ledger_dir: LedgerDir = Path("."),
     json_out: JsonFlag = False,
+    *,
+    out: Output,
 ) -> None:
     """Regenerate the Parquet mirror rollback-index.parquet (or --check it)."""
     from ..mirror import check_mirror, write_mirror
 
-    led = _open(ledger_dir)
+    led = open_ledger(ledger_dir)
     try:
         if check:
             status = check_mirror(led)
             if json_out:
-                emit_json(status.to_json())
+                out.emit_json(status.to_json())
             elif status.ok:
                 typer.echo(status.render_text())
             else:
@@ -74,7 +71,7 @@ def mirror(
     finally:
         led.close()
     if json_out:
-        emit_json(info.to_json())
+        out.emit_json(info.to_json())
     else:
         typer.echo(info.render_text())
 
@@ -85,18 +82,20 @@ def query(
     ledger_dir: LedgerDir = Path("."),
     csv_out: CsvFlag = False,
     json_out: JsonFlag = False,
+    *,
+    out: Output,
 ) -> None:
     """Run a read-only SQL audit over the Parquet mirror (table rollback_index)."""
     from ..ops.query import run_query
 
-    _one_format(csv_out, json_out)
-    led = _open(ledger_dir)
+    _one_format(out, csv_out, json_out)
+    led = open_ledger(ledger_dir)
     try:
         result = run_query(led, sql)
     finally:
         led.close()
     if json_out:
-        _emit_large_json(result.to_json())
+        _emit_large_json(out, result.to_json())
     elif csv_out:
         typer.echo(result.render_csv(), nl=False)
     else:
@@ -113,7 +112,9 @@ def energy(
     json_out: JsonFlag = False,
     plot: Annotated[
         Path | None,
-        typer.Option("--plot", help="Also draw the monthly chart to this PNG file (needs matplotlib: the extra 'plot')."),
+        typer.Option(
+            "--plot", help="Also draw the monthly chart to this PNG file (needs matplotlib: the extra 'plot')."
+        ),
     ] = None,
     source: Annotated[
         str,
@@ -122,14 +123,16 @@ def energy(
             help="Where to read rows: auto (the mirror when current, else the JSONL), mirror, jsonl.",
         ),
     ] = "auto",
+    *,
+    out: Output,
 ) -> None:
     """kWh and CO2e by producer, by month (UTC) and by branch, with totals and a trend."""
     from ..ops.energy import energy_report, plot_energy
 
-    _one_format(csv_out, json_out)
+    _one_format(out, csv_out, json_out)
     if source not in ("auto", "mirror", "jsonl"):
-        raise fail(f"--source must be auto, mirror or jsonl, not {source!r}", EXIT_USAGE)
-    led = _open(ledger_dir)
+        raise out.fail(f"--source must be auto, mirror or jsonl, not {source!r}", EXIT_USAGE)
+    led = open_ledger(ledger_dir)
     try:
         report = energy_report(led, source=source)  # type: ignore[arg-type]
     finally:
@@ -139,9 +142,9 @@ def energy(
         try:
             plot.write_bytes(png)
         except OSError as e:
-            raise fail(f"cannot write the plot to {plot}: {e.strerror}") from None
+            raise out.fail(f"cannot write the plot to {plot}: {e.strerror}") from None
     if json_out:
-        emit_json(report.to_json())
+        out.emit_json(report.to_json())
     elif csv_out:
         typer.echo(report.render_csv(), nl=False)
     else:
@@ -154,35 +157,47 @@ def energy(
 def impact(
     commit: Annotated[
         str | None,
-        typer.Option("--commit", help="lakeFS commit id (or unique prefix): what depends on what it introduced.", show_default=False),
+        typer.Option(
+            "--commit",
+            help="lakeFS commit id (or unique prefix): what depends on what it introduced.",
+            show_default=False,
+        ),
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", help="NAME or NAME@VERSION: entries using this model (version).", show_default=False)
+        str | None,
+        typer.Option("--model", help="NAME or NAME@VERSION: entries using this model (version).", show_default=False),
     ] = None,
     config: Annotated[
-        str | None, typer.Option("--config", help="PATH or PATH@SHA256: entries using this config (hash).", show_default=False)
+        str | None,
+        typer.Option("--config", help="PATH or PATH@SHA256: entries using this config (hash).", show_default=False),
     ] = None,
     dataset: Annotated[
         str | None,
-        typer.Option("--dataset", help="STAC_URI or STAC_URI@LAKEFS_REF: entries using this data snapshot.", show_default=False),
+        typer.Option(
+            "--dataset", help="STAC_URI or STAC_URI@LAKEFS_REF: entries using this data snapshot.", show_default=False
+        ),
     ] = None,
-    limit: Annotated[
-        int, typer.Option("--limit", help="Entries shown per producer in the text tree (0: all).")
-    ] = 50,
+    limit: Annotated[int, typer.Option("--limit", help="Entries shown per producer in the text tree (0: all).")] = 50,
     ledger_dir: LedgerDir = Path("."),
     json_out: JsonFlag = False,
+    *,
+    out: Output,
 ) -> None:
     """The tree of dependent pipelines: later entries, by producer, that use what an entry introduced."""
     from ..ops.impact import impact_of_artifact, impact_of_entry, parse_selector
 
-    given = [(k, v) for k, v in (("commit", commit), ("model", model), ("config", config), ("dataset", dataset)) if v is not None]
+    given = [
+        (k, v)
+        for k, v in (("commit", commit), ("model", model), ("config", config), ("dataset", dataset))
+        if v is not None
+    ]
     if len(given) != 1:
-        raise fail("give exactly one of --commit, --model, --config, --dataset", EXIT_USAGE)
+        raise out.fail("give exactly one of --commit, --model, --config, --dataset", EXIT_USAGE)
     if limit < 0:
-        raise fail("--limit must be >= 0", EXIT_USAGE)
+        raise out.fail("--limit must be >= 0", EXIT_USAGE)
     kind, value = given[0]
     selector = None if kind == "commit" else parse_selector(kind, value)  # type: ignore[arg-type]
-    led = _open(ledger_dir)
+    led = open_ledger(ledger_dir)
     try:
         if selector is None:
             report = impact_of_entry(led, led.get(value))
@@ -191,7 +206,7 @@ def impact(
     finally:
         led.close()
     if json_out:
-        _emit_large_json(report.to_json())
+        _emit_large_json(out, report.to_json())
     else:
         typer.echo(report.render_text(limit=limit))
 

@@ -15,17 +15,12 @@ from typing import Annotated
 
 import typer
 
-from . import EXIT_FAILED, EXIT_USAGE, JsonFlag, LedgerDir, emit_json, fail, handle_errors
+from . import EXIT_FAILED, EXIT_USAGE, JsonFlag, LedgerDir, Output, handle_errors, open_ledger
 
 CommitOpt = Annotated[
     str, typer.Option("--commit", help="lakeFS commit id or a unique prefix of one.", show_default=False)
 ]
 
-
-def _open(ledger_dir: Path):  # -> Ledger
-    from ..ledger import Ledger
-
-    return Ledger.open(ledger_dir)
 
 
 @handle_errors
@@ -39,15 +34,21 @@ def rollback(
         Path | None,
         typer.Option(
             "--restore-to",
-            help="Extract the bundle safely into this new (or empty) directory and check each config's sha256. Needs --bundle.",
+            help="Extract the bundle safely into this new (or empty) directory and check each config's sha256. "
+            "Needs --bundle.",
         ),
     ] = None,
     max_bytes: Annotated[
-        str, typer.Option("--max-bytes", help="Refuse bundles whose files add up to more than this (e.g. 500MB, 10GiB).")
+        str,
+        typer.Option("--max-bytes", help="Refuse bundles whose files add up to more than this (e.g. 500MB, 10GiB)."),
     ] = "10GiB",
-    max_files: Annotated[int, typer.Option("--max-files", help="Refuse bundles with more members than this.")] = 100_000,
+    max_files: Annotated[
+        int, typer.Option("--max-files", help="Refuse bundles with more members than this.")
+    ] = 100_000,
     ledger_dir: LedgerDir = Path("."),
     json_out: JsonFlag = False,
+    *,
+    out: Output,
 ) -> None:
     """The rollback plan for a lakeFS commit, proven against the signed checkpoint."""
     from ..errors import KfmError
@@ -59,17 +60,18 @@ def rollback(
         render_plan,
         render_restore_status,
         restore_plan_bundle,
+        rollback_outcome,
     )
 
     if restore_to is not None and bundle is None:
-        raise fail("--restore-to needs --bundle PATH (the .tar.zst to restore)", EXIT_USAGE)
+        raise out.fail("--restore-to needs --bundle PATH (the .tar.zst to restore)", EXIT_USAGE)
     if max_files < 0:
-        raise fail("--max-files must be >= 0", EXIT_USAGE)
+        raise out.fail("--max-files must be >= 0", EXIT_USAGE)
     try:
         limit = parse_size(max_bytes)
     except KfmError as e:
-        raise fail(str(e), EXIT_USAGE) from None
-    led = _open(ledger_dir)
+        raise out.fail(str(e), EXIT_USAGE) from None
+    led = open_ledger(ledger_dir)
     plan = plan_rollback(led, commit)
     bundle_status = restore_status = None
     if bundle is not None and restore_to is not None:
@@ -79,20 +81,9 @@ def rollback(
     elif bundle is not None:
         bundle_status = check_plan_bundle(plan, str(bundle))
 
-    problems = []
-    if not plan.proof.verified:
-        problems.append(f"the inclusion proof does not verify: {plan.proof.reason}")
-    if bundle_status is not None and not bundle_status.ok:
-        problems.append(bundle_status.error or "bundle check failed")
-    elif restore_status is not None and not restore_status.ok:
-        problems.append(restore_status.error or "restore failed")
-
+    outcome = rollback_outcome(plan, bundle_status, restore_status)
     if json_out:
-        doc = plan.to_json()
-        doc["bundle_check"] = bundle_status.to_json() if bundle_status else None
-        doc["restore"] = restore_status.to_json() if restore_status else None
-        doc["ok"] = not problems
-        emit_json(doc)
+        out.emit_json(outcome.to_json())
     else:
         typer.echo(render_plan(plan))
         if bundle_status is not None:
@@ -100,8 +91,8 @@ def rollback(
             typer.echo(render_bundle_status(bundle_status))
         if restore_status is not None:
             typer.echo(render_restore_status(restore_status))
-    if problems:
-        for p in problems:
+    if not outcome.ok:
+        for p in outcome.problems:
             typer.echo(f"kfm: error: {p}", err=True)
         raise typer.Exit(EXIT_FAILED)
 
@@ -112,14 +103,16 @@ def diff(
     b: Annotated[str, typer.Argument(metavar="B", help="The 'to' state: a lakeFS commit id or unique prefix.")],
     ledger_dir: LedgerDir = Path("."),
     json_out: JsonFlag = False,
+    *,
+    out: Output,
 ) -> None:
     """What changed from environment state A to B: models, configs, data, branch, producer, energy."""
     from ..ops.diff import diff_entries, render_diff
 
-    led = _open(ledger_dir)
+    led = open_ledger(ledger_dir)
     d = diff_entries(led.get(a), led.get(b))
     if json_out:
-        emit_json(d.to_json())
+        out.emit_json(d.to_json())
     else:
         typer.echo(render_diff(d))
 
@@ -134,6 +127,8 @@ def lineage(
     json_out: Annotated[
         bool, typer.Option("--json", help="Accepted for symmetry: the output is JSON-LD either way.")
     ] = False,
+    *,
+    out: Output,
 ) -> None:
     """The entry's provenance as W3C PROV-O JSON-LD."""
     import json
@@ -141,14 +136,14 @@ def lineage(
     from ..ops.lineage import lineage_prov
     from ..ops.rollback import prove_entry
 
-    led = _open(ledger_dir)
+    led = open_ledger(ledger_dir)
     entry = led.get(commit)
     proof = prove_entry(led, entry)
     doc = lineage_prov(entry, led.origin, proof=proof)
     if output is not None:
         output.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     else:
-        emit_json(doc)
+        out.emit_json(doc)
     if not proof.verified:
         typer.echo(f"kfm: error: the inclusion proof does not verify: {proof.reason}", err=True)
         raise typer.Exit(EXIT_FAILED)
@@ -162,16 +157,18 @@ def explain(
     ] = 100_000,
     ledger_dir: LedgerDir = Path("."),
     json_out: JsonFlag = False,
+    *,
+    out: Output,
 ) -> None:
     """A short narrative: what this entry changed since the previous one on its branch, who, when, proof."""
     from ..ops.lineage import explain_entry, render_explanation
 
     if scan_limit < 0:
-        raise fail("--scan-limit must be >= 0", EXIT_USAGE)
-    led = _open(ledger_dir)
+        raise out.fail("--scan-limit must be >= 0", EXIT_USAGE)
+    led = open_ledger(ledger_dir)
     x = explain_entry(led, led.get(commit), scan_limit=scan_limit)
     if json_out:
-        emit_json(x.to_json())
+        out.emit_json(x.to_json())
     else:
         typer.echo(render_explanation(x))
     if not x.proof.verified:

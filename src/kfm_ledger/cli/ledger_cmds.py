@@ -13,7 +13,16 @@ from typing import Annotated, NoReturn
 import typer
 
 from ..errors import KfmError
-from . import EXIT_USAGE, JsonFlag, LedgerDir, describe_os_error, emit_json, fail, handle_errors, is_terminal
+from . import (
+    EXIT_USAGE,
+    JsonFlag,
+    LedgerDir,
+    Output,
+    describe_os_error,
+    handle_errors,
+    is_terminal,
+    open_ledger,
+)
 
 KeyFile = Annotated[
     Path | None,
@@ -33,12 +42,6 @@ VkeyFile = Annotated[
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
-
-def _open(ledger_dir: Path, vkey: Path | None = None):  # -> Ledger
-    from ..ledger import Ledger, read_text_key
-
-    vkey_text = read_text_key(vkey.read_bytes(), str(vkey)) if vkey else None
-    return Ledger.open(ledger_dir, vkey=vkey_text)
 
 
 def _signer(ledger, key: Path | None):  # -> Signer
@@ -77,6 +80,8 @@ def init(
         Path | None, typer.Option("--key", help="Use this existing signing key instead of generating log.key.")
     ] = None,
     json_out: JsonFlag = False,
+    *,
+    out: Output,
 ) -> None:
     """Create a ledger: empty JSONL, log.vkey, log.key (mode 0600) and the signed size-0 checkpoint."""
     from ..ledger import Ledger, load_signer
@@ -85,10 +90,16 @@ def init(
     try:
         ledger_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise fail(f"cannot create the ledger directory {ledger_dir}: {e.strerror or e}") from None
+        raise out.fail(f"cannot create the ledger directory {ledger_dir}: {e.strerror or e}") from None
     led = Ledger.init(ledger_dir, origin=origin, signer=signer, store_key=key is None)
     if json_out:
-        emit_json({"ledger": str(ledger_dir), "vkey": led.verifier.vkey_text(), "checkpoint": _checkpoint_json(led.checkpoint)})
+        out.emit_json(
+            {
+                "ledger": str(ledger_dir),
+                "vkey": led.verifier.vkey_text(),
+                "checkpoint": _checkpoint_json(led.checkpoint),
+            }
+        )
     else:
         typer.echo(f"created ledger {ledger_dir} for origin {origin}")
         typer.echo(f"verifier key: {led.verifier.vkey_text()}")
@@ -98,12 +109,16 @@ def init(
 @handle_errors
 def keygen(
     name: Annotated[str, typer.Argument(help="Key name (for a log: its origin).")],
-    key_file: Annotated[Path, typer.Option("--key-file", help="Where to write the private key (mode 0600).")] = Path("log.key"),
+    key_file: Annotated[Path, typer.Option("--key-file", help="Where to write the private key (mode 0600).")] = Path(
+        "log.key"
+    ),
     vkey_file: Annotated[Path, typer.Option("--vkey-file", help="Where to write the verifier key.")] = Path("log.vkey"),
     cosignature: Annotated[
         bool, typer.Option("--cosignature", help="A witness key for c2sp.org/tlog-cosignature (type 0x04).")
     ] = False,
     json_out: JsonFlag = False,
+    *,
+    out: Output,
 ) -> None:
     """Generate an Ed25519 key pair in Go's sumdb/note text formats. The private key is never printed.
 
@@ -116,7 +131,7 @@ def keygen(
     # key) would not match.  O_EXCL below closes the race for the private key.
     for path in (key_file, vkey_file):
         if os.path.lexists(path):
-            raise fail(f"{path} exists; refusing to overwrite a key file")
+            raise out.fail(f"{path} exists; refusing to overwrite a key file")
     signer = CosignatureSigner.generate(name) if cosignature else Signer.generate(name)
     _write_private_file(key_file, signer.private_key_text() + "\n")
     vkey = signer.verifier().vkey_text()
@@ -127,7 +142,7 @@ def keygen(
         key_file.unlink()  # no private key without its verifier key
         raise
     if json_out:
-        emit_json({"name": name, "vkey": vkey, "key_file": str(key_file), "vkey_file": str(vkey_file)})
+        out.emit_json({"name": name, "vkey": vkey, "key_file": str(key_file), "vkey_file": str(vkey_file)})
     else:
         typer.echo(f"wrote {key_file} (mode 0600) and {vkey_file}")
         typer.echo(f"verifier key: {vkey}")
@@ -141,9 +156,11 @@ def append(
     wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for another writer's lock.")] = 10.0,
     mirror: Annotated[bool, typer.Option("--mirror", help="Regenerate the Parquet mirror afterwards.")] = False,
     json_out: JsonFlag = False,
+    *,
+    out: Output,
 ) -> None:
     """Validate rows and append them under a new signed checkpoint (all or nothing)."""
-    led = _open(ledger_dir)
+    led = open_ledger(ledger_dir)
     signer = _signer(led, key)
     if file == "-":
         # Spool standard input so a large batch streams like a file.
@@ -156,26 +173,19 @@ def append(
             result = led.append_file(spool.name, signer=signer, wait=wait)
     else:
         result = led.append_file(file, signer=signer, wait=wait)
-    from ..ledger import MIRROR_KEY
+    from ..mirror import mirror_after_append
 
-    mirror_state = "absent"
-    if mirror:
-        from ..mirror import write_mirror
-
-        write_mirror(led)
-        mirror_state = "regenerated"
-    elif led.storage.exists(MIRROR_KEY):
-        mirror_state = "stale"
+    mirror_state = mirror_after_append(led, regenerate=mirror)
     cp = result.checkpoint.checkpoint
     if json_out:
-        out: dict[str, object] = {
+        doc: dict[str, object] = {
             "appended": result.count,
             "first_index": result.first_index,
             "recovered": result.recovered,
             "checkpoint": _checkpoint_json(result.checkpoint),
             "mirror": mirror_state,
         }
-        emit_json(out)
+        out.emit_json(doc)
     else:
         if result.recovered:
             typer.echo(f"recovered {result.recovered} row(s) left by an interrupted append")
@@ -196,23 +206,27 @@ def get(
     index: Annotated[int | None, typer.Option("--index", min=0, help="Leaf index (0-based).")] = None,
     ledger_dir: LedgerDir = Path("."),
     json_out: JsonFlag = False,
+    *,
+    out: Output,
 ) -> None:
     """Print a row: its stored canonical line (usable as --entry for verify-proof)."""
     from kfm_ledger.core.merkle import leaf_hash
 
     if (commit is None) == (index is None):
-        raise fail("give exactly one of --commit or --index", EXIT_USAGE)
-    led = _open(ledger_dir)
+        raise out.fail("give exactly one of --commit or --index", EXIT_USAGE)
+    led = open_ledger(ledger_dir)
     entry = led.get(commit) if commit is not None else led.entry(index)  # type: ignore[arg-type]
     if json_out:
-        emit_json({"index": entry.index, "leaf_hash": _b64(leaf_hash(entry.line)), "row": json.loads(entry.line)})
+        out.emit_json({"index": entry.index, "leaf_hash": _b64(leaf_hash(entry.line)), "row": json.loads(entry.line)})
     else:
         sys.stdout.buffer.write(entry.line + b"\n")
 
 
 @handle_errors
 def prove(
-    commit: Annotated[str | None, typer.Option("--commit", help="Inclusion proof for this commit (or unique prefix).")] = None,
+    commit: Annotated[
+        str | None, typer.Option("--commit", help="Inclusion proof for this commit (or unique prefix).")
+    ] = None,
     index: Annotated[int | None, typer.Option("--index", min=0, help="Inclusion proof for this leaf index.")] = None,
     size: Annotated[
         int | None, typer.Option("--size", min=0, help="Tree size of a signed checkpoint (default: latest).")
@@ -225,6 +239,8 @@ def prove(
     ] = None,
     ledger_dir: LedgerDir = Path("."),
     json_out: JsonFlag = False,
+    *,
+    out: Output,
 ) -> None:
     """Inclusion proof as a c2sp.org/tlog-proof, or a consistency proof (one base64 hash a line)."""
     from kfm_ledger.core.merkle import leaf_hash
@@ -232,20 +248,20 @@ def prove(
 
     inclusion = commit is not None or index is not None
     if inclusion == (from_size is not None) or (commit is not None and index is not None):
-        raise fail("give --commit or --index (inclusion), or --from (consistency)", EXIT_USAGE)
+        raise out.fail("give --commit or --index (inclusion), or --from (consistency)", EXIT_USAGE)
     if from_size == 0:
         # RFC 9162 §2.1.4 defines proofs for 0 < m <= n only; an empty "proof" from the
         # empty tree would prove nothing.
-        raise fail("a consistency proof from the empty tree (--from 0) is not defined; use --from 1 or more")
-    led = _open(ledger_dir)
+        raise out.fail("a consistency proof from the empty tree (--from 0) is not defined; use --from 1 or more")
+    led = open_ledger(ledger_dir)
     if inclusion:
         if to_size is not None:
-            raise fail("--to goes with --from; use --size for an inclusion proof", EXIT_USAGE)
+            raise out.fail("--to goes with --from; use --size for an inclusion proof", EXIT_USAGE)
         entry = led.get(commit) if commit is not None else led.entry(index)  # type: ignore[arg-type]
         proof = led.tlog_proof(entry.index, size)
         if json_out:
             signed = led.stored_checkpoint(size if size is not None else led.size)
-            emit_json(
+            out.emit_json(
                 {
                     "index": entry.index,
                     "size": signed.checkpoint.size,
@@ -260,14 +276,14 @@ def prove(
             sys.stdout.buffer.write(format_tlog_proof(proof))
         return
     if size is not None:
-        raise fail("--size goes with an inclusion proof; use --to", EXIT_USAGE)
+        raise out.fail("--size goes with an inclusion proof; use --to", EXIT_USAGE)
     new_size = led.size if to_size is None else to_size
     hashes = led.consistency_proof(from_size, new_size)  # type: ignore[arg-type]
     if json_out:
         signed_sizes = set(led.checkpoint_sizes())
         old = led.stored_checkpoint(from_size) if from_size in signed_sizes else None
         new = led.stored_checkpoint(new_size) if new_size in signed_sizes else None
-        emit_json(
+        out.emit_json(
             {
                 "old_size": from_size,
                 "new_size": new_size,
@@ -285,9 +301,13 @@ def prove(
 def verify_proof(
     proof_file: Annotated[Path, typer.Argument(metavar="PROOF", help="A c2sp.org/tlog-proof file.")],
     vkey: Annotated[Path, typer.Option("--vkey", help="The log's verifier key file.")],
-    entry: Annotated[Path, typer.Option("--entry", help="The entry's bytes (one stored line; a final newline is ignored).")],
+    entry: Annotated[
+        Path, typer.Option("--entry", help="The entry's bytes (one stored line; a final newline is ignored).")
+    ],
     origin: Annotated[str | None, typer.Option("--origin", help="Require this origin.")] = None,
     json_out: JsonFlag = False,
+    *,
+    out: Output,
 ) -> None:
     """Check a tlog-proof offline: the checkpoint's signature first, then the inclusion path."""
     from kfm_ledger.core.note import Verifier
@@ -301,7 +321,15 @@ def verify_proof(
         data = data[:-1]
     checkpoint, index = verify_tlog_proof(proof_file.read_bytes(), data, verifiers, origin=origin)
     if json_out:
-        emit_json({"ok": True, "origin": checkpoint.origin, "index": index, "size": checkpoint.size, "root": _b64(checkpoint.root)})
+        out.emit_json(
+            {
+                "ok": True,
+                "origin": checkpoint.origin,
+                "index": index,
+                "size": checkpoint.size,
+                "root": _b64(checkpoint.root),
+            }
+        )
     else:
         typer.echo(
             f"OK: entry is leaf {index} of {checkpoint.origin} at tree size {checkpoint.size} "
@@ -318,6 +346,8 @@ def verify(
     vkey: VkeyFile = None,
     no_mirror: Annotated[bool, typer.Option("--no-mirror", help="Skip the Parquet mirror check.")] = False,
     json_out: JsonFlag = False,
+    *,
+    out: Output,
 ) -> None:
     """Verify the whole ledger in one streaming pass; exit 0 only when everything holds."""
     from ..verify import verify_ledger
@@ -327,13 +357,14 @@ def verify(
     except OSError as e:
         if not json_out or e.errno is None:
             raise
-        _verify_failed_json("since", describe_os_error(e))
+        _verify_failed_json(out, "since", describe_os_error(e))
     try:
-        led = _open(ledger_dir, vkey)
+        led = open_ledger(ledger_dir, vkey)
     except (KfmError, OSError) as e:
         if not json_out or (isinstance(e, OSError) and e.errno is None):
             raise
-        _verify_failed_json("open", e.diagnostics() if isinstance(e, KfmError) else describe_os_error(e))
+        _verify_failed_json(out, "open", e.diagnostics() if isinstance(e, KfmError) else describe_os_error(e))
+
     def show_progress(done: int, total: int) -> None:
         pct = 100 * done // total if total else 100
         sys.stderr.write(f"\rverifying: {pct:3d}% of {total:,} bytes")
@@ -344,7 +375,7 @@ def verify(
     progress = show_progress if is_terminal() and not json_out else None
     report = verify_ledger(led, since=since_note, check_mirror=not no_mirror, progress=progress)
     if json_out:
-        emit_json(report.to_json())
+        out.emit_json(report.to_json())
     else:
         for f in report.failures:
             typer.echo(f"FAIL {f}", err=True)
@@ -362,27 +393,12 @@ def verify(
         raise typer.Exit(1)
 
 
-def _verify_failed_json(where: str, message: str) -> NoReturn:
+def _verify_failed_json(out: Output, where: str, message: str) -> NoReturn:
     """`verify --json` when verification could not start: still one JSON document, exit 1."""
-    emit_json(
-        {
-            "ok": False,
-            "origin": None,
-            "size": None,
-            "root": None,
-            "rows_checked": 0,
-            "checkpoints_checked": 0,
-            "tiles_checked": 0,
-            "uncovered_rows": 0,
-            "torn_bytes": 0,
-            "since_size": None,
-            "mirror_checked": False,
-            "failures": [{"where": where, "message": message}],
-            "failures_not_shown": 0,
-            "notes": [],
-        }
-    )
-    raise fail(message)
+    from ..verify import VerifyReport
+
+    out.emit_json(VerifyReport.not_started_json(where, message))
+    raise out.fail(message)
 
 
 @handle_errors
@@ -390,34 +406,36 @@ def checkpoint(
     ledger_dir: LedgerDir = Path("."),
     size: Annotated[int | None, typer.Option("--size", min=0, help="A stored checkpoint's tree size.")] = None,
     json_out: JsonFlag = False,
+    *,
+    out: Output,
 ) -> None:
     """Print the latest signed checkpoint (save it for `kfm verify --since`)."""
-    led = _open(ledger_dir)
+    led = open_ledger(ledger_dir)
     signed = led.stored_checkpoint(led.size if size is None else size)
     if json_out:
-        emit_json(_checkpoint_json(signed))
+        out.emit_json(_checkpoint_json(signed))
     else:
         sys.stdout.buffer.write(signed.note)
 
 
 @handle_errors
-def rebuild(ledger_dir: LedgerDir = Path("."), json_out: JsonFlag = False) -> None:
+def rebuild(ledger_dir: LedgerDir = Path("."), json_out: JsonFlag = False, *, out: Output) -> None:
     """Recreate the commit index and every tile from the JSONL; they must match the signed checkpoint."""
-    led = _open(ledger_dir)
+    led = open_ledger(ledger_dir)
     rows = led.rebuild()
     if json_out:
-        emit_json({"rows": rows, "size": led.size, "root": _b64(led.root)})
+        out.emit_json({"rows": rows, "size": led.size, "root": _b64(led.root)})
     else:
         typer.echo(f"rebuilt the index and tiles from {rows} rows; root matches the signed checkpoint")
 
 
 @handle_errors
-def recover(ledger_dir: LedgerDir = Path("."), json_out: JsonFlag = False) -> None:
+def recover(ledger_dir: LedgerDir = Path("."), json_out: JsonFlag = False, *, out: Output) -> None:
     """Finish or undo an interrupted append (publish what the log signed, remove what it did not); never signs."""
-    led = _open(ledger_dir)
+    led = open_ledger(ledger_dir)
     report = led.recover()
     if json_out:
-        emit_json(
+        out.emit_json(
             {
                 "bytes_rolled_back": report.bytes_rolled_back,
                 "rows_rolled_forward": report.rows_rolled_forward,
@@ -443,11 +461,13 @@ def schema_cmd(
     json_out: Annotated[
         bool, typer.Option("--json", help="Accepted for symmetry: the schema is printed as JSON either way.")
     ] = False,
+    *,
+    out: Output,
 ) -> None:
     """Print the row's JSON Schema (draft 2020-12); it is JSON with or without --json."""
     from ..schema import row_json_schema
 
-    emit_json(row_json_schema())
+    out.emit_json(row_json_schema())
 
 
 @handle_errors
@@ -457,13 +477,15 @@ def demo(
     ] = None,
     rows: Annotated[int, typer.Option("--rows", min=2, help="Sample rows to append (in two batches).")] = 100,
     json_out: JsonFlag = False,
+    *,
+    out: Output,
 ) -> None:
     """Create a ledger, append sample rows, prove and verify, and say what happened."""
     from ..demo import run_demo
 
     result = run_demo(directory, rows=rows, say=(lambda _: None) if json_out else typer.echo)
     if json_out:
-        emit_json(result.to_json())
+        out.emit_json(result.to_json())
     else:
         where = result.ledger
         typer.echo(f"try: kfm get --ledger {where} --commit {result.proven_commit[:10]}")

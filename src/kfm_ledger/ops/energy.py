@@ -38,7 +38,7 @@ from typing import Any, Literal
 import msgspec
 
 from ..errors import EnergySourceError
-from ..ledger import MIRROR_KEY, Ledger
+from ..ledger import Ledger
 
 __all__ = [
     "DECIMALS",
@@ -409,8 +409,7 @@ def energy_report(ledger: Ledger, *, source: Source = "auto") -> EnergyReport:
                 + "; run `kfm mirror` or use --source jsonl"
             )
     if use_mirror:
-        path = ledger.storage.local_path(MIRROR_KEY)
-        cells = cells_from_mirror(path if path is not None else ledger.storage.read(MIRROR_KEY))
+        cells = cells_from_mirror(mirror.mirror_source(ledger))
         used = "mirror"
     else:
         blocks = mirror.iter_line_blocks(ledger, max_bytes=mirror.BLOCK_BYTES)

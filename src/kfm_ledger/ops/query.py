@@ -20,8 +20,8 @@ DuckDB is an optional extra: ``pip install 'kfm-ledger[query]'``;
 :class:`MissingExtraError` says so when it is absent.
 
 Values in results (:func:`to_json_value`): timestamps as RFC 3339 UTC text ending in
-``Z`` (fraction digits only when needed, without trailing zeros); dates as ``YYYY-MM-DD``; ``BLOB`` values (``leaf_hash``) as base64; decimals and
-intervals as text; lists and structs as JSON arrays and objects.
+``Z`` (fraction digits only when needed, without trailing zeros); dates as ``YYYY-MM-DD``;
+``BLOB`` values (``leaf_hash``) as base64; decimals and intervals as text; lists and structs as JSON arrays and objects.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import MissingExtraError, QueryError
-from ..ledger import MIRROR_KEY, Ledger
+from ..ledger import Ledger
 
 __all__ = [
     "QUERY_FORMAT",
@@ -191,7 +191,7 @@ def run_query(ledger: Ledger, sql: str) -> QueryResult:
     :class:`MissingExtraError` without DuckDB, :class:`QueryError` when DuckDB rejects
     the SQL.
     """
-    from ..mirror import check_mirror
+    from ..mirror import check_mirror, mirror_source
 
     status = check_mirror(ledger, regenerate=False)
     status.raise_for_status()
@@ -199,15 +199,16 @@ def run_query(ledger: Ledger, sql: str) -> QueryResult:
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET TimeZone = 'UTC'")
-        path = ledger.storage.local_path(MIRROR_KEY)
-        if path is not None:
+        source = mirror_source(ledger)
+        if isinstance(source, str):
+            path = source
             con.execute(f"CREATE VIEW {TABLE_NAME} AS SELECT * FROM read_parquet({_sql_string(path)})")
             con.execute(f"SET allowed_paths = [{_sql_string(path)}]")
         else:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pq.read_table(pa.BufferReader(ledger.storage.read(MIRROR_KEY)))
+            table = pq.read_table(pa.BufferReader(source))
             con.register(TABLE_NAME, table)
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")

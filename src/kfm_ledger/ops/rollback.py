@@ -61,6 +61,7 @@ __all__ = [
     "LakefsAction",
     "ProofStatus",
     "RestoreStatus",
+    "RollbackOutcome",
     "RollbackPlan",
     "check_plan_bundle",
     "lakefs_actions",
@@ -71,6 +72,7 @@ __all__ = [
     "render_plan",
     "render_restore_status",
     "restore_plan_bundle",
+    "rollback_outcome",
 ]
 
 #: The ``format`` field of the rollback plan's JSON (bumped on an incompatible change).
@@ -185,7 +187,8 @@ def lakefs_actions(repo: str, branch: str, commit: str) -> list[LakefsAction]:
                 f"lakectl branch create {q(f'lakefs://{repo}/{inspect_branch}')} "
                 f"--source {q(f'lakefs://{repo}/{commit}')}"
             ),
-            api=f"POST /api/v1/repositories/{repo}/branches {{\"name\": \"{inspect_branch}\", \"source\": \"{commit}\"}}",
+            api=f"POST /api/v1/repositories/{repo}/branches "
+            f"{{\"name\": \"{inspect_branch}\", \"source\": \"{commit}\"}}",
             destructive=False,
         ),
         LakefsAction(
@@ -448,3 +451,40 @@ def render_plan(plan: RollbackPlan) -> str:
         if a.api:
             lines.append(f"      API: {a.api}")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class RollbackOutcome:
+    """The verdict of ``kfm rollback``: the plan, the optional bundle check and restore, and
+    what failed (empty when the rollback can go ahead)."""
+
+    plan: RollbackPlan
+    bundle: BundleStatus | None = None
+    restore: RestoreStatus | None = None
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        doc = self.plan.to_json()
+        doc["bundle_check"] = self.bundle.to_json() if self.bundle else None
+        doc["restore"] = self.restore.to_json() if self.restore else None
+        doc["ok"] = self.ok
+        return doc
+
+
+def rollback_outcome(
+    plan: RollbackPlan, bundle: BundleStatus | None = None, restore: RestoreStatus | None = None
+) -> RollbackOutcome:
+    """Decide whether the rollback can go ahead: the proof verified, and the bundle check or the
+    restore passed."""
+    problems = []
+    if not plan.proof.verified:
+        problems.append(f"the inclusion proof does not verify: {plan.proof.reason}")
+    if bundle is not None and not bundle.ok:
+        problems.append(bundle.error or "bundle check failed")
+    elif restore is not None and not restore.ok:
+        problems.append(restore.error or "restore failed")
+    return RollbackOutcome(plan, bundle, restore, tuple(problems))

@@ -1,0 +1,101 @@
+"""Streaming the signed lines in blocks (the mirror's row groups, and the analytics' readers)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from ..errors import CorruptLedgerError
+from ..ledger import JSONL_KEY, Ledger
+from . import files
+from .layout import BLOCK_BYTES
+
+
+class LineBlock(NamedTuple):
+    """Complete ledger lines ``[first_index, first_index + count)``, each followed by ``\\n``."""
+
+    first_index: int
+    count: int  # type: ignore[assignment]  # (shadows tuple.count; the public field name)
+    data: bytes
+
+
+def iter_line_blocks(ledger: Ledger, *, max_bytes: int = BLOCK_BYTES) -> Iterator[LineBlock]:
+    """Stream the signed lines (leaves ``0 .. ledger.size - 1``) in blocks.
+
+    Each block is the longest run of the following complete lines whose bytes (newlines
+    included) fit in ``max_bytes``; a single longer line is a block of its own.  The cut is
+    a function of the line sequence alone, the same for every storage backend (the mirror's
+    row groups are these blocks).  Rows after the signed size (an interrupted append) are
+    never read.
+
+    With a local JSONL file the cut is found in the commit index (the byte range of
+    every line, :class:`~kfm_ledger.index.CommitIndex`) and each block is one exact read:
+    no per-line Python work and no copy.  Otherwise :meth:`Ledger.iter_lines` is grouped.
+    Raises :class:`CorruptLedgerError` when the JSONL is shorter than the index says or a
+    block does not end at a line end.
+    """
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
+    size = ledger.size
+    if size == 0:
+        return
+    jsonl = files.open_local_jsonl(ledger)
+    if jsonl is None:
+        yield from _blocks_from_lines(ledger, max_bytes)
+        return
+    index = ledger.index
+
+    def start_of(leaf: int) -> int:
+        e = index.at(leaf)
+        if e is None:
+            raise CorruptLedgerError(f"the commit index has no entry for leaf {leaf}; run `kfm rebuild`")
+        return e.offset
+
+    def end_of(leaf: int) -> int:  # the byte after line ``leaf``'s newline
+        e = index.at(leaf)
+        if e is None:
+            raise CorruptLedgerError(f"the commit index has no entry for leaf {leaf}; run `kfm rebuild`")
+        return e.offset + e.length + 1
+
+    first, start = 0, 0
+    with jsonl as f:
+        while first < size:
+            if start_of(first) != start:
+                raise CorruptLedgerError(
+                    f"the commit index puts leaf {first} at byte {start_of(first)}, but the previous "
+                    f"line ends at byte {start}; run `kfm rebuild`"
+                )
+            # The largest stop in (first, size] whose lines fit (each line is >= 2 bytes).
+            lo, hi = first + 1, min(size, first + max_bytes)
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if end_of(mid - 1) - start <= max_bytes:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            end = end_of(lo - 1)
+            f.seek(start)
+            data = f.read(end - start)
+            if len(data) != end - start or not data.endswith(b"\n"):
+                raise CorruptLedgerError(
+                    f"{JSONL_KEY} does not hold complete lines for leaves {first}..{lo - 1} at bytes "
+                    f"{start}..{end} (read {len(data)} bytes); run `kfm verify`"
+                )
+            yield LineBlock(first, lo - first, data)
+            first, start = lo, end
+
+
+def _blocks_from_lines(ledger: Ledger, max_bytes: int) -> Iterator[LineBlock]:
+    lines: list[bytes] = []
+    held = 0
+    first = 0
+    for line in ledger.iter_lines():
+        cost = len(line) + 1
+        if lines and held + cost > max_bytes:
+            yield LineBlock(first, len(lines), b"\n".join(lines) + b"\n")
+            first += len(lines)
+            lines, held = [], 0
+        lines.append(line)
+        held += cost
+    if lines:
+        yield LineBlock(first, len(lines), b"\n".join(lines) + b"\n")

@@ -1,0 +1,46 @@
+"""The one place where the mirror reaches the ledger's storage and local files.
+
+The storage interface is changing (a local file path becomes an optional capability of a
+backend): the mirror asks for local files only through :func:`open_local_jsonl` and
+:func:`mirror_local_path`, and reads or writes its own object only here, so that change is
+adapted in this module alone.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from ..ledger import MIRROR_KEY, Ledger
+
+
+def open_local_jsonl(ledger: Ledger) -> BinaryIO | None:
+    """The JSONL opened for unbuffered reading when the storage keeps it as a local file, else None
+    (then read it through :meth:`Ledger.iter_lines`)."""
+    path = ledger.jsonl_path
+    if path is None:
+        return None
+    return open(path, "rb", buffering=0)
+
+
+def mirror_local_path(ledger: Ledger) -> str | None:
+    """The mirror file's local path when the storage has one (for messages and footer-only reads)."""
+    return ledger.storage.local_path(MIRROR_KEY)
+
+
+def mirror_exists(ledger: Ledger) -> bool:
+    return ledger.storage.exists(MIRROR_KEY)
+
+
+def read_mirror_file(ledger: Ledger) -> bytes:
+    return ledger.storage.read(MIRROR_KEY)
+
+
+def write_mirror_file(ledger: Ledger, data: memoryview) -> None:
+    """Store the mirror atomically (the storage writes any bytes-like object)."""
+    ledger.storage.write_atomic(MIRROR_KEY, data)
+
+
+def mirror_source(ledger: Ledger) -> str | bytes:
+    """The stored mirror for a reader (pyarrow, DuckDB): its local path, else its bytes."""
+    path = mirror_local_path(ledger)
+    return path if path is not None else read_mirror_file(ledger)
