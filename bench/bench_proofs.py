@@ -51,7 +51,9 @@ from pathlib import Path
 
 from kfm_ledger.core import tiles
 from kfm_ledger.core.tile_cache import TileCache
-from kfm_ledger.ledger import JSONL_KEY, SKEY_KEY, Ledger, load_signer
+from kfm_ledger.log.keys import load_signer
+from kfm_ledger.log.layout import JSONL_KEY, SKEY_KEY
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_jsonl
 
 ORIGIN = "bench.kfm.example/rollback-index"
@@ -78,11 +80,10 @@ def set_tile_cache(mode: str, max_tiles: int) -> None:
 
 
 def tile_cache_of(led: Ledger) -> TileCache | None:
-    for name in ("_bench_tile_cache", "_tile_cache"):
-        cache = led.__dict__.get(name)
-        if isinstance(cache, TileCache):
-            return cache
-    return None
+    cache = led.__dict__.get("_bench_tile_cache")
+    if isinstance(cache, TileCache):
+        return cache
+    return led.prover.tile_cache
 
 
 def build(directory: Path, rows: int, batch: int = 50_000) -> None:

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from kfm_ledger.errors import InputRejected
-from kfm_ledger.ledger import Ledger
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_row
 from kfm_ledger.schema import encode_row
 

@@ -9,8 +9,8 @@ import pytest
 from kfm_ledger.core.checkpoint import Checkpoint
 from kfm_ledger.core.signed_checkpoint import parse_unverified
 from kfm_ledger.errors import FormatError
-from kfm_ledger.ledger import Ledger
 from kfm_ledger.log.checkpoint_chain import previous_signed_size
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.verify import verify_ledger
 
 from conftest import ORIGIN, fill

@@ -19,7 +19,8 @@ from kfm_ledger.errors import (
     LedgerExistsError,
     LockedError,
 )
-from kfm_ledger.ledger import CHECKPOINT_KEY, JSONL_KEY, Ledger
+from kfm_ledger.log.layout import CHECKPOINT_KEY, JSONL_KEY
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_jsonl, sample_row, sample_rows
 from kfm_ledger.schema import encode_row
 from kfm_ledger.storage import MemoryStorage, SimulatedCrash
@@ -203,7 +204,8 @@ def test_two_processes_appending_at_once_never_interleave(tmp_path) -> None:
     Ledger.init(tmp_path / "l", origin=ORIGIN)
     # Every row has the same created_at, so either process may go first.
     script = (
-        "import sys, msgspec; from kfm_ledger.ledger import Ledger, load_signer, SKEY_KEY;"
+        "import sys, msgspec; from kfm_ledger.log.ledger import Ledger; from kfm_ledger.log.keys import load_signer;"
+        "from kfm_ledger.log.layout import SKEY_KEY;"
         "from kfm_ledger.sample import sample_row; from kfm_ledger.schema import encode_row;"
         "l = Ledger.open(sys.argv[1]); s = load_signer(l.storage.read(SKEY_KEY));"
         "seed = int(sys.argv[2])\n"

@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kfm_ledger.ledger import PENDING_KEY, Ledger, PendingAppend
+from kfm_ledger.log.layout import PENDING_KEY
+from kfm_ledger.log.ledger import Ledger
+from kfm_ledger.log.recovery import PendingAppend
 from kfm_ledger.sample import sample_jsonl
 
 from conftest import ORIGIN, fill, signer_of

@@ -50,7 +50,8 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from kfm_ledger.core import merkle
 
 from .errors import CorruptLedgerError, VerificationError
-from .ledger import JSONL_KEY, MIRROR_KEY, Ledger
+from .log.layout import JSONL_KEY, MIRROR_KEY
+from .log.ledger import Ledger
 from .schema import SCHEMA_ID
 
 if TYPE_CHECKING:  # pragma: no cover

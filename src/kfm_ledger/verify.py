@@ -35,17 +35,10 @@ from kfm_ledger.core.signed_checkpoint import open_checkpoint
 from kfm_ledger.log.checkpoint_chain import previous_signed_size
 from kfm_ledger.log.expansions import expansion_record, levels_from_record
 
-from . import bulk
 from .errors import KfmError, LockedError
-from .ledger import (
-    CHECKPOINT_KEY,
-    CHECKPOINTS_PREFIX,
-    EXPANSIONS_KEY,
-    JSONL_KEY,
-    MIRROR_KEY,
-    PENDING_KEY,
-    Ledger,
-)
+from .log import bulk
+from .log.layout import CHECKPOINT_KEY, CHECKPOINTS_PREFIX, EXPANSIONS_KEY, JSONL_KEY, MIRROR_KEY, PENDING_KEY
+from .log.ledger import Ledger
 
 Progress = Callable[[int, int], None]  #: (bytes read, total bytes)
 

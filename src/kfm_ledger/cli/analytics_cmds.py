@@ -21,7 +21,7 @@ CsvFlag = Annotated[bool, typer.Option("--csv", help="Print CSV (with a header l
 
 
 def _open(ledger_dir: Path):  # -> Ledger
-    from ..ledger import Ledger
+    from ..log.ledger import Ledger
 
     return Ledger.open(ledger_dir)
 

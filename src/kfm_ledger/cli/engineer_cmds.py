@@ -23,7 +23,7 @@ CommitOpt = Annotated[
 
 
 def _open(ledger_dir: Path):  # -> Ledger
-    from ..ledger import Ledger
+    from ..log.ledger import Ledger
 
     return Ledger.open(ledger_dir)
 

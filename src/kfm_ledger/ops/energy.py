@@ -38,7 +38,8 @@ from typing import Any, Literal
 import msgspec
 
 from ..errors import KfmError
-from ..ledger import MIRROR_KEY, Ledger
+from ..log.layout import MIRROR_KEY
+from ..log.ledger import Ledger
 
 __all__ = [
     "DECIMALS",

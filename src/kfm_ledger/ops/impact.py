@@ -49,7 +49,7 @@ from typing import Any, Literal
 import msgspec
 
 from ..errors import KfmError
-from ..ledger import Ledger
+from ..log.ledger import Ledger
 from ..schema import Entry
 
 __all__ = [

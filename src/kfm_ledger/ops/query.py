@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import KfmError, MissingExtraError
-from ..ledger import MIRROR_KEY, Ledger
+from ..log.layout import MIRROR_KEY
+from ..log.ledger import Ledger
 
 __all__ = [
     "QUERY_FORMAT",

@@ -310,8 +310,8 @@ class LocalStorage:
                 _fsync_dir(d)
             return
         renames = [(Path(_tmp_name(self._file(k))), self._path(k)) for k, _ in new]
-        for d in sorted({path.parent for _, path in renames}):
-            _makedirs(d)
+        for parent in sorted({path.parent for _, path in renames}):
+            _makedirs(parent)
 
         def write_file(job: tuple[tuple[Path, Path], tuple[str, bytes]]) -> None:
             (tmp, _), (_, data) = job
