@@ -30,7 +30,7 @@ from kfm_ledger.schema import (
     created_at_datetime,
     encode_row,
 )
-from kfm_ledger.storage import MemoryStorage
+from kfm_ledger.storage import MemoryStorage, local_path_of
 
 from conftest import ORIGIN, fill, signer_of
 
@@ -279,7 +279,7 @@ def mirrored(disk_ledger: Ledger) -> Ledger:
 
 
 def _path(ledger: Ledger) -> Path:
-    return Path(ledger.storage.local_path(MIRROR_KEY) or "")
+    return Path(local_path_of(ledger.storage, MIRROR_KEY) or "")
 
 
 def test_ok(mirrored: Ledger) -> None:

@@ -53,6 +53,7 @@ from .errors import CorruptLedgerError, VerificationError
 from .log.layout import JSONL_KEY, MIRROR_KEY
 from .log.ledger import Ledger
 from .schema import SCHEMA_ID
+from .storage import local_path_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -419,7 +420,7 @@ def write_mirror(ledger: Ledger) -> MirrorInfo:
     signed = ledger.checkpoint.checkpoint
     return MirrorInfo(
         key=MIRROR_KEY,
-        path=ledger.storage.local_path(MIRROR_KEY),
+        path=local_path_of(ledger.storage, MIRROR_KEY),
         rows=rows,
         file_size=len(view),
         origin=signed.origin,
@@ -583,7 +584,7 @@ def check_mirror(ledger: Ledger, *, regenerate: bool = True) -> MirrorStatus:
     signed = ledger.checkpoint.checkpoint
     base = {
         "key": MIRROR_KEY,
-        "path": ledger.storage.local_path(MIRROR_KEY),
+        "path": local_path_of(ledger.storage, MIRROR_KEY),
         "ledger_size": signed.size,
         "ledger_root": signed.root,
     }
@@ -592,7 +593,7 @@ def check_mirror(ledger: Ledger, *, regenerate: bool = True) -> MirrorStatus:
             state="missing", problems=(f"{MIRROR_KEY} does not exist",), **base  # type: ignore[arg-type]
         )
     # The footer check alone reads only the footer of a local file; a full check needs the bytes.
-    local = ledger.storage.local_path(MIRROR_KEY)
+    local = local_path_of(ledger.storage, MIRROR_KEY)
     stored = ledger.storage.read(MIRROR_KEY) if regenerate or local is None else None
 
     def status(state: MirrorState, *problems: str, **extra: Any) -> MirrorStatus:

@@ -39,6 +39,7 @@ from .errors import KfmError, LockedError
 from .log import bulk
 from .log.layout import CHECKPOINT_KEY, CHECKPOINTS_PREFIX, EXPANSIONS_KEY, JSONL_KEY, MIRROR_KEY, PENDING_KEY
 from .log.ledger import Ledger
+from .storage import local_path_of
 
 Progress = Callable[[int, int], None]  #: (bytes read, total bytes)
 
@@ -517,7 +518,7 @@ def _verify(
                     )
 
     parallel = signed_end >= bulk.PARALLEL_THRESHOLD
-    local = storage.local_path(JSONL_KEY)
+    local = local_path_of(storage, JSONL_KEY)
     if local is not None and signed_end:
         # The workers read their byte ranges of the file themselves.
         results = bulk.validate_stored_file(local, signed_end, parallel=parallel)

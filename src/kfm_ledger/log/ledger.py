@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import os
 import sqlite3
+import weakref
 from collections.abc import Iterator, Sequence
 
 from kfm_ledger import schema
@@ -29,8 +30,8 @@ from kfm_ledger.errors import (
     NotALedgerError,
     ObjectNotFoundError,
 )
-from kfm_ledger.index import CommitIndex, IndexedEntry
-from kfm_ledger.storage import LocalStorage, Storage
+from kfm_ledger.index import CommitIndex, IndexedEntry, IndexLocation, MemoryIndex, SqliteFileIndex
+from kfm_ledger.storage import LocalFiles, LocalStorage, Storage, local_path_of
 
 from . import append as _append
 from . import bulk_append as _bulk_append
@@ -39,7 +40,7 @@ from . import recovery as _recovery
 from .append import AppendResult
 from .index_sync import catch_up_index
 from .keys import load_signer, read_text_key
-from .layout import CHECKPOINT_KEY, JSONL_KEY, SKEY_KEY, VKEY_KEY, checkpoint_key, split_lines
+from .layout import CHECKPOINT_KEY, INDEX_FILE, JSONL_KEY, SKEY_KEY, VKEY_KEY, checkpoint_key, split_lines
 from .prover import Prover
 from .recovery import PendingAppend, RecoveryReport
 from .tile_writer import RightEdge
@@ -52,6 +53,29 @@ def open_storage(location: str | os.PathLike[str] | Storage) -> Storage:
     return location
 
 
+#: The in-memory index of each storage without local files, shared by every Ledger on it
+#: (as a file is); it goes with the storage object.
+_MEMORY_INDEXES: weakref.WeakKeyDictionary[Storage, MemoryIndex] = weakref.WeakKeyDictionary()
+
+
+def index_location_for(storage: Storage) -> IndexLocation:
+    """Where a ledger on ``storage`` keeps its derived commit index.
+
+    A storage with local files: ``index.sqlite`` beside the ledger (as always).
+    Any other: an in-memory database per storage object, discarded when a
+    fault-injecting storage models a restart (its ``on_restart`` hooks).
+    """
+    if isinstance(storage, LocalFiles):
+        return SqliteFileIndex(storage.local_path(INDEX_FILE))
+    found = _MEMORY_INDEXES.get(storage)
+    if found is None:
+        found = _MEMORY_INDEXES[storage] = MemoryIndex()
+        hooks = getattr(storage, "on_restart", None)
+        if isinstance(hooks, list):
+            hooks.append(found.discard)
+    return found
+
+
 class Ledger:
     """A Rollback Registry Index ledger.
 
@@ -60,8 +84,12 @@ class Ledger:
     :meth:`init`.  Writing methods take the log's :class:`~kfm_ledger.core.note.Signer`.
     """
 
-    def __init__(self, storage: Storage, verifier: Verifier, signed: SignedCheckpoint) -> None:
+    def __init__(
+        self, storage: Storage, verifier: Verifier, signed: SignedCheckpoint, *, index: IndexLocation | None = None
+    ) -> None:
         self.storage = storage
+        #: Where the derived commit index lives (default: :func:`index_location_for`).
+        self.index_location = index if index is not None else index_location_for(storage)
         self.verifier = verifier
         self._signed = signed
         self.jsonl = storage.append_log(JSONL_KEY)
@@ -125,8 +153,13 @@ class Ledger:
         return cls.open(storage)
 
     @classmethod
-    def open(cls, location: str | os.PathLike[str] | Storage, *, vkey: str | None = None) -> Ledger:
-        """Open a ledger; its latest checkpoint must verify with ``vkey`` (default: ``log.vkey``)."""
+    def open(
+        cls, location: str | os.PathLike[str] | Storage, *, vkey: str | None = None, index: IndexLocation | None = None
+    ) -> Ledger:
+        """Open a ledger; its latest checkpoint must verify with ``vkey`` (default: ``log.vkey``).
+
+        ``index``: where the derived commit index lives (default: :func:`index_location_for`).
+        """
         storage = open_storage(location)
         try:
             note = storage.read(CHECKPOINT_KEY)
@@ -141,7 +174,7 @@ class Ledger:
                 raise NotALedgerError(f"no {VKEY_KEY} in {storage.describe()}; pass --vkey") from None
         verifier = Verifier.from_vkey(vkey)
         signed = open_checkpoint(note, [verifier])
-        return cls(storage, verifier, signed)
+        return cls(storage, verifier, signed, index=index)
 
     def close(self) -> None:
         if self._index is not None:
@@ -178,7 +211,7 @@ class Ledger:
     @property
     def jsonl_path(self) -> str | None:
         """The JSONL's local path when the storage has one (for bulk readers)."""
-        return self.storage.local_path(JSONL_KEY)
+        return local_path_of(self.storage, JSONL_KEY)
 
     def set_signed(self, signed: SignedCheckpoint) -> None:
         """Adopt a checkpoint this process verified and published (append, recovery)."""
@@ -212,7 +245,7 @@ class Ledger:
         if self._index is not None:
             return self._index
         try:
-            self._index = CommitIndex(self.storage.open_index_db())
+            self._index = CommitIndex(self.index_location.connect())
         except sqlite3.DatabaseError:
             return None
         return self._index
@@ -221,12 +254,12 @@ class Ledger:
         """The commit index as stored (possibly behind); recreated empty if it does not open."""
         if self._index is None:
             try:
-                self._index = CommitIndex(self.storage.open_index_db())
+                self._index = CommitIndex(self.index_location.connect())
             except sqlite3.DatabaseError:
                 # Derived data that no longer opens: start it again from the JSONL.
                 with self.writer_lock(wait=60.0):
-                    self.storage.discard_index_db()
-                    self._index = CommitIndex(self.storage.open_index_db())
+                    self.index_location.discard()
+                    self._index = CommitIndex(self.index_location.connect())
         return self._index
 
     def pending_append(self) -> PendingAppend | None:

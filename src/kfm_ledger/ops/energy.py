@@ -40,6 +40,7 @@ import msgspec
 from ..errors import KfmError
 from ..log.layout import MIRROR_KEY
 from ..log.ledger import Ledger
+from ..storage import local_path_of
 
 __all__ = [
     "DECIMALS",
@@ -414,7 +415,7 @@ def energy_report(ledger: Ledger, *, source: Source = "auto") -> EnergyReport:
                 + "; run `kfm mirror` or use --source jsonl"
             )
     if use_mirror:
-        path = ledger.storage.local_path(MIRROR_KEY)
+        path = local_path_of(ledger.storage, MIRROR_KEY)
         cells = cells_from_mirror(path if path is not None else ledger.storage.read(MIRROR_KEY))
         used = "mirror"
     else:

@@ -40,6 +40,7 @@ from typing import Any
 from ..errors import KfmError, MissingExtraError
 from ..log.layout import MIRROR_KEY
 from ..log.ledger import Ledger
+from ..storage import local_path_of
 
 __all__ = [
     "QUERY_FORMAT",
@@ -204,7 +205,7 @@ def run_query(ledger: Ledger, sql: str) -> QueryResult:
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET TimeZone = 'UTC'")
-        path = ledger.storage.local_path(MIRROR_KEY)
+        path = local_path_of(ledger.storage, MIRROR_KEY)
         if path is not None:
             con.execute(f"CREATE VIEW {TABLE_NAME} AS SELECT * FROM read_parquet({_sql_string(path)})")
             con.execute(f"SET allowed_paths = [{_sql_string(path)}]")
