@@ -13,6 +13,7 @@ import os
 import sqlite3
 import weakref
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from kfm_ledger import schema
 from kfm_ledger.core import merkle, tiles
@@ -33,17 +34,18 @@ from kfm_ledger.errors import (
 from kfm_ledger.index import CommitIndex, IndexedEntry, IndexLocation, MemoryIndex, SqliteFileIndex
 from kfm_ledger.storage import LocalFiles, LocalStorage, Storage, local_path_of
 
-from . import append as _append
-from . import bulk_append as _bulk_append
-from . import rebuild as _rebuild
-from . import recovery as _recovery
-from .append import AppendResult
 from .index_sync import catch_up_index
 from .keys import load_signer, read_text_key
 from .layout import CHECKPOINT_KEY, INDEX_FILE, JSONL_KEY, SKEY_KEY, VKEY_KEY, checkpoint_key, split_lines
 from .prover import Prover
-from .recovery import PendingAppend, RecoveryReport
-from .tile_writer import RightEdge
+
+if TYPE_CHECKING:
+    from .append import AppendResult
+    from .recovery import PendingAppend, RecoveryReport
+    from .tile_writer import RightEdge
+
+# The writing side (append, bulk_append, recovery, rebuild, tile_writer) is imported on
+# first use: a reader (open, get, prove) does not load it.
 
 
 def open_storage(location: str | os.PathLike[str] | Storage) -> Storage:
@@ -264,7 +266,9 @@ class Ledger:
 
     def pending_append(self) -> PendingAppend | None:
         """The record of an interrupted append, if there is one (see docs/operations.md)."""
-        return _recovery.read_pending(self)
+        from .recovery import read_pending
+
+        return read_pending(self)
 
     @contextlib.contextmanager
     def _writer_lock(self, *, wait: float) -> Iterator[None]:
@@ -415,8 +419,10 @@ class Ledger:
         """
         if signer is not None:
             self.check_signer(signer)
+        from .recovery import recover_locked
+
         with self.writer_lock(wait=wait):
-            report = _recovery.recover_locked(self)
+            report = recover_locked(self)
             # The explicit repair also sweeps every folder for what interrupted writes left.
             swept = self.storage.discard_stale_temporaries([""], recursive=True)
             return dataclasses.replace(
@@ -434,7 +440,9 @@ class Ledger:
         writer at a time: waits up to ``wait`` seconds for the lock, then raises
         LockedError.
         """
-        return _append.append(self, batch, signer=signer, wait=wait)
+        from .append import append
+
+        return append(self, batch, signer=signer, wait=wait)
 
     def append_file(
         self,
@@ -458,7 +466,9 @@ class Ledger:
         array or a single object, or a small file, goes through :meth:`append`.
         At most ``max_problems`` problems are listed.
         """
-        return _bulk_append.append_file(
+        from .bulk_append import append_file
+
+        return append_file(
             self, path, signer=signer, wait=wait, workers=workers, max_problems=max_problems
         )
 
@@ -471,4 +481,6 @@ class Ledger:
         every full tile, the partial tiles of the latest and of every earlier
         signed size that are still partial, and nothing else.  Returns the rows indexed.
         """
-        return _rebuild.rebuild(self, wait=wait)
+        from .rebuild import rebuild
+
+        return rebuild(self, wait=wait)
