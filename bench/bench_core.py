@@ -19,7 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from kfm_ledger.ledger import SKEY_KEY, Ledger, load_signer
+from kfm_ledger.log.keys import load_signer
+from kfm_ledger.log.layout import SKEY_KEY
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_commit, sample_jsonl
 
 ORIGIN = "bench.kfm.example/rollback-index"

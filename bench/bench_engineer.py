@@ -26,7 +26,9 @@ from pathlib import Path
 
 
 def build(ledger_dir: Path, rows: int, batch: int) -> None:
-    from kfm_ledger.ledger import SKEY_KEY, Ledger, load_signer
+    from kfm_ledger.log.keys import load_signer
+    from kfm_ledger.log.layout import SKEY_KEY
+    from kfm_ledger.log.ledger import Ledger
     from kfm_ledger.sample import sample_jsonl
 
     if (ledger_dir / "checkpoint").exists():

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 from bench_core import build  # the same sample ledger builder (bench/ is on sys.path when run as a script)
-
 from kfm_ledger.sample import sample_commit
 
 
@@ -33,7 +32,9 @@ def run(args: list[str]) -> tuple[float, float]:
     cmd = [sys.executable, "-m", "kfm_ledger", *args]
     if os.path.exists("/usr/bin/time"):
         t0 = time.perf_counter()
-        done = subprocess.run(["/usr/bin/time", "-v", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        done = subprocess.run(
+            ["/usr/bin/time", "-v", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         wall = time.perf_counter() - t0
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr}")
@@ -64,7 +65,10 @@ def main() -> None:
         ("kfm report energy --source jsonl", ["report", "energy", "--ledger", d, "--source", "jsonl"]),
         ("kfm impact --commit <row N/2>", ["impact", "--ledger", d, "--commit", sample_commit(mid)[:16]]),
         ("kfm impact --model focus-transformer@3.1.0", ["impact", "--ledger", d, "--model", "focus-transformer@3.1.0"]),
-        ("kfm impact --config configs/model.yaml", ["impact", "--ledger", d, "--config", "configs/model.yaml", "--json"]),
+        (
+            "kfm impact --config configs/model.yaml",
+            ["impact", "--ledger", d, "--config", "configs/model.yaml", "--json"],
+        ),
         (
             "kfm query (rows per producer per month)",
             [

@@ -51,7 +51,9 @@ from pathlib import Path
 
 from kfm_ledger.core import tiles
 from kfm_ledger.core.tile_cache import TileCache
-from kfm_ledger.ledger import JSONL_KEY, SKEY_KEY, Ledger, load_signer
+from kfm_ledger.log.keys import load_signer
+from kfm_ledger.log.layout import JSONL_KEY, SKEY_KEY
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_jsonl
 
 ORIGIN = "bench.kfm.example/rollback-index"
@@ -78,11 +80,10 @@ def set_tile_cache(mode: str, max_tiles: int) -> None:
 
 
 def tile_cache_of(led: Ledger) -> TileCache | None:
-    for name in ("_bench_tile_cache", "_tile_cache"):
-        cache = led.__dict__.get(name)
-        if isinstance(cache, TileCache):
-            return cache
-    return None
+    cache = led.__dict__.get("_bench_tile_cache")
+    if isinstance(cache, TileCache):
+        return cache
+    return led.prover.tile_cache
 
 
 def build(directory: Path, rows: int, batch: int = 50_000) -> None:
@@ -152,24 +153,24 @@ def measure_proofs(led: Ledger, samples: int, seed: int) -> dict[str, list[float
         out.setdefault(name, []).append(timed(call))
 
     # Pass 1: most of these indexes fall in a level-0 tile no proof has touched yet.
-    for i, c in pairs:
-        run("get+tlog_proof 1st pass", lambda: led.tlog_proof(led.get(c).index))
+    for _, c in pairs:
+        run("get+tlog_proof 1st pass", lambda c=c: led.tlog_proof(led.get(c).index))
     rng.shuffle(pairs)
     # Pass 2: the same commits again (their tiles are cached if the cache holds them all).
-    for i, c in pairs:
-        run("get+tlog_proof 2nd pass", lambda: led.tlog_proof(led.get(c).index))
-    for i, c in pairs:
-        run("get", lambda: led.get(c))
-    for i, c in pairs:
-        run("tlog_proof", lambda: led.tlog_proof(i))
-    for i, c in pairs:
-        run("inclusion_proof", lambda: led.inclusion_proof(i))
+    for _, c in pairs:
+        run("get+tlog_proof 2nd pass", lambda c=c: led.tlog_proof(led.get(c).index))
+    for _, c in pairs:
+        run("get", lambda c=c: led.get(c))
+    for i, _ in pairs:
+        run("tlog_proof", lambda i=i: led.tlog_proof(i))
+    for i, _ in pairs:
+        run("inclusion_proof", lambda i=i: led.inclusion_proof(i))
     for _ in range(samples):
         m = rng.randrange(1, n)
-        run("consistency m->size", lambda: led.consistency_proof(m))
+        run("consistency m->size", lambda m=m: led.consistency_proof(m))
     for _ in range(samples):
         a, b = sorted(rng.sample(range(1, n + 1), 2))
-        run("consistency m->n", lambda: led.consistency_proof(a, b))
+        run("consistency m->n", lambda a=a, b=b: led.consistency_proof(a, b))
     return out
 
 
@@ -242,14 +243,14 @@ def measure_appends(
     with Ledger.open(directory) as led:
         signer = load_signer(led.storage.read(SKEY_KEY))
         start = led.size
-        led.index  # the commit index opened and caught up (untimed)
+        _ = led.index  # the commit index opened and caught up (untimed)
         times: list[float] = []
         fsync_ms: list[float] = []
         with FsyncMeter(fake=fake_fsync) as meter:
             for _ in range(appends):
                 row = sample_jsonl(1, start=led.size)  # created_at grows with the row number
                 before = meter.ns
-                times.append(timed(lambda: led.append(row, signer=signer)))
+                times.append(timed(lambda row=row: led.append(row, signer=signer)))
                 fsync_ms.append((meter.ns - before) / 1e6)
     return start, times, fsync_ms, meter.calls
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kfm_ledger.ledger import SKEY_KEY, Ledger, load_signer
+from kfm_ledger.log.keys import load_signer
+from kfm_ledger.log.layout import SKEY_KEY
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_jsonl
 from kfm_ledger.storage import MemoryStorage
 

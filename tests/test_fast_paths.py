@@ -20,12 +20,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kfm_ledger import bulk, schema
-from kfm_ledger import ledger as ledger_module
+from kfm_ledger import schema
 from kfm_ledger.core import merkle, tiles
 from kfm_ledger.errors import ImmutableObjectError, InputRejected, SchemaError
-from kfm_ledger.ledger import JSONL_KEY, Ledger
+from kfm_ledger.log import append as append_module
+from kfm_ledger.log import bulk, layout
+from kfm_ledger.log import bulk_append as bulk_append_module
 from kfm_ledger.log.expansions import EXPANSION_BYTES, _expansion_checksum, expansion_record
+from kfm_ledger.log.layout import JSONL_KEY
+from kfm_ledger.log.ledger import Ledger
+from kfm_ledger.log.tile_writer import write_tiles
 from kfm_ledger.sample import sample_jsonl, sample_row
 from kfm_ledger.schema import encode_row
 from kfm_ledger.storage import local as local_storage
@@ -168,7 +172,7 @@ def bulk_path(monkeypatch) -> None:
 
 @pytest.mark.parametrize("deferred", [True, False])
 def test_repeats_are_found_with_the_index_deferred_or_not(tmp_path: Path, bulk_path, monkeypatch, deferred: bool) -> None:
-    monkeypatch.setattr(ledger_module, "DEFER_UNIQUE_BYTES_PER_ROW", 1 if deferred else 1 << 40)
+    monkeypatch.setattr(bulk_append_module, "DEFER_UNIQUE_BYTES_PER_ROW", 1 if deferred else 1 << 40)
     led = Ledger.init(tmp_path / "l", origin=ORIGIN)
     fill(led, 10)
     before = (tmp_path / "l" / JSONL_KEY).read_bytes()
@@ -199,7 +203,8 @@ def test_tiles_written_whole_equal_the_tree(tmp_path: Path, count: int) -> None:
     tree = merkle.MemoryTree(leaves)
     led = Ledger.init(tmp_path / "l", origin=ORIGIN)
     written: dict[str, bytes] = {}
-    new_size, root, completed = led._write_tiles(0, b"".join(leaves), written.update)
+    tiled = write_tiles(led, 0, b"".join(leaves), written.update, None)
+    new_size, root, completed = tiled.size, tiled.root, tiled.completed
     assert (new_size, root) == (count, tree.root())
     expected: dict[str, bytes] = {}
     for level, index, width in tiles.tiles_for_size(count):
@@ -213,7 +218,7 @@ def test_tiles_written_whole_equal_the_tree(tmp_path: Path, count: int) -> None:
 
 
 def test_a_large_batch_writes_tiles_alongside_its_rows(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(ledger_module, "OVERLAP_TILES_AT", 1)
+    monkeypatch.setattr(append_module, "OVERLAP_TILES_AT", 1)
     led = Ledger.init(tmp_path / "l", origin=ORIGIN)
     fill(led, 300, 20)
     assert verify_ledger(led).ok
@@ -221,7 +226,7 @@ def test_a_large_batch_writes_tiles_alongside_its_rows(tmp_path: Path, monkeypat
 
 
 def test_a_failed_row_write_waits_for_the_tiles_then_undoes_everything(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(ledger_module, "OVERLAP_TILES_AT", 1)
+    monkeypatch.setattr(append_module, "OVERLAP_TILES_AT", 1)
     led = Ledger.init(tmp_path / "l", origin=ORIGIN)
     fill(led, 10)
     before = {str(p.relative_to(tmp_path)): p.read_bytes() for p in sorted((tmp_path / "l").rglob("*")) if p.is_file() and "index.sqlite" not in p.name}
@@ -229,7 +234,7 @@ def test_a_failed_row_write_waits_for_the_tiles_then_undoes_everything(tmp_path:
     def broken(data: bytes) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(led._log, "append", broken)
+    monkeypatch.setattr(led.jsonl, "append", broken)
     with pytest.raises(OSError):
         led.append(sample_jsonl(600, start=10), signer=signer_of(led))
     after = {str(p.relative_to(tmp_path)): p.read_bytes() for p in sorted((tmp_path / "l").rglob("*")) if p.is_file() and "index.sqlite" not in p.name}
@@ -326,7 +331,7 @@ def test_write_once_and_publish_keeps_and_publishes_one_file(tmp_path: Path) -> 
 def test_stored_expansions_answer_first_uses_and_give_the_same_proofs(tmp_path: Path) -> None:
     led = Ledger.init(tmp_path / "l", origin=ORIGIN)
     fill(led, 600, *([1] * 300))  # tiles filled whole (bulk) and leaf by leaf (one-row appends)
-    store = tmp_path / "l" / ledger_module.EXPANSIONS_KEY
+    store = tmp_path / "l" / layout.EXPANSIONS_KEY
     assert store.stat().st_size == (led.size // 256) * EXPANSION_BYTES
     with_store = [led.tlog_proof(i) for i in range(0, led.size, 37)]
     reader = Ledger.open(tmp_path / "l").hash_reader(stored_expansions=True)  # nothing cached yet
@@ -341,7 +346,7 @@ def test_a_wrong_expansion_record_never_gives_a_wrong_proof(tmp_path: Path) -> N
     led = Ledger.init(tmp_path / "l", origin=ORIGIN)
     fill(led, 800)
     good = led.tlog_proof(2)  # its audit path holds node (1, 0), the first hash of record 0
-    store = tmp_path / "l" / ledger_module.EXPANSIONS_KEY
+    store = tmp_path / "l" / layout.EXPANSIONS_KEY
     data = bytearray(store.read_bytes())
     # A torn or flipped record fails its checksum and is not used.
     data[EXPANSION_BYTES + 100] ^= 1
@@ -355,23 +360,23 @@ def test_a_wrong_expansion_record_never_gives_a_wrong_proof(tmp_path: Path) -> N
     reader = opened.hash_reader()
     reader.read_node_hashes([(1, 130)])  # a node inside tile 1
     # Refused by its checksum (the store counts it), so neither used nor root-checked.
-    assert (reader.expansions_used, opened._expansions.refused, reader.expansions_refused) == (0, 1, 0)
+    assert (reader.expansions_used, opened.prover.expansions.refused, reader.expansions_refused) == (0, 1, 0)
     fresh = Ledger.open(tmp_path / "l")
     assert fresh.tlog_proof(2) == good  # the proof built from record 0 failed its check; answered from tiles
-    assert fresh._expansions_trusted is False
+    assert fresh.prover.expansions_trusted is False
     assert fresh.tlog_proof(300) == Ledger.open(tmp_path / "l").tlog_proof(300)
 
 
 def test_a_rolled_back_append_leaves_no_expansion_records(tmp_path: Path, monkeypatch) -> None:
     led = Ledger.init(tmp_path / "l", origin=ORIGIN)
     fill(led, 300)
-    store = tmp_path / "l" / ledger_module.EXPANSIONS_KEY
+    store = tmp_path / "l" / layout.EXPANSIONS_KEY
     before = store.read_bytes()
 
     def broken(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         raise OSError(5, "I/O error")
 
-    monkeypatch.setattr(ledger_module.Ledger, "_integrate", broken)
+    monkeypatch.setattr(append_module, "sign_tree_head", broken)
     with pytest.raises(OSError):
         led.append(sample_jsonl(600, start=300), signer=signer_of(led))
     assert store.read_bytes() == before
@@ -384,7 +389,7 @@ def test_a_rolled_back_append_leaves_no_expansion_records(tmp_path: Path, monkey
 def test_rebuild_recreates_the_expansion_records(tmp_path: Path) -> None:
     led = Ledger.init(tmp_path / "l", origin=ORIGIN)
     fill(led, 700)
-    store = tmp_path / "l" / ledger_module.EXPANSIONS_KEY
+    store = tmp_path / "l" / layout.EXPANSIONS_KEY
     before = store.read_bytes()
     store.write_bytes(b"junk")
     led.rebuild()
@@ -395,16 +400,16 @@ def test_verify_checks_the_expansion_records(tmp_path: Path) -> None:
     led = Ledger.init(tmp_path / "l", origin=ORIGIN)
     fill(led, 700)
     assert verify_ledger(led).ok
-    store = tmp_path / "l" / ledger_module.EXPANSIONS_KEY
+    store = tmp_path / "l" / layout.EXPANSIONS_KEY
     data = bytearray(store.read_bytes())
     data[EXPANSION_BYTES + 100] ^= 1
     store.write_bytes(bytes(data))
     report = verify_ledger(Ledger.open(tmp_path / "l"))
     assert report.ok  # a torn record fails its checksum and is never used: a note, not a failure
-    assert any(f"{ledger_module.EXPANSIONS_KEY}: 1 record(s) torn or stale" in n and "record 1" in n for n in report.notes), report.notes
+    assert any(f"{layout.EXPANSIONS_KEY}: 1 record(s) torn or stale" in n and "record 1" in n for n in report.notes), report.notes
     Ledger.open(tmp_path / "l").rebuild()
     report = verify_ledger(Ledger.open(tmp_path / "l"))
-    assert report.ok and not any(ledger_module.EXPANSIONS_KEY in n for n in report.notes)
+    assert report.ok and not any(layout.EXPANSIONS_KEY in n for n in report.notes)
 
 
 def test_a_stored_record_never_reaches_unchecked_answers(tmp_path: Path) -> None:
@@ -414,7 +419,7 @@ def test_a_stored_record_never_reaches_unchecked_answers(tmp_path: Path) -> None
     fill(led, 800)
     truth = Ledger.open(tmp_path / "l")
     want = (truth.inclusion_proof(252), truth.consistency_proof(254))
-    store = tmp_path / "l" / ledger_module.EXPANSIONS_KEY
+    store = tmp_path / "l" / layout.EXPANSIONS_KEY
     data = bytearray(store.read_bytes())
     data[127 * 32] ^= 1  # node (1, 127): not on leaf 0's audit path
     store.write_bytes(bytes(data))
@@ -443,7 +448,7 @@ def test_a_rewritten_record_with_a_valid_checksum_fails_verify_and_proofs_recove
     tile0 = (tmp_path / "l" / "tile" / "0" / "000").read_bytes()
     levels = list(tiles.expand_tile(tile0))
     levels[1] = bytes(len(levels[1]))  # wrong inner nodes, the right root
-    store = tmp_path / "l" / ledger_module.EXPANSIONS_KEY
+    store = tmp_path / "l" / layout.EXPANSIONS_KEY
     data = store.read_bytes()
     store.write_bytes(expansion_record(tuple(levels)) + data[EXPANSION_BYTES :])
     led = Ledger.open(tmp_path / "l")
@@ -462,7 +467,7 @@ def test_workers_run_when_kfm_is_pid_1(tmp_path: Path) -> None:
     data = tmp_path / "x.jsonl"
     data.write_bytes(LINES[0] + b"\n" + LINES[1] + b"\n")
     code = (
-        "import os, sys; from kfm_ledger import bulk; assert os.getpid() == 1; "
+        "import os, sys; from kfm_ledger.log import bulk; assert os.getpid() == 1; "
         f"r = list(bulk.validate_stored_file({str(data)!r}, {data.stat().st_size}, parallel=True, workers=2, chunk_bytes=64)); "
         "print(sum(x.rows for x in r))"
     )

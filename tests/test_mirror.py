@@ -16,7 +16,8 @@ import pytest
 from kfm_ledger import mirror
 from kfm_ledger.core import merkle
 from kfm_ledger.errors import CorruptLedgerError
-from kfm_ledger.ledger import JSONL_KEY, MIRROR_KEY, Ledger
+from kfm_ledger.log.layout import JSONL_KEY, MIRROR_KEY
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_jsonl
 from kfm_ledger.schema import (
     Checksums,
@@ -29,7 +30,7 @@ from kfm_ledger.schema import (
     created_at_datetime,
     encode_row,
 )
-from kfm_ledger.storage import MemoryStorage
+from kfm_ledger.storage import MemoryStorage, local_path_of
 
 from conftest import ORIGIN, fill, signer_of
 
@@ -243,7 +244,7 @@ def test_deterministic_in_a_fresh_process(disk_ledger: Ledger) -> None:
     stored = Path(info.path or "").read_bytes()
     code = (
         "import hashlib, sys\n"
-        "from kfm_ledger.ledger import Ledger\n"
+        "from kfm_ledger.log.ledger import Ledger\n"
         "from kfm_ledger.mirror import build_mirror\n"
         "print(hashlib.sha256(build_mirror(Ledger.open(sys.argv[1]))).hexdigest())\n"
     )
@@ -278,7 +279,7 @@ def mirrored(disk_ledger: Ledger) -> Ledger:
 
 
 def _path(ledger: Ledger) -> Path:
-    return Path(ledger.storage.local_path(MIRROR_KEY) or "")
+    return Path(local_path_of(ledger.storage, MIRROR_KEY) or "")
 
 
 def test_ok(mirrored: Ledger) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from kfm_ledger import mirror
 from kfm_ledger.errors import AmbiguousCommitError, CommitNotFoundError
-from kfm_ledger.ledger import Ledger
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.ops import energy, impact, query
 from kfm_ledger.schema import Checksums, Config, DataSnapshot, EnergyCarbon, Model, Row, Signatures
 from kfm_ledger.storage import MemoryStorage

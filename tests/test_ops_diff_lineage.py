@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from kfm_ledger.core import merkle
-from kfm_ledger.ledger import Ledger
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.ops.diff import DIFF_FORMAT, diff_entries, format_duration, render_diff
 from kfm_ledger.ops.lineage import (
     EXPLAIN_FORMAT,

@@ -15,7 +15,7 @@ import zstandard
 from kfm_ledger.core import merkle, tiles
 from kfm_ledger.core.tlogproof import TlogProof, verify_tlog_proof
 from kfm_ledger.errors import AmbiguousCommitError, CommitNotFoundError
-from kfm_ledger.ledger import Ledger
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.ops.rollback import (
     PLAN_FORMAT,
     check_plan_bundle,

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from kfm_ledger.core import tiles
-from kfm_ledger.ledger import CHECKPOINT_KEY, JSONL_KEY, Ledger
+from kfm_ledger.log.layout import CHECKPOINT_KEY, JSONL_KEY
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_jsonl, sample_row
 from kfm_ledger.schema import encode_row
 from kfm_ledger.storage import MemoryStorage
@@ -207,7 +208,7 @@ def test_memory_does_not_grow_with_the_ledger(tmp_path: Path, monkeypatch, paral
     """The pass keeps O(1) state: a compact range, one tile buffer per level, a few chunks in flight."""
     import tracemalloc
 
-    from kfm_ledger import bulk
+    from kfm_ledger.log import bulk
 
     monkeypatch.setattr(bulk, "CHUNK_BYTES", 256 << 10)
     monkeypatch.setattr(bulk, "PARALLEL_THRESHOLD", 1 << 20 if parallel else 1 << 40)
@@ -229,7 +230,7 @@ def test_memory_does_not_grow_with_the_ledger(tmp_path: Path, monkeypatch, paral
 
 
 def test_parallel_and_sequential_verify_report_the_same_failures(tmp_path: Path, monkeypatch) -> None:
-    from kfm_ledger import bulk
+    from kfm_ledger.log import bulk
 
     led = Ledger.init(tmp_path / "l", origin=ORIGIN)
     fill(led, 1500, 1500)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kfm_ledger.ledger import JSONL_KEY, Ledger
+from kfm_ledger.log.layout import JSONL_KEY
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.verify import verify_ledger
 
 from conftest import ORIGIN, fill

@@ -37,7 +37,9 @@ if TYPE_CHECKING:  # pragma: no cover - the lazy names below, for type checkers
         SchemaError,
         VerificationError,
     )
-    from kfm_ledger.ledger import AppendResult, Ledger, load_signer
+    from kfm_ledger.log.append import AppendResult
+    from kfm_ledger.log.keys import load_signer
+    from kfm_ledger.log.ledger import Ledger
     from kfm_ledger.schema import Entry, Row, decode_row, encode_row
     from kfm_ledger.verify import VerifyReport, verify_ledger
 
@@ -65,9 +67,9 @@ _LAZY = {
     "RowProblem": "kfm_ledger.errors",
     "SchemaError": "kfm_ledger.errors",
     "VerificationError": "kfm_ledger.errors",
-    "AppendResult": "kfm_ledger.ledger",
-    "Ledger": "kfm_ledger.ledger",
-    "load_signer": "kfm_ledger.ledger",
+    "AppendResult": "kfm_ledger.log.append",
+    "Ledger": "kfm_ledger.log.ledger",
+    "load_signer": "kfm_ledger.log.keys",
     "Entry": "kfm_ledger.schema",
     "Row": "kfm_ledger.schema",
     "decode_row": "kfm_ledger.schema",

@@ -11,7 +11,9 @@ from pathlib import Path
 from kfm_ledger.core.merkle import verify_consistency
 from kfm_ledger.core.tlogproof import format_tlog_proof, verify_tlog_proof
 
-from .ledger import SKEY_KEY, Ledger, load_signer
+from .log.keys import load_signer
+from .log.layout import SKEY_KEY
+from .log.ledger import Ledger
 from .sample import sample_jsonl
 from .verify import VerifyReport, verify_ledger
 

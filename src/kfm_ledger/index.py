@@ -12,9 +12,11 @@ line is, which commits start with a prefix, and the last ``created_at``.
 
 from __future__ import annotations
 
+import itertools
+import os
 import sqlite3
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 #: Version 2 made the UNIQUE commit index a named index, so that a bulk load can
 #: drop it and build it once at the end.  An index of another version is rebuilt.
@@ -34,6 +36,68 @@ CREATE TABLE IF NOT EXISTS entries (
 _META_DDL = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 
 
+class IndexLocation(Protocol):
+    """Where the derived commit index lives (not a storage object: SQLite needs a file or memory).
+
+    Contract: :meth:`connect` returns a new connection (autocommit,
+    ``isolation_level=None``) to the same database on every call, creating it
+    empty if absent (sqlite3.DatabaseError if what is there does not open);
+    :meth:`discard` deletes the database so that the next :meth:`connect`
+    starts empty.  The ledger calls :meth:`discard` under its writer lock.
+    """
+
+    def connect(self) -> sqlite3.Connection: ...
+
+    def discard(self) -> None: ...
+
+
+class SqliteFileIndex:
+    """The index in a SQLite file (a local ledger's ``<dir>/index.sqlite``, with its WAL files)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+
+    def connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, isolation_level=None)
+
+    def discard(self) -> None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                os.unlink(self.path + suffix)
+            except FileNotFoundError:
+                pass
+
+
+_MEMORY_NAMES = itertools.count()
+
+
+class MemoryIndex:
+    """The index in a named shared-cache in-memory SQLite database (for in-memory ledgers).
+
+    The database lives while this object keeps its anchor connection open;
+    every :meth:`connect` gets a connection of its own.
+    """
+
+    def __init__(self) -> None:
+        self._name = next(_MEMORY_NAMES)  # unique: id(self) can be reused by a later object
+        self._generation = 0
+        self._anchor: sqlite3.Connection | None = None
+
+    def _uri(self) -> str:
+        return f"file:kfm-memory-{self._name}-{self._generation}?mode=memory&cache=shared"
+
+    def connect(self) -> sqlite3.Connection:
+        if self._anchor is None:
+            self._anchor = sqlite3.connect(self._uri(), uri=True, isolation_level=None, check_same_thread=False)
+        return sqlite3.connect(self._uri(), uri=True, isolation_level=None, check_same_thread=False)
+
+    def discard(self) -> None:
+        if self._anchor is not None:
+            self._anchor.close()
+            self._anchor = None
+        self._generation += 1
+
+
 class IndexedEntry(NamedTuple):
     """Where one row is: its leaf index, commit and line's byte range in the JSONL."""
 
@@ -45,7 +109,7 @@ class IndexedEntry(NamedTuple):
 
 
 class CommitIndex:
-    """Commit -> leaf lookups over a SQLite connection the storage gives us."""
+    """Commit -> leaf lookups over a SQLite connection (from an :class:`IndexLocation`)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn

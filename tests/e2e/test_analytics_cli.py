@@ -16,7 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from kfm_ledger.cli import app
-from kfm_ledger.ledger import MIRROR_KEY, SKEY_KEY, Ledger, load_signer
+from kfm_ledger.log.keys import load_signer
+from kfm_ledger.log.layout import MIRROR_KEY, SKEY_KEY
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_jsonl
 from kfm_ledger.schema import Row
 

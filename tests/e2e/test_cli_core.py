@@ -282,7 +282,7 @@ def test_consistency_from_the_empty_tree_is_refused(tmp_path: Path, ledger: Path
 
 
 def test_consistency_json_lists_the_checkpoints_once(ledger: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kfm_ledger.ledger import Ledger
+    from kfm_ledger.log.ledger import Ledger
 
     calls = []
     original = Ledger.checkpoint_sizes
@@ -352,7 +352,7 @@ def test_unexpected_exceptions_still_show_a_traceback(ledger: Path, monkeypatch:
     """Only KfmError and real OS errors are turned into messages; a bug stays a bug."""
     import io
 
-    from kfm_ledger.ledger import Ledger
+    from kfm_ledger.log.ledger import Ledger
 
     def broken(self: Ledger, commit: str) -> None:
         raise io.UnsupportedOperation("fileno")  # an OSError without an errno: a programming error

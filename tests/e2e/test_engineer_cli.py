@@ -20,7 +20,9 @@ from typer.testing import CliRunner
 from kfm_ledger.cli import app
 from kfm_ledger.core import merkle
 from kfm_ledger.core.tlogproof import verify_tlog_proof
-from kfm_ledger.ledger import SKEY_KEY, Ledger, load_signer
+from kfm_ledger.log.keys import load_signer
+from kfm_ledger.log.layout import SKEY_KEY
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_jsonl, sample_row
 from kfm_ledger.schema import Checksums, Config, decode_row
 

@@ -22,7 +22,7 @@ import typer
 from ..errors import KfmError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..ledger import Ledger
+    from kfm_ledger.log.ledger import Ledger
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -89,7 +89,8 @@ class Output:
 
 def open_ledger(ledger_dir: Path, vkey: Path | None = None) -> Ledger:
     """The ledger at ``--ledger`` (or $KFM_LEDGER), its signature checked (with ``vkey`` when given)."""
-    from ..ledger import Ledger, read_text_key
+    from kfm_ledger.log.keys import read_text_key
+    from kfm_ledger.log.ledger import Ledger
 
     vkey_text = read_text_key(vkey.read_bytes(), str(vkey)) if vkey else None
     return Ledger.open(ledger_dir, vkey=vkey_text)

@@ -45,28 +45,14 @@ def _b64(data: bytes) -> str:
 
 
 def _signer(ledger, key: Path | None):  # -> Signer
-    from ..errors import NotALedgerError, ObjectNotFoundError
-    from ..ledger import SKEY_KEY, load_signer
+    from ..log.keys import default_signer
 
-    if key is not None:
-        return load_signer(key.read_bytes(), str(key))
-    try:
-        return load_signer(ledger.storage.read(SKEY_KEY))
-    except ObjectNotFoundError:
-        raise NotALedgerError(
-            f"no signing key: {SKEY_KEY} is not in the ledger; pass --key FILE or set KFM_KEY"
-        ) from None
+    return default_signer(ledger.storage, key)
 
 
 def _checkpoint_json(signed) -> dict[str, object]:
     cp = signed.checkpoint
     return {"origin": cp.origin, "size": cp.size, "root": _b64(cp.root), "note": signed.note.decode()}
-
-
-def _write_private_file(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
 
 
 # ----------------------------------------------------------------- commands
@@ -84,7 +70,8 @@ def init(
     out: Output,
 ) -> None:
     """Create a ledger: empty JSONL, log.vkey, log.key (mode 0600) and the signed size-0 checkpoint."""
-    from ..ledger import Ledger, load_signer
+    from ..log.keys import load_signer
+    from ..log.ledger import Ledger
 
     signer = load_signer(key.read_bytes(), str(key)) if key else None
     try:
@@ -127,20 +114,16 @@ def keygen(
     from kfm_ledger.core.cosignature import CosignatureSigner
     from kfm_ledger.core.note import Signer
 
+    from ..log.keys import write_key_pair
+
     # Refuse before writing anything: a half-written pair (new private key, old verifier
     # key) would not match.  O_EXCL below closes the race for the private key.
     for path in (key_file, vkey_file):
         if os.path.lexists(path):
             raise out.fail(f"{path} exists; refusing to overwrite a key file")
     signer = CosignatureSigner.generate(name) if cosignature else Signer.generate(name)
-    _write_private_file(key_file, signer.private_key_text() + "\n")
     vkey = signer.verifier().vkey_text()
-    try:
-        with os.fdopen(os.open(vkey_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "w") as f:
-            f.write(vkey + "\n")
-    except OSError:
-        key_file.unlink()  # no private key without its verifier key
-        raise
+    write_key_pair(key_file, vkey_file, signer.private_key_text(), vkey)
     if json_out:
         out.emit_json({"name": name, "vkey": vkey, "key_file": str(key_file), "vkey_file": str(vkey_file)})
     else:
@@ -313,7 +296,7 @@ def verify_proof(
     from kfm_ledger.core.note import Verifier
     from kfm_ledger.core.tlogproof import verify_tlog_proof
 
-    from ..ledger import read_text_key
+    from ..log.keys import read_text_key
 
     verifiers = [Verifier.from_vkey(read_text_key(vkey.read_bytes(), str(vkey)))]
     data = entry.read_bytes()

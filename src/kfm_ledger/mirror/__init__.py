@@ -39,7 +39,8 @@ pyarrow release reads the mirror fine but :func:`check_mirror` reports it as mod
 
 from __future__ import annotations
 
-from ..ledger import MIRROR_KEY
+from kfm_ledger.log.layout import MIRROR_KEY
+
 from .blocks import LineBlock, iter_line_blocks
 from .build import MirrorInfo, build_mirror, write_mirror
 from .check import MirrorDriftError, MirrorState, MirrorStatus, check_mirror, mirror_after_append, verify_mirror

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from kfm_ledger.log.layout import JSONL_KEY
+from kfm_ledger.log.ledger import Ledger
+
 from ..errors import CorruptLedgerError
-from ..ledger import JSONL_KEY, Ledger
 from . import files
 from .layout import BLOCK_BYTES
 

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from kfm_ledger.core import merkle
+from kfm_ledger.log.layout import JSONL_KEY, MIRROR_KEY
+from kfm_ledger.log.ledger import Ledger
 
 from ..errors import CorruptLedgerError
-from ..ledger import JSONL_KEY, MIRROR_KEY, Ledger
 from . import files, layout
 from .blocks import iter_line_blocks
 from .layout import _pyarrow, _row_fields, mirror_schema

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kfm_ledger.core import merkle
+from kfm_ledger.log.layout import MIRROR_KEY
+from kfm_ledger.log.ledger import Ledger
 
 from ..errors import MirrorDriftError
-from ..ledger import MIRROR_KEY, Ledger
 from . import files
 from .build import build_mirror
 from .drift import _explain_difference

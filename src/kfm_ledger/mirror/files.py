@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
-from ..ledger import MIRROR_KEY, Ledger
+from kfm_ledger.log.layout import MIRROR_KEY
+from kfm_ledger.log.ledger import Ledger
+from kfm_ledger.storage import local_path_of
 
 
 def open_local_jsonl(ledger: Ledger) -> BinaryIO | None:
@@ -24,7 +26,7 @@ def open_local_jsonl(ledger: Ledger) -> BinaryIO | None:
 
 def mirror_local_path(ledger: Ledger) -> str | None:
     """The mirror file's local path when the storage has one (for messages and footer-only reads)."""
-    return ledger.storage.local_path(MIRROR_KEY)
+    return local_path_of(ledger.storage, MIRROR_KEY)
 
 
 def mirror_exists(ledger: Ledger) -> bool:

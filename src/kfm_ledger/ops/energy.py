@@ -37,8 +37,9 @@ from typing import Any, Literal
 
 import msgspec
 
+from kfm_ledger.log.ledger import Ledger
+
 from ..errors import EnergySourceError
-from ..ledger import Ledger
 
 __all__ = [
     "DECIMALS",

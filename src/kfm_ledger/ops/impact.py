@@ -48,8 +48,9 @@ from typing import Any, Literal
 
 import msgspec
 
+from kfm_ledger.log.ledger import Ledger
+
 from ..errors import SelectorError
-from ..ledger import Ledger
 from ..schema import Entry
 
 __all__ = [

@@ -70,7 +70,7 @@ from .diff import EnvDiff, diff_entries, format_duration
 from .rollback import ProofStatus, prove_entry
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..ledger import Ledger
+    from ..log.ledger import Ledger
 
 __all__ = [
     "EXPLAIN_FORMAT",

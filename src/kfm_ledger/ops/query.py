@@ -37,8 +37,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kfm_ledger.log.ledger import Ledger
+
 from ..errors import MissingExtraError, QueryError
-from ..ledger import Ledger
 
 __all__ = [
     "QUERY_FORMAT",

@@ -53,7 +53,7 @@ from ..errors import KfmError
 from ..schema import Entry, Row
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..ledger import Ledger
+    from ..log.ledger import Ledger
 
 __all__ = [
     "PLAN_FORMAT",

@@ -90,7 +90,7 @@ from .rows import Checksums, Config, DataSnapshot, EnergyCarbon, Entry, Model, R
 from .rules import MAX_LINE_BYTES, SCHEMA_ID
 from .timestamps import created_at_datetime, created_at_order_key, parse_created_at
 
-# The general decode-and-encode path and the size check, which kfm_ledger.bulk uses under
+# The general decode-and-encode path and the size check, which kfm_ledger.log.bulk uses under
 # these names (they are kfm_ledger.schema.codec's decode_and_encode and check_size).
 _decode_and_encode = decode_and_encode
 _check_size = check_size

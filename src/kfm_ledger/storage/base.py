@@ -1,27 +1,35 @@
-"""The storage interface: the only place where kfm-ledger's bytes live.
+"""The storage interfaces: the only place where kfm-ledger's bytes live.
 
-The ledger core never opens a file; it asks a :class:`Storage` for objects by
-key (``rollback-index.jsonl``, ``checkpoint``, ``checkpoints/12``,
+The ledger never opens a file of its own; it asks a storage for objects by key
+(``rollback-index.jsonl``, ``checkpoint``, ``checkpoints/12``,
 ``tile/0/x001/234.p/17``, ...).  Keys are ``/``-separated relative paths.
 
-The contract each backend must keep (the ledger's crash safety rests on it):
+A ledger's storage is three small interfaces (after Sunlight's Backend and
+LockBackend and Go's tlog), each with a written contract that the ledger's
+crash safety rests on and that ``tests/storage/test_contract.py`` checks for
+every backend:
 
-* :meth:`Storage.write_atomic` is durable once it returns, and a reader sees
-  either the old bytes or the new bytes, never a mix.
-* :meth:`Storage.write_once` is for immutable objects (full tiles, stored
-  checkpoints, partial tiles of a given width): writing the same bytes again is
-  fine; writing other bytes raises :class:`~kfm_ledger.errors.ImmutableObjectError`.
-  :meth:`Storage.write_once_and_publish` is a write_once followed by a
-  write_atomic of the same bytes (a stored checkpoint, then the latest one).
-* The append log (:meth:`Storage.append_log`) is the JSONL ledger.  ``append``
-  may be torn by a crash; bytes are durable only after ``sync`` returns.
-* :meth:`Storage.lock` gives one writer at a time across processes.
+1. :class:`ObjectStore`, immutable objects (tiles, ``checkpoints/<size>``, the
+   expansion records' store): create-only writes (same bytes again is a no-op,
+   other bytes raise :class:`~kfm_ledger.errors.ImmutableObjectError`), read,
+   exists, list, and delete (recovery removes what an unsigned append wrote).
+2. :class:`AppendLogStore` / :class:`AppendLog`, the JSONL: ``append`` may be
+   torn by a crash, bytes are durable only after ``sync`` returns.
+3. :class:`Publisher`, the checkpoint publish (an atomic replace, the
+   compare-and-swap point of an object store) and small mutable objects, plus the
+   writer lock: one writer at a time across processes.
+
+:class:`Storage` is their union, what a :class:`~kfm_ledger.log.ledger.Ledger`
+needs.  The derived SQLite commit index is *not* part of the storage (see
+:mod:`kfm_ledger.index`).  Backends with local files may also implement
+:class:`LocalFiles` (bulk readers hand a path to worker processes or pyarrow);
+callers check ``isinstance(storage, LocalFiles)`` and otherwise stream.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
-import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -34,7 +42,7 @@ class AppendLog(Protocol):
         """Current length in bytes (including bytes not yet synced)."""
 
     def append(self, data: bytes) -> None:
-        """Append bytes at the end.  Not durable until :meth:`sync` returns."""
+        """Append bytes at the end.  Not durable until :meth:`sync` returns; a crash may tear them."""
 
     def sync(self) -> None:
         """Make every appended byte durable (fsync)."""
@@ -52,8 +60,18 @@ class AppendLog(Protocol):
         """Release the handle."""
 
 
-class Storage(Protocol):
-    """Where a ledger's objects live (local directory, memory; later S3)."""
+class AppendLogStore(Protocol):
+    """Where append logs live."""
+
+    def append_log(self, key: str) -> AppendLog:
+        """Open (creating if needed, empty) the append log stored under ``key``.
+
+        Its bytes are also readable whole with :meth:`ObjectStore.read` (``key`` exists once opened).
+        """
+
+
+class ObjectStore(Protocol):
+    """Immutable objects by key: created once, read many times, deleted only by recovery."""
 
     def read(self, key: str) -> bytes:
         """The object's bytes; :class:`~kfm_ledger.errors.ObjectNotFoundError` if absent."""
@@ -61,34 +79,23 @@ class Storage(Protocol):
     def exists(self, key: str) -> bool:
         """Whether an object exists under ``key``."""
 
-    def write_atomic(self, key: str, data: bytes | memoryview) -> None:
-        """Replace the object atomically; durable once this returns.
-
-        ``data`` may be any bytes-like object (bytes, memoryview): large
-        objects such as the Parquet mirror are passed without a copy.
-        """
-
     def write_once(self, key: str, data: bytes) -> None:
-        """Create an immutable object; same bytes again is a no-op, other bytes raise."""
+        """Create an immutable object, durable once this returns.
+
+        Same bytes again is a no-op; other bytes raise
+        :class:`~kfm_ledger.errors.ImmutableObjectError` and leave the object unchanged.
+        """
 
     def write_once_many(self, items: list[tuple[str, bytes]]) -> None:
         """:meth:`write_once` for several objects; all durable once this returns."""
 
-    def write_once_and_publish(self, once_key: str, atomic_key: str, data: bytes) -> None:
-        """:meth:`write_once` (``once_key``, ``data``), then :meth:`write_atomic` (``atomic_key``, ``data``).
-
-        In that order and with the same guarantees: a crash in between leaves
-        ``once_key`` written and ``atomic_key`` untouched.  A backend may share
-        the bytes between the two (a hard link, a server-side copy).
-        """
-
-    def write_private(self, key: str, data: bytes) -> None:
-        """Create a secret object (a private key) readable only by its owner (mode 0600)."""
-
     def delete(self, key: str) -> None:
-        """Remove the object if it exists."""
+        """Remove the object if it exists (no error if it does not)."""
 
-    def discard_stale_temporaries(self, folders: Sequence[str], *, recursive: bool = False) -> list[str]:
+    def list(self, prefix: str) -> Iterator[str]:
+        """Keys under ``prefix`` (a ``/``-terminated folder, ``""`` for all), in no promised order."""
+
+    def discard_stale_temporaries(self, folders: Sequence[str], *, recursive: bool = False) -> builtins.list[str]:
         """Remove what writes interrupted by a crash left in ``folders`` (``""`` is the top).
 
         Only temporaries of writers that are no longer running are removed (a
@@ -96,23 +103,53 @@ class Storage(Protocol):
         writes leave nothing behind returns ``[]``.
         """
 
-    def list(self, prefix: str) -> Iterator[str]:
-        """Keys under ``prefix`` (a ``/``-terminated folder), in no promised order."""
-
-    def append_log(self, key: str) -> AppendLog:
-        """Open (creating if needed) the append log stored under ``key``."""
-
-    def lock(self, *, wait: float = 0.0) -> contextlib.AbstractContextManager[None]:
-        """Exclusive writer lock; waits up to ``wait`` seconds, then :class:`~kfm_ledger.errors.LockedError`."""
-
-    def open_index_db(self) -> sqlite3.Connection:
-        """A connection to the derived SQLite commit index (a file beside the ledger, or in memory)."""
-
-    def discard_index_db(self) -> None:
-        """Delete the derived index database (it is rebuilt from the JSONL); call under the lock."""
-
-    def local_path(self, key: str) -> str | None:
-        """A local file path for ``key`` when the backend has one (bulk readers use it), else None."""
-
     def describe(self) -> str:
         """A short human description (``local directory /srv/ledger``)."""
+
+
+class Publisher(Protocol):
+    """The publish point (``checkpoint``), small mutable objects, secrets, and the writer lock."""
+
+    def write_atomic(self, key: str, data: bytes | memoryview) -> None:
+        """Replace the object atomically; durable once this returns.
+
+        A reader sees the old bytes or the new bytes, never a mix.  ``data`` may
+        be any bytes-like object (large objects such as the Parquet mirror are
+        passed without a copy).
+        """
+
+    def write_once_and_publish(self, once_key: str, atomic_key: str, data: bytes) -> None:
+        """:meth:`ObjectStore.write_once` (``once_key``), then :meth:`write_atomic` (``atomic_key``), same bytes.
+
+        In that order and with the same guarantees: a crash in between leaves
+        ``once_key`` written and ``atomic_key`` untouched.  A backend may share
+        the bytes between the two (a hard link, a server-side copy).  This is
+        how a checkpoint is kept (``checkpoints/<size>``) and published (``checkpoint``).
+        """
+
+    def write_private(self, key: str, data: bytes) -> None:
+        """Create a secret object (a private key) readable only by its owner (mode 0600).
+
+        Refuses (StorageError) to overwrite an existing one.
+        """
+
+    def lock(self, *, wait: float = 0.0) -> contextlib.AbstractContextManager[None]:
+        """Exclusive writer lock across processes; waits up to ``wait`` seconds, then
+        :class:`~kfm_ledger.errors.LockedError`.  Released when the holder exits or dies."""
+
+
+class Storage(ObjectStore, AppendLogStore, Publisher, Protocol):
+    """Everything a ledger needs of its storage (local directory, memory; later S3)."""
+
+
+@runtime_checkable
+class LocalFiles(Protocol):
+    """Optional capability: objects are local files (bulk readers open them by path)."""
+
+    def local_path(self, key: str) -> str:
+        """The local file path of ``key`` (which may not exist yet)."""
+
+
+def local_path_of(storage: object, key: str) -> str | None:
+    """``storage.local_path(key)`` when ``storage`` has local files, else None (stream instead)."""
+    return storage.local_path(key) if isinstance(storage, LocalFiles) else None

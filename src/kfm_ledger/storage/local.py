@@ -13,14 +13,12 @@ import errno
 import fcntl
 import os
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..errors import ImmutableObjectError, LockedError, ObjectNotFoundError, StorageError
 
-INDEX_DB_NAME = "index.sqlite"
 LOCK_NAME = ".lock"
 
 
@@ -310,8 +308,8 @@ class LocalStorage:
                 _fsync_dir(d)
             return
         renames = [(Path(_tmp_name(self._file(k))), self._path(k)) for k, _ in new]
-        for d in sorted({path.parent for _, path in renames}):
-            _makedirs(d)
+        for parent in sorted({path.parent for _, path in renames}):
+            _makedirs(parent)
 
         def write_file(job: tuple[tuple[Path, Path], tuple[str, bytes]]) -> None:
             (tmp, _), (_, data) = job
@@ -458,15 +456,6 @@ class LocalStorage:
         finally:
             os.close(fd)
 
-    def open_index_db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.root / INDEX_DB_NAME, isolation_level=None)
-
-    def discard_index_db(self) -> None:
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            try:
-                (self.root / (INDEX_DB_NAME + suffix)).unlink()
-            except FileNotFoundError:
-                pass
-
-    def local_path(self, key: str) -> str | None:
+    def local_path(self, key: str) -> str:
+        """The file of ``key`` (:class:`~kfm_ledger.storage.base.LocalFiles`)."""
         return str(self._path(key))

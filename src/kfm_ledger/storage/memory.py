@@ -12,14 +12,10 @@ until :meth:`crash` models the restart.
 from __future__ import annotations
 
 import contextlib
-import itertools
-import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from ..errors import ImmutableObjectError, LockedError, ObjectNotFoundError, StorageError
-
-_DB_NAMES = itertools.count()
 
 
 class SimulatedCrash(Exception):
@@ -75,7 +71,7 @@ class MemoryAppendLog:
 
 
 class MemoryStorage:
-    """Objects in a dict; the index in a shared in-memory SQLite database."""
+    """Objects and logs in dicts; enforces the storage contract (see :mod:`.base`)."""
 
     def __init__(self, *, crash_after: int | None = None) -> None:
         self.objects: dict[str, bytes] = {}
@@ -83,9 +79,9 @@ class MemoryStorage:
         self._logs: dict[str, bytearray] = {}
         self._synced: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-        self._db_generation = 0
-        self._db_name = next(_DB_NAMES)  # unique: id(self) can be reused by a later object
+        #: What the "process" keeps in memory and loses at :meth:`crash` (the in-memory
+        #: commit index registers its discard here).
+        self.on_restart: list[Callable[[], None]] = []
         self.crash_after = crash_after
         self.tear_next_append: int | None = None
         self.dead = False  #: after the crash point, nothing more happens until crash()
@@ -115,7 +111,8 @@ class MemoryStorage:
         if power_loss:
             for key, buf in self._logs.items():
                 del buf[self._synced.get(key, 0) :]
-        self.discard_index_db()
+        for forget in list(self.on_restart):
+            forget()
         self.dead = False
         self.crash_after = None
         self.steps.clear()
@@ -184,20 +181,3 @@ class MemoryStorage:
             yield
         finally:
             self._lock.release()
-
-    def open_index_db(self) -> sqlite3.Connection:
-        # A named shared-cache in-memory database lives while one connection
-        # (the anchor kept here) is open; callers get their own connections.
-        uri = f"file:kfm-memory-{self._db_name}-{self._db_generation}?mode=memory&cache=shared"
-        if self._db is None:
-            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-
-    def discard_index_db(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        self._db_generation += 1
-
-    def local_path(self, key: str) -> str | None:
-        return None

@@ -1,6 +1,6 @@
 """The one place where verification touches the ledger's storage directly.
 
-Verification reads what the :class:`~kfm_ledger.ledger.Ledger` has no public reader for
+Verification reads what the :class:`~kfm_ledger.log.ledger.Ledger` has no public reader for
 (listing stored checkpoints and tiles with bad names included, the raw JSONL as an append
 log, the JSONL's local file for the worker processes): every such access goes through these
 functions, so a change of the storage interface is adapted here alone.
@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..ledger import JSONL_KEY, Ledger
+from kfm_ledger.log.layout import JSONL_KEY
+from kfm_ledger.log.ledger import Ledger
+from kfm_ledger.storage import local_path_of
+
 from ..storage.base import AppendLog
 
 
@@ -33,4 +36,4 @@ def open_jsonl(ledger: Ledger) -> AppendLog:
 
 def jsonl_local_path(ledger: Ledger) -> str | None:
     """The JSONL's local file path, when the storage has one (the workers read it themselves)."""
-    return ledger.storage.local_path(JSONL_KEY)
+    return local_path_of(ledger.storage, JSONL_KEY)

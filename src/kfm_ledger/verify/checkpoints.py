@@ -8,9 +8,9 @@ import contextlib
 
 from kfm_ledger.core.signed_checkpoint import open_checkpoint
 from kfm_ledger.log.checkpoint_chain import previous_signed_size
+from kfm_ledger.log.layout import CHECKPOINT_KEY, CHECKPOINTS_PREFIX, PENDING_KEY
 
 from ..errors import KfmError
-from ..ledger import CHECKPOINT_KEY, CHECKPOINTS_PREFIX, PENDING_KEY
 from . import access
 from .context import Run
 

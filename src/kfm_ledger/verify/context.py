@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..ledger import Ledger, PendingAppend
+from kfm_ledger.log.ledger import Ledger
+from kfm_ledger.log.recovery import PendingAppend
+
 from .report import VerifyReport
 
 

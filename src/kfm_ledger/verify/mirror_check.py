@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from kfm_ledger.log.layout import MIRROR_KEY
+
 from ..errors import KfmError
-from ..ledger import MIRROR_KEY
 from . import access
 from .context import Run
 

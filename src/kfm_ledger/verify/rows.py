@@ -1,14 +1,15 @@
 """The row pass: one streaming pass over the signed rows, validated on every core
-(:mod:`kfm_ledger.bulk`), folded into the Merkle tree, fed to the tile and commit checks."""
+(:mod:`kfm_ledger.log.bulk`), folded into the Merkle tree, fed to the tile and commit checks."""
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterator
 
+from kfm_ledger import schema
 from kfm_ledger.core import merkle
+from kfm_ledger.log import bulk
 
-from .. import bulk, schema
 from ..storage.base import AppendLog
 from . import access, since
 from .context import Run

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from kfm_ledger.core.note import Verifier
+from kfm_ledger.log.layout import JSONL_KEY
+from kfm_ledger.log.ledger import Ledger
 
 from ..errors import LockedError
-from ..ledger import JSONL_KEY, Ledger
 from . import access, checkpoints, since, tail
 from .context import Run
 from .index_check import CommitChecker, open_index

@@ -3,7 +3,8 @@ record (``pending-append``) accounts for them."""
 
 from __future__ import annotations
 
-from ..ledger import JSONL_KEY, PENDING_KEY
+from kfm_ledger.log.layout import JSONL_KEY, PENDING_KEY
+
 from ..storage.base import AppendLog
 from .context import Run
 

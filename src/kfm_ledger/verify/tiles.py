@@ -7,9 +7,10 @@ from collections.abc import Iterable
 
 from kfm_ledger.core import tiles
 from kfm_ledger.log.expansions import expansion_record, levels_from_record
+from kfm_ledger.log.layout import EXPANSIONS_KEY
+from kfm_ledger.log.ledger import Ledger
 
 from ..errors import KfmError
-from ..ledger import EXPANSIONS_KEY, Ledger
 from . import access
 from .report import VerifyReport
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kfm_ledger.ledger import Ledger
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_jsonl, sample_row
 from kfm_ledger.schema import encode_row
 from kfm_ledger.verify import VerifyReport, verify_ledger

@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
-from . import schema
-from .errors import RowProblem, SchemaError
+from kfm_ledger import schema
+from kfm_ledger.errors import RowProblem, SchemaError
 
 #: Size of a chunk handed to a worker.
 CHUNK_BYTES = 4 << 20
@@ -411,7 +411,7 @@ def validate_stored_file(
     workers = (workers or default_workers()) if parallel else 1
     fd = os.open(path, os.O_RDONLY)
     try:
-        jobs = [(s, min(s + chunk_bytes, end)) for s in range(0, end, chunk_bytes)]
+        jobs: list[tuple[int, ...]] = [(s, min(s + chunk_bytes, end)) for s in range(0, end, chunk_bytes)]
         yield from _map_ranges(_validate_stored_range, jobs, _start_reader_worker, (fd, os.getpid()), workers)
     finally:
         os.close(fd)

@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kfm_ledger.ledger import PENDING_KEY, Ledger, PendingAppend
+from kfm_ledger.log.layout import PENDING_KEY
+from kfm_ledger.log.ledger import Ledger
+from kfm_ledger.log.recovery import PendingAppend
 from kfm_ledger.sample import sample_jsonl
 
 from conftest import ORIGIN, fill, signer_of
@@ -27,7 +29,10 @@ def test_recovery_removes_what_an_interrupted_append_left(tmp_path: Path) -> Non
     # A crash inside step 1 and inside step 4: the record is there, and half-written temporaries.
     end = (tmp_path / "l" / "rollback-index.jsonl").stat().st_size
     led.storage.write_atomic(PENDING_KEY, PendingAppend(10, end, 11, end + 100).to_json())
-    stale = [tmp_path / "l" / f".checkpoint.kfm-tmp.{gone}", tmp_path / "l" / "tile" / "0" / "000.p" / f".11.kfm-tmp.{gone}"]
+    stale = [
+        tmp_path / "l" / f".checkpoint.kfm-tmp.{gone}",
+        tmp_path / "l" / "tile" / "0" / "000.p" / f".11.kfm-tmp.{gone}",
+    ]
     stale[1].parent.mkdir(parents=True, exist_ok=True)
     live = tmp_path / "l" / f".checkpoint.kfm-tmp.{os.getpid()}"
     for p in [*stale, live]:

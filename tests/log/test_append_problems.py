@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from kfm_ledger.errors import InputRejected
-from kfm_ledger.ledger import Ledger
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_row
 from kfm_ledger.schema import encode_row
 
@@ -23,7 +23,9 @@ def test_a_refused_batch_lists_the_ledger_problems_too(tmp_path: Path) -> None:
     late = "2040-01-01T00:00:00Z"
     rows = [
         encode_row(msgspec.structs.replace(sample_row(5), created_at=late)),
-        encode_row(msgspec.structs.replace(sample_row(6), created_at=late)).replace(b'"producer":"', b'"producer":" ', 1),
+        encode_row(msgspec.structs.replace(sample_row(6), created_at=late)).replace(
+            b'"producer":"', b'"producer":" ', 1
+        ),
         encode_row(msgspec.structs.replace(sample_row(2), created_at=late)),  # already in the ledger
     ]
     with pytest.raises(InputRejected) as e:
@@ -43,7 +45,8 @@ def test_a_refused_batch_ignores_index_entries_beyond_the_signed_rows(tmp_path: 
     ahead = msgspec.structs.replace(sample_row(3), created_at=late)
     # Another writer between steps 3 and 5: its row is in the index, not yet signed.
     led.index.add([IndexedEntry(3, ahead.lakefs_commit, 10**6, 10, late)], size=4, end_offset=10**6 + 11)
-    bad = encode_row(msgspec.structs.replace(sample_row(4), created_at=late)).replace(b'"producer":"', b'"producer":" ', 1)
+    late_row = encode_row(msgspec.structs.replace(sample_row(4), created_at=late))
+    bad = late_row.replace(b'"producer":"', b'"producer":" ', 1)
     with pytest.raises(InputRejected) as e:
         led.append(encode_row(ahead) + b"\n" + bad, signer=signer_of(led))
     assert [(p.line, p.path) for p in e.value.problems] == [(2, "$.producer")]

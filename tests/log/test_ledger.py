@@ -19,7 +19,8 @@ from kfm_ledger.errors import (
     LedgerExistsError,
     LockedError,
 )
-from kfm_ledger.ledger import CHECKPOINT_KEY, JSONL_KEY, Ledger
+from kfm_ledger.log.layout import CHECKPOINT_KEY, JSONL_KEY
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_jsonl, sample_row, sample_rows
 from kfm_ledger.schema import encode_row
 from kfm_ledger.storage import MemoryStorage, SimulatedCrash
@@ -71,7 +72,7 @@ def test_tiles_written_are_exactly_those_of_the_signed_size(mem_ledger: Ledger) 
     fill(mem_ledger, 255, 1, 1, 600)
     size = mem_ledger.size
     stored = {k for k in mem_ledger.storage.objects if k.startswith("tile/")}
-    expected = {tiles.tile_path(l, n, w) for l, n, w in tiles.tiles_for_size(size)}
+    expected = {tiles.tile_path(lv, n, w) for lv, n, w in tiles.tiles_for_size(size)}
     # Full tiles replace their partials; partials of the still-partial tile
     # from earlier sizes are kept for clients holding older checkpoints.
     assert expected <= stored
@@ -203,11 +204,13 @@ def test_two_processes_appending_at_once_never_interleave(tmp_path) -> None:
     Ledger.init(tmp_path / "l", origin=ORIGIN)
     # Every row has the same created_at, so either process may go first.
     script = (
-        "import sys, msgspec; from kfm_ledger.ledger import Ledger, load_signer, SKEY_KEY;"
+        "import sys, msgspec; from kfm_ledger.log.ledger import Ledger; from kfm_ledger.log.keys import load_signer;"
+        "from kfm_ledger.log.layout import SKEY_KEY;"
         "from kfm_ledger.sample import sample_row; from kfm_ledger.schema import encode_row;"
         "l = Ledger.open(sys.argv[1]); s = load_signer(l.storage.read(SKEY_KEY));"
         "seed = int(sys.argv[2])\n"
-        "def row(i): return encode_row(msgspec.structs.replace(sample_row(i, seed), created_at='2026-01-01T00:00:00Z'))\n"
+        "def row(i):\n"
+        "    return encode_row(msgspec.structs.replace(sample_row(i, seed), created_at='2026-01-01T00:00:00Z'))\n"
         "for k in range(25): l.append(b'\\n'.join(row(20 * k + j) for j in range(20)), signer=s, wait=60)"
     )
     procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "l"), str(seed)]) for seed in (1, 2)]

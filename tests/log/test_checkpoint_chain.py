@@ -9,8 +9,8 @@ import pytest
 from kfm_ledger.core.checkpoint import Checkpoint
 from kfm_ledger.core.signed_checkpoint import parse_unverified
 from kfm_ledger.errors import FormatError
-from kfm_ledger.ledger import Ledger
 from kfm_ledger.log.checkpoint_chain import previous_signed_size
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.verify import verify_ledger
 
 from conftest import ORIGIN, fill
@@ -43,7 +43,13 @@ def test_verify_notices_a_deleted_stored_checkpoint(tmp_path: Path, deleted: lis
 
 @pytest.mark.parametrize(
     "line",
-    ["kfm-previous-size 12", "kfm-previous-size 012", "kfm-previous-size x", "kfm-previous-size \u00b2", "kfm-previous-size " + "1" * 5000],
+    [
+        "kfm-previous-size 12",
+        "kfm-previous-size 012",
+        "kfm-previous-size x",
+        "kfm-previous-size \u00b2",
+        "kfm-previous-size " + "1" * 5000,
+    ],
 )
 def test_a_malformed_previous_size_is_refused(line: str) -> None:
     with pytest.raises(FormatError):
@@ -63,7 +69,7 @@ def test_a_proof_at_a_lost_checkpoint_says_it_was_signed(tmp_path: Path) -> None
     fill(led, 3, 4, 5)
     (tmp_path / "l" / "checkpoints" / "7").unlink()
     led = Ledger.open(tmp_path / "l")
-    with pytest.raises(CorruptLedgerError, match="signed a checkpoint for tree size 7 .* is missing"):
+    with pytest.raises(CorruptLedgerError, match=r"signed a checkpoint for tree size 7 .* is missing"):
         led.tlog_proof(1, 7)
     with pytest.raises(IndexOutOfRangeError, match="never signed a checkpoint for tree size 8"):
         led.tlog_proof(1, 8)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from kfm_ledger.ledger import JSONL_KEY, Ledger
+from kfm_ledger.log.layout import JSONL_KEY
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_jsonl, sample_row
 from kfm_ledger.schema import encode_row
 from kfm_ledger.verify import verify_ledger
@@ -26,7 +27,9 @@ from conftest import ORIGIN, signer_of
 
 WRITER = r"""
 import sys
-from kfm_ledger.ledger import Ledger, load_signer, SKEY_KEY
+from kfm_ledger.log.keys import load_signer
+from kfm_ledger.log.layout import SKEY_KEY
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_jsonl
 led = Ledger.open(sys.argv[1])
 signer = load_signer(led.storage.read(SKEY_KEY))

@@ -7,9 +7,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from kfm_ledger import bulk
 from kfm_ledger.errors import InputRejected
-from kfm_ledger.ledger import JSONL_KEY, Ledger
+from kfm_ledger.log import bulk
+from kfm_ledger.log.layout import JSONL_KEY
+from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_jsonl, sample_row
 from kfm_ledger.schema import encode_row
 from kfm_ledger.verify import verify_ledger

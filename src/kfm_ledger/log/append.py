@@ -1,0 +1,251 @@
+"""Appending a validated batch: the ledger rules, then steps 1-7 with their crash order.
+
+The steps and the recovery rule are in :mod:`kfm_ledger.log.recovery` (and
+docs/operations.md); the comment at each write below says what a crash after it leaves.
+The signed tree head is a c2sp.org/tlog-checkpoint over the RFC 9162 §2.1.1 root.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kfm_ledger import schema
+from kfm_ledger.core import merkle
+from kfm_ledger.core.checkpoint import Checkpoint
+from kfm_ledger.core.note import Signer
+from kfm_ledger.core.signed_checkpoint import SignedCheckpoint, open_checkpoint, sign_checkpoint
+from kfm_ledger.errors import InputRejected, KfmError, RowProblem, StorageError
+from kfm_ledger.index import CommitIndex, IndexedEntry
+from kfm_ledger.log.checkpoint_chain import previous_size_line
+
+from .layout import CHECKPOINT_KEY, PENDING_KEY, checkpoint_key
+from .recovery import PendingAppend, recover_locked, undo_append
+from .tile_writer import TilesWritten, delete_partials, refuse_tiles_in_the_way, write_tiles
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
+
+#: From this many rows on, an append writes its tiles while it writes the rows.
+OVERLAP_TILES_AT = 65536
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What an append did: rows [first_index, first_index + count) under ``checkpoint``."""
+
+    first_index: int
+    count: int
+    checkpoint: SignedCheckpoint
+    recovered: int = 0  #: rows of an interrupted, already-signed append published first
+
+
+def stored_commit_problem(line: int, commit: str, leaf: int, *, same_bytes: bool = False) -> RowProblem:
+    """The ledger rule "one row per lakeFS commit", broken by a commit already stored at ``leaf``."""
+    return RowProblem(
+        line,
+        "$.lakefs_commit",
+        f"commit {commit!r} is already in the ledger at index {leaf}"
+        + (" with identical bytes (was this batch appended before?)" if same_bytes else "")
+        + "; one row per lakeFS commit",
+    )
+
+
+def before_last_row_problem(line: int, created_at: str, last: IndexedEntry) -> RowProblem:
+    """The ledger rule "created_at never goes backwards", broken by a batch's first row."""
+    return RowProblem(
+        line,
+        "$.created_at",
+        f"{created_at} is earlier than the last row's created_at {last.created_at} (index {last.leaf}); "
+        "created_at never goes backwards",
+    )
+
+
+def ledger_problems(led: Ledger, parsed: list[tuple[int, schema.Row, bytes]], idx: CommitIndex) -> list[RowProblem]:
+    """The ledger-wide invariants: one row per commit; created_at not before the last row's."""
+    old_size = led.size
+    problems: list[RowProblem] = []
+    # Signed rows only: entries beyond the signed size belong to an append not yet
+    # signed (another writer between steps 3 and 5, or one that crashed there).
+    found = idx.lookup_many([row.lakefs_commit for _, row, _ in parsed])
+    existing = {commit: leaf for commit, leaf in found.items() if leaf < old_size}
+    for line_no, row, line in parsed:
+        if row.lakefs_commit in existing:
+            leaf = existing[row.lakefs_commit]
+            same = led.entry_at(idx.at(leaf)).line == line  # type: ignore[arg-type]
+            problems.append(stored_commit_problem(line_no, row.lakefs_commit, leaf, same_bytes=same))
+    if old_size:
+        last = idx.at(old_size - 1)
+        if last is not None:
+            line_no, row, _ = parsed[0]
+            if schema.created_at_datetime(row) < schema.parse_created_at(last.created_at):
+                problems.append(before_last_row_problem(line_no, row.created_at, last))
+    problems.sort(key=lambda p: p.line)
+    return problems
+
+
+def append(led: Ledger, batch: bytes | Sequence[schema.Row], *, signer: Signer, wait: float) -> AppendResult:
+    """Validate a batch and append it under a new signed checkpoint (see :meth:`Ledger.append`)."""
+    led.check_signer(signer)
+    if isinstance(batch, (bytes, bytearray, memoryview)):
+        parsed, problems = schema.check_batch(bytes(batch))
+    else:
+        parsed, problems = schema.check_rows(batch)
+    if problems:
+        # Every problem, the ledger's rules for the rows that passed too: read-only
+        # (nothing will be written, so no lock or recovery) against the signed rows,
+        # and only when the stored index covers them.
+        if parsed:
+            with contextlib.suppress(KfmError):  # the schema problems are reported anyway
+                led.refresh()
+                idx = led.stored_index()
+                if idx is not None and idx.size() >= led.size:
+                    problems += ledger_problems(led, parsed, idx)
+        problems.sort(key=lambda p: p.line)
+        raise InputRejected(problems)
+    if not parsed:
+        raise InputRejected([RowProblem(1, "$", "no rows in the input")])
+    with led.writer_lock(wait=wait):
+        recovery = recover_locked(led)
+        old_size = led.size
+        idx = led.raw_index()
+        problems = ledger_problems(led, parsed, idx)
+        if problems:
+            raise InputRejected(problems)
+        new_size = old_size + len(parsed)
+        payload = b"".join(line + b"\n" for _, _, line in parsed)
+
+        def index_entries(old_end: int) -> Iterator[IndexedEntry]:
+            pos = old_end
+            for i, (_, row, line) in enumerate(parsed):
+                yield IndexedEntry(old_size + i, row.lakefs_commit, pos, len(line), row.created_at)
+                pos += len(line) + 1
+
+        return commit_batch(
+            led,
+            new_size=new_size,
+            payload_size=len(payload),
+            write_rows=lambda: led.jsonl.append(payload),
+            write_index=lambda old_end: idx.add(
+                index_entries(old_end), size=new_size, end_offset=old_end + len(payload)
+            ),
+            leaf_hashes=(merkle.leaf_hash(line) for _, _, line in parsed),
+            signer=signer,
+            recovered=recovery.rows_rolled_forward,
+        )
+
+
+def commit_batch(
+    led: Ledger,
+    *,
+    new_size: int,
+    payload_size: int,
+    write_rows: Callable[[], None],
+    write_index: Callable[[int], None],
+    leaf_hashes: bytes | bytearray | Iterable[bytes],
+    signer: Signer,
+    recovered: int,
+) -> AppendResult:
+    """Write a validated batch: steps 1-7 with their crash order (docs/operations.md).
+
+    Called under the writer lock after recovery and every check. ``write_rows``
+    appends the batch's ``payload_size`` canonical bytes; ``write_index(old_end)``
+    records (or commits) the batch's index entries for rows starting at JSONL byte ``old_end``.
+    """
+    old_size = led.size
+    refuse_tiles_in_the_way(led.storage, old_size, new_size)
+    old_end = led.jsonl.size()
+    pending = PendingAppend(old_size, old_end, new_size, old_end + payload_size)
+    edge = led.right_edge
+    # Step 1: the pending-append record, durable before any row is written.
+    # Crash after it: recovery rolls the append back (nothing was signed).
+    led.storage.write_atomic(PENDING_KEY, pending.to_json())
+    tiles_job: Future[TilesWritten] | None = None
+    try:
+        if new_size - old_size >= OVERLAP_TILES_AT:
+            # A large batch writes its tiles (step 4) in a thread while steps 2-3
+            # run: creating thousands of tile files waits on the disk, copying
+            # the rows on the CPU.  The crash rule is unchanged: until step 5
+            # signs, rows, index entries and tiles beyond the signed size are
+            # all rolled back, and step 5 starts only when every one is durable.
+            pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kfm-tiles")
+            tiles_job = pool.submit(write_tiles, led, old_size, leaf_hashes, led.storage.write_once_many, edge)
+            pool.shutdown(wait=False)  # the job runs on; its result is awaited below
+        # Step 2: rows to the JSONL, then fsync.  Crash during or after
+        # (even a torn last line): rolled back, the record says where it began.
+        write_rows()
+        led.jsonl.sync()
+        # Step 3: the commit index.  Rolled back with the rows.
+        write_index(old_end)
+        # Step 4: tiles (immutable objects).  Crash after: rolled back (deleted).
+        if tiles_job is not None:
+            tiled = tiles_job.result()
+        else:
+            tiled = write_tiles(led, old_size, leaf_hashes, led.storage.write_once_many, edge)
+        note = sign_tree_head(led, tiled, signer)
+    except BaseException:
+        if tiles_job is not None:
+            concurrent.futures.wait([tiles_job])  # its tiles exist before any undo deletes them
+        # Not a crash but a failure (I/O error, a tile in the way): the log has not
+        # signed the new size, so undo now.
+        with contextlib.suppress(Exception):  # the next writer's recovery retries
+            undo_append(led, pending)
+        raise
+    publish(led, pending, note)
+    # Kept for the next append, which uses it only if this tree (size and root) is then the signed one.
+    led.right_edge = tiled.edge
+    # Step 6: the append is complete.  Crash before: recovery sees the new
+    # size signed and only removes the record.  Step 7: partial tiles that a
+    # full tile now replaces.  Both are clean-up: a failure here does not undo
+    # a published append (the next recovery finishes them).
+    with contextlib.suppress(Exception):
+        led.storage.delete(PENDING_KEY)
+        for tile_level, tile_index in tiled.completed:
+            delete_partials(led.storage, tile_level, tile_index)
+    return AppendResult(first_index=old_size, count=new_size - old_size, checkpoint=led.checkpoint, recovered=recovered)
+
+
+def sign_tree_head(led: Ledger, tiled: TilesWritten, signer: Signer) -> bytes:
+    """The signed note (c2sp.org/tlog-checkpoint) for the tree that :func:`write_tiles` computed.
+
+    The signed tree head names the one before it (docs/formats.md), so that a kept
+    checkpoint that goes missing is noticed by `kfm verify`.
+    """
+    extensions = (previous_size_line(led.size),)
+    head = Checkpoint(origin=led.origin, size=tiled.size, root=tiled.root, extensions=extensions)
+    return sign_checkpoint(head, signer)
+
+
+def publish(led: Ledger, pending: PendingAppend, note: bytes) -> None:
+    """Steps 5a and 5b; on failure, undo only if ``checkpoints/<new size>`` was not written.
+
+    Step 5a: keep the signed checkpoint.  This is the point of no return: the
+    log has signed this tree, so a crash after it rolls forward, never back.
+    Step 5b: publish it.  From here on the rows are in the ledger.  (One storage
+    call does both, in that order; the local backend links one file to both names.)
+    """
+    kept = checkpoint_key(pending.new_size)
+    try:
+        led.storage.write_once_and_publish(kept, CHECKPOINT_KEY, note)
+        led.set_signed(open_checkpoint(note, [led.verifier], origin=led.origin))
+    except BaseException as e:
+        # Once checkpoints/<new size> exists a failure must not undo the rows
+        # (when storage cannot even say, leave it to the next recovery).
+        try:
+            signed = led.storage.exists(kept)
+        except Exception:  # pragma: no cover - exercised by fault injection only
+            signed = True
+        if not signed:
+            with contextlib.suppress(Exception):  # the next writer's recovery retries
+                undo_append(led, pending)
+            raise
+        if isinstance(e, (OSError, KfmError)):
+            raise StorageError(
+                f"the batch is signed ({kept}) but publishing it failed: {e}; the next "
+                "writer or `kfm recover` publishes it — do not append it again"
+            ) from e
+        raise

@@ -1,0 +1,202 @@
+"""Appending a large JSONL file: validated in chunks on worker processes, then written as one batch.
+
+Same steps, crash order and all-or-nothing rule as :mod:`kfm_ledger.log.append`.
+"""
+
+from __future__ import annotations
+
+import array
+import itertools
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from kfm_ledger import schema
+from kfm_ledger.core.note import Signer
+from kfm_ledger.errors import InputRejected, RowProblem
+from kfm_ledger.index import CommitIndex, IndexedEntry
+
+from .append import AppendResult, append, before_last_row_problem, commit_batch, stored_commit_problem
+from .recovery import recover_locked
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
+
+#: A bulk append whose input has at least one row per this many bytes for every row
+#: already in the ledger builds the UNIQUE commit index once, after all its inserts.
+DEFER_UNIQUE_BYTES_PER_ROW = 1024
+
+
+class _Problems:
+    """At most ``limit`` problems, one repeated-commit report per input line."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.found: list[RowProblem] = []
+        self.more = 0
+        self._commit_lines: set[int] = set()  # lines already reported for a repeated commit
+
+    def __call__(self, p: RowProblem) -> None:
+        if p.path == "$.lakefs_commit":
+            if p.line in self._commit_lines:
+                return  # one report per line
+            self._commit_lines.add(p.line)
+        if len(self.found) < self.limit:
+            self.found.append(p)
+        else:
+            self.more += 1
+
+    def raise_if_any(self) -> None:
+        if self.found:
+            self.found.sort(key=lambda p: p.line)
+            if self.more:
+                self.found.append(RowProblem(self.found[-1].line, "$", f"... and {self.more} more problem(s)"))
+            raise InputRejected(self.found)
+
+
+# Over 80 lines: pass 1 (collect every chunk's facts inside one index transaction)
+# and pass 2 (write) share the open transaction, the spools and the collected hashes.
+def append_file(
+    led: Ledger,
+    path: str | os.PathLike[str],
+    *,
+    signer: Signer,
+    wait: float,
+    workers: int | None,
+    max_problems: int,
+) -> AppendResult:
+    """:meth:`Ledger.append` for an input file, streamed (see :meth:`Ledger.append_file`)."""
+    from . import bulk
+
+    path = os.fspath(path)
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if size < bulk.PARALLEL_THRESHOLD or head[:1] == b"[" or not head:
+        with open(path, "rb") as f:
+            return append(led, f.read(), signer=signer, wait=wait)
+    led.check_signer(signer)
+    problem = _Problems(max_problems)
+    hashes = bytearray()
+    lines = array.array("q")  # input line of each row, by position in the batch
+    spooled_chunks: list[tuple[int, int, int]] = []
+    with open(path, "rb") as f:
+        bom = 3 if f.read(3) == b"\xef\xbb\xbf" else 0  # a UTF-8 byte order mark is ignored
+    # The writer lock is held for the whole append: the batch's index entries go
+    # into the commit index inside one open transaction while the workers
+    # validate (the index's UNIQUE commit column finds repeats, in the batch and
+    # against the ledger).  Nothing is committed or written to the ledger before
+    # every row has passed; a crash in this pass leaves only a rolled-back
+    # transaction and anonymous spool files.
+    with led.writer_lock(wait=wait), bulk.SpooledInput(path, start=bom, workers=workers) as spooled_input:
+        recovery = recover_locked(led)
+        old_size = led.size
+        old_end = led.jsonl.size()
+        idx = led.raw_index()
+        last = idx.at(old_size - 1) if old_size else None
+        previous: tuple[int, str] | None = None
+        seq = 0
+        spooled = 0
+        # A batch at least as large as the ledger (by a rough 1 KB a row) builds the
+        # UNIQUE commit index once at the end instead of row by row.
+        idx.begin(defer_unique=size // DEFER_UNIQUE_BYTES_PER_ROW >= old_size)
+        try:
+            for result in spooled_input.results():
+                for p in result.all_problems():
+                    problem(p)
+                if result.first_created is not None:
+                    first_line, first_text = result.first_created
+                    first_key = schema.created_at_order_key(first_text)
+                    if previous is not None and first_key < schema.created_at_order_key(previous[1]):
+                        problem(schema.backwards_problem(first_line, first_text, *previous))
+                    elif previous is None and last is not None:
+                        if first_key < schema.created_at_order_key(last.created_at):
+                            problem(before_last_row_problem(first_line, first_text, last))
+                    previous = result.last_created
+                count = len(result.lengths)
+                first_leaf = old_size + seq
+                offsets = itertools.accumulate(map((1).__add__, result.lengths), initial=old_end + spooled)
+                rows = zip(
+                    range(first_leaf, first_leaf + count), result.commits, offsets, result.lengths,
+                    result.created_at,
+                )
+                if idx.insert_new(rows) != count:
+                    _report_repeats(
+                        [IndexedEntry(first_leaf + k, commit, 0, 0, "") for k, commit in enumerate(result.commits)],
+                        lines, result.lines, old_size, idx, problem,
+                    )
+                lines.extend(result.lines)
+                seq += count
+                spooled += sum(result.lengths) + count
+                if not problem.found and result.spool is not None:
+                    spooled_chunks.append(result.spool)
+                    hashes += result.leaf_hashes
+            for commit, leaves in idx.finish_inserts(limit=max_problems + 1):
+                _report_repeated_leaves(commit, leaves, lines, old_size, problem)
+            problem.raise_if_any()
+            if seq == 0:
+                raise InputRejected([RowProblem(1, "$", "no rows in the input")])
+            new_size = old_size + seq
+
+            def write_rows() -> None:
+                for chunk in spooled_chunks:
+                    spooled_input.copy(chunk, led.jsonl.append)
+                # Dropping the spools now spares the disk their write-back (and every
+                # later fsync the wait for it).
+                spooled_input.close()
+
+            return commit_batch(
+                led,
+                new_size=new_size,
+                payload_size=spooled,
+                write_rows=write_rows,
+                write_index=lambda _old_end: idx.commit(size=new_size, end_offset=old_end + spooled),
+                leaf_hashes=hashes,
+                signer=signer,
+                recovered=recovery.rows_rolled_forward,
+            )
+        finally:
+            idx.rollback_if_open()
+
+
+def _report_repeats(
+    rows: list[IndexedEntry],
+    lines: array.array[int],
+    chunk_lines: array.array[int],
+    old_size: int,
+    idx: CommitIndex,
+    problem: Callable[[RowProblem], None],
+) -> None:
+    """Name the rows of a chunk whose commit the index already held (rare path).
+
+    ``lines`` maps the batch's earlier rows to input lines, ``chunk_lines`` this chunk's.
+    """
+    first_leaf = rows[0].leaf if rows else 0
+
+    def line_of(leaf: int) -> int:
+        k = leaf - old_size
+        return lines[k] if k < len(lines) else chunk_lines[leaf - first_leaf]
+
+    for e in rows:
+        found = idx.lookup(e.lakefs_commit)
+        if found is None or found.leaf == e.leaf:
+            continue
+        _report_repeated_leaves(e.lakefs_commit, [found.leaf, e.leaf], lines, old_size, problem, line_of)
+
+
+def _report_repeated_leaves(
+    commit: str,
+    leaves: list[int],
+    lines: array.array[int],
+    old_size: int,
+    problem: Callable[[RowProblem], None],
+    line_of: Callable[[int], int] | None = None,
+) -> None:
+    """One problem for each but the first of ``leaves`` (sorted), all rows of one commit."""
+    line_of = line_of or (lambda leaf: lines[leaf - old_size])
+    first = leaves[0]
+    for leaf in leaves[1:]:
+        if first < old_size:
+            problem(stored_commit_problem(line_of(leaf), commit, first))
+        else:
+            problem(schema.repeated_commit_problem(line_of(leaf), commit, line_of(first)))

@@ -1,0 +1,486 @@
+"""The Ledger facade: open (signature checked), init, close, lookups; everything else delegates.
+
+Appends live in :mod:`.append` and :mod:`.bulk_append`, tiles in :mod:`.tile_writer`,
+crash recovery in :mod:`.recovery`, proofs in :mod:`.prover`, rebuild in
+:mod:`.rebuild`; the storage keys in :mod:`.layout`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sqlite3
+import weakref
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from kfm_ledger import schema
+from kfm_ledger.core import merkle, tiles
+from kfm_ledger.core.checkpoint import Checkpoint
+from kfm_ledger.core.note import Signer, Verifier
+from kfm_ledger.core.signed_checkpoint import SignedCheckpoint, open_checkpoint, sign_checkpoint
+from kfm_ledger.core.tlogproof import TlogProof
+from kfm_ledger.errors import (
+    AmbiguousCommitError,
+    CommitNotFoundError,
+    CorruptLedgerError,
+    IndexOutOfRangeError,
+    KeyFormatError,
+    LedgerExistsError,
+    NotALedgerError,
+    ObjectNotFoundError,
+)
+from kfm_ledger.index import CommitIndex, IndexedEntry, IndexLocation, MemoryIndex, SqliteFileIndex
+from kfm_ledger.storage import LocalFiles, LocalStorage, Storage, local_path_of
+
+from .index_sync import catch_up_index
+from .keys import load_signer, read_text_key
+from .layout import CHECKPOINT_KEY, INDEX_FILE, JSONL_KEY, SKEY_KEY, VKEY_KEY, checkpoint_key, split_lines
+from .prover import Prover
+
+if TYPE_CHECKING:
+    from .append import AppendResult
+    from .recovery import PendingAppend, RecoveryReport
+    from .tile_writer import RightEdge
+
+# The writing side (append, bulk_append, recovery, rebuild, tile_writer) is imported on
+# first use: a reader (open, get, prove) does not load it.
+
+
+def open_storage(location: str | os.PathLike[str] | Storage) -> Storage:
+    """A Storage for a directory path (or the Storage itself)."""
+    if isinstance(location, (str, os.PathLike)):
+        return LocalStorage(location)
+    return location
+
+
+#: The in-memory index of each storage without local files, shared by every Ledger on it
+#: (as a file is); it goes with the storage object.
+_MEMORY_INDEXES: weakref.WeakKeyDictionary[Storage, MemoryIndex] = weakref.WeakKeyDictionary()
+
+
+def index_location_for(storage: Storage) -> IndexLocation:
+    """Where a ledger on ``storage`` keeps its derived commit index.
+
+    A storage with local files: ``index.sqlite`` beside the ledger (as always).
+    Any other: an in-memory database per storage object, discarded when a
+    fault-injecting storage models a restart (its ``on_restart`` hooks).
+    """
+    if isinstance(storage, LocalFiles):
+        return SqliteFileIndex(storage.local_path(INDEX_FILE))
+    found = _MEMORY_INDEXES.get(storage)
+    if found is None:
+        found = _MEMORY_INDEXES[storage] = MemoryIndex()
+        hooks = getattr(storage, "on_restart", None)
+        if isinstance(hooks, list):
+            hooks.append(found.discard)
+    return found
+
+
+class Ledger:
+    """A Rollback Registry Index ledger.
+
+    Open one with :meth:`open` (read side: the tree as of the latest signed
+    checkpoint, whose signature is checked on open) or create one with
+    :meth:`init`.  Writing methods take the log's :class:`~kfm_ledger.core.note.Signer`.
+    """
+
+    def __init__(
+        self, storage: Storage, verifier: Verifier, signed: SignedCheckpoint, *, index: IndexLocation | None = None
+    ) -> None:
+        self.storage = storage
+        #: Where the derived commit index lives (default: :func:`index_location_for`).
+        self.index_location = index if index is not None else index_location_for(storage)
+        self.verifier = verifier
+        self._signed = signed
+        self.jsonl = storage.append_log(JSONL_KEY)
+        self._index: CommitIndex | None = None
+        self._lock_depth = 0
+        self.prover = Prover(storage, verifier, lambda: self._signed, self._leaf_line)
+        #: The right edge of the tiles this Ledger wrote last (reused by the next append
+        #: only while that tree is the signed one); set by append, cleared by rebuild.
+        self.right_edge: RightEdge | None = None
+
+    # ------------------------------------------------------------ opening
+    @classmethod
+    def init(
+        cls,
+        location: str | os.PathLike[str] | Storage,
+        *,
+        origin: str,
+        signer: Signer | None = None,
+        store_key: bool = True,
+    ) -> Ledger:
+        """Create an empty ledger: an empty JSONL, ``log.vkey``, the signed size-0 checkpoint.
+
+        Without ``signer`` a new Ed25519 key named ``origin`` is generated and
+        saved as ``log.key`` (mode 0600).  With one, its name must be ``origin``
+        and it is saved only if ``store_key`` is true.
+        """
+        storage = open_storage(location)
+        if storage.exists(CHECKPOINT_KEY):
+            raise LedgerExistsError(f"a ledger already exists in {storage.describe()}")
+        log = storage.append_log(JSONL_KEY)
+        try:
+            if log.size():
+                raise LedgerExistsError(
+                    f"{JSONL_KEY} in {storage.describe()} already holds rows but there is no checkpoint; "
+                    "refusing to initialise over them"
+                )
+            if signer is None and storage.exists(SKEY_KEY):
+                # An init that crashed before its checkpoint: finish it with the key it made.
+                signer = load_signer(storage.read(SKEY_KEY))
+                store_key = False
+            generated = signer is None
+            if signer is None:
+                signer = Signer.generate(origin)
+            if signer.name != origin:
+                raise KeyFormatError(
+                    f"the signing key is named {signer.name!r} but the origin is {origin!r}: "
+                    "a checkpoint's key name must equal its origin (c2sp.org/tlog-checkpoint)"
+                )
+            verifier = signer.verifier()
+            # Crash order: key, vkey, empty JSONL, checkpoints/0, and `checkpoint` last:
+            # until it exists the directory is not a ledger and init can be run again.
+            if generated or store_key:
+                storage.write_private(SKEY_KEY, (signer.private_key_text() + "\n").encode())
+            storage.write_atomic(VKEY_KEY, (verifier.vkey_text() + "\n").encode())
+            log.sync()
+        finally:
+            log.close()
+        note = sign_checkpoint(Checkpoint(origin=origin, size=0, root=merkle.EMPTY_ROOT), signer)
+        storage.write_once(checkpoint_key(0), note)
+        storage.write_atomic(CHECKPOINT_KEY, note)
+        return cls.open(storage)
+
+    @classmethod
+    def open(
+        cls, location: str | os.PathLike[str] | Storage, *, vkey: str | None = None, index: IndexLocation | None = None
+    ) -> Ledger:
+        """Open a ledger; its latest checkpoint must verify with ``vkey`` (default: ``log.vkey``).
+
+        ``index``: where the derived commit index lives (default: :func:`index_location_for`).
+        """
+        storage = open_storage(location)
+        try:
+            note = storage.read(CHECKPOINT_KEY)
+        except ObjectNotFoundError:
+            raise NotALedgerError(
+                f"no ledger in {storage.describe()} (no 'checkpoint'); create one with `kfm init --origin ORIGIN`"
+            ) from None
+        if vkey is None:
+            try:
+                vkey = read_text_key(storage.read(VKEY_KEY), VKEY_KEY)
+            except ObjectNotFoundError:
+                raise NotALedgerError(f"no {VKEY_KEY} in {storage.describe()}; pass --vkey") from None
+        verifier = Verifier.from_vkey(vkey)
+        signed = open_checkpoint(note, [verifier])
+        return cls(storage, verifier, signed, index=index)
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+        self.prover.close()
+        self.jsonl.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --------------------------------------------------------- properties
+    @property
+    def checkpoint(self) -> SignedCheckpoint:
+        """The latest signed checkpoint (verified when the ledger was opened)."""
+        return self._signed
+
+    @property
+    def origin(self) -> str:
+        return self._signed.checkpoint.origin
+
+    @property
+    def size(self) -> int:
+        """The signed tree size: rows 0 .. size-1 are in the ledger."""
+        return self._signed.checkpoint.size
+
+    @property
+    def root(self) -> bytes:
+        return self._signed.checkpoint.root
+
+    @property
+    def jsonl_path(self) -> str | None:
+        """The JSONL's local path when the storage has one (for bulk readers)."""
+        return local_path_of(self.storage, JSONL_KEY)
+
+    def set_signed(self, signed: SignedCheckpoint) -> None:
+        """Adopt a checkpoint this process verified and published (append, recovery)."""
+        self._signed = signed
+
+    def refresh(self) -> None:
+        """Re-read the latest signed checkpoint (another process may have appended)."""
+        note = self.storage.read(CHECKPOINT_KEY)
+        if note != self._signed.note:  # the same bytes were verified already
+            self._signed = open_checkpoint(note, [self.verifier], origin=self.origin)
+
+    # ------------------------------------------------------------- index
+    @property
+    def index(self) -> CommitIndex:
+        """The commit index, caught up with the signed rows.
+
+        The index is derived data: when it is behind (a fresh checkout, a crash)
+        or unreadable, it is rebuilt from the JSONL under the writer lock, so
+        two readers never rebuild it at once.
+        """
+        idx = self.raw_index()
+        if idx.size() < self.size:
+            with self.writer_lock(wait=60.0):
+                idx = self.raw_index()
+                if idx.size() < self.size:
+                    catch_up_index(self, limit=self.size)
+        return idx
+
+    def stored_index(self) -> CommitIndex | None:
+        """The commit index as stored (possibly behind), or None if it does not open; no repair."""
+        if self._index is not None:
+            return self._index
+        try:
+            self._index = CommitIndex(self.index_location.connect())
+        except sqlite3.DatabaseError:
+            return None
+        return self._index
+
+    def raw_index(self) -> CommitIndex:
+        """The commit index as stored (possibly behind); recreated empty if it does not open."""
+        if self._index is None:
+            try:
+                self._index = CommitIndex(self.index_location.connect())
+            except sqlite3.DatabaseError:
+                # Derived data that no longer opens: start it again from the JSONL.
+                with self.writer_lock(wait=60.0):
+                    self.index_location.discard()
+                    self._index = CommitIndex(self.index_location.connect())
+        return self._index
+
+    def pending_append(self) -> PendingAppend | None:
+        """The record of an interrupted append, if there is one (see docs/operations.md)."""
+        from .recovery import read_pending
+
+        return read_pending(self)
+
+    @contextlib.contextmanager
+    def _writer_lock(self, *, wait: float) -> Iterator[None]:
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        with self.storage.lock(wait=wait):
+            self._lock_depth = 1
+            try:
+                yield
+            finally:
+                self._lock_depth = 0
+
+    def writer_lock(self, *, wait: float = 10.0) -> contextlib.AbstractContextManager[None]:
+        """The ledger's exclusive writer lock (re-entrant within this object)."""
+        return self._writer_lock(wait=wait)
+
+    # ----------------------------------------------------------- lookups
+    def entry_at(self, e: IndexedEntry) -> schema.Entry:
+        """The stored row an index entry points at."""
+        line = self.jsonl.read(e.offset, e.length)
+        return schema.Entry(e.leaf, line, schema.decode_row(line))
+
+    def _leaf_line(self, index: int) -> bytes:
+        located = self.index.at(index)
+        if located is None:
+            raise CorruptLedgerError(f"commit index has no entry for leaf {index}; run `kfm rebuild`")
+        return self.jsonl.read(located.offset, located.length)
+
+    def entry(self, index: int) -> schema.Entry:
+        """The row at leaf ``index`` (0-based) of the signed tree."""
+        if not 0 <= index < self.size:
+            raise IndexOutOfRangeError(f"index {index} out of bounds for tree size {self.size}")
+        e = self.index.at(index)
+        if e is None:
+            raise CorruptLedgerError(f"commit index has no entry for leaf {index}; run `kfm rebuild`")
+        return self.entry_at(e)
+
+    def find(self, commit_prefix: str, *, limit: int = 20) -> list[IndexedEntry]:
+        """Signed rows whose lakeFS commit is ``commit_prefix`` or starts with it."""
+        exact = self.index.lookup(commit_prefix)
+        if exact is not None and exact.leaf < self.size:
+            return [exact]
+        return self.index.find_prefix(commit_prefix, below=self.size, limit=limit)
+
+    def get(self, commit: str) -> schema.Entry:
+        """The row for a lakeFS commit id, or a unique prefix of one (as in git)."""
+        if not commit:
+            raise CommitNotFoundError(commit)
+        found = self.find(commit)
+        if not found:
+            raise CommitNotFoundError(commit)
+        if len(found) > 1:
+            raise AmbiguousCommitError(commit, [f"{e.lakefs_commit} (index {e.leaf})" for e in found])
+        return self.entry_at(found[0])
+
+    def iter_lines(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        """Stream the stored lines of leaves [start, stop) (default: the whole signed tree)."""
+        stop = self.size if stop is None else min(stop, self.size)
+        if start >= stop:
+            return
+        offset = 0
+        if start:
+            e = self.index.at(start)
+            if e is None:
+                raise CorruptLedgerError(f"commit index has no entry for leaf {start}")
+            offset = e.offset
+        n = start
+        for line, complete in split_lines(self.jsonl.iter_chunks(offset)):
+            if n >= stop or not complete:
+                break
+            yield line
+            n += 1
+        if n < stop:
+            raise CorruptLedgerError(f"{JSONL_KEY} ends after {n} rows; the signed tree has {self.size}")
+
+    def iter_entries(self, start: int = 0, stop: int | None = None) -> Iterator[schema.Entry]:
+        """Stream (index, line, row) for leaves [start, stop)."""
+        for i, line in enumerate(self.iter_lines(start, stop), start):
+            yield schema.Entry(i, line, schema.decode_row(line))
+
+    # ------------------------------------------------------------ proofs (see .prover)
+    def read_tile(self, level: int, index: int, width: int) -> bytes:
+        """Bytes of tile (level, index) holding at least ``width`` hashes (c2sp.org/tlog-tiles)."""
+        return self.prover.read_tile(level, index, width)
+
+    def hash_reader(self, size: int | None = None, *, stored_expansions: bool = True) -> tiles.TileHashReader:
+        """A merkle.HashReader over the stored tiles for a tree of ``size`` leaves.
+
+        With ``stored_expansions`` a full level-0 tile's inner nodes may come from
+        ``tile-expansions.bin`` (derived data; each record is checksummed over its tile and
+        root-checked against the level-1 tile) instead of being hashed.
+        """
+        return self.prover.hash_reader(self.size if size is None else size, stored_expansions=stored_expansions)
+
+    def read_expansion_record(self, tile_index: int) -> bytes | None:
+        """The stored expansion record of full level-0 tile ``tile_index`` (derived data), if any."""
+        return self.prover.expansions.read(tile_index)
+
+    def checkpoint_sizes(self) -> list[int]:
+        """Every tree size the log has signed a checkpoint for, ascending."""
+        return self.prover.checkpoint_sizes()
+
+    def stored_checkpoint(self, size: int) -> SignedCheckpoint:
+        """The signed checkpoint the log issued for ``size`` (verified)."""
+        return self.prover.stored_checkpoint(size, self.checkpoint_sizes)
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        """RFC 9162 §2.1.3 audit path for leaf ``index`` in the tree of ``size`` (default: signed size)."""
+        return self.prover.inclusion_proof(index, size, self.hash_reader)
+
+    def consistency_proof(
+        self, old_size: int, new_size: int | None = None, *, stored_expansions: bool = True
+    ) -> list[bytes]:
+        """RFC 9162 §2.1.4 consistency proof from ``old_size`` to ``new_size`` (default: signed size).
+
+        ``stored_expansions=False`` builds it from the tiles alone (what `kfm verify` does).
+        """
+        return self.prover.consistency_proof(old_size, new_size, stored_expansions=stored_expansions)
+
+    def tlog_proof(self, index: int, size: int | None = None) -> TlogProof:
+        """A c2sp.org/tlog-proof for leaf ``index`` against the checkpoint signed at ``size``.
+
+        The proof is checked against that checkpoint before it is returned, so
+        a corrupt tile is caught here, not by the client.
+        """
+        return self.prover.tlog_proof(index, size, self.hash_reader, self.stored_checkpoint)
+
+    # ------------------------------------------------------------ writing
+    def check_signer(self, signer: Signer) -> None:
+        """Refuse a signing key that is not the log's (KeyFormatError)."""
+        if signer.verifier().vkey_text() != self.verifier.vkey_text():
+            raise KeyFormatError(
+                f"the signing key ({signer.name}) does not match the ledger's verifier key "
+                f"({self.verifier.vkey_text()})"
+            )
+
+    def recover(self, signer: Signer | None = None, *, wait: float = 10.0) -> RecoveryReport:
+        """Finish or undo an interrupted append (takes the writer lock).
+
+        Recovery never signs: it publishes a checkpoint the log already signed,
+        or removes an append the log never signed.  ``signer`` is accepted for
+        compatibility and, when given, must be the log's key.
+        """
+        if signer is not None:
+            self.check_signer(signer)
+        from .recovery import recover_locked
+
+        with self.writer_lock(wait=wait):
+            report = recover_locked(self)
+            # The explicit repair also sweeps every folder for what interrupted writes left.
+            swept = self.storage.discard_stale_temporaries([""], recursive=True)
+            return dataclasses.replace(
+                report, temporaries_removed=tuple(sorted(set(report.temporaries_removed) | set(swept)))
+            )
+
+    def append(self, batch: bytes | Sequence[schema.Row], *, signer: Signer, wait: float = 10.0) -> AppendResult:
+        """Validate a batch and append it under a new signed checkpoint.
+
+        ``batch`` is input bytes (one JSON object, a JSON array or JSONL) or rows.
+        Everything is validated before anything is written: on any problem
+        :class:`~kfm_ledger.errors.InputRejected` lists every one (line, field,
+        why) and the ledger is unchanged.  All or nothing: an append that fails
+        or is killed before its checkpoint is signed leaves no row behind.  One
+        writer at a time: waits up to ``wait`` seconds for the lock, then raises
+        LockedError.
+        """
+        from .append import append
+
+        return append(self, batch, signer=signer, wait=wait)
+
+    def append_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        signer: Signer,
+        wait: float = 10.0,
+        workers: int | None = None,
+        max_problems: int = 1000,
+    ) -> AppendResult:
+        """:meth:`append` for an input file, streamed: memory does not grow with the file.
+
+        JSONL input larger than :data:`~kfm_ledger.log.bulk.PARALLEL_THRESHOLD` is
+        validated on every core in chunks (pass 1, under the writer lock):
+        canonical lines are spooled to a temporary file, leaf hashes kept (32
+        bytes a row), and index entries inserted into the commit index inside one
+        open transaction, whose UNIQUE commit column finds repeats in the batch
+        and against the ledger.  Only when every row has passed is the batch
+        written (pass 2) with the same steps, crash order and all-or-nothing rule
+        as :meth:`append`; otherwise the transaction is rolled back.  A JSON
+        array or a single object, or a small file, goes through :meth:`append`.
+        At most ``max_problems`` problems are listed.
+        """
+        from .bulk_append import append_file
+
+        return append_file(
+            self, path, signer=signer, wait=wait, workers=workers, max_problems=max_problems
+        )
+
+    def rebuild(self, *, wait: float = 10.0) -> int:
+        """Recreate the commit index and every tile from the JSONL (derived data).
+
+        Signs nothing.  The rows are hashed first, without writing: if they no
+        longer give the signed root, :class:`CorruptLedgerError` is raised and
+        nothing is touched.  Then the index is rebuilt and the tiles rewritten:
+        every full tile, the partial tiles of the latest and of every earlier
+        signed size that are still partial, and nothing else.  Returns the rows indexed.
+        """
+        from .rebuild import rebuild
+
+        return rebuild(self, wait=wait)

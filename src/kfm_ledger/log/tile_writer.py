@@ -1,0 +1,212 @@
+"""Writing the hash tiles for appended leaves (c2sp.org/tlog-tiles), touching only the right edge.
+
+The right edge of the tree (its compact-range peaks and the hashes already in each
+level's partial tile) is a value, :class:`RightEdge`: :func:`write_tiles` takes the
+edge the same Ledger wrote last (or None) and returns the new one in :class:`TilesWritten`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kfm_ledger.core import merkle, tiles
+from kfm_ledger.errors import CorruptLedgerError
+from kfm_ledger.log.expansions import expansion_record
+
+from .layout import checkpoint_key
+
+if TYPE_CHECKING:
+    from kfm_ledger.storage import Storage
+
+    from .ledger import Ledger
+
+WriteMany = Callable[[list[tuple[str, bytes]]], None]
+
+
+@dataclass(frozen=True)
+class RightEdge:
+    """The right edge of the tree of ``size`` leaves and root ``root`` as its tiles hold it."""
+
+    size: int
+    root: bytes
+    peaks: tuple[bytes, ...]  #: the compact range's peaks (RFC 9162 §2.1.1 subtrees, left to right)
+    partials: dict[int, tuple[bytes, ...]]  #: per tile level, the hashes of its partial tile
+
+
+@dataclass(frozen=True)
+class TilesWritten:
+    """What :func:`write_tiles` wrote: the new tree and the tiles that became full."""
+
+    size: int
+    root: bytes
+    completed: tuple[tuple[int, int], ...]  #: (level, index) of tiles that became full
+    edge: RightEdge
+
+
+def refuse_tiles_in_the_way(storage: Storage, old_size: int, new_size: int) -> None:
+    """Refuse, before writing anything, when objects the append would create already exist."""
+    if storage.exists(checkpoint_key(new_size)):
+        raise CorruptLedgerError(
+            f"{checkpoint_key(new_size)} already exists beyond the signed tree (size {old_size}): the log "
+            "once signed a tree of that size and must not sign another; nothing was written — inspect it"
+        )
+    for level, index, width in tiles.tiles_changed(old_size, new_size):
+        key = tiles.tile_path(level, index, width)
+        if storage.exists(key):
+            raise CorruptLedgerError(
+                f"tile {key} already exists beyond the signed tree (size {old_size}); nothing was "
+                "written: run `kfm verify`, then `kfm rebuild` to recreate the tiles"
+            )
+
+
+def _stored_edge(led: Ledger, old_size: int) -> tuple[merkle.CompactRange, dict[int, list[bytes]]]:
+    """The right edge at ``old_size`` read from the stored tiles (checked against the signed root)."""
+    reader = led.hash_reader(old_size)
+    peaks = reader.read_node_hashes(merkle.subtree_nodes(0, old_size)) if old_size else []
+    crange = merkle.CompactRange(old_size, peaks)
+    if old_size and old_size == led.size and crange.root() != led.root:
+        # The stored right edge does not give the signed root: building on it would
+        # sign a tree that is not the hash of the rows.
+        led.prover.tile_cache.clear()
+        raise CorruptLedgerError(
+            f"the stored tiles do not give the signed root at size {old_size}: a tile was changed; "
+            "nothing was written: run `kfm verify`, then `kfm rebuild`"
+        )
+    # The right edge: per tile level, the hashes already in its partial tile.
+    buffers: dict[int, list[bytes]] = {}
+    level = 0
+    while (old_size >> (tiles.TILE_HEIGHT * level)) > 0:
+        count = old_size >> (tiles.TILE_HEIGHT * level)
+        width = count % tiles.TILE_WIDTH
+        if width:
+            data = led.read_tile(level, count // tiles.TILE_WIDTH, width)
+            buffers[level] = tiles.hashes_of_tile(data[: width * merkle.HASH_SIZE])
+        level += 1
+    return crange, buffers
+
+
+# Over 80 lines: one pass over the leaves whose local state (the buffers, the pending
+# group of writes, the expansion records) is shared by the nested helpers.
+def write_tiles(
+    led: Ledger,
+    old_size: int,
+    leaf_hashes: bytes | bytearray | Iterable[bytes],
+    write_many: WriteMany,
+    edge: RightEdge | None,
+) -> TilesWritten:
+    """Write the tiles for leaves appended after ``old_size``, touching only the right edge.
+
+    ``leaf_hashes`` is the leaves' hashes, concatenated or one by one.  A
+    compact range over [0, old_size) is seeded from ``edge`` when it is the
+    signed tree's, else from the stored tiles; each completed node at levels 0,
+    8, 16, ... is a tile hash (c2sp.org/tlog-tiles: tile-level L holds the roots
+    of 256**L-leaf subtrees).  Where 256 leaves fill a level-0 tile, the tile is
+    their hashes as given and its root enters the compact range as one subtree
+    (255 pairwise hashes, RFC 9162 §2.1.1, no per-leaf bookkeeping).  Tiles are
+    handed to ``write_many`` in groups (one directory sync per group).  Safe to
+    run in a thread: it changes nothing of the Ledger but its stored objects.
+    """
+    hash_bytes = (
+        bytes(leaf_hashes)
+        if isinstance(leaf_hashes, (bytes, bytearray, memoryview))
+        else b"".join(leaf_hashes)
+    )
+    if len(hash_bytes) % merkle.HASH_SIZE:
+        raise ValueError(f"leaf hashes are {len(hash_bytes)} bytes, not a multiple of {merkle.HASH_SIZE}")
+    pending: list[tuple[str, bytes]] = []
+
+    def write(key: str, data: bytes) -> None:
+        pending.append((key, data))
+        if len(pending) >= 4096:  # 32 MiB of tiles per group
+            write_many(pending)
+            pending.clear()
+
+    if edge is not None and edge.size == old_size == led.size and edge.root == led.root:
+        # The right edge this Ledger wrote last, for the tree that was then signed:
+        # the same hashes the stored tiles hold, without reading them again.
+        crange = merkle.CompactRange(old_size, edge.peaks)
+        buffers = {level: list(hashes) for level, hashes in edge.partials.items()}
+    else:
+        crange, buffers = _stored_edge(led, old_size)
+    completed: list[tuple[int, int]] = []
+    last_full_tile = [b""]  # the level-0 tile add_nodes filled last
+
+    def add_nodes(nodes: list[tuple[merkle.NodeId, bytes]]) -> None:
+        for (node_level, node_index), node in nodes:
+            if node_level % tiles.TILE_HEIGHT:
+                continue
+            tile_level = node_level // tiles.TILE_HEIGHT
+            buf = buffers.setdefault(tile_level, [])
+            buf.append(node)
+            if len(buf) == tiles.TILE_WIDTH:
+                # A full tile.  Crash after: it lies beyond the signed size,
+                # readers ignore it, and recovery deletes it with the rows.
+                tile_index = node_index // tiles.TILE_WIDTH
+                data = b"".join(buf)
+                write(tiles.tile_path(tile_level, tile_index), data)
+                completed.append((tile_level, tile_index))
+                if tile_level == 0:
+                    last_full_tile[0] = data
+                buf.clear()
+
+    tile_bytes = tiles.TILE_WIDTH * merkle.HASH_SIZE
+    first_full = -1  # the first level-0 tile this call completes
+    records: list[bytes] = []  # their expansion records (EXPANSIONS_KEY)
+    pos = 0
+    end = len(hash_bytes)
+    while pos < end:
+        if crange.size % tiles.TILE_WIDTH == 0 and end - pos >= tile_bytes:
+            tile = hash_bytes[pos : pos + tile_bytes]
+            # The 255 nodes above the tile's leaves, level by level (RFC 9162 §2.1.1 for a
+            # perfect subtree); the last is the root of its 256 leaves.
+            levels = tiles.expand_tile(tile)
+            tile_index = crange.size // tiles.TILE_WIDTH
+            write(tiles.tile_path(0, tile_index), tile)  # crash after: as above
+            completed.append((0, tile_index))
+            if first_full < 0:
+                first_full = tile_index
+            records.append(expansion_record(levels))
+            if len(records) == 512:  # 4 MiB: stored in groups, memory stays flat
+                led.prover.expansions.store(first_full, records)
+                first_full, records = tile_index + 1, []
+            add_nodes(crange.append_subtree(tiles.TILE_HEIGHT, levels[tiles.TILE_HEIGHT]))
+            pos += tile_bytes
+        else:
+            before = len(completed)
+            add_nodes(crange.append(hash_bytes[pos : pos + merkle.HASH_SIZE]))
+            pos += merkle.HASH_SIZE
+            for tile_level, tile_index in completed[before:]:
+                if tile_level == 0:  # a level-0 tile filled leaf by leaf
+                    if first_full < 0:
+                        first_full = tile_index
+                    records.append(expansion_record(tiles.expand_tile(last_full_tile[0])))
+    new_size = crange.size
+    for tile_level, buf in sorted(buffers.items()):
+        if buf:
+            # The right-edge partial tile for the new size (immutable too).
+            tile_index = (new_size >> (tiles.TILE_HEIGHT * tile_level)) // tiles.TILE_WIDTH
+            write(tiles.tile_path(tile_level, tile_index, len(buf)), b"".join(buf))
+    if pending:
+        write_many(pending)
+    # Derived data, after the tiles it is derived from (and, like them, before signing).
+    led.prover.expansions.store(first_full, records)
+    root = crange.root()
+    new_edge = RightEdge(new_size, root, tuple(crange.peaks), {lv: tuple(b) for lv, b in buffers.items() if b})
+    return TilesWritten(new_size, root, tuple(completed), new_edge)
+
+
+def delete_partials(storage: Storage, level: int, index: int) -> None:
+    """Delete the partial tiles of tile (level, index), which is full now."""
+    for key in list(storage.list(tiles.tile_path(level, index) + ".p/")):
+        storage.delete(key)
+
+
+def prune_partials(storage: Storage, size: int) -> None:
+    """Delete leftover partials of the last full tile per level (an interrupted step 7)."""
+    level = 0
+    while (size >> (tiles.TILE_HEIGHT * level)) >= tiles.TILE_WIDTH:
+        count = size >> (tiles.TILE_HEIGHT * level)
+        delete_partials(storage, level, count // tiles.TILE_WIDTH - 1)
+        level += 1
