@@ -55,7 +55,11 @@ def test_diff_models_configs_snapshots_fields_energy() -> None:
             producer="airflow:dag=kfm-promote",
             created_at="2025-03-01T00:00:00Z",
             models=[m("focus-transformer", "3.1.0"), m("hydro-lstm", "2.0.0"), m("same", "1.0")],
-            configs=[Config(path="a.yaml", sha256=H["a"]), Config(path="b.yaml", sha256=H["b"]), Config(path="gone.yaml", sha256=H["c"])],
+            configs=[
+                Config(path="a.yaml", sha256=H["a"]),
+                Config(path="b.yaml", sha256=H["b"]),
+                Config(path="gone.yaml", sha256=H["c"]),
+            ],
             data_snapshot=[snap("landsat", "r1"), snap("hydro", "r1")],
             energy_carbon=EnergyCarbon(kwh=2.0, co2e_kg=1.0),
         ),
@@ -67,13 +71,19 @@ def test_diff_models_configs_snapshots_fields_energy() -> None:
             producer="dagster:job=focus-retrain",
             created_at="2025-03-02T01:02:03Z",
             models=[m("same", "1.0"), m("focus-transformer", "3.2.0"), m("landcover-unet", "1.0.0")],
-            configs=[Config(path="a.yaml", sha256=H["a"]), Config(path="b.yaml", sha256=H["d"]), Config(path="new.yaml", sha256=H["e"])],
+            configs=[
+                Config(path="a.yaml", sha256=H["a"]),
+                Config(path="b.yaml", sha256=H["d"]),
+                Config(path="new.yaml", sha256=H["e"]),
+            ],
             data_snapshot=[snap("landsat", "r1"), snap("hydro", "r2")],
             energy_carbon=EnergyCarbon(kwh=2.5, co2e_kg=0.75),
         ),
     )
     d = diff_entries(a, b)
-    assert [(c.name, c.from_version, c.to_version) for c in d.models_changed] == [("focus-transformer", "3.1.0", "3.2.0")]
+    assert [(c.name, c.from_version, c.to_version) for c in d.models_changed] == [
+        ("focus-transformer", "3.1.0", "3.2.0"),
+    ]
     assert [x.name for x in d.models_added] == ["landcover-unet"]
     assert [x.name for x in d.models_removed] == ["hydro-lstm"]
     assert [(c.path, c.from_sha256, c.to_sha256) for c in d.configs_changed] == [("b.yaml", H["b"], H["d"])]
@@ -310,7 +320,8 @@ def test_explain_narrative_and_json(led: Ledger) -> None:
     assert x.diff is not None and x.diff.b.index == 100 and x.diff.a.index == prev
     r = e.row
     text = render_explanation(x)
-    for needle in (r.lakefs_commit, r.producer, r.created_at, r.openlineage_run_id, r.otel_trace_id, f"{r.energy_carbon.kwh:g} kWh"):
+    kwh = f"{r.energy_carbon.kwh:g} kWh"
+    for needle in (r.lakefs_commit, r.producer, r.created_at, r.openlineage_run_id, r.otel_trace_id, kwh):
         assert needle in text
     assert f"(#{prev}," in text
     assert "inclusion proof verifies" in text
@@ -318,7 +329,8 @@ def test_explain_narrative_and_json(led: Ledger) -> None:
     assert j["format"] == EXPLAIN_FORMAT
     assert j["entry"]["index"] == 100 and j["entry"]["lakefs_commit"] == r.lakefs_commit
     assert j["entry"]["otel_trace_id"] == r.otel_trace_id
-    assert j["previous"] == {"index": prev, "lakefs_commit": led.entry(prev).row.lakefs_commit, "created_at": led.entry(prev).row.created_at}
+    previous = led.entry(prev).row
+    assert j["previous"] == {"index": prev, "lakefs_commit": previous.lakefs_commit, "created_at": previous.created_at}
     assert j["changes"]["a"]["index"] == prev
     assert j["proof"]["verified"] is True and j["proof"]["tree_size"] == 120
     assert j["narrative"] == text.splitlines()
@@ -339,5 +351,8 @@ def test_explain_warns_when_the_proof_fails(led: Ledger) -> None:
         led.storage.objects[key] = bytes(data)  # type: ignore[attr-defined]
     x = explain_entry(led, led.entry(50))
     assert not x.proof.verified
-    assert "WARNING" in render_explanation(x)
+    assert "inclusion proof for index 50 that does not verify" in (x.proof.reason or ""), x.proof.reason
+    assert "WARNING: its inclusion proof does NOT verify: stored tiles give an inclusion proof for index 50" in (
+        render_explanation(x)
+    )
     assert x.to_json()["proof"]["verified"] is False

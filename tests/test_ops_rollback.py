@@ -134,7 +134,7 @@ def test_corrupt_tile_gives_unverified_plan(ledger: Ledger) -> None:
         storage.objects[key] = bytes(data)  # type: ignore[attr-defined]
     plan = plan_rollback(ledger, ledger.entry(3).row.lakefs_commit)
     assert plan.proof.verified is False and not plan.ok
-    assert "does not verify" in (plan.proof.reason or "")
+    assert "inclusion proof for index 3 that does not verify" in (plan.proof.reason or ""), plan.proof.reason
     assert "NOT VERIFIED" in render_plan(plan)
 
 
@@ -184,6 +184,7 @@ def test_bundle_check_and_restore(ledger: Ledger, tmp_path: Path) -> None:
 
     missing = check_plan_bundle(plan, str(tmp_path / "absent.tar.zst"))
     assert not missing.ok and missing.found_sha256 is None
+    assert "absent.tar.zst: cannot read: No such file" in (missing.error or "")
 
     b_status, r_status = restore_plan_bundle(
         plan, str(bundle), str(tmp_path / "restore"), max_bytes=10_000, max_files=10
@@ -201,8 +202,14 @@ def test_restore_refusals_are_reported_not_raised(ledger: Ledger, tmp_path: Path
     plan = plan_rollback(ledger, commit)
     b_status, r_status = restore_plan_bundle(plan, str(bundle), str(tmp_path / "r"), max_bytes=10_000, max_files=10)
     assert b_status.ok and not r_status.ok
+    assert "configs/pipeline.yaml" in (r_status.error or ""), r_status.error
     assert [c.to_json() for c in r_status.configs] == [
-        {"path": "configs/pipeline.yaml", "expected_sha256": sha(PIPELINE), "found_sha256": sha(b"tampered\n"), "status": "mismatch"}
+        {
+            "path": "configs/pipeline.yaml",
+            "expected_sha256": sha(PIPELINE),
+            "found_sha256": sha(b"tampered\n"),
+            "status": "mismatch",
+        }
     ]
     assert not (tmp_path / "r").exists()
 
@@ -225,8 +232,11 @@ def test_no_restore_when_the_proof_fails(ledger: Ledger, tmp_path: Path) -> None
         storage.objects[key] = bytes(data)  # type: ignore[attr-defined]
     plan = plan_rollback(ledger, commit)
     assert plan.entry.index == entry.index and not plan.ok
+    assert plan.proof.verified is False
+    assert f"inclusion proof for index {entry.index} that does not verify" in (plan.proof.reason or "")
     b_status, r_status = restore_plan_bundle(plan, str(bundle), str(tmp_path / "r"), max_bytes=100, max_files=10)
     assert not b_status.ok and not r_status.ok and "inclusion proof" in (r_status.error or "")
+    assert b_status.error == "not restored: the row's inclusion proof does not verify"
     assert not (tmp_path / "r").exists()
 
 

@@ -128,7 +128,10 @@ def test_mirror_check(scratch: Path) -> None:
 # ------------------------------------------------------------------ query
 
 
-SQL_BY_PRODUCER = "SELECT producer, count(*) AS n, sum(energy_carbon.kwh) AS kwh FROM rollback_index GROUP BY producer ORDER BY producer"
+SQL_BY_PRODUCER = (
+    "SELECT producer, count(*) AS n, sum(energy_carbon.kwh) AS kwh FROM rollback_index "
+    "GROUP BY producer ORDER BY producer"
+)
 
 
 def test_query_json_csv_text(mirrored: Path, rows: list[Row]) -> None:
@@ -146,7 +149,7 @@ def test_query_json_csv_text(mirrored: Path, rows: list[Row]) -> None:
     ]
     assert doc["row_count"] == len(counts)
     assert [row[:2] for row in doc["rows"]] == [[p, counts[p]] for p in sorted(counts)]
-    for p, n, total in doc["rows"]:
+    for p, _n, total in doc["rows"]:
         assert total == pytest.approx(math.fsum(kwh[p]), rel=1e-12)
     r = kfm("query", "--ledger", str(mirrored), SQL_BY_PRODUCER, "--csv")
     lines = r.stdout.splitlines()
@@ -287,15 +290,20 @@ def test_impact_commit_matches_a_naive_reference(base: Path, rows: list[Row], in
 def test_impact_text_and_artifact(base: Path, rows: list[Row]) -> None:
     r = kfm("impact", "--ledger", str(base), "--commit", rows[0].lakefs_commit, "--limit", "2")
     lines = r.stdout.splitlines()
-    assert lines[0] == f"entry 0 {rows[0].lakefs_commit} ({rows[0].created_at}, {rows[0].lakefs_branch}, {rows[0].producer})"
+    first = rows[0]
+    assert lines[0] == f"entry 0 {first.lakefs_commit} ({first.created_at}, {first.lakefs_branch}, {first.producer})"
     assert lines[1].startswith("introduced: model focus-transformer@3.0.0")
     assert lines[-1].endswith(f"producer(s) (tree size {ROWS})")
     model = rows[100].models[0]
     r = kfm("impact", "--ledger", str(base), "--model", f"{model.name}@{model.version}", "--json")
     doc = json.loads(r.stdout)
-    users = [i for i, row in enumerate(rows) if any((m.name, m.version) == (model.name, model.version) for m in row.models)]
+    users = [
+        i for i, row in enumerate(rows) if any((m.name, m.version) == (model.name, model.version) for m in row.models)
+    ]
     assert sorted(e["index"] for g in doc["producers"] for e in g["entries"]) == users
-    assert doc["root"] == {"kind": "artifact", "artifact": {"kind": "model", "name": model.name, "version": model.version}}
+    assert doc["root"] == {
+        "kind": "artifact", "artifact": {"kind": "model", "name": model.name, "version": model.version},
+    }
 
 
 def test_impact_errors(base: Path, rows: list[Row]) -> None:

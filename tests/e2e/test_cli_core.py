@@ -154,7 +154,8 @@ def test_prove_then_verify_proof_offline(tmp_path: Path, ledger: Path) -> None:
     # Another entry, a flipped proof hash, another key: all refused with exit 1.
     other = tmp_path / "other"
     other.write_bytes(encode_row(sample_row(31)))
-    assert kfm("verify-proof", str(proof), "--vkey", vkey, "--entry", str(other)).exit_code == 1
+    r = kfm("verify-proof", str(proof), "--vkey", vkey, "--entry", str(other))
+    assert r.exit_code == 1 and r.stderr.startswith("kfm: error: root mismatch: expected "), r.stderr
     lines = proof.read_text().split("\n")
     h = bytearray(base64.b64decode(lines[2]))
     h[0] ^= 1
@@ -165,7 +166,8 @@ def test_prove_then_verify_proof_offline(tmp_path: Path, ledger: Path) -> None:
     assert r.exit_code == 1 and "mismatch" in r.stderr
     key2 = tmp_path / "o.vkey"
     kfm("keygen", ORIGIN, "--key-file", str(tmp_path / "o.key"), "--vkey-file", str(key2))
-    assert kfm("verify-proof", str(proof), "--vkey", str(key2), "--entry", str(entry)).exit_code == 1
+    r = kfm("verify-proof", str(proof), "--vkey", str(key2), "--entry", str(entry))
+    assert r.exit_code == 1 and "note has no signature from a trusted key" in r.stderr, r.stderr
     # A proof at an older signed size.
     r = kfm("prove", "--index", "30", "--size", "40", "--ledger", str(ledger), "--json")
     out = json.loads(r.stdout)
@@ -196,7 +198,7 @@ def test_verify_json_since_and_tamper(tmp_path: Path, ledger: Path) -> None:
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["ok"] and out["size"] == 75 and out["since_size"] == 65 and out["failures"] == []
-    # Tamper with row 5: verify fails and names the line.
+    # Tamper with the first row: verify fails and names the line and the checkpoints it breaks.
     jsonl = ledger / "rollback-index.jsonl"
     data = jsonl.read_bytes()
     jsonl.write_bytes(data.replace(b'"producer":"airflow', b'"producer":"Airflow', 1))
@@ -205,8 +207,12 @@ def test_verify_json_since_and_tamper(tmp_path: Path, ledger: Path) -> None:
     out = json.loads(r.stdout)
     assert not out["ok"]
     assert any(f["where"].startswith("checkpoint") for f in out["failures"])
+    wheres = {f["where"] for f in out["failures"]}
+    assert wheres == {"checkpoint 40", "checkpoint 65", "checkpoint 75", "line 1"}, out["failures"]
+    assert all("rows were changed" in f["message"] for f in out["failures"] if f["where"].startswith("checkpoint"))
     r = kfm("verify", "--ledger", str(ledger))
     assert r.exit_code == 1 and "FAIL" in r.stderr
+    assert "FAIL line 1: this row is not the one the log signed" in r.stderr
 
 
 def test_rebuild_and_recover(ledger: Path) -> None:
@@ -215,6 +221,7 @@ def test_rebuild_and_recover(ledger: Path) -> None:
     shutil.rmtree(ledger / "tile")
     r = kfm("verify", "--ledger", str(ledger))
     assert r.exit_code == 1
+    assert "FAIL tile tile/0/000.p/65: missing" in r.stderr and "run `kfm rebuild`" in r.stderr
     assert kfm("rebuild", "--ledger", str(ledger)).exit_code == 0
     assert kfm("verify", "--ledger", str(ledger)).exit_code == 0
     jsonl = ledger / "rollback-index.jsonl"

@@ -87,9 +87,19 @@ class World:
         led = Ledger.init(self.ledger, origin=ORIGIN)
         signer = load_signer(led.storage.read(SKEY_KEY))
         led.append(sample_jsonl(40), signer=signer)
-        configs = [Config(path="configs/pipeline.yaml", sha256=sha(PIPELINE)), Config(path="configs/model.yaml", sha256=sha(MODEL_CFG))]
+        configs = [
+            Config(path="configs/pipeline.yaml", sha256=sha(PIPELINE)),
+            Config(path="configs/model.yaml", sha256=sha(MODEL_CFG)),
+        ]
         self.bundle = root / "good.tar.zst"
-        good = tar_zst(self.bundle, [reg("configs/pipeline.yaml", PIPELINE), reg("configs/model.yaml", MODEL_CFG), reg("model.bin", b"\x01" * 64)])
+        good = tar_zst(
+            self.bundle,
+            [
+                reg("configs/pipeline.yaml", PIPELINE),
+                reg("configs/model.yaml", MODEL_CFG),
+                reg("model.bin", b"\x01" * 64),
+            ],
+        )
         self.evil: dict[str, tuple[Path, str]] = {}
         outside = str(root / "outside" / "victim.txt")
         for name, members in {
@@ -168,7 +178,9 @@ def test_rollback_json_field_by_field(world: World) -> None:
     cp, idx = verify_tlog_proof(proof["tlog_proof"].encode(), e.line, [world.vkey], origin=ORIGIN)
     assert idx == 17 and base64.b64encode(cp.root).decode() == proof["root"]
     acts = {a["id"]: a for a in doc["actions"]}
-    assert acts["restore"]["command"] == f"lakectl branch move-to-commit lakefs://{r.lakefs_repo}/{r.lakefs_branch} {r.lakefs_commit}"
+    assert acts["restore"]["command"] == (
+        f"lakectl branch move-to-commit lakefs://{r.lakefs_repo}/{r.lakefs_branch} {r.lakefs_commit}"
+    )
     assert acts["restore"]["destructive"] is True and acts["inspect"]["destructive"] is False
     assert doc["bundle_check"] is None and doc["restore"] is None
 
@@ -200,7 +212,9 @@ def test_rollback_bundle_checksum(world: World) -> None:
     assert res.exit_code == 0, res.output
     check = json.loads(res.stdout)["bundle_check"]
     expected = world.row("good").row.checksums.artifact_sha256
-    assert check == {"path": str(world.bundle), "expected_sha256": expected, "found_sha256": expected, "ok": True, "error": None}
+    assert check == {
+        "path": str(world.bundle), "expected_sha256": expected, "found_sha256": expected, "ok": True, "error": None,
+    }
     other, other_sha = world.evil["many"]
     res = kfm("rollback", "--commit", good, "--bundle", str(other), "--ledger", str(world.ledger), "--json")
     assert res.exit_code == 1
@@ -225,7 +239,9 @@ def test_rollback_restore(world: World, tmp_path: Path) -> None:
     restore = doc["restore"]
     assert restore["ok"] is True and restore["error"] is None
     assert (restore["files"], restore["bytes"]) == (3, len(PIPELINE) + len(MODEL_CFG) + 64)
-    assert [(c["path"], c["status"]) for c in restore["configs"]] == [("configs/pipeline.yaml", "ok"), ("configs/model.yaml", "ok")]
+    assert [(c["path"], c["status"]) for c in restore["configs"]] == [
+        ("configs/pipeline.yaml", "ok"), ("configs/model.yaml", "ok"),
+    ]
     assert (dest / "configs" / "pipeline.yaml").read_bytes() == PIPELINE
     assert sorted(p.name for p in tmp_path.iterdir()) == ["restored"]
 
@@ -242,7 +258,9 @@ def test_rollback_restore(world: World, tmp_path: Path) -> None:
         ("badcfg", [], "configs/pipeline.yaml: sha256 mismatch"),
     ],
 )
-def test_rollback_restore_refusals_write_nothing(world: World, tmp_path: Path, name: str, extra: list[str], needle: str) -> None:
+def test_rollback_restore_refusals_write_nothing(
+    world: World, tmp_path: Path, name: str, extra: list[str], needle: str
+) -> None:
     bundle, _ = world.evil[name]
     work = tmp_path / "work"
     work.mkdir()
@@ -310,7 +328,8 @@ def test_diff_json_and_text(world: World) -> None:
     }
     cfg_a = {c.path: c.sha256 for c in a.row.configs}
     cfg_b = {c.path: c.sha256 for c in b.row.configs}
-    assert {c["path"] for c in doc["configs"]["changed"]} == {p for p in set(cfg_a) & set(cfg_b) if cfg_a[p] != cfg_b[p]}
+    changed = {p for p in set(cfg_a) & set(cfg_b) if cfg_a[p] != cfg_b[p]}
+    assert {c["path"] for c in doc["configs"]["changed"]} == changed
     assert {c["path"] for c in doc["configs"]["added"]} == set(cfg_b) - set(cfg_a)
     assert doc["lakefs_branch"] == (
         None if a.row.lakefs_branch == b.row.lakefs_branch else {"from": a.row.lakefs_branch, "to": b.row.lakefs_branch}
@@ -414,10 +433,11 @@ def test_commands_exit_1_when_the_proof_fails(tmp_path: Path) -> None:
     assert res.exit_code == 1
     doc = json.loads(res.stdout)
     assert doc["ok"] is False and doc["proof"]["verified"] is False and doc["proof"]["reason"]
-    assert "inclusion proof does not verify" in res.stderr
+    assert "inclusion proof does not verify" in res.stderr and "for index 4 " in res.stderr
     res = kfm("explain", "--commit", commit, "--ledger", str(d))
     assert res.exit_code == 1 and "does NOT verify" in res.stdout
     res = kfm("lineage", "--commit", commit, "--ledger", str(d))
     assert res.exit_code == 1
     record = next(n for n in json.loads(res.stdout)["@graph"] if n["@id"].startswith("urn:kfm:ledger:"))
+    assert "the inclusion proof does not verify: stored tiles give an inclusion proof for index 4" in res.stderr
     assert record["kfm:inclusionVerified"] is False

@@ -34,6 +34,8 @@ def test_failures_are_json_documents_with_json(tmp_path: Path) -> None:
     r = kfm("verify", "--ledger", str(tmp_path / "missing"), "--json")
     doc = json.loads(r.stdout)  # verify's own report shape, printed once
     assert r.returncode == 1 and doc["ok"] is False and "failures" in doc
+    assert [f["where"] for f in doc["failures"]] == ["open"]
+    assert f"no ledger in local directory {tmp_path / 'missing'}" in doc["failures"][0]["message"]
 
     r = kfm("get", "--commit", "nope", "--ledger", str(ledger))  # without --json: nothing on stdout
     assert (r.returncode, r.stdout) == (1, "")

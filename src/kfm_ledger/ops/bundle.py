@@ -61,7 +61,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from ..errors import (
     BundleChecksumError,
@@ -251,7 +251,9 @@ class _CappedReader:
         self.count += len(data)
         if self.count > self._cap:
             raise BundleLimitError(
-                self._path, "(archive stream)", f"decompressed stream exceeds {self._cap} bytes (--max-bytes plus tar overhead)"
+                self._path,
+                "(archive stream)",
+                f"decompressed stream exceeds {self._cap} bytes (--max-bytes plus tar overhead)",
             )
         return data
 
@@ -348,8 +350,9 @@ def extract_bundle(
             hashing = _HashingReader(f)
             cap = max_bytes + max_files * _PER_MEMBER_OVERHEAD + _FIXED_OVERHEAD
             try:
+                # zstandard only calls read() on its source: _HashingReader is file-like enough.
                 stream = zstandard.ZstdDecompressor().stream_reader(
-                    hashing, read_size=_CHUNK, read_across_frames=True, closefd=False
+                    cast(IO[bytes], hashing), read_size=_CHUNK, read_across_frames=True, closefd=False
                 )
                 capped = _CappedReader(stream, cap, bundle)
                 counts = _extract_members(tarfile, capped, staging, bundle, max_bytes, max_files)
@@ -407,9 +410,13 @@ def _extract_members(
                 raise BundleLimitError(bundle, name, f"more than {max_files} members (--max-files)")
             if member.issym() or member.islnk():
                 kind = "symbolic link" if member.issym() else "hard link"
-                raise UnsafeArchiveError(bundle, name, f"{kind} to {member.linkname!r}: links are not allowed in bundles")
+                raise UnsafeArchiveError(
+                    bundle, name, f"{kind} to {member.linkname!r}: links are not allowed in bundles"
+                )
             if not (member.isreg() or member.isdir()):
-                raise UnsafeArchiveError(bundle, name, f"{_kind(member)}: only regular files and directories are allowed")
+                raise UnsafeArchiveError(
+                    bundle, name, f"{_kind(member)}: only regular files and directories are allowed"
+                )
             rel = _safe_name(name, bundle)
             if rel is None:  # the archive root, "./"
                 continue

@@ -343,9 +343,10 @@ def diff_table_rows(d: EnvDiff) -> list[list[str]]:
 def render_diff(d: EnvDiff) -> str:
     """The diff for a person: a header and an aligned plain-text table."""
     later = "later" if d.seconds >= 0 else "earlier"
+    a, b = d.a, d.b
     head = [
-        f"a: #{d.a.index} {d.a.lakefs_commit} ({d.a.lakefs_repo}/{d.a.lakefs_branch}, {d.a.created_at}, {d.a.producer})",
-        f"b: #{d.b.index} {d.b.lakefs_commit} ({d.b.lakefs_repo}/{d.b.lakefs_branch}, {d.b.created_at}, {d.b.producer})",
+        f"a: #{a.index} {a.lakefs_commit} ({a.lakefs_repo}/{a.lakefs_branch}, {a.created_at}, {a.producer})",
+        f"b: #{b.index} {b.lakefs_commit} ({b.lakefs_repo}/{b.lakefs_branch}, {b.created_at}, {b.producer})",
         f"b is {format_duration(abs(d.seconds))} {later} than a"
         if d.seconds
         else "a and b have the same created_at",

@@ -355,7 +355,7 @@ class _DatasetFields(msgspec.Struct):
 
 
 # Decode only what is needed: every artifact kind (a commit's), or one kind (a selector's).
-_DECODERS = {
+_DECODERS: dict[Kind | None, msgspec.json.Decoder[list[Any]]] = {
     None: msgspec.json.Decoder(list[_ImpactFields]),
     "model": msgspec.json.Decoder(list[_ModelFields]),
     "config": msgspec.json.Decoder(list[_ConfigFields]),

@@ -299,7 +299,10 @@ class Explanation:
                 f"{p.lakefs_commit[:12]}, {format_duration(d.seconds)} earlier):"
             )
             changes = _change_lines(d)
-            out += [f"  - {c}" for c in changes] if changes else ["  - models, configs and data snapshots are unchanged"]
+            if changes:
+                out += [f"  - {c}" for c in changes]
+            else:
+                out.append("  - models, configs and data snapshots are unchanged")
             out.append(
                 f"  - energy {d.energy_kwh.describe('kWh')}, carbon {d.carbon_kg.describe('kg CO2e')}"
             )
