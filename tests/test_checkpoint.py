@@ -163,8 +163,10 @@ def test_sign_requires_key_named_like_origin() -> None:
 
 def test_origin_pinning() -> None:
     message = "origin 'kfm.test/note-a', expected 'kfm.test/other'"
-    with pytest.raises(errors.VerificationError, match=re.escape(message)):
+    with pytest.raises(errors.OriginMismatchError, match=re.escape(message)) as info:
         open_checkpoint(GO_NOTE, [verifier()], origin="kfm.test/other")
+    assert isinstance(info.value, errors.VerificationError)
+    assert (info.value.expected, info.value.found) == ("kfm.test/other", ORIGIN)
 
 
 def test_log_signature_must_come_from_a_key_named_like_the_origin() -> None:

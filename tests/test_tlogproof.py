@@ -174,6 +174,7 @@ def test_wrong_entry_fails() -> None:
 
 def test_tampered_hash_fails() -> None:
     proof = parse_tlog_proof(GO_PROOF5)
+    assert len(proof.hashes) == len(GO_PATH5) == 3  # the loop below is not empty
     for i in range(len(proof.hashes)):
         hashes = list(proof.hashes)
         hashes[i] = bytes([hashes[i][0] ^ 1]) + hashes[i][1:]
@@ -214,7 +215,7 @@ def test_wrong_key_and_wrong_origin() -> None:
         verify_tlog_proof(GO_PROOF5, b"row-5", [Signer.generate(ORIGIN).verifier()])
     with pytest.raises(errors.UnknownKeyError):
         verify_tlog_proof(GO_PROOF5, b"row-5", [])
-    with pytest.raises(errors.VerificationError, match=re.escape("expected 'kfm.test/other'")):
+    with pytest.raises(errors.OriginMismatchError, match=re.escape("expected 'kfm.test/other'")):
         verify_tlog_proof(GO_PROOF5, b"row-5", vkeys(), origin="kfm.test/other")
 
 
