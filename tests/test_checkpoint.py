@@ -6,6 +6,7 @@ The known-answer note was made with ``gocheck sign`` (Go's ``note.Sign``) from t
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -32,7 +33,8 @@ ROOT8 = base64.b64decode(ROOT8_B64)
 GO_BODY = f"{ORIGIN}\n1234\n{ROOT8_B64}\n"
 GO_NOTE = (
     GO_BODY
-    + "\n— kfm.test/note-a 7uKHXmoqVNKYAeRNHGYcgOe47E9f1s9Lg0ZB3DK319WETcwN9lzdT05r+RCTpO90eMuQ1qg6asvmP+aV/8PmnqzIrwE=\n"
+    + "\n— kfm.test/note-a "
+    + "7uKHXmoqVNKYAeRNHGYcgOe47E9f1s9Lg0ZB3DK319WETcwN9lzdT05r+RCTpO90eMuQ1qg6asvmP+aV/8PmnqzIrwE=\n"
 ).encode()
 
 
@@ -152,15 +154,19 @@ def test_open_go_checkpoint() -> None:
 
 
 def test_sign_requires_key_named_like_origin() -> None:
-    with pytest.raises(errors.KeyFormatError, match="named 'kfm.test/note-a' but the checkpoint origin is 'other'"):
+    message = "named 'kfm.test/note-a' but the checkpoint origin is 'other'"
+    with pytest.raises(errors.KeyFormatError, match=re.escape(message)):
         sign_checkpoint(Checkpoint("other", 1, ROOT8), signer())
     with pytest.raises(TypeError):
         sign_checkpoint(Checkpoint("w", 1, ROOT8), CosignatureSigner.generate("w"))  # type: ignore[arg-type]
 
 
 def test_origin_pinning() -> None:
-    with pytest.raises(errors.VerificationError, match="origin 'kfm.test/note-a', expected 'kfm.test/other'"):
+    message = "origin 'kfm.test/note-a', expected 'kfm.test/other'"
+    with pytest.raises(errors.OriginMismatchError, match=re.escape(message)) as info:
         open_checkpoint(GO_NOTE, [verifier()], origin="kfm.test/other")
+    assert isinstance(info.value, errors.VerificationError)
+    assert (info.value.expected, info.value.found) == ("kfm.test/other", ORIGIN)
 
 
 def test_log_signature_must_come_from_a_key_named_like_the_origin() -> None:

@@ -7,8 +7,9 @@ import base64
 import pytest
 
 from kfm_ledger import errors
-from kfm_ledger.core import checkpoint, merkle, note, tiles, tlogproof
+from kfm_ledger.core import checkpoint, cosignature, merkle, note, signed_checkpoint, tiles, tlogproof
 from kfm_ledger.errors import (
+    AmbiguousKeyError,
     BadSignatureError,
     BundleChecksumError,
     BundleError,
@@ -17,15 +18,18 @@ from kfm_ledger.errors import (
     EnergySourceError,
     FormatError,
     IndexOutOfRangeError,
+    KeyFormatError,
     KfmError,
     MalformedNoteError,
     MirrorDriftError,
     NoteError,
+    OriginMismatchError,
     ProofError,
     QueryError,
     RootMismatchError,
     SelectorError,
     UnsafeArchiveError,
+    VerificationError,
 )
 
 
@@ -79,6 +83,32 @@ def test_proof_errors_name_the_index_and_sizes() -> None:
     with pytest.raises(ProofError) as info:
         merkle.verify_consistency(5, 3, root, root, [])
     assert (info.value.old_size, info.value.size) == (5, 3)
+
+
+def test_a_wrong_size_hash_names_the_proof_it_was_in() -> None:
+    leaf = merkle.leaf_hash(b"x")
+    with pytest.raises(ProofError) as info:
+        merkle.root_from_inclusion_proof(leaf, 5, 8, [leaf, leaf[:31], leaf])
+    assert str(info.value) == "proof hash 1 is 31 bytes, want 32"
+    assert info.value.evidence() == {"index": 5, "size": 8}
+    with pytest.raises(ProofError) as info:
+        merkle.verify_consistency(3, 7, leaf, leaf + b"\x00", [])
+    assert str(info.value) == "new root is 33 bytes, want 32"
+    assert info.value.evidence() == {"old_size": 3, "size": 7}
+
+
+def test_a_hash_reader_returning_a_short_hash_is_corruption() -> None:
+    class ShortReader:
+        def read_node_hashes(self, nodes: list[tuple[int, int]]) -> list[bytes]:
+            return [b"\x00" * 32 if level == 0 else b"\x00" * 31 for level, _ in nodes]
+
+    with pytest.raises(CorruptLedgerError) as info:
+        merkle.tree_root(6, ShortReader())  # nodes (2, 0) and (1, 2)
+    assert str(info.value) == "hash reader returned 31 bytes for node (level 2, index 0), want 32"
+    assert info.value.evidence() == {"index": 0}
+    with pytest.raises(CorruptLedgerError) as info:
+        merkle.range_hash(4, 6, ShortReader())  # node (1, 2): leaves 4 and 5
+    assert info.value.evidence() == {"index": 4}
 
 
 def test_root_mismatch_keeps_expected_and_calculated() -> None:
@@ -138,6 +168,79 @@ def test_bad_signature_names_the_key() -> None:
     assert info.value.key_name == "example.com/log"
     assert info.value.key_id == verifier.key_id == signer.key_id
     assert info.value.diagnostics().startswith(f"signature by example.com/log+{verifier.key_id.hex()} does not verify")
+
+
+def test_verifier_key_errors_name_the_field_and_value() -> None:
+    _, vkey = note.generate_key("example.com/log")
+    name, hex_id, key64 = vkey.split("+", 2)  # base64 may contain '+'
+    wrong_id = "00000000" if hex_id != "00000000" else "11111111"
+    with pytest.raises(KeyFormatError) as info:
+        note.Verifier.from_vkey(f"{name}+{wrong_id}+{key64}")
+    assert info.value.evidence() == {"what": "verifier key", "field": "key ID", "found": wrong_id}
+    with pytest.raises(KeyFormatError) as info:
+        note.Verifier.from_vkey(f"a b+{hex_id}+{key64}")
+    assert info.value.evidence() == {"what": "verifier key", "field": "name", "found": "a b"}
+
+
+def test_signing_key_errors_never_carry_the_key_material() -> None:
+    skey, _ = note.generate_key("example.com/log")
+    _, _, name, hex_id, key64 = skey.split("+", 4)  # base64 may contain '+'
+    wrong_id = "00000000" if hex_id != "00000000" else "11111111"
+    bad_texts = [
+        f"PRIVATE+KEY+{name}+{wrong_id}+{key64}",
+        skey.replace("example.com/log", "example.com/other"),
+        skey[:-4],
+        skey[:-4] + "AAA=",
+        skey.replace("PRIVATE+KEY+", "PRIVATE+KEY+a b+"),
+    ]
+    for text in bad_texts:
+        for cls in (note.Signer, cosignature.CosignatureSigner):
+            with pytest.raises(KeyFormatError) as info:
+                cls.from_private_key_text(text)
+            e = info.value
+            assert e.what == ("signer key" if cls is note.Signer else "cosigner key")
+            shown = str(e) + repr(e.evidence()) + e.diagnostics()
+            assert key64 not in shown and key64[1:20] not in shown, e
+    with pytest.raises(KeyFormatError) as info:
+        note.Signer.from_private_key_text(bad_texts[0])
+    assert info.value.evidence() == {"what": "signer key", "field": "key ID", "found": wrong_id}
+
+
+def test_cosignature_and_checkpoint_key_errors() -> None:
+    log = note.Signer.generate("example.com/log")
+    body = checkpoint.Checkpoint("example.com/log", 0, merkle.EMPTY_ROOT).body()
+    witness = cosignature.CosignatureSigner.generate("example.com/witness")
+    sig = witness.cosign(body, 1)
+    with pytest.raises(KeyFormatError) as info:
+        cosignature.verify_cosignature(log.verifier(), body, sig)
+    assert info.value.evidence() == {"what": "verifier key", "field": "key type", "found": "0x01"}
+    other = checkpoint.Checkpoint("example.com/other", 0, merkle.EMPTY_ROOT)
+    with pytest.raises(KeyFormatError) as info:
+        signed_checkpoint.sign_checkpoint(other, log)
+    assert info.value.evidence() == {"what": "signer key", "field": "name", "found": "example.com/log"}
+
+
+def test_origin_mismatch_names_both_origins() -> None:
+    log = note.Signer.generate("example.com/log")
+    signed = signed_checkpoint.sign_checkpoint(checkpoint.Checkpoint("example.com/log", 0, merkle.EMPTY_ROOT), log)
+    with pytest.raises(OriginMismatchError) as info:
+        signed_checkpoint.open_checkpoint(signed, [log.verifier()], origin="example.com/other")
+    assert isinstance(info.value, VerificationError)
+    assert info.value.evidence() == {"expected": "example.com/other", "found": "example.com/log"}
+
+
+def test_ambiguous_verifier_keys_name_the_shared_key() -> None:
+    log = note.Signer.generate("example.com/log")
+    v = log.verifier()
+    impostor = note.Verifier.__new__(note.Verifier)  # same name and key ID, other key: forged on purpose
+    object.__setattr__(impostor, "name", v.name)
+    object.__setattr__(impostor, "public_key", bytes(32))
+    object.__setattr__(impostor, "alg", note.ALG_ED25519)
+    object.__setattr__(impostor, "key_id", v.key_id)
+    with pytest.raises(AmbiguousKeyError) as info:
+        note.open_note(note.sign_note("hello\n", [log]), [v, impostor])
+    assert isinstance(info.value, NoteError)
+    assert info.value.evidence() == {"key_name": "example.com/log", "key_id": v.key_id}
 
 
 def test_bundle_errors_carry_their_evidence() -> None:

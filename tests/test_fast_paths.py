@@ -95,7 +95,11 @@ _MUTATION_BYTES = b'"\\ ,:{}[]-.0123456789aAzZ/_@\x00\x7f\xc3\xa9T'
 @given(
     which=st.integers(0, len(LINES) - 1),
     edits=st.lists(
-        st.tuples(st.integers(0, 2000), st.sampled_from(["insert", "delete", "replace"]), st.sampled_from(list(_MUTATION_BYTES))),
+        st.tuples(
+            st.integers(0, 2000),
+            st.sampled_from(["insert", "delete", "replace"]),
+            st.sampled_from(list(_MUTATION_BYTES)),
+        ),
         min_size=1,
         max_size=3,
     ),
@@ -129,7 +133,8 @@ def test_fast_path_acceptance_implies_the_general_path_keeps_the_line(which: int
 def test_created_at_order_key_orders_like_the_instants(fraction: str, other: str) -> None:
     a = "2025-01-01T00:00:00" + (f".{fraction}" if fraction else "") + "Z"
     b = "2025-01-01T00:00:00" + (f".{other}" if other else "") + "Z"
-    by_time = (schema.parse_created_at(a) > schema.parse_created_at(b)) - (schema.parse_created_at(a) < schema.parse_created_at(b))
+    ta, tb = schema.parse_created_at(a), schema.parse_created_at(b)
+    by_time = (ta > tb) - (ta < tb)
     ka, kb = schema.created_at_order_key(a), schema.created_at_order_key(b)
     assert by_time == (ka > kb) - (ka < kb)
 
@@ -141,7 +146,9 @@ def test_created_at_order_key_orders_like_the_instants(fraction: str, other: str
     bom=st.booleans(),
     newline_at_end=st.booleans(),
 )
-def test_byte_ranges_give_every_line_once(tmp_path_factory, chunk: int, blank: set[int], bom: bool, newline_at_end: bool) -> None:
+def test_byte_ranges_give_every_line_once(
+    tmp_path_factory, chunk: int, blank: set[int], bom: bool, newline_at_end: bool
+) -> None:
     lines = [b"" if i in blank else LINES[i] for i in range(30)]
     data = (b"\xef\xbb\xbf" if bom else b"") + b"\n".join(lines) + (b"\n" if newline_at_end else b"")
     path = tmp_path_factory.mktemp("ranges") / "in.jsonl"
@@ -149,7 +156,9 @@ def test_byte_ranges_give_every_line_once(tmp_path_factory, chunk: int, blank: s
     start = 3 if bom else 0
     fd = os.open(path, os.O_RDONLY)
     try:
-        pieces = [bulk.read_lines_in_range(fd, s, min(s + chunk, len(data)), start) for s in range(start, len(data), chunk)]
+        pieces = [
+            bulk.read_lines_in_range(fd, s, min(s + chunk, len(data)), start) for s in range(start, len(data), chunk)
+        ]
     finally:
         os.close(fd)
     assert b"".join(pieces) == data[start:]
@@ -171,7 +180,9 @@ def bulk_path(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("deferred", [True, False])
-def test_repeats_are_found_with_the_index_deferred_or_not(tmp_path: Path, bulk_path, monkeypatch, deferred: bool) -> None:
+def test_repeats_are_found_with_the_index_deferred_or_not(
+    tmp_path: Path, bulk_path, monkeypatch, deferred: bool
+) -> None:
     monkeypatch.setattr(bulk_append_module, "DEFER_UNIQUE_BYTES_PER_ROW", 1 if deferred else 1 << 40)
     led = Ledger.init(tmp_path / "l", origin=ORIGIN)
     fill(led, 10)
@@ -193,7 +204,8 @@ def test_repeats_are_found_with_the_index_deferred_or_not(tmp_path: Path, bulk_p
     assert led.append_file(tmp_path / "ok.jsonl", signer=signer_of(led), workers=2).count == 200
     assert verify_ledger(led).ok
     with pytest.raises(InputRejected):
-        led.append(encode_row(msgspec.structs.replace(sample_row(150), created_at="2032-01-01T00:00:00Z")), signer=signer_of(led))
+        row = msgspec.structs.replace(sample_row(150), created_at="2032-01-01T00:00:00Z")
+        led.append(encode_row(row), signer=signer_of(led))
 
 
 @pytest.mark.parametrize("count", [1, 255, 256, 257, 600, 65536 + 300])
@@ -229,7 +241,11 @@ def test_a_failed_row_write_waits_for_the_tiles_then_undoes_everything(tmp_path:
     monkeypatch.setattr(append_module, "OVERLAP_TILES_AT", 1)
     led = Ledger.init(tmp_path / "l", origin=ORIGIN)
     fill(led, 10)
-    before = {str(p.relative_to(tmp_path)): p.read_bytes() for p in sorted((tmp_path / "l").rglob("*")) if p.is_file() and "index.sqlite" not in p.name}
+    before = {
+        str(p.relative_to(tmp_path)): p.read_bytes()
+        for p in sorted((tmp_path / "l").rglob("*"))
+        if p.is_file() and "index.sqlite" not in p.name
+    }
 
     def broken(data: bytes) -> None:
         raise OSError(28, "No space left on device")
@@ -237,7 +253,11 @@ def test_a_failed_row_write_waits_for_the_tiles_then_undoes_everything(tmp_path:
     monkeypatch.setattr(led.jsonl, "append", broken)
     with pytest.raises(OSError):
         led.append(sample_jsonl(600, start=10), signer=signer_of(led))
-    after = {str(p.relative_to(tmp_path)): p.read_bytes() for p in sorted((tmp_path / "l").rglob("*")) if p.is_file() and "index.sqlite" not in p.name}
+    after = {
+        str(p.relative_to(tmp_path)): p.read_bytes()
+        for p in sorted((tmp_path / "l").rglob("*"))
+        if p.is_file() and "index.sqlite" not in p.name
+    }
     assert after == before
     monkeypatch.undo()
     assert verify_ledger(Ledger.open(tmp_path / "l")).ok
@@ -406,7 +426,8 @@ def test_verify_checks_the_expansion_records(tmp_path: Path) -> None:
     store.write_bytes(bytes(data))
     report = verify_ledger(Ledger.open(tmp_path / "l"))
     assert report.ok  # a torn record fails its checksum and is never used: a note, not a failure
-    assert any(f"{layout.EXPANSIONS_KEY}: 1 record(s) torn or stale" in n and "record 1" in n for n in report.notes), report.notes
+    torn = f"{layout.EXPANSIONS_KEY}: 1 record(s) torn or stale"
+    assert any(torn in n and "record 1" in n for n in report.notes), report.notes
     Ledger.open(tmp_path / "l").rebuild()
     report = verify_ledger(Ledger.open(tmp_path / "l"))
     assert report.ok and not any(layout.EXPANSIONS_KEY in n for n in report.notes)
@@ -468,12 +489,17 @@ def test_workers_run_when_kfm_is_pid_1(tmp_path: Path) -> None:
     data.write_bytes(LINES[0] + b"\n" + LINES[1] + b"\n")
     code = (
         "import os, sys; from kfm_ledger.log import bulk; assert os.getpid() == 1; "
-        f"r = list(bulk.validate_stored_file({str(data)!r}, {data.stat().st_size}, parallel=True, workers=2, chunk_bytes=64)); "
+        f"r = list(bulk.validate_stored_file({str(data)!r}, {data.stat().st_size}, "
+        "parallel=True, workers=2, chunk_bytes=64)); "
         "print(sum(x.rows for x in r))"
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     out = subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     if out.returncode != 0 and "unshare" in out.stderr:
         pytest.skip(f"unshare not permitted here: {out.stderr.strip()}")

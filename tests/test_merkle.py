@@ -463,7 +463,7 @@ def test_verify_inclusion_errors() -> None:
 
 
 def test_verify_consistency_edge_cases() -> None:
-    leaves, tree = cached_tree(10)
+    _leaves, tree = cached_tree(10)
     r = [tree.root(s) for s in range(11)]
     # Equal sizes: empty proof, equal roots.
     verify_consistency(0, 0, EMPTY_ROOT, EMPTY_ROOT, [])

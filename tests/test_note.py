@@ -72,7 +72,8 @@ GO_NOTE_AB = (
 GO_CHECKPOINT_BODY = "kfm.test/note-a\n1234\nXcnaeacGWamtVZy3Ad7ZoqudgjqtL0lgz+Nw7/RgQyg=\n"
 GO_CHECKPOINT_NOTE = (
     GO_CHECKPOINT_BODY
-    + "\n— kfm.test/note-a 7uKHXmoqVNKYAeRNHGYcgOe47E9f1s9Lg0ZB3DK319WETcwN9lzdT05r+RCTpO90eMuQ1qg6asvmP+aV/8PmnqzIrwE=\n"
+    + "\n— kfm.test/note-a "
+    + "7uKHXmoqVNKYAeRNHGYcgOe47E9f1s9Lg0ZB3DK319WETcwN9lzdT05r+RCTpO90eMuQ1qg6asvmP+aV/8PmnqzIrwE=\n"
 ).encode()
 
 
@@ -180,7 +181,7 @@ def test_skey_errors() -> None:
         Signer.from_private_key_text(PETER_VKEY)
     with pytest.raises(errors.KeyFormatError, match="does not match"):
         Signer.from_private_key_text(PETER_SKEY.replace("PeterNeumann", "PeterNeuman"))
-    with pytest.raises(errors.KeyFormatError, match="'\\+'|8 hexadecimal"):
+    with pytest.raises(errors.KeyFormatError, match=r"'\+'|8 hexadecimal"):
         Signer.from_private_key_text(PETER_SKEY.replace("PeterNeumann", "Peter+Neumann"))
     # A cosigner key is not a note signer key and vice versa.
     cosigner = CosignatureSigner.generate("witness.example/w1")
@@ -394,7 +395,7 @@ def test_malformed_notes_are_rejected(case: str) -> None:
 def test_malformed_messages_name_the_line() -> None:
     with pytest.raises(MalformedNoteError, match="line 4: signature line does not start with an em dash"):
         parse_note(MALFORMED["hyphen-not-em-dash"].encode())
-    with pytest.raises(MalformedNoteError, match="line 5: .*signature line does not start"):
+    with pytest.raises(MalformedNoteError, match=r"line 5: .*signature line does not start"):
         parse_note(MALFORMED["trailing-garbage"].encode())
     with pytest.raises(MalformedNoteError, match="line 4: signature of 'PeterNeumann' is 4 bytes"):
         parse_note(MALFORMED["signature-only-key-id"].encode())

@@ -555,7 +555,7 @@ def test_jsonl_lines_that_are_not_objects() -> None:
 
 def test_crlf_and_bom_and_str_input() -> None:
     data = b"\xef\xbb\xbf" + dumps(make_row(0)) + b"\r\n\r\n" + dumps(make_row(1)) + b"\r\n"
-    assert [(line, c) for line, _, c in parse_batch(data)][0] == (1, SPEC_EXAMPLE_CANONICAL)
+    assert next((line, c) for line, _, c in parse_batch(data)) == (1, SPEC_EXAMPLE_CANONICAL)
     assert [line for line, _, _ in parse_batch(data)] == [1, 3]
     assert [line for line, _, _ in parse_batch(data.decode("utf-8-sig"))] == [1, 3]
     assert _problems(b"\xef\xbb\xbf" + dumps(make_row(0, extra=1))) == ["line 1: $: unknown field 'extra'"]
@@ -583,9 +583,9 @@ def test_json_array_reports_the_line_each_element_starts_on() -> None:
         + "\n, 7\n]\n"
     )
     lines = text.split("\n")
-    sha_line = next(i for i, l in enumerate(lines, 1) if '"ABC"' in l)
-    commit_line = next(i for i, l in enumerate(lines, 1) if l.startswith("{") and i > sha_line)
-    seven_line = next(i for i, l in enumerate(lines, 1) if l == ", 7")
+    sha_line = next(i for i, text_line in enumerate(lines, 1) if '"ABC"' in text_line)
+    commit_line = next(i for i, text_line in enumerate(lines, 1) if text_line.startswith("{") and i > sha_line)
+    seven_line = next(i for i, text_line in enumerate(lines, 1) if text_line == ", 7")
     assert _problems(text.encode()) == [
         f"line {sha_line}: $.checksums.artifact_sha256: expected 64 lowercase hex digits, found 'ABC'",
         f"line {commit_line}: $.lakefs_commit: expected a lakeFS commit id: 1 to 128 letters, digits, "
@@ -621,7 +621,7 @@ def test_malformed_json_array_is_one_problem_with_its_line() -> None:
 
 def test_single_object_batch() -> None:
     pretty = "\n\n" + json.dumps(make_row(0), indent=2) + "\n"
-    [(line, row, canonical)] = parse_batch(pretty.encode())
+    [(line, _row, canonical)] = parse_batch(pretty.encode())
     assert (line, canonical) == (3, SPEC_EXAMPLE_CANONICAL)
     bad = json.dumps(make_row(0, lakefs_commit=".."), indent=2)
     assert _problems(bad) == [
@@ -684,7 +684,7 @@ def test_input_rejected_lists_everything() -> None:
 def test_parse_rows() -> None:
     rows = [decode_row(dumps(make_row(i))) for i in range(3)]
     result = parse_rows(rows)
-    assert [(line, c) for line, _, c in result][0] == (1, SPEC_EXAMPLE_CANONICAL)
+    assert next((line, c) for line, _, c in result) == (1, SPEC_EXAMPLE_CANONICAL)
     assert [line for line, _, _ in result] == [1, 2, 3]
     with pytest.raises(InputRejected) as info:
         parse_rows([rows[0], rows[0], make_row(2)])  # type: ignore[list-item]
@@ -699,7 +699,7 @@ def test_large_jsonl_batch() -> None:
     result = parse_batch(data)
     assert len(result) == 3000
     assert result[-1][0] == 3000
-    assert b"\n".join(c for _, _, c in result) == b"\n".join(canonicalize(l) for l in data.split(b"\n"))
+    assert b"\n".join(c for _, _, c in result) == b"\n".join(canonicalize(line) for line in data.split(b"\n"))
 
 
 def test_entry() -> None:

@@ -344,7 +344,10 @@ def gen_inclusion(gc: GoCheck) -> dict[str, Any]:
 
 
 def cons_case(gc: GoCheck, desc: str, m: int, n: int, old: str, new: str, proof: list[str]) -> dict[str, Any]:
-    res = gc.run("cons", m, old, n, new, "-", stdin=" ".join(proof).encode()) if proof else gc.run("cons", m, old, n, new)
+    if proof:
+        res = gc.run("cons", m, old, n, new, "-", stdin=" ".join(proof).encode())
+    else:
+        res = gc.run("cons", m, old, n, new)
     case: dict[str, Any] = {"desc": desc, "old_size": m, "new_size": n, "old_root": old, "new_root": new,
                             "proof": proof, "wantErr": res.exit != 0, "gocheck_exit": res.exit}
     if res.exit != 0:
@@ -398,7 +401,6 @@ def consistency_negatives(gc: GoCheck, m: int, n: int, roots: list[str], proof: 
 
 
 def gen_consistency(gc: GoCheck) -> dict[str, Any]:
-    leaves = log_leaves(INCLUSION_LOG_SIZE)
     path = gc.workdir / "log64.txt"
     roots = [gc.ok("root", gc.workdir / f"log64-{k}.txt").fact("root") for k in range(INCLUSION_LOG_SIZE + 1)]
     proofs = []
@@ -578,7 +580,8 @@ def gen_notes(gc: GoCheck, rfc: dict[str, Any], incl: dict[str, Any], keys: list
          [va], "BadSignatureError", None),
         ("body-root-bit-flipped", base.replace(root8, flip_bit_b64(root8, 5, 3), 1), [va], "BadSignatureError", None),
         ("body-origin-changed", base.replace(a["name"] + "\n", a["name"] + "x\n", 1), [va], "BadSignatureError", None),
-        ("body-extension-line-added", with_sigs(text + "injected extension\n", [sig_line]), [va], "BadSignatureError", None),
+        ("body-extension-line-added", with_sigs(text + "injected extension\n", [sig_line]), [va],
+         "BadSignatureError", None),
         ("signature-bit-flipped", with_sigs(text, [line_with(name_a, flip_bit_b64(sig_a, 20, 0))]), [va],
          "BadSignatureError", None),
         ("signature-last-byte-flipped", with_sigs(text, [line_with(name_a, flip_bit_b64(sig_a, 67, 7))]), [va],
@@ -610,9 +613,11 @@ def gen_notes(gc: GoCheck, rfc: dict[str, Any], incl: dict[str, Any], keys: list
         ("missing-final-newline", with_sigs(text, [sig_line]).rstrip("\n"), [va], "NoteError", None),
         ("hyphen-instead-of-em-dash", with_sigs(text, ["-" + sig_line[1:]]), [va], "NoteError", None),
         ("signature-not-base64", with_sigs(text, [line_with(name_a, sig_a[:-4] + "!!!!")]), [va], "NoteError", None),
-        ("signature-only-key-id", with_sigs(text, [line_with(name_a, base64.b64encode(base64.b64decode(sig_a)[:4]).decode())]),
+        ("signature-only-key-id",
+         with_sigs(text, [line_with(name_a, base64.b64encode(base64.b64decode(sig_a)[:4]).decode())]),
          [va], "NoteError", "4 bytes: a key ID and no signature (Go requires at least 5 bytes)"),
-        ("signature-truncated", with_sigs(text, [line_with(name_a, base64.b64encode(base64.b64decode(sig_a)[:40]).decode())]),
+        ("signature-truncated",
+         with_sigs(text, [line_with(name_a, base64.b64encode(base64.b64decode(sig_a)[:40]).decode())]),
          [va], "NoteError", "key ID of the known key followed by a 36-byte signature: malformed or bad"),
         ("tab-in-text", base.replace("\n8\n", "\n8\t\n", 1), [va], "NoteError", "control character other than newline"),
         ("crlf-line-endings", base.replace("\n", "\r\n"), [va], "NoteError", "control character other than newline"),

@@ -18,6 +18,7 @@ from typing import Protocol
 
 __all__ = [
     "AmbiguousCommitError",
+    "AmbiguousKeyError",
     "BadSignatureError",
     "BundleChecksumError",
     "BundleError",
@@ -41,6 +42,7 @@ __all__ = [
     "NotALedgerError",
     "NoteError",
     "ObjectNotFoundError",
+    "OriginMismatchError",
     "ProofError",
     "QueryError",
     "RootMismatchError",
@@ -200,6 +202,35 @@ class BadSignatureError(NoteError):
         super().__init__(message)
         self.key_name = key_name
         self.key_id = key_id
+
+
+class AmbiguousKeyError(NoteError):
+    """Two different verifier keys given share a name and key ID (Go's ``ambiguousVerifierError``):
+    the trusted key list itself is wrong.
+
+    ``key_name`` and ``key_id`` (4 bytes) are the name and key ID the keys share.
+    """
+
+    evidence_fields = ("key_name", "key_id")
+
+    def __init__(self, message: str, *, key_name: str | None = None, key_id: bytes | None = None) -> None:
+        super().__init__(message)
+        self.key_name = key_name
+        self.key_id = key_id
+
+
+class OriginMismatchError(VerificationError):
+    """A checkpoint is for another log than the one expected.
+
+    ``expected`` is the origin asked for, ``found`` the checkpoint's origin.
+    """
+
+    evidence_fields = ("expected", "found")
+
+    def __init__(self, message: str, *, expected: str | None = None, found: str | None = None) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.found = found
 
 
 class FormatError(KfmError):

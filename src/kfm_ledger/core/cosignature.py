@@ -55,7 +55,10 @@ def verify_cosignature(verifier: Verifier, checkpoint_body: str, sig: NoteSignat
     if verifier.alg != ALG_COSIGNATURE_V1:
         raise KeyFormatError(
             f"verifier {verifier.name}+{verifier.key_id.hex()} is a type 0x{verifier.alg:02x} key, "
-            "not a cosignature/v1 (0x04) key"
+            "not a cosignature/v1 (0x04) key",
+            what="verifier key",
+            field="key type",
+            found=f"0x{verifier.alg:02x}",
         )
     if (sig.name, sig.key_id) != (verifier.name, verifier.key_id):
         raise UnknownKeyError(

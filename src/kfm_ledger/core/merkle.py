@@ -215,7 +215,8 @@ def _read_checked(reader: HashReader, nodes: Sequence[NodeId]) -> list[bytes]:
     for node, h in zip(nodes, hashes):
         if len(h) != HASH_SIZE:
             raise CorruptLedgerError(
-                f"hash reader returned {len(h)} bytes for node (level {node[0]}, index {node[1]}), want {HASH_SIZE}"
+                f"hash reader returned {len(h)} bytes for node (level {node[0]}, index {node[1]}), want {HASH_SIZE}",
+                index=node[1] << node[0],  # the first leaf under the node
             )
     return hashes
 
@@ -268,9 +269,11 @@ def consistency_proof(old_size: int, new_size: int, reader: HashReader) -> list[
 # ---------------------------------------------------------- verifying proofs
 
 
-def _check_hash(h: bytes, what: str) -> None:
+def _check_hash(
+    h: bytes, what: str, *, index: int | None = None, size: int | None = None, old_size: int | None = None
+) -> None:
     if len(h) != HASH_SIZE:
-        raise ProofError(f"{what} is {len(h)} bytes, want {HASH_SIZE}")
+        raise ProofError(f"{what} is {len(h)} bytes, want {HASH_SIZE}", index=index, size=size, old_size=old_size)
 
 
 def _path_length(index: int, level: int, size: int) -> int:
@@ -295,7 +298,7 @@ def root_from_inclusion_proof(leaf: bytes, index: int, size: int, proof: Sequenc
     """
     if index < 0 or index >= size:
         raise ProofError(f"index {index} out of bounds for tree size {size}", index=index, size=size)
-    _check_hash(leaf, "leaf hash")
+    _check_hash(leaf, "leaf hash", index=index, size=size)
     want = _path_length(index, 0, size)
     if len(proof) != want:
         raise ProofError(
@@ -304,17 +307,18 @@ def root_from_inclusion_proof(leaf: bytes, index: int, size: int, proof: Sequenc
             size=size,
         )
     acc = leaf
+    leaf_index = index
     last = size - 1
     pos = 0
     while last:
         if index & 1:
             sibling = proof[pos]
-            _check_hash(sibling, f"proof hash {pos}")
+            _check_hash(sibling, f"proof hash {pos}", index=leaf_index, size=size)
             acc = _sha256(_NODE_PREFIX + sibling + acc).digest()
             pos += 1
         elif index < last:
             sibling = proof[pos]
-            _check_hash(sibling, f"proof hash {pos}")
+            _check_hash(sibling, f"proof hash {pos}", index=leaf_index, size=size)
             acc = _sha256(_NODE_PREFIX + acc + sibling).digest()
             pos += 1
         index >>= 1
@@ -326,7 +330,7 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
     """Check that the leaf hash ``leaf`` is at ``index`` in the tree of ``size`` leaves with
     head ``root`` (RFC 9162 §2.1.3.2).  Returns None; raises ProofError on a malformed proof
     and RootMismatchError when the computed root differs."""
-    _check_hash(root, "root")
+    _check_hash(root, "root", index=index, size=size)
     calculated = root_from_inclusion_proof(leaf, index, size, proof)
     if calculated != root:
         raise RootMismatchError(expected=root, calculated=calculated)
@@ -346,8 +350,8 @@ def verify_consistency(
     * Wrong number of hashes, a hash not 32 bytes: ProofError.
     * A recomputed root differs: RootMismatchError (``what`` says which root).
     """
-    _check_hash(old_root, "old root")
-    _check_hash(new_root, "new root")
+    _check_hash(old_root, "old root", old_size=old_size, size=new_size)
+    _check_hash(new_root, "new root", old_size=old_size, size=new_size)
     if old_size < 0 or new_size < 0:
         raise ProofError(f"invalid tree sizes {old_size} and {new_size}", old_size=old_size, size=new_size)
     if old_size > new_size:
@@ -383,7 +387,7 @@ def verify_consistency(
             size=new_size,
         )
     for pos, h in enumerate(proof):
-        _check_hash(h, f"proof hash {pos}")
+        _check_hash(h, f"proof hash {pos}", old_size=old_size, size=new_size)
 
     old_acc = proof[0] if lead else old_root
     new_acc = old_acc

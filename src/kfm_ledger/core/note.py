@@ -41,11 +41,11 @@ from typing import TYPE_CHECKING, ClassVar, Self
 
 from kfm_ledger.core.checkpoint import Checkpoint
 from kfm_ledger.errors import (
+    AmbiguousKeyError,
     BadSignatureError,
     FormatError,
     KeyFormatError,
     MalformedNoteError,
-    NoteError,
     UnknownKeyError,
 )
 
@@ -176,13 +176,18 @@ def check_key_name(name: str) -> None:
     Go, no control characters (signed-note forbids them anywhere in a note)."""
     problem = _name_problem(name)
     if problem is not None:
-        raise KeyFormatError(f"{problem}: {_show(name) if isinstance(name, str) else type(name).__name__}")
+        shown = isinstance(name, str)
+        raise KeyFormatError(
+            f"{problem}: {_show(name) if shown else type(name).__name__}",
+            what="key name",
+            found=name if shown else None,
+        )
 
 
-def _check_hex_key_id(hex_id: str, where: str) -> bytes:
+def _check_hex_key_id(hex_id: str, where: str, what: str) -> bytes:
     # Go: len(hash16) == 8 and strconv.ParseUint(hash16, 16, 32): either case, no sign/prefix.
     if len(hex_id) != 8 or not set(hex_id) <= _HEX_DIGITS:
-        raise KeyFormatError(f"{where}: the key ID must be 8 hexadecimal digits")
+        raise KeyFormatError(f"{where}: the key ID must be 8 hexadecimal digits", what=what, field="key ID")
     return bytes.fromhex(hex_id)
 
 
@@ -211,16 +216,26 @@ class Verifier:
         check_key_name(self.name)
         object.__setattr__(self, "public_key", bytes(self.public_key))
         if self.alg not in _ALG_NAMES:
-            raise KeyFormatError(f"unsupported key type 0x{self.alg:02x} (supported: 0x01, 0x04)")
+            raise KeyFormatError(
+                f"unsupported key type 0x{self.alg:02x} (supported: 0x01, 0x04)",
+                what="verifier key",
+                field="key type",
+                found=f"0x{self.alg:02x}",
+            )
         if len(self.public_key) != _ED25519_KEY_SIZE:
             raise KeyFormatError(
-                f"Ed25519 public key is {len(self.public_key)} bytes, expected {_ED25519_KEY_SIZE}"
+                f"Ed25519 public key is {len(self.public_key)} bytes, expected {_ED25519_KEY_SIZE}",
+                what="verifier key",
+                field="public key",
             )
         expected = key_id(self.name, self.alg, self.public_key)
         if self.key_id and self.key_id != expected:
             raise KeyFormatError(
                 f"key ID {self.key_id.hex()} does not match the key of {self.name!r} "
-                f"(computed {expected.hex()})"
+                f"(computed {expected.hex()})",
+                what="verifier key",
+                field="key ID",
+                found=self.key_id.hex(),
             )
         object.__setattr__(self, "key_id", expected)
 
@@ -232,40 +247,52 @@ class Verifier:
         either case, the key ID must match.  Surrounding whitespace (a key file's final
         newline) is ignored.  Raises KeyFormatError naming what is wrong."""
         if not isinstance(text, str):
-            raise KeyFormatError(f"verifier key must be text, not {type(text).__name__}")
+            raise KeyFormatError(f"verifier key must be text, not {type(text).__name__}", what="verifier key")
         text = text.strip(" \t\r\n")
         parts = text.split("+", 2)
         if len(parts) != 3:
             raise KeyFormatError(
-                f"verifier key {_show(text)} is not <name>+<key ID>+<base64 key>"
+                f"verifier key {_show(text)} is not <name>+<key ID>+<base64 key>", what="verifier key", found=text
             )
         name, hex_id, key64 = parts
         problem = _name_problem(name)
         if problem is not None:
-            raise KeyFormatError(f"verifier key {_show(text)}: {problem}")
-        claimed = _check_hex_key_id(hex_id, f"verifier key for {name!r}")
+            raise KeyFormatError(
+                f"verifier key {_show(text)}: {problem}", what="verifier key", field="name", found=name
+            )
+        claimed = _check_hex_key_id(hex_id, f"verifier key for {name!r}", "verifier key")
         try:
             key = _b64decode(key64)
         except ValueError as e:
-            raise KeyFormatError(f"verifier key for {name!r}: the key is {e}") from None
+            raise KeyFormatError(
+                f"verifier key for {name!r}: the key is {e}", what="verifier key", field="key"
+            ) from None
         if not key:
-            raise KeyFormatError(f"verifier key for {name!r}: the key is empty")
+            raise KeyFormatError(f"verifier key for {name!r}: the key is empty", what="verifier key", field="key")
         alg, public_key = key[0], key[1:]
         if alg not in _ALG_NAMES:
             raise KeyFormatError(
                 f"verifier key for {name!r}: unknown key type 0x{alg:02x} "
-                "(supported: 0x01 Ed25519, 0x04 Ed25519 cosignature/v1)"
+                "(supported: 0x01 Ed25519, 0x04 Ed25519 cosignature/v1)",
+                what="verifier key",
+                field="key type",
+                found=f"0x{alg:02x}",
             )
         if len(public_key) != _ED25519_KEY_SIZE:
             raise KeyFormatError(
                 f"verifier key for {name!r}: Ed25519 public key is {len(public_key)} bytes, "
-                f"expected {_ED25519_KEY_SIZE}"
+                f"expected {_ED25519_KEY_SIZE}",
+                what="verifier key",
+                field="public key",
             )
         computed = key_id(name, alg, public_key)
         if computed != claimed:
             raise KeyFormatError(
                 f"verifier key for {name!r}: key ID {hex_id} does not match the key "
-                f"(computed {computed.hex()})"
+                f"(computed {computed.hex()})",
+                what="verifier key",
+                field="key ID",
+                found=hex_id,
             )
         return cls(name=name, public_key=public_key, alg=alg)
 
@@ -362,7 +389,9 @@ class _Ed25519SigningKey:
     def from_seed(cls, name: str, seed: bytes) -> Self:
         """The key with this 32-byte Ed25519 seed (RFC 8032 §5.1.5 private key)."""
         if len(seed) != _ED25519_KEY_SIZE:
-            raise KeyFormatError(f"Ed25519 seed is {len(seed)} bytes, expected {_ED25519_KEY_SIZE}")
+            raise KeyFormatError(
+                f"Ed25519 seed is {len(seed)} bytes, expected {_ED25519_KEY_SIZE}", what=cls._WHAT, field="seed"
+            )
         return cls(name, _ed25519().Ed25519PrivateKey.from_private_bytes(seed))
 
     @classmethod
@@ -378,37 +407,47 @@ class _Ed25519SigningKey:
         whitespace is ignored.  KeyFormatError messages never repeat the key text."""
         what = cls._WHAT
         if not isinstance(text, str):
-            raise KeyFormatError(f"{what} must be text, not {type(text).__name__}")
+            raise KeyFormatError(f"{what} must be text, not {type(text).__name__}", what=what)
         text = text.strip(" \t\r\n")
         if not text.startswith(_PRIVATE_PREFIX):
-            raise KeyFormatError(f"{what} does not start with {_PRIVATE_PREFIX!r}")
+            raise KeyFormatError(f"{what} does not start with {_PRIVATE_PREFIX!r}", what=what, field="prefix")
         parts = text[len(_PRIVATE_PREFIX):].split("+", 2)
         if len(parts) != 3:
-            raise KeyFormatError(f"{what} is not PRIVATE+KEY+<name>+<key ID>+<base64 key>")
+            raise KeyFormatError(f"{what} is not PRIVATE+KEY+<name>+<key ID>+<base64 key>", what=what)
         name, hex_id, key64 = parts
         problem = _name_problem(name)
         if problem is not None:
-            raise KeyFormatError(f"{what}: {problem}")
-        claimed = _check_hex_key_id(hex_id, what)
+            raise KeyFormatError(f"{what}: {problem}", what=what, field="name")
+        claimed = _check_hex_key_id(hex_id, what, what)
         try:
             key = _b64decode(key64)
         except ValueError:
-            raise KeyFormatError(f"{what}: the key material is not canonical base64") from None
+            raise KeyFormatError(
+                f"{what}: the key material is not canonical base64", what=what, field="key material"
+            ) from None
         if not key:
-            raise KeyFormatError(f"{what}: the key material is empty")
+            raise KeyFormatError(f"{what}: the key material is empty", what=what, field="key material")
         if key[0] != cls._ALG:
             raise KeyFormatError(
                 f"{what}: key type is 0x{key[0]:02x}, expected 0x{cls._ALG:02x} "
-                f"({_ALG_NAMES.get(cls._ALG)})"
+                f"({_ALG_NAMES.get(cls._ALG)})",
+                what=what,
+                field="key type",
+                found=f"0x{key[0]:02x}",
             )
         if len(key) - 1 != _ED25519_KEY_SIZE:
             raise KeyFormatError(
-                f"{what}: the Ed25519 seed is {len(key) - 1} bytes, expected {_ED25519_KEY_SIZE}"
+                f"{what}: the Ed25519 seed is {len(key) - 1} bytes, expected {_ED25519_KEY_SIZE}",
+                what=what,
+                field="key material",
             )
         signer = cls.from_seed(name, key[1:])
         if signer.key_id != claimed:
             raise KeyFormatError(
-                f"{what}: key ID {hex_id} does not match the key (wrong name or corrupt key)"
+                f"{what}: key ID {hex_id} does not match the key (wrong name or corrupt key)",
+                what=what,
+                field="key ID",
+                found=hex_id,
             )
         return signer
 
@@ -475,9 +514,11 @@ class NoteSignature:
     def __post_init__(self) -> None:
         check_key_name(self.name)
         if len(self.key_id) != _KEY_ID_SIZE:
-            raise KeyFormatError(f"key ID is {len(self.key_id)} bytes, expected {_KEY_ID_SIZE}")
+            raise KeyFormatError(
+                f"key ID is {len(self.key_id)} bytes, expected {_KEY_ID_SIZE}", what="note signature", field="key ID"
+            )
         if not self.signature:
-            raise KeyFormatError(f"signature by {self.name!r} is empty")
+            raise KeyFormatError(f"signature by {self.name!r} is empty", what="note signature", field="signature")
 
     def line(self) -> str:
         """The signature line, with its final newline."""
@@ -658,7 +699,11 @@ def _verifier_map(verifiers: Sequence[Verifier]) -> dict[tuple[str, bytes], Veri
         if k in known and known[k] != v:
             # Go: ambiguousVerifierError.  Two keys share a name and key ID: the trusted
             # key list itself is wrong; do not guess which one is meant.
-            raise NoteError(f"two different verifier keys are named {v.name!r} with key ID {v.key_id.hex()}")
+            raise AmbiguousKeyError(
+                f"two different verifier keys are named {v.name!r} with key ID {v.key_id.hex()}",
+                key_name=v.name,
+                key_id=v.key_id,
+            )
         known[k] = v
     return known
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from kfm_ledger.core.checkpoint import Checkpoint
 from kfm_ledger.core.note import ALG_ED25519, NoteSignature, Signer, Verifier, open_note, parse_note, sign_note
-from kfm_ledger.errors import KeyFormatError, UnknownKeyError, VerificationError
+from kfm_ledger.errors import KeyFormatError, OriginMismatchError, UnknownKeyError
 
 __all__ = ["SignedCheckpoint", "open_checkpoint", "parse_unverified", "sign_checkpoint"]
 
@@ -40,7 +40,10 @@ def sign_checkpoint(checkpoint: Checkpoint, signer: Signer) -> bytes:
     if signer.name != checkpoint.origin:
         raise KeyFormatError(
             f"the signing key is named {signer.name!r} but the checkpoint origin is {checkpoint.origin!r}: "
-            "a log's key name must equal its origin (c2sp.org/tlog-checkpoint §Signatures)"
+            "a log's key name must equal its origin (c2sp.org/tlog-checkpoint §Signatures)",
+            what="signer key",
+            field="name",
+            found=signer.name,
         )
     return sign_note(checkpoint.body(), [signer])
 
@@ -53,7 +56,7 @@ def open_checkpoint(
     Signatures first (:func:`kfm_ledger.core.note.open_note`: FormatError, BadSignatureError,
     UnknownKeyError), then the body (:meth:`Checkpoint.parse`: FormatError).  Then:
 
-    * if ``origin`` is given, the checkpoint's origin must equal it (VerificationError);
+    * if ``origin`` is given, the checkpoint's origin must equal it (OriginMismatchError, a VerificationError);
     * at least one verified signature must be a log signature (type 0x01) from a key named
       like the origin: a checkpoint signed only by witnesses, or by some other log's key
       that was also trusted, is refused with UnknownKeyError.
@@ -62,8 +65,10 @@ def open_checkpoint(
     opened = open_note(note, verifiers)
     checkpoint = Checkpoint.parse(opened.text)
     if origin is not None and checkpoint.origin != origin:
-        raise VerificationError(
-            f"checkpoint is for origin {checkpoint.origin!r}, expected {origin!r}"
+        raise OriginMismatchError(
+            f"checkpoint is for origin {checkpoint.origin!r}, expected {origin!r}",
+            expected=origin,
+            found=checkpoint.origin,
         )
     log_keys = {(v.name, v.key_id) for v in verifiers if v.alg == ALG_ED25519 and v.name == checkpoint.origin}
     if not any((s.name, s.key_id) in log_keys for s in opened.verified):
