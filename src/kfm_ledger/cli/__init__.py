@@ -92,7 +92,7 @@ def open_ledger(ledger_dir: Path, vkey: Path | None = None) -> Ledger:
     from kfm_ledger.log.keys import read_text_key
     from kfm_ledger.log.ledger import Ledger
 
-    vkey_text = read_text_key(vkey.read_bytes(), str(vkey)) if vkey else None
+    vkey_text = read_text_key(vkey.read_bytes(), str(vkey), kind="verifier key") if vkey else None
     return Ledger.open(ledger_dir, vkey=vkey_text)
 
 

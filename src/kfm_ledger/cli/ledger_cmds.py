@@ -298,7 +298,7 @@ def verify_proof(
 
     from ..log.keys import read_text_key
 
-    verifiers = [Verifier.from_vkey(read_text_key(vkey.read_bytes(), str(vkey)))]
+    verifiers = [Verifier.from_vkey(read_text_key(vkey.read_bytes(), str(vkey), kind="verifier key"))]
     data = entry.read_bytes()
     if data.endswith(b"\n"):
         data = data[:-1]

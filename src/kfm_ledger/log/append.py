@@ -246,6 +246,7 @@ def publish(led: Ledger, pending: PendingAppend, note: bytes) -> None:
         if isinstance(e, (OSError, KfmError)):
             raise StorageError(
                 f"the batch is signed ({kept}) but publishing it failed: {e}; the next "
-                "writer or `kfm recover` publishes it — do not append it again"
+                "writer or `kfm recover` publishes it — do not append it again",
+                key=kept,
             ) from e
         raise

@@ -30,7 +30,7 @@ def previous_signed_size(checkpoint: Checkpoint) -> int | None:
 
     Raises FormatError if it has the extension line but not a canonical decimal below its size.
     """
-    for line in checkpoint.extensions:
+    for number, line in enumerate(checkpoint.extensions, start=4):  # after origin, size, root hash
         key, _, value = line.partition(" ")
         if key != PREVIOUS_SIZE_EXTENSION:
             continue
@@ -39,7 +39,11 @@ def previous_signed_size(checkpoint: Checkpoint) -> int | None:
         ) >= checkpoint.size:
             raise FormatError(
                 f"checkpoint extension {line!r}: want {PREVIOUS_SIZE_EXTENSION} and a decimal size "
-                f"below {checkpoint.size}"
+                f"below {checkpoint.size}",
+                what="checkpoint",
+                line=number,
+                field=PREVIOUS_SIZE_EXTENSION,
+                found=line,
             )
         return int(value)
     return None

@@ -46,7 +46,10 @@ def catch_up_index(led: Ledger, *, limit: int | None) -> tuple[int, int, int]:
                 line_no = seen[commit] + 1
                 raise CorruptLedgerError(
                     f"{JSONL_KEY} line {line_no}: lakefs_commit {commit!r} already appears "
-                    f"at line {leaf + 1} (one row per lakeFS commit)"
+                    f"at line {leaf + 1} (one row per lakeFS commit)",
+                    key=JSONL_KEY,
+                    line=line_no,
+                    index=seen[commit],
                 )
             idx.add(batch, size=batch[-1].leaf + 1, end_offset=batch[-1].offset + batch[-1].length + 1)
             batch = []
@@ -61,16 +64,24 @@ def catch_up_index(led: Ledger, *, limit: int | None) -> tuple[int, int, int]:
         try:
             row = schema.decode_canonical_line(line)
         except SchemaError as e:
-            raise CorruptLedgerError(f"{JSONL_KEY} line {size + 1}: {e}") from None
+            raise CorruptLedgerError(
+                f"{JSONL_KEY} line {size + 1}: {e}", key=JSONL_KEY, line=size + 1, index=size
+            ) from None
         created = schema.created_at_datetime(row)
         if last_created is not None and created < last_created:
             raise CorruptLedgerError(
-                f"{JSONL_KEY} line {size + 1}: created_at {row.created_at} is earlier than the previous row's"
+                f"{JSONL_KEY} line {size + 1}: created_at {row.created_at} is earlier than the previous row's",
+                key=JSONL_KEY,
+                line=size + 1,
+                index=size,
             )
         if row.lakefs_commit in seen:
             raise CorruptLedgerError(
                 f"{JSONL_KEY} line {size + 1}: lakefs_commit {row.lakefs_commit!r} already appears "
-                f"at line {seen[row.lakefs_commit] + 1}"
+                f"at line {seen[row.lakefs_commit] + 1}",
+                key=JSONL_KEY,
+                line=size + 1,
+                index=size,
             )
         last_created = created
         seen[row.lakefs_commit] = size

@@ -18,20 +18,25 @@ if TYPE_CHECKING:
     from kfm_ledger.storage import Storage
 
 
-def read_text_key(data: bytes, what: str) -> str:
-    """The single key line of a key file (Go's sumdb/note text format)."""
+def read_text_key(data: bytes, what: str, *, kind: str | None = None) -> str:
+    """The single key line of a key file (Go's sumdb/note text format).
+
+    ``what`` names the file in messages; ``kind`` ("signer key" or "verifier key") is
+    the ``what`` of the :class:`~kfm_ledger.errors.KeyFormatError` raised.  The key
+    text is never put in the error (it may be private).
+    """
     try:
         text = data.decode("utf-8").strip()
     except UnicodeDecodeError:
-        raise KeyFormatError(f"{what}: not UTF-8 text") from None
+        raise KeyFormatError(f"{what}: not UTF-8 text", what=kind) from None
     if not text or "\n" in text:
-        raise KeyFormatError(f"{what}: expected exactly one key line")
+        raise KeyFormatError(f"{what}: expected exactly one key line", what=kind)
     return text
 
 
 def load_signer(data: bytes, what: str = SKEY_KEY) -> Signer:
     """A Signer from a key file's bytes (Go's ``PRIVATE+KEY+...`` text)."""
-    return Signer.from_private_key_text(read_text_key(data, what))
+    return Signer.from_private_key_text(read_text_key(data, what, kind="signer key"))
 
 
 def load_signer_file(path: str | os.PathLike[str]) -> Signer:
@@ -52,7 +57,8 @@ def default_signer(storage: Storage, key_file: str | os.PathLike[str] | None = N
         return load_signer(storage.read(SKEY_KEY))
     except ObjectNotFoundError:
         raise NotALedgerError(
-            f"no signing key: {SKEY_KEY} is not in the ledger; pass --key FILE or set KFM_KEY"
+            f"no signing key: {SKEY_KEY} is not in the ledger; pass --key FILE or set KFM_KEY",
+            path=storage.describe(),
         ) from None
 
 

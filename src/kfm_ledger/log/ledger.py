@@ -120,13 +120,14 @@ class Ledger:
         """
         storage = open_storage(location)
         if storage.exists(CHECKPOINT_KEY):
-            raise LedgerExistsError(f"a ledger already exists in {storage.describe()}")
+            raise LedgerExistsError(f"a ledger already exists in {storage.describe()}", path=storage.describe())
         log = storage.append_log(JSONL_KEY)
         try:
             if log.size():
                 raise LedgerExistsError(
                     f"{JSONL_KEY} in {storage.describe()} already holds rows but there is no checkpoint; "
-                    "refusing to initialise over them"
+                    "refusing to initialise over them",
+                    path=storage.describe(),
                 )
             if signer is None and storage.exists(SKEY_KEY):
                 # An init that crashed before its checkpoint: finish it with the key it made.
@@ -138,7 +139,10 @@ class Ledger:
             if signer.name != origin:
                 raise KeyFormatError(
                     f"the signing key is named {signer.name!r} but the origin is {origin!r}: "
-                    "a checkpoint's key name must equal its origin (c2sp.org/tlog-checkpoint)"
+                    "a checkpoint's key name must equal its origin (c2sp.org/tlog-checkpoint)",
+                    what="signer key",
+                    field="name",
+                    found=signer.name,
                 )
             verifier = signer.verifier()
             # Crash order: key, vkey, empty JSONL, checkpoints/0, and `checkpoint` last:
@@ -167,13 +171,16 @@ class Ledger:
             note = storage.read(CHECKPOINT_KEY)
         except ObjectNotFoundError:
             raise NotALedgerError(
-                f"no ledger in {storage.describe()} (no 'checkpoint'); create one with `kfm init --origin ORIGIN`"
+                f"no ledger in {storage.describe()} (no 'checkpoint'); create one with `kfm init --origin ORIGIN`",
+                path=storage.describe(),
             ) from None
         if vkey is None:
             try:
-                vkey = read_text_key(storage.read(VKEY_KEY), VKEY_KEY)
+                vkey = read_text_key(storage.read(VKEY_KEY), VKEY_KEY, kind="verifier key")
             except ObjectNotFoundError:
-                raise NotALedgerError(f"no {VKEY_KEY} in {storage.describe()}; pass --vkey") from None
+                raise NotALedgerError(
+                    f"no {VKEY_KEY} in {storage.describe()}; pass --vkey", path=storage.describe()
+                ) from None
         verifier = Verifier.from_vkey(vkey)
         signed = open_checkpoint(note, [verifier])
         return cls(storage, verifier, signed, index=index)
@@ -299,16 +306,22 @@ class Ledger:
     def _leaf_line(self, index: int) -> bytes:
         located = self.index.at(index)
         if located is None:
-            raise CorruptLedgerError(f"commit index has no entry for leaf {index}; run `kfm rebuild`")
+            raise CorruptLedgerError(
+                f"commit index has no entry for leaf {index}; run `kfm rebuild`", key=INDEX_FILE, index=index
+            )
         return self.jsonl.read(located.offset, located.length)
 
     def entry(self, index: int) -> schema.Entry:
         """The row at leaf ``index`` (0-based) of the signed tree."""
         if not 0 <= index < self.size:
-            raise IndexOutOfRangeError(f"index {index} out of bounds for tree size {self.size}")
+            raise IndexOutOfRangeError(
+                f"index {index} out of bounds for tree size {self.size}", index=index, size=self.size
+            )
         e = self.index.at(index)
         if e is None:
-            raise CorruptLedgerError(f"commit index has no entry for leaf {index}; run `kfm rebuild`")
+            raise CorruptLedgerError(
+                f"commit index has no entry for leaf {index}; run `kfm rebuild`", key=INDEX_FILE, index=index
+            )
         return self.entry_at(e)
 
     def find(self, commit_prefix: str, *, limit: int = 20) -> list[IndexedEntry]:
@@ -338,7 +351,9 @@ class Ledger:
         if start:
             e = self.index.at(start)
             if e is None:
-                raise CorruptLedgerError(f"commit index has no entry for leaf {start}")
+                raise CorruptLedgerError(
+                    f"commit index has no entry for leaf {start}", key=INDEX_FILE, index=start
+                )
             offset = e.offset
         n = start
         for line, complete in split_lines(self.jsonl.iter_chunks(offset)):
@@ -347,7 +362,9 @@ class Ledger:
             yield line
             n += 1
         if n < stop:
-            raise CorruptLedgerError(f"{JSONL_KEY} ends after {n} rows; the signed tree has {self.size}")
+            raise CorruptLedgerError(
+                f"{JSONL_KEY} ends after {n} rows; the signed tree has {self.size}", key=JSONL_KEY, line=n + 1, index=n
+            )
 
     def iter_entries(self, start: int = 0, stop: int | None = None) -> Iterator[schema.Entry]:
         """Stream (index, line, row) for leaves [start, stop)."""
@@ -407,7 +424,10 @@ class Ledger:
         if signer.verifier().vkey_text() != self.verifier.vkey_text():
             raise KeyFormatError(
                 f"the signing key ({signer.name}) does not match the ledger's verifier key "
-                f"({self.verifier.vkey_text()})"
+                f"({self.verifier.vkey_text()})",
+                what="signer key",
+                field="public key",
+                found=signer.verifier().vkey_text(),
             )
 
     def recover(self, signer: Signer | None = None, *, wait: float = 10.0) -> RecoveryReport:

@@ -102,7 +102,9 @@ class Prover:
             return self.storage.read(max(wider)[1])
         raise CorruptLedgerError(
             f"missing tile {tiles.tile_path(level, index, width)} (needed for width {width}); "
-            "run `kfm rebuild` to recreate tiles from the JSONL"
+            "run `kfm rebuild` to recreate tiles from the JSONL",
+            key=tiles.tile_path(level, index, width),
+            index=index,
         )
 
     def hash_reader(self, size: int, *, stored_expansions: bool = True) -> tiles.TileHashReader:
@@ -125,7 +127,9 @@ class Prover:
         if size is None:
             return signed_size
         if not 0 <= size <= signed_size:
-            raise IndexOutOfRangeError(f"tree size {size} is beyond the signed tree size {signed_size}")
+            raise IndexOutOfRangeError(
+                f"tree size {size} is beyond the signed tree size {signed_size}", index=size, size=signed_size
+            )
         return size
 
     def checkpoint_sizes(self) -> list[int]:
@@ -152,11 +156,14 @@ class Prover:
             if named:
                 raise CorruptLedgerError(
                     f"the log signed a checkpoint for tree size {size} (the one for size {successor} names "
-                    f"it) but {checkpoint_key(size)} is missing: restore it from a copy; run `kfm verify`"
+                    f"it) but {checkpoint_key(size)} is missing: restore it from a copy; run `kfm verify`",
+                    key=checkpoint_key(size),
                 ) from None
             hint = ", ".join(str(s) for s in near[-10:])
             raise IndexOutOfRangeError(
-                f"the log never signed a checkpoint for tree size {size}; signed sizes include: {hint}"
+                f"the log never signed a checkpoint for tree size {size}; signed sizes include: {hint}",
+                index=size,
+                size=current.checkpoint.size,
             ) from None
         signed = open_checkpoint(note, [self.verifier], origin=current.checkpoint.origin)
         self._checkpoints[size] = signed  # checkpoints/<size> is written once: safe to keep
@@ -182,7 +189,7 @@ class Prover:
         """RFC 9162 §2.1.3 audit path for leaf ``index`` in the tree of ``size`` (default: signed size)."""
         size = self.check_size(size)
         if not 0 <= index < size:
-            raise IndexOutOfRangeError(f"index {index} out of bounds for tree size {size}")
+            raise IndexOutOfRangeError(f"index {index} out of bounds for tree size {size}", index=index, size=size)
         hashes = reader(size)
         path = merkle.inclusion_proof(index, size, hashes)
         root = self.signed_root_of(size) if self.expansions_trusted else None
@@ -226,7 +233,7 @@ class Prover:
         signed = stored_checkpoint(self.check_size(size))
         size = signed.checkpoint.size
         if not 0 <= index < size:
-            raise IndexOutOfRangeError(f"index {index} out of bounds for tree size {size}")
+            raise IndexOutOfRangeError(f"index {index} out of bounds for tree size {size}", index=index, size=size)
         path = merkle.inclusion_proof(index, size, reader(size))
         # The stored line's bytes are the leaf (no need to decode the row: the proof check
         # below catches any change to them).
@@ -241,6 +248,7 @@ class Prover:
                 return self.tlog_proof(index, size, reader, stored_checkpoint)
             raise CorruptLedgerError(
                 f"stored tiles give an inclusion proof for index {index} that does not verify "
-                f"against the checkpoint at size {size} ({e}); run `kfm verify`"
+                f"against the checkpoint at size {size} ({e}); run `kfm verify`",
+                index=index,
             ) from None
         return TlogProof(index=index, hashes=tuple(path), checkpoint=signed.note)

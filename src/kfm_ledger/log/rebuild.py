@@ -11,7 +11,7 @@ from kfm_ledger.core import merkle, tiles
 from kfm_ledger.errors import CorruptLedgerError
 
 from .index_sync import catch_up_index
-from .layout import ENTRIES_PREFIX, JSONL_KEY, TILES_PREFIX, split_lines
+from .layout import ENTRIES_PREFIX, INDEX_FILE, JSONL_KEY, TILES_PREFIX, split_lines
 from .recovery import read_pending, recover_locked
 from .tile_writer import write_tiles
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 def _lines_from(led: Ledger, start: int, stop: int) -> Iterator[bytes]:
     e = led.raw_index().at(start)
     if e is None:
-        raise CorruptLedgerError(f"commit index has no entry for leaf {start}")
+        raise CorruptLedgerError(f"commit index has no entry for leaf {start}", key=INDEX_FILE, index=start)
     n = start
     for line, complete in split_lines(led.jsonl.iter_chunks(e.offset)):
         if n >= stop or not complete:
@@ -45,12 +45,16 @@ def _check_rows(led: Ledger) -> None:
     if n < led.size:
         raise CorruptLedgerError(
             f"{JSONL_KEY} holds {n} complete rows but the signed checkpoint covers {led.size}: "
-            "rows were removed; nothing was rebuilt"
+            "rows were removed; nothing was rebuilt",
+            key=JSONL_KEY,
+            line=n + 1,
+            index=n,
         )
     if crange.root() != led.root:
         raise CorruptLedgerError(
             f"the rows of {JSONL_KEY} do not hash to the signed root at size {led.size}: rows were "
-            "changed; nothing was rebuilt (run `kfm verify` to find them)"
+            "changed; nothing was rebuilt (run `kfm verify` to find them)",
+            key=JSONL_KEY,
         )
 
 

@@ -84,7 +84,9 @@ def read_pending(led: Ledger) -> PendingAppend | None:
     try:
         return PendingAppend.from_json(data)
     except (ValueError, KeyError, TypeError) as e:
-        raise CorruptLedgerError(f"{PENDING_KEY} is unreadable ({e}); inspect it before writing") from None
+        raise CorruptLedgerError(
+            f"{PENDING_KEY} is unreadable ({e}); inspect it before writing", key=PENDING_KEY
+        ) from None
 
 
 def signed_end(led: Ledger) -> int:
@@ -104,14 +106,20 @@ def signed_end(led: Ledger) -> int:
     if e is None or e.offset + e.length + 1 > total:
         raise CorruptLedgerError(
             f"{JSONL_KEY} ({total} bytes) is shorter than the signed rows (size {led.size}): rows were "
-            "removed; restore the file from a copy"
+            "removed; restore the file from a copy",
+            key=JSONL_KEY,
+            line=led.size,
+            index=led.size - 1,
         )
     line = led.jsonl.read(e.offset, e.length + 1)
     (last_leaf,) = led.hash_reader().read_node_hashes([(0, led.size - 1)])
     if line[-1:] != b"\n" or merkle.leaf_hash(line[:-1]) != last_leaf:
         raise CorruptLedgerError(
             f"the commit index's position for row {led.size - 1} does not match {JSONL_KEY} or the tiles; "
-            "run `kfm verify`, then `kfm rebuild`"
+            "run `kfm verify`, then `kfm rebuild`",
+            key=JSONL_KEY,
+            line=led.size,
+            index=led.size - 1,
         )
     return e.offset + e.length + 1
 
@@ -142,7 +150,9 @@ def recover_locked(led: Ledger) -> RecoveryReport:
             raise CorruptLedgerError(
                 f"{JSONL_KEY} has {total - end} byte(s) after the last signed row (index {led.size - 1}, "
                 f"ending at byte {end}) that no interrupted kfm append accounts for: inspect and remove "
-                f"them by hand (`truncate -s {end} {JSONL_KEY}`), then retry"
+                f"them by hand (`truncate -s {end} {JSONL_KEY}`), then retry",
+                key=JSONL_KEY,
+                line=led.size + 1,
             )
         led.raw_index().truncate(led.size, end)  # entries of rows that are not signed
         prune_partials(led.storage, led.size)
@@ -151,7 +161,8 @@ def recover_locked(led: Ledger) -> RecoveryReport:
         raise CorruptLedgerError(
             f"{PENDING_KEY} describes an append from size {pending.old_size} (byte {pending.old_end}) to "
             f"{pending.new_size}, but the signed tree has size {led.size} ending at byte {end}: it does not "
-            "belong to this ledger; nothing was changed — inspect it and remove it by hand"
+            "belong to this ledger; nothing was changed — inspect it and remove it by hand",
+            key=PENDING_KEY,
         )
     signed_note = None
     try:
@@ -178,7 +189,8 @@ def _roll_forward(led: Ledger, pending: PendingAppend, signed_note: bytes, total
     if new.checkpoint.size != pending.new_size or total != pending.new_end:
         raise CorruptLedgerError(
             f"{CHECKPOINTS_PREFIX}{pending.new_size} is signed but {JSONL_KEY} holds {total} bytes, not the "
-            f"{pending.new_end} the interrupted append wrote: inspect the ledger before writing"
+            f"{pending.new_end} the interrupted append wrote: inspect the ledger before writing",
+            key=checkpoint_key(pending.new_size),
         )
     try:
         root = merkle.tree_root(pending.new_size, led.hash_reader(pending.new_size))
@@ -187,7 +199,8 @@ def _roll_forward(led: Ledger, pending: PendingAppend, signed_note: bytes, total
     if root != new.checkpoint.root:
         raise CorruptLedgerError(
             f"{CHECKPOINTS_PREFIX}{pending.new_size} is signed but the tiles written for it do not give "
-            "its root: inspect the ledger before writing"
+            "its root: inspect the ledger before writing",
+            key=checkpoint_key(pending.new_size),
         )
     led.storage.write_atomic(CHECKPOINT_KEY, signed_note)
     led.set_signed(new)

@@ -50,14 +50,17 @@ def refuse_tiles_in_the_way(storage: Storage, old_size: int, new_size: int) -> N
     if storage.exists(checkpoint_key(new_size)):
         raise CorruptLedgerError(
             f"{checkpoint_key(new_size)} already exists beyond the signed tree (size {old_size}): the log "
-            "once signed a tree of that size and must not sign another; nothing was written — inspect it"
+            "once signed a tree of that size and must not sign another; nothing was written — inspect it",
+            key=checkpoint_key(new_size),
         )
     for level, index, width in tiles.tiles_changed(old_size, new_size):
         key = tiles.tile_path(level, index, width)
         if storage.exists(key):
             raise CorruptLedgerError(
                 f"tile {key} already exists beyond the signed tree (size {old_size}); nothing was "
-                "written: run `kfm verify`, then `kfm rebuild` to recreate the tiles"
+                "written: run `kfm verify`, then `kfm rebuild` to recreate the tiles",
+                key=key,
+                index=index,
             )
 
 
