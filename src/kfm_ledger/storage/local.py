@@ -142,7 +142,8 @@ class LocalAppendLog:
         data = os.pread(self._fd, length, offset)
         if len(data) != length:
             raise StorageError(
-                f"{self._path}: short read at offset {offset}: wanted {length} bytes, got {len(data)}"
+                f"{self._path}: short read at offset {offset}: wanted {length} bytes, got {len(data)}",
+                key=str(self._path),
             )
         return data
 
@@ -218,7 +219,7 @@ class LocalStorage:
 
     def _file(self, key: str) -> str:
         if key.startswith("/") or ".." in key.split("/"):
-            raise StorageError(f"bad storage key {key!r}")
+            raise StorageError(f"bad storage key {key!r}", key=key)
         return os.path.join(self._root, key)
 
     def _ensure_dir(self, directory: str) -> None:
@@ -236,7 +237,7 @@ class LocalStorage:
         except FileNotFoundError:
             raise ObjectNotFoundError(key) from None
         except OSError as e:
-            raise StorageError(f"cannot read {path}: {e.strerror}") from e
+            raise StorageError(f"cannot read {path}: {e.strerror}", key=key) from e
 
     def exists(self, key: str) -> bool:
         return os.path.exists(self._file(key))
@@ -268,7 +269,7 @@ class LocalStorage:
     def write_private(self, key: str, data: bytes) -> None:
         path = self._file(key)
         if os.path.exists(path):
-            raise StorageError(f"refusing to overwrite the existing secret {path}")
+            raise StorageError(f"refusing to overwrite the existing secret {path}", key=key)
         self._write(key, data, 0o600)
 
     def _check_same(self, key: str, data: bytes) -> bool:
@@ -280,7 +281,8 @@ class LocalStorage:
         if old != data:
             raise ImmutableObjectError(
                 f"immutable object {key!r} already exists with different bytes "
-                f"({len(old)} bytes stored, {len(data)} bytes offered)"
+                f"({len(old)} bytes stored, {len(data)} bytes offered)",
+                key=key,
             )
         return True
 
@@ -446,7 +448,8 @@ class LocalStorage:
                     if time.monotonic() >= deadline:
                         raise LockedError(
                             f"another writer holds the lock on {self.root} "
-                            f"(waited {wait:g} s); try again when it has finished"
+                            f"(waited {wait:g} s); try again when it has finished",
+                            key=LOCK_NAME,
                         ) from None
                     time.sleep(0.05)
             try:

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from ..errors import ImmutableObjectError, LockedError, ObjectNotFoundError, StorageError
+from .local import LOCK_NAME
 
 
 class SimulatedCrash(Exception):
@@ -56,7 +57,7 @@ class MemoryAppendLog:
     def read(self, offset: int, length: int) -> bytes:
         data = bytes(self._buf[offset : offset + length])
         if len(data) != length:
-            raise StorageError(f"{self._key}: short read at {offset}")
+            raise StorageError(f"{self._key}: short read at {offset}", key=self._key)
         return data
 
     def iter_chunks(self, offset: int = 0, chunk_size: int = 1 << 20, end: int | None = None) -> Iterator[bytes]:
@@ -138,7 +139,7 @@ class MemoryStorage:
 
     def write_private(self, key: str, data: bytes) -> None:
         if key in self.objects:
-            raise StorageError(f"refusing to overwrite the existing secret {key}")
+            raise StorageError(f"refusing to overwrite the existing secret {key}", key=key)
         self.write_atomic(key, data)
         self.private_keys.add(key)
 
@@ -148,7 +149,7 @@ class MemoryStorage:
             self._step(f"write {key}")
             self.objects[key] = bytes(data)
         elif old != data:
-            raise ImmutableObjectError(f"immutable object {key!r} rewritten with different bytes")
+            raise ImmutableObjectError(f"immutable object {key!r} rewritten with different bytes", key=key)
 
     def write_once_many(self, items: list[tuple[str, bytes]]) -> None:
         for key, data in items:
@@ -176,7 +177,8 @@ class MemoryStorage:
     def lock(self, *, wait: float = 0.0) -> Iterator[None]:
         acquired = self._lock.acquire(timeout=wait) if wait > 0 else self._lock.acquire(blocking=False)
         if not acquired:
-            raise LockedError("another writer holds the lock on the in-memory ledger")
+            # key: the name the lock has in a local directory (this one is not a stored object)
+            raise LockedError("another writer holds the lock on the in-memory ledger", key=LOCK_NAME)
         try:
             yield
         finally:
