@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from kfm_ledger.log.layout import JSONL_KEY
+from kfm_ledger.log.layout import INDEX_FILE, JSONL_KEY
 from kfm_ledger.log.ledger import Ledger
 
 from ..errors import CorruptLedgerError
@@ -50,13 +50,17 @@ def iter_line_blocks(ledger: Ledger, *, max_bytes: int = BLOCK_BYTES) -> Iterato
     def start_of(leaf: int) -> int:
         e = index.at(leaf)
         if e is None:
-            raise CorruptLedgerError(f"the commit index has no entry for leaf {leaf}; run `kfm rebuild`")
+            raise CorruptLedgerError(
+                f"the commit index has no entry for leaf {leaf}; run `kfm rebuild`", key=INDEX_FILE, index=leaf
+            )
         return e.offset
 
     def end_of(leaf: int) -> int:  # the byte after line ``leaf``'s newline
         e = index.at(leaf)
         if e is None:
-            raise CorruptLedgerError(f"the commit index has no entry for leaf {leaf}; run `kfm rebuild`")
+            raise CorruptLedgerError(
+                f"the commit index has no entry for leaf {leaf}; run `kfm rebuild`", key=INDEX_FILE, index=leaf
+            )
         return e.offset + e.length + 1
 
     first, start = 0, 0
@@ -65,7 +69,9 @@ def iter_line_blocks(ledger: Ledger, *, max_bytes: int = BLOCK_BYTES) -> Iterato
             if start_of(first) != start:
                 raise CorruptLedgerError(
                     f"the commit index puts leaf {first} at byte {start_of(first)}, but the previous "
-                    f"line ends at byte {start}; run `kfm rebuild`"
+                    f"line ends at byte {start}; run `kfm rebuild`",
+                    key=INDEX_FILE,
+                    index=first,
                 )
             # The largest stop in (first, size] whose lines fit (each line is >= 2 bytes).
             lo, hi = first + 1, min(size, first + max_bytes)
@@ -81,7 +87,10 @@ def iter_line_blocks(ledger: Ledger, *, max_bytes: int = BLOCK_BYTES) -> Iterato
             if len(data) != end - start or not data.endswith(b"\n"):
                 raise CorruptLedgerError(
                     f"{JSONL_KEY} does not hold complete lines for leaves {first}..{lo - 1} at bytes "
-                    f"{start}..{end} (read {len(data)} bytes); run `kfm verify`"
+                    f"{start}..{end} (read {len(data)} bytes); run `kfm verify`",
+                    key=JSONL_KEY,
+                    line=first + 1,
+                    index=first,
                 )
             yield LineBlock(first, lo - first, data)
             first, start = lo, end

@@ -32,11 +32,17 @@ def _parse_group(data: bytes, first: int, count: int) -> Any:
         table = table.combine_chunks().cast(schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise CorruptLedgerError(
-            f"{JSONL_KEY} rows {first}..{first + count - 1}: pyarrow cannot read them with the row schema: {e}"
+            f"{JSONL_KEY} rows {first}..{first + count - 1}: pyarrow cannot read them with the row schema: {e}",
+            key=JSONL_KEY,
+            line=first + 1,
+            index=first,
         ) from None
     if table.num_rows != count:
         raise CorruptLedgerError(
-            f"{JSONL_KEY} rows {first}..{first + count - 1}: pyarrow read {table.num_rows} rows, expected {count}"
+            f"{JSONL_KEY} rows {first}..{first + count - 1}: pyarrow read {table.num_rows} rows, expected {count}",
+            key=JSONL_KEY,
+            line=first + 1,
+            index=first,
         )
     return table
 
@@ -100,7 +106,8 @@ def _build(ledger: Ledger) -> tuple[Any, int]:
         raise CorruptLedgerError(
             f"the first {signed.size} lines of {JSONL_KEY} hash to root "
             f"{base64.b64encode(crange.root()).decode()}, but the signed checkpoint says "
-            f"{base64.b64encode(signed.root).decode()}: the rows were changed; run `kfm verify`"
+            f"{base64.b64encode(signed.root).decode()}: the rows were changed; run `kfm verify`",
+            key=JSONL_KEY,
         )
     return sink.getvalue(), rows
 

@@ -187,9 +187,9 @@ def sha256_file(path: str | os.PathLike[str]) -> tuple[bytes, int]:
     return h.digest(), size
 
 
-def _expected_digest(expected_sha256: str) -> bytes:
+def _expected_digest(expected_sha256: str, path: str) -> bytes:
     if not re.fullmatch(r"[0-9a-f]{64}", expected_sha256):
-        raise BundleError(f"expected sha256 must be 64 lower-case hex digits, got {expected_sha256!r}")
+        raise BundleError(f"expected sha256 must be 64 lower-case hex digits, got {expected_sha256!r}", path=path)
     return bytes.fromhex(expected_sha256)
 
 
@@ -200,11 +200,11 @@ def verify_bundle_sha256(path: str | os.PathLike[str], expected_sha256: str) -> 
     :class:`BundleChecksumError` (expected vs found) when they are not, and
     :class:`BundleError` when the file cannot be read.
     """
-    expected = _expected_digest(expected_sha256)
+    expected = _expected_digest(expected_sha256, os.fspath(path))
     try:
         digest, size = sha256_file(path)
     except OSError as e:
-        raise BundleError(f"bundle {os.fspath(path)}: cannot read: {e.strerror or e}") from None
+        raise BundleError(f"bundle {os.fspath(path)}: cannot read: {e.strerror or e}", path=os.fspath(path)) from None
     if digest != expected:
         raise BundleChecksumError(os.fspath(path), expected_sha256, digest.hex())
     return BundleCheck(path=os.fspath(path), sha256=digest.hex(), size=size)
@@ -286,15 +286,17 @@ def _check_limit(value: int, what: str) -> int:
 
 def _check_dest(dest: Path) -> None:
     if dest.is_symlink():
-        raise BundleError(f"restore directory {dest} is a symbolic link; give a real directory")
+        raise BundleError(f"restore directory {dest} is a symbolic link; give a real directory", path=str(dest))
     if dest.exists():
         if not dest.is_dir():
-            raise BundleError(f"restore directory {dest} exists and is not a directory")
+            raise BundleError(f"restore directory {dest} exists and is not a directory", path=str(dest))
         if any(dest.iterdir()):
-            raise BundleError(f"restore directory {dest} is not empty; give a new or empty directory")
+            raise BundleError(
+                f"restore directory {dest} is not empty; give a new or empty directory", path=str(dest)
+            )
     parent = dest.parent
     if not parent.is_dir():
-        raise BundleError(f"the parent of the restore directory ({parent}) does not exist")
+        raise BundleError(f"the parent of the restore directory ({parent}) does not exist", path=str(parent))
 
 
 def extract_bundle(
@@ -322,7 +324,7 @@ def extract_bundle(
     import zstandard
 
     bundle = os.fspath(path)
-    expected = _expected_digest(expected_sha256)
+    expected = _expected_digest(expected_sha256, bundle)
     _check_limit(max_bytes, "max_bytes")
     _check_limit(max_files, "max_files")
     dest_path = Path(os.path.abspath(dest))
@@ -331,7 +333,7 @@ def extract_bundle(
     try:
         f = open(bundle, "rb")
     except OSError as e:
-        raise BundleError(f"bundle {bundle}: cannot read: {e.strerror or e}") from None
+        raise BundleError(f"bundle {bundle}: cannot read: {e.strerror or e}", path=bundle) from None
     with f:
         # Pass 1: the checksum, before anything is written.
         h = hashlib.sha256()
@@ -345,7 +347,10 @@ def extract_bundle(
         try:
             staging = Path(tempfile.mkdtemp(prefix=f".{dest_path.name}.kfm-restore-", dir=dest_path.parent))
         except OSError as e:
-            raise BundleError(f"cannot create a staging directory in {dest_path.parent}: {e.strerror or e}") from None
+            raise BundleError(
+                f"cannot create a staging directory in {dest_path.parent}: {e.strerror or e}",
+                path=str(dest_path.parent),
+            ) from None
         try:
             hashing = _HashingReader(f)
             cap = max_bytes + max_files * _PER_MEMBER_OVERHEAD + _FIXED_OVERHEAD
@@ -358,9 +363,11 @@ def extract_bundle(
                 counts = _extract_members(tarfile, capped, staging, bundle, max_bytes, max_files)
                 hashing.drain()
             except (tarfile.TarError, zstandard.ZstdError, EOFError) as e:
-                raise BundleError(f"bundle {bundle}: not a valid .tar.zst archive: {e}") from None
+                raise BundleError(f"bundle {bundle}: not a valid .tar.zst archive: {e}", path=bundle) from None
             except OSError as e:
-                raise BundleError(f"bundle {bundle}: extraction failed: {e}; nothing was restored") from None
+                raise BundleError(
+                    f"bundle {bundle}: extraction failed: {e}; nothing was restored", path=bundle
+                ) from None
             if hashing.hash.digest() != expected:
                 raise BundleChecksumError(
                     bundle, expected_sha256, hashing.hash.hexdigest(), when="while extracting (the file changed)"
@@ -377,7 +384,8 @@ def extract_bundle(
                 os.rename(staging, dest_path)
             except OSError as e:
                 raise BundleError(
-                    f"cannot move the restored files into {dest_path}: {e.strerror or e}; nothing was restored"
+                    f"cannot move the restored files into {dest_path}: {e.strerror or e}; nothing was restored",
+                    path=str(dest_path),
                 ) from None
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -458,7 +466,9 @@ def _extract_members(
                         written += len(chunk)
                         out.write(chunk)
             if written != member.size:
-                raise BundleError(f"bundle {bundle}: member {name!r} is truncated ({written} of {member.size} bytes)")
+                raise BundleError(
+                    f"bundle {bundle}: member {name!r} is truncated ({written} of {member.size} bytes)", path=bundle
+                )
             try:
                 os.utime(target, (member.mtime, member.mtime))
             except (OSError, OverflowError, ValueError):

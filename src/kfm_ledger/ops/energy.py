@@ -407,7 +407,9 @@ def energy_report(ledger: Ledger, *, source: Source = "auto") -> EnergyReport:
             raise EnergySourceError(
                 f"the mirror cannot be used: {status.state}: "
                 + "; ".join(status.problems)
-                + "; run `kfm mirror` or use --source jsonl"
+                + "; run `kfm mirror` or use --source jsonl",
+                state=status.state,
+                problems=status.problems,
             )
     if use_mirror:
         cells = cells_from_mirror(mirror.mirror_source(ledger))

@@ -164,7 +164,9 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 def parse_selector(kind: Kind, text: str) -> Artifact:
     """``NAME[@VERSION]``, ``PATH[@SHA256]`` or ``STAC_URI[@LAKEFS_REF]`` as an Artifact."""
     if not text or text != text.strip():
-        raise SelectorError(f"--{kind}: expected a non-empty value without surrounding spaces, found {text!r}")
+        raise SelectorError(
+            f"--{kind}: expected a non-empty value without surrounding spaces, found {text!r}", kind=kind, value=text
+        )
     key, detail = text, None
     if kind == "model" and "@" in text:
         key, detail = text.rsplit("@", 1)
@@ -176,7 +178,7 @@ def parse_selector(kind: Kind, text: str) -> Artifact:
         at = text.rindex("@lakefs://")
         key, detail = text[:at], text[at + 1 :]
     if not key or detail == "":
-        raise SelectorError(f"--{kind}: {text!r} has an empty part around '@'")
+        raise SelectorError(f"--{kind}: {text!r} has an empty part around '@'", kind=kind, value=text)
     return Artifact(kind, key, detail)
 
 

@@ -218,11 +218,11 @@ def run_query(ledger: Ledger, sql: str) -> QueryResult:
             description = cursor.description
             rows = cursor.fetchall() if description is not None else []
         except duckdb.Error as e:
-            raise QueryError(f"the query failed: {e}") from None
+            raise QueryError(f"the query failed: {e}", sql=sql) from None
     finally:
         con.close()
     if description is None:
-        raise QueryError("the statement returned no result set (kfm query runs SELECT-style audits)")
+        raise QueryError("the statement returned no result set (kfm query runs SELECT-style audits)", sql=sql)
     return QueryResult(
         columns=tuple(d[0] for d in description),
         types=tuple(str(d[1]) for d in description),

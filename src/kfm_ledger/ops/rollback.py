@@ -49,7 +49,7 @@ from msgspec import to_builtins
 
 from kfm_ledger.core import merkle
 
-from ..errors import KfmError
+from ..errors import KfmError, ProofError
 from ..schema import Entry, Row
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -140,9 +140,11 @@ def prove_entry(ledger: Ledger, entry: Entry) -> ProofStatus:
         merkle.verify_inclusion(leaf, entry.index, size, hashes, root)
         checkpoint, index = verify_tlog_proof(text, entry.line, [ledger.verifier], origin=ledger.origin)
         if index != entry.index or checkpoint.size != size or checkpoint.root != root:
-            raise KfmError(
+            raise ProofError(
                 f"the tlog-proof names index {index}, size {checkpoint.size}; "
-                f"expected index {entry.index}, size {size} and the ledger's root"
+                f"expected index {entry.index}, size {size} and the ledger's root",
+                index=index,
+                size=checkpoint.size,
             )
     except KfmError as e:
         return ProofStatus(entry.index, size, root, leaf, False, e.diagnostics(), hashes, text)
