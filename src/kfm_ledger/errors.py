@@ -35,6 +35,7 @@ __all__ = [
     "KfmError",
     "LedgerError",
     "LedgerExistsError",
+    "LedgerVerificationError",
     "LockedError",
     "MalformedNoteError",
     "MirrorDriftError",
@@ -231,6 +232,39 @@ class OriginMismatchError(VerificationError):
         super().__init__(message)
         self.expected = expected
         self.found = found
+
+
+class _VerifyReportLike(Protocol):
+    """What :class:`LedgerVerificationError` reads of a ``kfm_ledger.verify.VerifyReport``."""
+
+    @property
+    def failures(self) -> Sequence[object]: ...
+
+    @property
+    def failures_truncated(self) -> int: ...
+
+
+class LedgerVerificationError(VerificationError):
+    """``verify_ledger`` found failures; ``report`` and ``failures`` carry them.
+
+    ``failures`` are the report's ``Failure`` records (``where`` and ``message``), at most the
+    report's limit; ``failures_not_shown`` counts the ones beyond it.
+    """
+
+    evidence_fields = ("failures", "failures_not_shown")
+
+    def __init__(self, report: _VerifyReportLike) -> None:
+        self.report = report
+        self.failures = list(report.failures)
+        self.failures_not_shown = report.failures_truncated
+        count = len(self.failures) + report.failures_truncated
+        super().__init__(f"the ledger does not verify: {count} problem(s), first: {self.failures[0]}")
+
+    def diagnostics(self) -> str:
+        lines = [str(self)] + [f"  {f}" for f in self.failures]
+        if self.failures_not_shown:
+            lines.append(f"  ... and {self.failures_not_shown} more")
+        return "\n".join(lines)
 
 
 class FormatError(KfmError):

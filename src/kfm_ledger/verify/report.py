@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 
-from ..errors import VerificationError
+from ..errors import LedgerVerificationError
+
+__all__ = ["Failure", "LedgerVerificationError", "VerifyReport"]
 
 
 @dataclass(frozen=True)
@@ -80,18 +82,3 @@ class VerifyReport:
         doc.update(origin=None, size=None, root=None)
         return doc
 
-
-class LedgerVerificationError(VerificationError):
-    """``verify_ledger`` found failures; ``report`` and ``failures`` carry them."""
-
-    def __init__(self, report: VerifyReport) -> None:
-        self.report = report
-        self.failures = list(report.failures)
-        count = len(report.failures) + report.failures_truncated
-        super().__init__(f"the ledger does not verify: {count} problem(s), first: {report.failures[0]}")
-
-    def diagnostics(self) -> str:
-        lines = [str(self)] + [f"  {f}" for f in self.failures]
-        if self.report.failures_truncated:
-            lines.append(f"  ... and {self.report.failures_truncated} more")
-        return "\n".join(lines)
