@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 from kfm_ledger.core import merkle
 from kfm_ledger.core.checkpoint import Checkpoint
-from kfm_ledger.core.note import MAX_NOTE_SIZE, Verifier
+from kfm_ledger.core.keys import Verifier
+from kfm_ledger.core.note import MAX_NOTE_SIZE
 from kfm_ledger.core.signed_checkpoint import open_checkpoint, parse_unverified
 from kfm_ledger.errors import FormatError
 

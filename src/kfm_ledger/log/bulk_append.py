@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kfm_ledger import schema
-from kfm_ledger.core.note import Signer
+from kfm_ledger.core.keys import Signer
 from kfm_ledger.errors import InputRejected, RowProblem
 from kfm_ledger.index import CommitIndex, IndexedEntry
 
