@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from kfm_ledger import errors
 from kfm_ledger.core.checkpoint import MAX_TREE_SIZE, Checkpoint
 from kfm_ledger.core.cosignature import CosignatureSigner
+from kfm_ledger.core.keys import Signer, Verifier
 from kfm_ledger.core.merkle import EMPTY_ROOT
-from kfm_ledger.core.note import Signer, Verifier, add_signatures, sign_note
+from kfm_ledger.core.note import add_signatures, sign_note
 from kfm_ledger.core.signed_checkpoint import (
     SignedCheckpoint,
     open_checkpoint,

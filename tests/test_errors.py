@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from kfm_ledger import errors
-from kfm_ledger.core import checkpoint, cosignature, merkle, note, signed_checkpoint, tiles, tlogproof
+from kfm_ledger.core import checkpoint, cosignature, keys, merkle, note, signed_checkpoint, tiles, tlogproof
 from kfm_ledger.errors import (
     AmbiguousKeyError,
     BadSignatureError,
@@ -160,9 +160,9 @@ def test_malformed_note_names_the_signature_line() -> None:
 
 
 def test_bad_signature_names_the_key() -> None:
-    skey, vkey = note.generate_key("example.com/log")
-    signer = note.Signer.from_private_key_text(skey)
-    verifier = note.Verifier.from_vkey(vkey)
+    skey, vkey = keys.generate_key("example.com/log")
+    signer = keys.Signer.from_private_key_text(skey)
+    verifier = keys.Verifier.from_vkey(vkey)
     with pytest.raises(BadSignatureError) as info:
         verifier.verify(b"hello\n", b"\x00" * 64)
     assert info.value.key_name == "example.com/log"
@@ -171,19 +171,19 @@ def test_bad_signature_names_the_key() -> None:
 
 
 def test_verifier_key_errors_name_the_field_and_value() -> None:
-    _, vkey = note.generate_key("example.com/log")
+    _, vkey = keys.generate_key("example.com/log")
     name, hex_id, key64 = vkey.split("+", 2)  # base64 may contain '+'
     wrong_id = "00000000" if hex_id != "00000000" else "11111111"
     with pytest.raises(KeyFormatError) as info:
-        note.Verifier.from_vkey(f"{name}+{wrong_id}+{key64}")
+        keys.Verifier.from_vkey(f"{name}+{wrong_id}+{key64}")
     assert info.value.evidence() == {"what": "verifier key", "field": "key ID", "found": wrong_id}
     with pytest.raises(KeyFormatError) as info:
-        note.Verifier.from_vkey(f"a b+{hex_id}+{key64}")
+        keys.Verifier.from_vkey(f"a b+{hex_id}+{key64}")
     assert info.value.evidence() == {"what": "verifier key", "field": "name", "found": "a b"}
 
 
 def test_signing_key_errors_never_carry_the_key_material() -> None:
-    skey, _ = note.generate_key("example.com/log")
+    skey, _ = keys.generate_key("example.com/log")
     _, _, name, hex_id, key64 = skey.split("+", 4)  # base64 may contain '+'
     wrong_id = "00000000" if hex_id != "00000000" else "11111111"
     bad_texts = [
@@ -194,20 +194,20 @@ def test_signing_key_errors_never_carry_the_key_material() -> None:
         skey.replace("PRIVATE+KEY+", "PRIVATE+KEY+a b+"),
     ]
     for text in bad_texts:
-        for cls in (note.Signer, cosignature.CosignatureSigner):
+        for cls in (keys.Signer, cosignature.CosignatureSigner):
             with pytest.raises(KeyFormatError) as info:
                 cls.from_private_key_text(text)
             e = info.value
-            assert e.what == ("signer key" if cls is note.Signer else "cosigner key")
+            assert e.what == ("signer key" if cls is keys.Signer else "cosigner key")
             shown = str(e) + repr(e.evidence()) + e.diagnostics()
             assert key64 not in shown and key64[1:20] not in shown, e
     with pytest.raises(KeyFormatError) as info:
-        note.Signer.from_private_key_text(bad_texts[0])
+        keys.Signer.from_private_key_text(bad_texts[0])
     assert info.value.evidence() == {"what": "signer key", "field": "key ID", "found": wrong_id}
 
 
 def test_cosignature_and_checkpoint_key_errors() -> None:
-    log = note.Signer.generate("example.com/log")
+    log = keys.Signer.generate("example.com/log")
     body = checkpoint.Checkpoint("example.com/log", 0, merkle.EMPTY_ROOT).body()
     witness = cosignature.CosignatureSigner.generate("example.com/witness")
     sig = witness.cosign(body, 1)
@@ -221,7 +221,7 @@ def test_cosignature_and_checkpoint_key_errors() -> None:
 
 
 def test_origin_mismatch_names_both_origins() -> None:
-    log = note.Signer.generate("example.com/log")
+    log = keys.Signer.generate("example.com/log")
     signed = signed_checkpoint.sign_checkpoint(checkpoint.Checkpoint("example.com/log", 0, merkle.EMPTY_ROOT), log)
     with pytest.raises(OriginMismatchError) as info:
         signed_checkpoint.open_checkpoint(signed, [log.verifier()], origin="example.com/other")
@@ -230,12 +230,12 @@ def test_origin_mismatch_names_both_origins() -> None:
 
 
 def test_ambiguous_verifier_keys_name_the_shared_key() -> None:
-    log = note.Signer.generate("example.com/log")
+    log = keys.Signer.generate("example.com/log")
     v = log.verifier()
-    impostor = note.Verifier.__new__(note.Verifier)  # same name and key ID, other key: forged on purpose
+    impostor = keys.Verifier.__new__(keys.Verifier)  # same name and key ID, other key: forged on purpose
     object.__setattr__(impostor, "name", v.name)
     object.__setattr__(impostor, "public_key", bytes(32))
-    object.__setattr__(impostor, "alg", note.ALG_ED25519)
+    object.__setattr__(impostor, "alg", keys.ALG_ED25519)
     object.__setattr__(impostor, "key_id", v.key_id)
     with pytest.raises(AmbiguousKeyError) as info:
         note.open_note(note.sign_note("hello\n", [log]), [v, impostor])

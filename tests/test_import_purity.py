@@ -14,6 +14,7 @@ CORE_MODULES = [
     "kfm_ledger.core.merkle",
     "kfm_ledger.core.tiles",
     "kfm_ledger.core.tile_cache",
+    "kfm_ledger.core.keys",
     "kfm_ledger.core.note",
     "kfm_ledger.core.checkpoint",
     "kfm_ledger.core.signed_checkpoint",

@@ -1,4 +1,4 @@
-"""kfm_ledger.core.note: signed notes, Go's key text formats, cosignatures.
+"""kfm_ledger.core.note and kfm_ledger.core.keys: signed notes, Go's key text formats, cosignatures.
 
 Known answers come from Go: the ``PeterNeumann`` example in the documentation and tests of
 ``golang.org/x/mod/sumdb/note``, and keys/notes made with ``gocheck keygen`` / ``gocheck sign``
@@ -21,20 +21,22 @@ from hypothesis import strategies as st
 from kfm_ledger import errors
 from kfm_ledger.core.checkpoint import Checkpoint
 from kfm_ledger.core.cosignature import CosignatureSigner, verify_cosignature
-from kfm_ledger.core.note import (
+from kfm_ledger.core.keys import (
     ALG_COSIGNATURE_V1,
     ALG_ED25519,
-    MAX_SIGNATURES,
-    MalformedNoteError,
-    Note,
-    NoteSignature,
     Signer,
     Verifier,
-    add_signatures,
     check_key_name,
     cosignature_message,
     generate_key,
     key_id,
+)
+from kfm_ledger.core.note import (
+    MAX_SIGNATURES,
+    MalformedNoteError,
+    Note,
+    NoteSignature,
+    add_signatures,
     open_note,
     parse_note,
     sign_note,

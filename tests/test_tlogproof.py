@@ -18,7 +18,8 @@ from kfm_ledger import errors
 from kfm_ledger.core import merkle
 from kfm_ledger.core.checkpoint import Checkpoint
 from kfm_ledger.core.cosignature import CosignatureSigner
-from kfm_ledger.core.note import Signer, Verifier, add_signatures
+from kfm_ledger.core.keys import Signer, Verifier
+from kfm_ledger.core.note import add_signatures
 from kfm_ledger.core.signed_checkpoint import sign_checkpoint
 from kfm_ledger.core.tlogproof import (
     MAX_PROOF_HASHES,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - the lazy names below, for type checkers
     from kfm_ledger.core.checkpoint import Checkpoint
-    from kfm_ledger.core.note import Signer, Verifier, generate_key
+    from kfm_ledger.core.keys import Signer, Verifier, generate_key
     from kfm_ledger.core.signed_checkpoint import SignedCheckpoint, open_checkpoint, sign_checkpoint
     from kfm_ledger.core.tlogproof import TlogProof, format_tlog_proof, parse_tlog_proof, verify_tlog_proof
     from kfm_ledger.errors import (
@@ -50,9 +50,9 @@ _LAZY = {
     "SignedCheckpoint": "kfm_ledger.core.signed_checkpoint",
     "open_checkpoint": "kfm_ledger.core.signed_checkpoint",
     "sign_checkpoint": "kfm_ledger.core.signed_checkpoint",
-    "Signer": "kfm_ledger.core.note",
-    "Verifier": "kfm_ledger.core.note",
-    "generate_key": "kfm_ledger.core.note",
+    "Signer": "kfm_ledger.core.keys",
+    "Verifier": "kfm_ledger.core.keys",
+    "generate_key": "kfm_ledger.core.keys",
     "TlogProof": "kfm_ledger.core.tlogproof",
     "format_tlog_proof": "kfm_ledger.core.tlogproof",
     "parse_tlog_proof": "kfm_ledger.core.tlogproof",

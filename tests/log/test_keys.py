@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kfm_ledger.core.note import Signer
+from kfm_ledger.core.keys import Signer
 from kfm_ledger.errors import KeyFormatError, NotALedgerError
 from kfm_ledger.log.keys import default_signer, load_signer, read_text_key, write_key_pair
 from kfm_ledger.log.layout import SKEY_KEY

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from kfm_ledger.core import merkle, tiles
-from kfm_ledger.core.note import Signer
+from kfm_ledger.core.keys import Signer
 from kfm_ledger.core.tlogproof import format_tlog_proof, verify_tlog_proof
 from kfm_ledger.errors import (
     AmbiguousCommitError,

@@ -112,7 +112,7 @@ def keygen(
     Refuses (exit 1) if either file exists: keys are never overwritten.
     """
     from kfm_ledger.core.cosignature import CosignatureSigner
-    from kfm_ledger.core.note import Signer
+    from kfm_ledger.core.keys import Signer
 
     from ..log.keys import write_key_pair
 
@@ -293,7 +293,7 @@ def verify_proof(
     out: Output,
 ) -> None:
     """Check a tlog-proof offline: the checkpoint's signature first, then the inclusion path."""
-    from kfm_ledger.core.note import Verifier
+    from kfm_ledger.core.keys import Verifier
     from kfm_ledger.core.tlogproof import verify_tlog_proof
 
     from ..log.keys import read_text_key

@@ -25,7 +25,7 @@ __all__ = ["MAX_TREE_SIZE", "Checkpoint"]
 MAX_TREE_SIZE = 2**63 - 1
 
 #: Largest checkpoint body parsed, in bytes: the limit on a whole signed note
-#: (:data:`kfm_ledger.core.note.MAX_NOTE_SIZE`), which imports this module.
+#: (:data:`kfm_ledger.core.note.MAX_NOTE_SIZE`); :mod:`kfm_ledger.core.keys` imports this module.
 MAX_BODY_SIZE = 1 << 20
 
 _HASH_SIZE = 32

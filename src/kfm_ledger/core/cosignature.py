@@ -1,7 +1,7 @@
 """Witness cosignatures (c2sp.org/tlog-cosignature, ``cosignature/v1``, signature type 0x04):
 the cosigner's key and the check of one cosignature line.
 
-Pure code.  The signed message and the 0x04 verifier live in :mod:`kfm_ledger.core.note`
+Pure code.  The signed message and the 0x04 verifier live in :mod:`kfm_ledger.core.keys`
 (a note verifier must check every known key's signature); this module holds what only a
 witness, or a client checking one witness, needs.
 """
@@ -9,15 +9,15 @@ witness, or a client checking one witness, needs.
 from __future__ import annotations
 
 from kfm_ledger.core.checkpoint import Checkpoint
-from kfm_ledger.core.note import (
+from kfm_ledger.core.keys import (
     _TIMESTAMP_SIZE,
     ALG_COSIGNATURE_V1,
-    NoteSignature,
     Verifier,
     _check_timestamp,
     _Ed25519SigningKey,
     cosignature_message,
 )
+from kfm_ledger.core.note import NoteSignature
 from kfm_ledger.errors import KeyFormatError, UnknownKeyError
 
 __all__ = ["CosignatureSigner", "verify_cosignature"]

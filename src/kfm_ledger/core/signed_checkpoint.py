@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kfm_ledger.core.checkpoint import Checkpoint
-from kfm_ledger.core.note import ALG_ED25519, NoteSignature, Signer, Verifier, open_note, parse_note, sign_note
+from kfm_ledger.core.keys import ALG_ED25519, Signer, Verifier
+from kfm_ledger.core.note import NoteSignature, open_note, parse_note, sign_note
 from kfm_ledger.errors import KeyFormatError, OriginMismatchError, UnknownKeyError
 
 __all__ = ["SignedCheckpoint", "open_checkpoint", "parse_unverified", "sign_checkpoint"]

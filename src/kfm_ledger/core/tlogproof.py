@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 from kfm_ledger.core import merkle
 from kfm_ledger.core.checkpoint import Checkpoint
-from kfm_ledger.core.note import MAX_NOTE_SIZE, Verifier
+from kfm_ledger.core.keys import Verifier
+from kfm_ledger.core.note import MAX_NOTE_SIZE
 from kfm_ledger.core.signed_checkpoint import open_checkpoint, parse_unverified
 from kfm_ledger.errors import FormatError
 
@@ -123,62 +124,67 @@ def _parse_index(value: bytes, line_no: int) -> int:
     return int(value)
 
 
-def parse_tlog_proof(data: bytes) -> TlogProof:
-    """Parse a c2sp.org/tlog-proof@v1 proof strictly (tlog-proof §Format).  The embedded
-    checkpoint must be a well-formed signed checkpoint (its signatures are NOT checked here:
-    use :func:`verify_tlog_proof`).  Raises FormatError naming the line."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise FormatError(f"tlog-proof must be bytes, not {type(data).__name__}", what="tlog-proof")
-    data = bytes(data)
-    if len(data) > _MAX_PROOF_SIZE:
-        raise FormatError(
-            f"tlog-proof is {len(data)} bytes, more than the limit of {_MAX_PROOF_SIZE}", what="tlog-proof"
-        )
-    pos = 0
-    line_no = 0
+class _Lines:
+    """The lines of a proof, read one at a time with their 1-based numbers."""
 
-    def next_line() -> bytes:
-        nonlocal pos, line_no
-        end = data.find(b"\n", pos)
-        line_no += 1
+    __slots__ = ("data", "line_no", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+        self.line_no = 0
+
+    def next(self) -> bytes:
+        """The next line without its newline; FormatError if the proof ends first."""
+        end = self.data.find(b"\n", self.pos)
+        self.line_no += 1
         if end < 0:
             raise FormatError(
-                f"tlog-proof line {line_no}: missing (the proof ends before its checkpoint)", what="tlog-proof",
-                line=line_no,
+                f"tlog-proof line {self.line_no}: missing (the proof ends before its checkpoint)", what="tlog-proof",
+                line=self.line_no,
             )
-        line = data[pos:end]
-        pos = end + 1
+        line = self.data[self.pos:end]
+        self.pos = end + 1
         return line
 
-    first = next_line()
+
+def _parse_head(lines: _Lines) -> tuple[bytes | None, int]:
+    """The header line, the optional ``extra`` line and the ``index`` line: (extra, index)."""
+    first = lines.next()
     if first != HEADER:
         raise FormatError(
             f"tlog-proof line 1: expected {HEADER.decode()!r}, found {_show(first)}", what="tlog-proof", line=1
         )
 
     extra: bytes | None = None
-    line = next_line()
+    line = lines.next()
     if line.startswith(b"extra "):
         try:
             extra = _b64decode(line[len(b"extra ") :])
         except ValueError as e:
             raise FormatError(
-                f"tlog-proof line {line_no}: extra data is {e}: {_show(line)}", what="tlog-proof", line=line_no
+                f"tlog-proof line {lines.line_no}: extra data is {e}: {_show(line)}", what="tlog-proof",
+                line=lines.line_no,
             ) from None
-        line = next_line()
+        line = lines.next()
 
     if not line.startswith(b"index "):
         expected = "'index <n>'" if extra is not None else "'extra <base64>' or 'index <n>'"
         raise FormatError(
-            f"tlog-proof line {line_no}: expected {expected}, found {_show(line)}", what="tlog-proof", line=line_no
+            f"tlog-proof line {lines.line_no}: expected {expected}, found {_show(line)}", what="tlog-proof",
+            line=lines.line_no,
         )
-    index = _parse_index(line[len(b"index ") :], line_no)
+    return extra, _parse_index(line[len(b"index ") :], lines.line_no)
 
+
+def _parse_hashes(lines: _Lines) -> tuple[bytes, ...]:
+    """The proof hash lines up to and including the empty line before the checkpoint."""
     hashes: list[bytes] = []
     while True:
-        line = next_line()
+        line = lines.next()
         if line == b"":
             break
+        line_no = lines.line_no
         if len(hashes) == MAX_PROOF_HASHES:
             raise FormatError(
                 f"tlog-proof line {line_no}: more than {MAX_PROOF_HASHES} proof hashes "
@@ -199,8 +205,26 @@ def parse_tlog_proof(data: bytes) -> TlogProof:
                 line=line_no,
             )
         hashes.append(h)
+    return tuple(hashes)
 
-    checkpoint = data[pos:]
+
+def parse_tlog_proof(data: bytes) -> TlogProof:
+    """Parse a c2sp.org/tlog-proof@v1 proof strictly (tlog-proof §Format).  The embedded
+    checkpoint must be a well-formed signed checkpoint (its signatures are NOT checked here:
+    use :func:`verify_tlog_proof`).  Raises FormatError naming the line."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise FormatError(f"tlog-proof must be bytes, not {type(data).__name__}", what="tlog-proof")
+    data = bytes(data)
+    if len(data) > _MAX_PROOF_SIZE:
+        raise FormatError(
+            f"tlog-proof is {len(data)} bytes, more than the limit of {_MAX_PROOF_SIZE}", what="tlog-proof"
+        )
+    lines = _Lines(data)
+    extra, index = _parse_head(lines)
+    hashes = _parse_hashes(lines)
+
+    line_no = lines.line_no
+    checkpoint = data[lines.pos:]
     if not checkpoint:
         raise FormatError(
             f"tlog-proof line {line_no + 1}: no checkpoint after the empty line", what="tlog-proof", line=line_no + 1
@@ -211,7 +235,7 @@ def parse_tlog_proof(data: bytes) -> TlogProof:
         raise FormatError(
             f"tlog-proof checkpoint (from line {line_no + 1}): {e}", what="tlog-proof", line=line_no + 1
         ) from None
-    return TlogProof(index=index, hashes=tuple(hashes), checkpoint=checkpoint, extra=extra)
+    return TlogProof(index=index, hashes=hashes, checkpoint=checkpoint, extra=extra)
 
 
 def verify_tlog_proof(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from kfm_ledger import schema
 from kfm_ledger.core import merkle
 from kfm_ledger.core.checkpoint import Checkpoint
-from kfm_ledger.core.note import Signer
+from kfm_ledger.core.keys import Signer
 from kfm_ledger.core.signed_checkpoint import SignedCheckpoint, open_checkpoint, sign_checkpoint
 from kfm_ledger.errors import InputRejected, KfmError, RowProblem, StorageError
 from kfm_ledger.index import CommitIndex, IndexedEntry

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kfm_ledger import schema
-from kfm_ledger.core.note import Signer
+from kfm_ledger.core.keys import Signer
 from kfm_ledger.errors import InputRejected, RowProblem
 from kfm_ledger.index import CommitIndex, IndexedEntry
 
@@ -20,6 +20,7 @@ from .append import AppendResult, append, before_last_row_problem, commit_batch,
 from .recovery import recover_locked
 
 if TYPE_CHECKING:
+    from .bulk import ChunkResult
     from .ledger import Ledger
 
 #: A bulk append whose input has at least one row per this many bytes for every row
@@ -70,9 +71,7 @@ def append_file(
 
     path = os.fspath(path)
     size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-    if size < bulk.PARALLEL_THRESHOLD or head[:1] == b"[" or not head:
+    if _goes_in_memory(path, size, bulk.PARALLEL_THRESHOLD):
         with open(path, "rb") as f:
             return append(led, f.read(), signer=signer, wait=wait)
     led.check_signer(signer)
@@ -102,30 +101,11 @@ def append_file(
         idx.begin(defer_unique=size // DEFER_UNIQUE_BYTES_PER_ROW >= old_size)
         try:
             for result in spooled_input.results():
+                # Helpers per chunk of about bulk.CHUNK_BYTES, never per row.
                 for p in result.all_problems():
                     problem(p)
-                if result.first_created is not None:
-                    first_line, first_text = result.first_created
-                    first_key = schema.created_at_order_key(first_text)
-                    if previous is not None and first_key < schema.created_at_order_key(previous[1]):
-                        problem(schema.backwards_problem(first_line, first_text, *previous))
-                    elif previous is None and last is not None:
-                        if first_key < schema.created_at_order_key(last.created_at):
-                            problem(before_last_row_problem(first_line, first_text, last))
-                    previous = result.last_created
-                count = len(result.lengths)
-                first_leaf = old_size + seq
-                offsets = itertools.accumulate(map((1).__add__, result.lengths), initial=old_end + spooled)
-                rows = zip(
-                    range(first_leaf, first_leaf + count), result.commits, offsets, result.lengths,
-                    result.created_at,
-                )
-                if idx.insert_new(rows) != count:
-                    _report_repeats(
-                        [IndexedEntry(first_leaf + k, commit, 0, 0, "") for k, commit in enumerate(result.commits)],
-                        lines, result.lines, old_size, idx, problem,
-                    )
-                lines.extend(result.lines)
+                previous = _check_chunk_order(result, previous, last, problem)
+                count = _index_chunk(idx, result, old_size + seq, old_end + spooled, lines, old_size, problem)
                 seq += count
                 spooled += sum(result.lengths) + count
                 if not problem.found and result.spool is not None:
@@ -157,6 +137,62 @@ def append_file(
             )
         finally:
             idx.rollback_if_open()
+
+
+def _goes_in_memory(path: str, size: int, threshold: int) -> bool:
+    """Whether the input takes :func:`append`'s in-memory path: a small file, a JSON array or
+    an empty input."""
+    with open(path, "rb") as f:
+        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return size < threshold or head[:1] == b"[" or not head
+
+
+def _check_chunk_order(
+    result: ChunkResult,
+    previous: tuple[int, str] | None,
+    last: IndexedEntry | None,
+    problem: Callable[[RowProblem], None],
+) -> tuple[int, str] | None:
+    """created_at never goes backwards across chunks (a worker checked within its chunk):
+    compare this chunk's first row with the previous chunk's last row, or with the ledger's
+    last row for the first chunk.  Returns the new ``previous``."""
+    if result.first_created is not None:
+        first_line, first_text = result.first_created
+        first_key = schema.created_at_order_key(first_text)
+        if previous is not None and first_key < schema.created_at_order_key(previous[1]):
+            problem(schema.backwards_problem(first_line, first_text, *previous))
+        elif previous is None and last is not None:
+            if first_key < schema.created_at_order_key(last.created_at):
+                problem(before_last_row_problem(first_line, first_text, last))
+        previous = result.last_created
+    return previous
+
+
+def _index_chunk(
+    idx: CommitIndex,
+    result: ChunkResult,
+    first_leaf: int,
+    first_offset: int,
+    lines: array.array[int],
+    old_size: int,
+    problem: Callable[[RowProblem], None],
+) -> int:
+    """Insert a chunk's rows (leaf ``first_leaf`` on, JSONL offset ``first_offset`` on) into the
+    open commit index, name the rows whose commit it already held, then add the chunk's input
+    line numbers to ``lines``.  Returns the chunk's row count."""
+    count = len(result.lengths)
+    offsets = itertools.accumulate(map((1).__add__, result.lengths), initial=first_offset)
+    rows = zip(
+        range(first_leaf, first_leaf + count), result.commits, offsets, result.lengths,
+        result.created_at,
+    )
+    if idx.insert_new(rows) != count:
+        _report_repeats(
+            [IndexedEntry(first_leaf + k, commit, 0, 0, "") for k, commit in enumerate(result.commits)],
+            lines, result.lines, old_size, idx, problem,
+        )
+    lines.extend(result.lines)
+    return count
 
 
 def _report_repeats(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from kfm_ledger.core.note import Signer
+from kfm_ledger.core.keys import Signer
 from kfm_ledger.errors import KeyFormatError, NotALedgerError, ObjectNotFoundError
 
 from .layout import SKEY_KEY

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from kfm_ledger import schema
 from kfm_ledger.core import merkle, tiles
 from kfm_ledger.core.checkpoint import Checkpoint
-from kfm_ledger.core.note import Signer, Verifier
+from kfm_ledger.core.keys import Signer, Verifier
 from kfm_ledger.core.signed_checkpoint import SignedCheckpoint, open_checkpoint, sign_checkpoint
 from kfm_ledger.core.tlogproof import TlogProof
 from kfm_ledger.errors import (
@@ -83,7 +83,7 @@ class Ledger:
 
     Open one with :meth:`open` (read side: the tree as of the latest signed
     checkpoint, whose signature is checked on open) or create one with
-    :meth:`init`.  Writing methods take the log's :class:`~kfm_ledger.core.note.Signer`.
+    :meth:`init`.  Writing methods take the log's :class:`~kfm_ledger.core.keys.Signer`.
     """
 
     def __init__(

@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import Callable
 
 from kfm_ledger.core import merkle, tiles
-from kfm_ledger.core.note import Verifier
+from kfm_ledger.core.keys import Verifier
 from kfm_ledger.core.signed_checkpoint import SignedCheckpoint, open_checkpoint, parse_unverified
 from kfm_ledger.core.tile_cache import TileCache
 from kfm_ledger.core.tlogproof import TlogProof

@@ -90,8 +90,7 @@ def _stored_edge(led: Ledger, old_size: int) -> tuple[merkle.CompactRange, dict[
     return crange, buffers
 
 
-# Over 80 lines: one pass over the leaves whose local state (the buffers, the pending
-# group of writes, the expansion records) is shared by the nested helpers.
+# Kept whole (>80 lines): a hot loop whose closures share its locals, its writes in crash order.
 def write_tiles(
     led: Ledger,
     old_size: int,

@@ -336,12 +336,7 @@ def extract_bundle(
         raise BundleError(f"bundle {bundle}: cannot read: {e.strerror or e}", path=bundle) from None
     with f:
         # Pass 1: the checksum, before anything is written.
-        h = hashlib.sha256()
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-        if h.digest() != expected:
-            raise BundleChecksumError(bundle, expected_sha256, h.hexdigest())
-        f.seek(0)
+        _check_checksum(f, bundle, expected, expected_sha256)
 
         # Pass 2: extract into a staging directory next to DEST, hashing again.
         try:
@@ -352,41 +347,15 @@ def extract_bundle(
                 path=str(dest_path.parent),
             ) from None
         try:
-            hashing = _HashingReader(f)
-            cap = max_bytes + max_files * _PER_MEMBER_OVERHEAD + _FIXED_OVERHEAD
-            try:
-                # zstandard only calls read() on its source: _HashingReader is file-like enough.
-                stream = zstandard.ZstdDecompressor().stream_reader(
-                    cast(IO[bytes], hashing), read_size=_CHUNK, read_across_frames=True, closefd=False
-                )
-                capped = _CappedReader(stream, cap, bundle)
-                counts = _extract_members(tarfile, capped, staging, bundle, max_bytes, max_files)
-                hashing.drain()
-            except (tarfile.TarError, zstandard.ZstdError, EOFError) as e:
-                raise BundleError(f"bundle {bundle}: not a valid .tar.zst archive: {e}", path=bundle) from None
-            except OSError as e:
-                raise BundleError(
-                    f"bundle {bundle}: extraction failed: {e}; nothing was restored", path=bundle
-                ) from None
-            if hashing.hash.digest() != expected:
-                raise BundleChecksumError(
-                    bundle, expected_sha256, hashing.hash.hexdigest(), when="while extracting (the file changed)"
-                )
+            counts = _extract_to_staging(
+                tarfile, zstandard, f, staging, bundle, expected, expected_sha256, max_bytes, max_files
+            )
             checks: tuple[ConfigCheck, ...] = ()
             if configs is not None:
                 checks = tuple(check_configs(staging, configs))
                 if not all(c.ok for c in checks):
                     raise ConfigMismatchError(bundle, checks)
-            try:
-                os.chmod(staging, 0o755)  # mkdtemp made it 0700
-                # rename(2) replaces an empty directory atomically and fails on a
-                # non-empty one, so a DEST filled meanwhile is never merged into.
-                os.rename(staging, dest_path)
-            except OSError as e:
-                raise BundleError(
-                    f"cannot move the restored files into {dest_path}: {e.strerror or e}; nothing was restored",
-                    path=str(dest_path),
-                ) from None
+            _move_into_dest(staging, dest_path)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -400,6 +369,64 @@ def extract_bundle(
         bytes=nbytes,
         configs=checks,
     )
+
+
+def _check_checksum(f: IO[bytes], bundle: str, expected: bytes, expected_sha256: str) -> None:
+    """Pass 1: hash the whole bundle and compare, then rewind ``f`` for pass 2."""
+    h = hashlib.sha256()
+    while chunk := f.read(_CHUNK):
+        h.update(chunk)
+    if h.digest() != expected:
+        raise BundleChecksumError(bundle, expected_sha256, h.hexdigest())
+    f.seek(0)
+
+
+def _extract_to_staging(
+    tarfile: Any,
+    zstandard: Any,
+    f: IO[bytes],
+    staging: Path,
+    bundle: str,
+    expected: bytes,
+    expected_sha256: str,
+    max_bytes: int,
+    max_files: int,
+) -> tuple[int, int, int]:
+    """Pass 2: decompress and extract ``f`` into ``staging`` within the limits, hashing the
+    bytes read again; returns (members, files, bytes).  The caller removes ``staging`` on error."""
+    hashing = _HashingReader(f)
+    cap = max_bytes + max_files * _PER_MEMBER_OVERHEAD + _FIXED_OVERHEAD
+    try:
+        # zstandard only calls read() on its source: _HashingReader is file-like enough.
+        stream = zstandard.ZstdDecompressor().stream_reader(
+            cast(IO[bytes], hashing), read_size=_CHUNK, read_across_frames=True, closefd=False
+        )
+        capped = _CappedReader(stream, cap, bundle)
+        counts = _extract_members(tarfile, capped, staging, bundle, max_bytes, max_files)
+        hashing.drain()
+    except (tarfile.TarError, zstandard.ZstdError, EOFError) as e:
+        raise BundleError(f"bundle {bundle}: not a valid .tar.zst archive: {e}", path=bundle) from None
+    except OSError as e:
+        raise BundleError(f"bundle {bundle}: extraction failed: {e}; nothing was restored", path=bundle) from None
+    if hashing.hash.digest() != expected:
+        raise BundleChecksumError(
+            bundle, expected_sha256, hashing.hash.hexdigest(), when="while extracting (the file changed)"
+        )
+    return counts
+
+
+def _move_into_dest(staging: Path, dest_path: Path) -> None:
+    """Publish the checked staging directory as DEST in one rename."""
+    try:
+        os.chmod(staging, 0o755)  # mkdtemp made it 0700
+        # rename(2) replaces an empty directory atomically and fails on a
+        # non-empty one, so a DEST filled meanwhile is never merged into.
+        os.rename(staging, dest_path)
+    except OSError as e:
+        raise BundleError(
+            f"cannot move the restored files into {dest_path}: {e.strerror or e}; nothing was restored",
+            path=str(dest_path),
+        ) from None
 
 
 def _extract_members(

@@ -65,7 +65,7 @@ from urllib.parse import quote
 
 from kfm_ledger.core import merkle
 
-from ..schema import Entry
+from ..schema import Entry, Row
 from .diff import EnvDiff, diff_entries, format_duration
 from .rollback import ProofStatus, prove_entry
 
@@ -118,16 +118,8 @@ def _ref(iri: str) -> dict[str, str]:
 # ------------------------------------------------------------------ lineage
 
 
-def lineage_prov(entry: Entry, ledger_origin: str, *, proof: ProofStatus | None = None) -> dict[str, Any]:
-    """The row's provenance as a PROV-O JSON-LD document (see the module docstring)."""
-    r = entry.row
-    run_id = f"urn:openlineage:run:{_enc(r.openlineage_run_id)}"
-    agent_id = f"urn:kfm:producer:{_enc(r.producer)}"
-    bundle_id = _iri(r.artifact_uri)
-    attestation_id = _iri(r.signatures.in_toto)
-    commit_id = f"lakefs://{_enc(r.lakefs_repo)}/{_enc(r.lakefs_commit)}"
-    record_id = f"urn:kfm:ledger:{_enc(ledger_origin)}:{entry.index}"
-
+def _used_nodes(r: Row) -> list[dict[str, Any]]:
+    """The run's inputs (data snapshots, models, configs) as PROV entities, one per ``@id``."""
     used: list[dict[str, Any]] = []
     for s in r.data_snapshot:
         used.append(
@@ -157,8 +149,38 @@ def lineage_prov(entry: Entry, ledger_origin: str, *, proof: ProofStatus | None 
             }
         )
     # The same input may be listed twice in a row; one node, one prov:used link each.
-    used_nodes = list({n["@id"]: n for n in used}.values())
+    return list({n["@id"]: n for n in used}.values())
 
+
+def _ledger_record(
+    entry: Entry, ledger_origin: str, records: list[dict[str, str]], proof: ProofStatus | None
+) -> dict[str, Any]:
+    """The ledger entry itself as a PROV entity that records ``records`` (commit, bundle,
+    attestation), with the inclusion check's outcome when there was one."""
+    record: dict[str, Any] = {
+        "@id": f"urn:kfm:ledger:{_enc(ledger_origin)}:{entry.index}",
+        "@type": ["prov:Entity", "kfm:LedgerEntry"],
+        "kfm:logOrigin": ledger_origin,
+        "kfm:leafIndex": entry.index,
+        "kfm:leafHash": base64.b64encode(merkle.leaf_hash(entry.line)).decode(),
+        "kfm:records": records,
+    }
+    if proof is not None:
+        record["kfm:inclusionVerified"] = proof.verified
+        record["kfm:treeSize"] = proof.tree_size
+    return record
+
+
+def lineage_prov(entry: Entry, ledger_origin: str, *, proof: ProofStatus | None = None) -> dict[str, Any]:
+    """The row's provenance as a PROV-O JSON-LD document (see the module docstring)."""
+    r = entry.row
+    run_id = f"urn:openlineage:run:{_enc(r.openlineage_run_id)}"
+    agent_id = f"urn:kfm:producer:{_enc(r.producer)}"
+    bundle_id = _iri(r.artifact_uri)
+    attestation_id = _iri(r.signatures.in_toto)
+    commit_id = f"lakefs://{_enc(r.lakefs_repo)}/{_enc(r.lakefs_commit)}"
+
+    used_nodes = _used_nodes(r)
     activity = {
         "@id": run_id,
         "@type": "prov:Activity",
@@ -192,17 +214,7 @@ def lineage_prov(entry: Entry, ledger_origin: str, *, proof: ProofStatus | None 
         "kfm:lakefsCommit": r.lakefs_commit,
         "prov:wasGeneratedBy": generated_by,
     }
-    record: dict[str, Any] = {
-        "@id": record_id,
-        "@type": ["prov:Entity", "kfm:LedgerEntry"],
-        "kfm:logOrigin": ledger_origin,
-        "kfm:leafIndex": entry.index,
-        "kfm:leafHash": base64.b64encode(merkle.leaf_hash(entry.line)).decode(),
-        "kfm:records": [_ref(commit_id), _ref(bundle_id), _ref(attestation_id)],
-    }
-    if proof is not None:
-        record["kfm:inclusionVerified"] = proof.verified
-        record["kfm:treeSize"] = proof.tree_size
+    record = _ledger_record(entry, ledger_origin, [_ref(commit_id), _ref(bundle_id), _ref(attestation_id)], proof)
     return {
         "@context": dict(PROV_CONTEXT),
         "@graph": [activity, agent, *used_nodes, bundle, attestation, commit, record],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kfm_ledger.core.note import Verifier
+from kfm_ledger.core.keys import Verifier
 from kfm_ledger.log.layout import JSONL_KEY
 from kfm_ledger.log.ledger import Ledger
 

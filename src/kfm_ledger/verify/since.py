@@ -5,7 +5,7 @@ verifies): the CI append-only rule."""
 from __future__ import annotations
 
 from kfm_ledger.core import merkle
-from kfm_ledger.core.note import Verifier
+from kfm_ledger.core.keys import Verifier
 from kfm_ledger.core.signed_checkpoint import open_checkpoint
 
 from ..errors import KfmError
