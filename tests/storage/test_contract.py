@@ -94,6 +94,21 @@ def test_list_gives_the_keys_under_a_folder(store: Storage) -> None:
     assert list(store.list("nothing/")) == []
 
 
+def test_list_after_delete_no_longer_gives_the_key(store: Storage) -> None:
+    for key in ("tile/0/000.p/3", "tile/0/001", "pending-append"):
+        store.write_once(key, b"1")
+    log = store.append_log("tile-expansions.bin")
+    log.append(b"r")
+    log.sync()
+    log.close()
+    assert {"tile/0/000.p/3", "tile/0/001", "pending-append", "tile-expansions.bin"} <= set(store.list(""))
+    store.delete("tile/0/000.p/3")
+    store.delete("pending-append")
+    store.delete("tile-expansions.bin")
+    assert sorted(store.list("tile/")) == ["tile/0/001"]
+    assert sorted(store.list("")) == ["tile/0/001"]
+
+
 def test_discard_stale_temporaries_leaves_objects_alone(store: Storage) -> None:
     store.write_once("tile/0/000", b"t")
     store.write_atomic("checkpoint", b"c")
@@ -159,6 +174,28 @@ def test_append_log_reopened_sees_the_synced_bytes(store: Storage) -> None:
         again.close()
 
 
+def test_deleting_an_append_log_removes_it_and_a_later_open_starts_empty(store: Storage) -> None:
+    log = store.append_log("tile-expansions.bin")
+    log.append(b"records")
+    log.sync()
+    log.close()
+    assert store.exists("tile-expansions.bin") and "tile-expansions.bin" in set(store.list(""))
+    store.delete("tile-expansions.bin")
+    assert not store.exists("tile-expansions.bin")
+    assert "tile-expansions.bin" not in set(store.list(""))
+    with pytest.raises(ObjectNotFoundError):
+        store.read("tile-expansions.bin")
+    store.delete("tile-expansions.bin")  # deleting it again is no error
+    again = store.append_log("tile-expansions.bin")
+    try:
+        assert again.size() == 0 and store.read("tile-expansions.bin") == b""
+        again.append(b"new")
+        again.sync()
+        assert again.read(0, 3) == b"new" and store.read("tile-expansions.bin") == b"new"
+    finally:
+        again.close()
+
+
 # -- 3. publish, secrets and the writer lock ---------------------------------------------
 def test_write_atomic_replaces_whole_objects(store: Storage) -> None:
     store.write_atomic("checkpoint", b"old")
@@ -166,6 +203,53 @@ def test_write_atomic_replaces_whole_objects(store: Storage) -> None:
     assert store.read("checkpoint") == b"new, longer"
     store.write_atomic("checkpoint", b"")
     assert store.read("checkpoint") == b""
+
+
+def test_write_atomic_replaces_an_object_write_once_created(store: Storage) -> None:
+    """How `kfm rebuild` rewrites tiles: write_atomic may replace any object."""
+    store.write_once("tile/0/000.p/2", b"a" * 64)
+    store.write_atomic("tile/0/000.p/2", b"b" * 64)
+    assert store.read("tile/0/000.p/2") == b"b" * 64
+    store.write_once("tile/0/000.p/2", b"b" * 64)  # the new bytes are the object now
+    with pytest.raises(ImmutableObjectError):
+        store.write_once("tile/0/000.p/2", b"a" * 64)
+    assert store.read("tile/0/000.p/2") == b"b" * 64
+
+
+def _fail_the_publish(store: Storage, monkeypatch: pytest.MonkeyPatch, atomic_key: str) -> type[BaseException]:
+    """Make the second half of write_once_and_publish (the atomic replace) fail; the error it raises."""
+    if isinstance(store, MemoryStorage):
+        from kfm_ledger.storage import SimulatedCrash
+
+        store.crash_at(1)  # the write_once happens, the write_atomic does not
+        return SimulatedCrash
+    import os
+
+    target = os.path.realpath(local_path_of(store, atomic_key) or "")
+    real_replace = os.replace
+
+    def replace(src: str, dst: str) -> None:
+        if os.path.realpath(dst) == target:
+            raise OSError("injected: the publish fails")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return OSError
+
+
+def test_write_once_and_publish_keeps_before_it_publishes(store: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure between the two leaves ``once_key`` written and ``atomic_key`` untouched."""
+    store.write_once_and_publish("checkpoints/5", "checkpoint", b"note 5")
+    error = _fail_the_publish(store, monkeypatch, "checkpoint")
+    with pytest.raises(error):
+        store.write_once_and_publish("checkpoints/6", "checkpoint", b"note 6")
+    monkeypatch.undo()
+    if isinstance(store, MemoryStorage):
+        store.crash(power_loss=False)
+    assert store.read("checkpoints/6") == b"note 6"  # kept first
+    assert store.read("checkpoint") == b"note 5"  # not published
+    store.write_once_and_publish("checkpoints/6", "checkpoint", b"note 6")  # the retry publishes it
+    assert store.read("checkpoint") == b"note 6"
 
 
 def test_write_once_and_publish_keeps_then_publishes(store: Storage) -> None:

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from .base import AppendLog, AppendLogStore, LocalFiles, ObjectStore, Publisher, Storage, local_path_of
+from .base import (
+    LOCK_KEY,
+    AppendLog,
+    AppendLogStore,
+    IndexLocator,
+    LocalFiles,
+    ObjectStore,
+    Publisher,
+    Storage,
+    local_dir_of,
+    local_path_of,
+)
 from .local import LocalStorage
 from .memory import MemoryStorage, SimulatedCrash
 
 __all__ = [
+    "LOCK_KEY",
     "AppendLog",
     "AppendLogStore",
+    "IndexLocator",
     "LocalFiles",
     "LocalStorage",
     "MemoryStorage",
@@ -16,5 +29,6 @@ __all__ = [
     "Publisher",
     "SimulatedCrash",
     "Storage",
+    "local_dir_of",
     "local_path_of",
 ]

@@ -18,8 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..errors import ImmutableObjectError, LockedError, ObjectNotFoundError, StorageError
-
-LOCK_NAME = ".lock"
+from .base import LOCK_KEY
 
 
 def _makedirs(path: Path) -> None:
@@ -106,10 +105,12 @@ def _tmp_name(path: str) -> str:
 
 
 class LocalAppendLog:
-    """The JSONL file, opened for appending and positional reads."""
+    """An append log's file (the JSONL), opened for appending and positional reads."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, key: str | None = None) -> None:
         self._path = path
+        #: The storage key (errors name it as their ``key``); the file name without one.
+        self._key = key if key is not None else path.name
         created = not path.exists()
         try:
             self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
@@ -143,7 +144,7 @@ class LocalAppendLog:
         if len(data) != length:
             raise StorageError(
                 f"{self._path}: short read at offset {offset}: wanted {length} bytes, got {len(data)}",
-                key=str(self._path),
+                key=self._key,
             )
         return data
 
@@ -430,12 +431,12 @@ class LocalStorage:
     def append_log(self, key: str) -> LocalAppendLog:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return LocalAppendLog(path)
+        return LocalAppendLog(path, key)
 
     @contextlib.contextmanager
     def lock(self, *, wait: float = 0.0) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.root / LOCK_KEY, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             deadline = time.monotonic() + wait
             while True:
@@ -449,7 +450,7 @@ class LocalStorage:
                         raise LockedError(
                             f"another writer holds the lock on {self.root} "
                             f"(waited {wait:g} s); try again when it has finished",
-                            key=LOCK_NAME,
+                            key=LOCK_KEY,
                         ) from None
                     time.sleep(0.05)
             try:

@@ -14,9 +14,13 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from ..errors import ImmutableObjectError, LockedError, ObjectNotFoundError, StorageError
-from .local import LOCK_NAME
+from .base import LOCK_KEY
+
+if TYPE_CHECKING:
+    from ..index import MemoryIndex
 
 
 class SimulatedCrash(Exception):
@@ -81,8 +85,9 @@ class MemoryStorage:
         self._synced: dict[str, int] = {}
         self._lock = threading.Lock()
         #: What the "process" keeps in memory and loses at :meth:`crash` (the in-memory
-        #: commit index registers its discard here).
+        #: commit index of :meth:`index_location` registers its discard here).
         self.on_restart: list[Callable[[], None]] = []
+        self._index: MemoryIndex | None = None
         self.crash_after = crash_after
         self.tear_next_append: int | None = None
         self.dead = False  #: after the crash point, nothing more happens until crash()
@@ -162,23 +167,37 @@ class MemoryStorage:
     def delete(self, key: str) -> None:
         self._step(f"delete {key}")
         self.objects.pop(key, None)
+        self._logs.pop(key, None)  # an append log too: a later append_log(key) starts empty
+        self._synced.pop(key, None)
 
     def discard_stale_temporaries(self, folders: Sequence[str], *, recursive: bool = False) -> list[str]:
         return []  # writes here are atomic: nothing is ever left behind
 
     def list(self, prefix: str) -> Iterator[str]:
-        return iter([k for k in self.objects if k.startswith(prefix)])
+        return iter([k for k in [*self.objects, *self._logs] if k.startswith(prefix)])
 
     def append_log(self, key: str) -> MemoryAppendLog:
         self._logs.setdefault(key, bytearray())
         return MemoryAppendLog(self, key)
 
+    def index_location(self) -> MemoryIndex:
+        """The derived commit index of every ledger on this storage (:class:`~.base.IndexLocator`).
+
+        An in-memory SQLite database, shared by every Ledger opened on this storage (as a
+        file is), and lost at :meth:`crash` (the restart of the "process" that held it).
+        """
+        if self._index is None:
+            from ..index import MemoryIndex  # sqlite3 is loaded only when a ledger needs it
+
+            self._index = MemoryIndex()
+            self.on_restart.append(self._index.discard)
+        return self._index
+
     @contextlib.contextmanager
     def lock(self, *, wait: float = 0.0) -> Iterator[None]:
         acquired = self._lock.acquire(timeout=wait) if wait > 0 else self._lock.acquire(blocking=False)
         if not acquired:
-            # key: the name the lock has in a local directory (this one is not a stored object)
-            raise LockedError("another writer holds the lock on the in-memory ledger", key=LOCK_NAME)
+            raise LockedError("another writer holds the lock on the in-memory ledger", key=LOCK_KEY)
         try:
             yield
         finally:
