@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import os
 import sqlite3
-import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -30,9 +29,10 @@ from kfm_ledger.errors import (
     LedgerExistsError,
     NotALedgerError,
     ObjectNotFoundError,
+    StorageError,
 )
-from kfm_ledger.index import CommitIndex, IndexedEntry, IndexLocation, MemoryIndex, SqliteFileIndex
-from kfm_ledger.storage import LocalFiles, LocalStorage, Storage, local_path_of
+from kfm_ledger.index import CommitIndex, IndexedEntry, IndexLocation, SqliteFileIndex
+from kfm_ledger.storage import IndexLocator, LocalFiles, LocalStorage, Storage, local_path_of
 
 from .index_sync import catch_up_index
 from .keys import load_signer, read_text_key
@@ -55,27 +55,26 @@ def open_storage(location: str | os.PathLike[str] | Storage) -> Storage:
     return location
 
 
-#: The in-memory index of each storage without local files, shared by every Ledger on it
-#: (as a file is); it goes with the storage object.
-_MEMORY_INDEXES: weakref.WeakKeyDictionary[Storage, MemoryIndex] = weakref.WeakKeyDictionary()
-
-
 def index_location_for(storage: Storage) -> IndexLocation:
-    """Where a ledger on ``storage`` keeps its derived commit index.
+    """Where a ledger on ``storage`` keeps its derived commit index, unless ``index=`` says.
 
-    A storage with local files: ``index.sqlite`` beside the ledger (as always).
-    Any other: an in-memory database per storage object, discarded when a
-    fault-injecting storage models a restart (its ``on_restart`` hooks).
+    A storage that says where (:class:`~kfm_ledger.storage.IndexLocator`, e.g.
+    :class:`~kfm_ledger.storage.MemoryStorage`): its ``index_location()``.  A
+    storage with local files: ``index.sqlite`` beside the ledger.  Any other
+    backend: :class:`~kfm_ledger.errors.StorageError`; pass ``index=`` (an
+    :class:`~kfm_ledger.index.IndexLocation`) to :meth:`Ledger.open`.
     """
+    if isinstance(storage, IndexLocator):
+        return storage.index_location()
     if isinstance(storage, LocalFiles):
         return SqliteFileIndex(storage.local_path(INDEX_FILE))
-    found = _MEMORY_INDEXES.get(storage)
-    if found is None:
-        found = _MEMORY_INDEXES[storage] = MemoryIndex()
-        hooks = getattr(storage, "on_restart", None)
-        if isinstance(hooks, list):
-            hooks.append(found.discard)
-    return found
+    raise StorageError(
+        f"{storage.describe()} has no local files and does not say where the commit index lives "
+        "(no index_location()): pass index= to Ledger.open, e.g. "
+        "index=kfm_ledger.index.SqliteFileIndex('/var/lib/kfm/index.sqlite') "
+        "or index=kfm_ledger.index.MemoryIndex() (rebuilt from the rows in every process)",
+        key=INDEX_FILE,
+    )
 
 
 class Ledger:
