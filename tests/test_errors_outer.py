@@ -31,7 +31,7 @@ from kfm_ledger.log.checkpoint_chain import previous_signed_size, previous_size_
 from kfm_ledger.log.keys import read_text_key
 from kfm_ledger.log.layout import INDEX_FILE, JSONL_KEY
 from kfm_ledger.log.ledger import Ledger
-from kfm_ledger.storage import LocalStorage, MemoryStorage
+from kfm_ledger.storage import LOCK_KEY, LocalStorage, MemoryStorage
 
 from conftest import ORIGIN, fill
 
@@ -91,16 +91,69 @@ def test_out_of_range_proofs_carry_index_and_size(mem_ledger: Ledger) -> None:
 
 
 def test_opening_a_non_ledger_names_the_place(tmp_path: Path) -> None:
+    """``path`` is the directory itself (not the description the message shows); None in memory."""
     with pytest.raises(NotALedgerError) as e:
         Ledger.open(tmp_path)
-    assert e.value.path == LocalStorage(tmp_path).describe()
-    assert str(tmp_path) in e.value.path
+    assert e.value.path == str(tmp_path)
+    assert str(e.value).startswith(f"no ledger in {LocalStorage(tmp_path).describe()} (no 'checkpoint')")
+    with pytest.raises(NotALedgerError) as e:
+        Ledger.open(MemoryStorage())
+    assert e.value.path is None and e.value.evidence() == {}
+    assert str(e.value).startswith("no ledger in memory ")
+
+
+def test_opening_without_a_vkey_names_the_place(disk_ledger: Ledger) -> None:
+    root = Path(disk_ledger.storage.local_path("log.vkey")).parent
+    (root / "log.vkey").unlink()
+    with pytest.raises(NotALedgerError) as e:
+        Ledger.open(root)
+    assert e.value.path == str(root)
+    assert str(e.value) == f"no log.vkey in {disk_ledger.storage.describe()}; pass --vkey"
 
 
 def test_init_over_a_ledger_names_the_place(disk_ledger: Ledger) -> None:
     with pytest.raises(LedgerExistsError) as e:
         Ledger.init(disk_ledger.storage, origin=ORIGIN)
-    assert e.value.path == disk_ledger.storage.describe()
+    assert e.value.path == str(Path(disk_ledger.storage.local_path("checkpoint")).parent)
+    assert str(e.value) == f"a ledger already exists in {disk_ledger.storage.describe()}"
+    with pytest.raises(LedgerExistsError) as e:
+        Ledger.init(Ledger.init(MemoryStorage(), origin=ORIGIN).storage, origin=ORIGIN)
+    assert e.value.path is None and str(e.value) == "a ledger already exists in memory"
+
+
+def test_rows_without_a_checkpoint_name_the_place(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    log = storage.append_log(JSONL_KEY)
+    log.append(b"{}\n")
+    log.close()
+    with pytest.raises(LedgerExistsError) as e:
+        Ledger.init(storage, origin=ORIGIN)
+    assert e.value.path == str(tmp_path) and str(e.value).startswith(f"{JSONL_KEY} in local directory {tmp_path} ")
+
+
+def test_a_missing_signing_key_names_its_file(disk_ledger: Ledger, mem_ledger: Ledger) -> None:
+    from kfm_ledger.log.keys import default_signer
+
+    key_file = Path(disk_ledger.storage.local_path("log.key"))
+    key_file.unlink()
+    with pytest.raises(NotALedgerError, match="no signing key") as e:
+        default_signer(disk_ledger.storage)
+    assert e.value.path == str(key_file)
+    del mem_ledger.storage.objects["log.key"]
+    with pytest.raises(NotALedgerError, match="no signing key") as e:
+        default_signer(mem_ledger.storage)
+    assert e.value.path is None
+
+
+def test_a_changed_right_edge_tile_is_named(mem_ledger: Ledger) -> None:
+    """The append's refusal to build on tiles that do not give the signed root names them."""
+    fill(mem_ledger, 5)
+    key = tiles.tile_path(0, 0, 5)
+    mem_ledger.storage.objects[key] = bytes(32) + mem_ledger.storage.objects[key][32:]
+    led = Ledger.open(mem_ledger.storage)  # no right edge remembered: it reads the tiles
+    with pytest.raises(CorruptLedgerError, match="do not give the signed root") as e:
+        fill(led, 1)
+    assert e.value.evidence() == {"key": "tile/", "index": 4}
 
 
 def test_key_errors_name_the_key_kind_and_never_private_text(mem_ledger: Ledger) -> None:
@@ -139,7 +192,7 @@ def test_a_locked_ledger_names_the_lock(tmp_path: Path) -> None:
     finally:
         led.close()
         other.close()
-    assert e.value.evidence() == {"key": ".lock"}
+    assert e.value.evidence() == {"key": LOCK_KEY} == {"key": ".lock"}
     memory = MemoryStorage()
     with memory.lock(), pytest.raises(LockedError) as e, memory.lock():
         pass
@@ -158,6 +211,14 @@ def test_storage_errors_name_the_key(make, tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(StorageError) as e:
         storage.write_private("log.key", b"secret")
     assert e.value.key == "log.key"
+    log = storage.append_log("sub/rows.jsonl")
+    try:
+        log.append(b"abc")
+        with pytest.raises(StorageError) as e:
+            log.read(1, 5)
+    finally:
+        log.close()
+    assert e.value.key == "sub/rows.jsonl"  # the storage key, not a file path
 
 
 # ------------------------------------------------------ verify/, mirror/, ops/
@@ -224,3 +285,14 @@ def test_a_bundle_checksum_mismatch_gives_expected_and_found(tmp_path: Path) -> 
     with pytest.raises(BundleError) as e2:
         extract_bundle(path, tmp_path / "full", expected_sha256=expected)
     assert e2.value.path == str(tmp_path / "full")
+
+
+def test_bundle_option_refusals_name_what_was_given(tmp_path: Path) -> None:
+    from kfm_ledger.ops.bundle import extract_bundle, parse_size
+
+    with pytest.raises(BundleError, match="not a size") as e:
+        parse_size("ten gigs")
+    assert e.value.evidence() == {"found": "ten gigs"}
+    with pytest.raises(BundleError, match="max_files must be >= 0") as e:
+        extract_bundle(tmp_path / "b.tar.zst", tmp_path / "out", expected_sha256="0" * 64, max_files=-1)
+    assert e.value.evidence() == {"field": "max_files", "found": "-1"}

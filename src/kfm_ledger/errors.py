@@ -510,13 +510,21 @@ class SelectorError(KfmError):
 
 
 class BundleError(KfmError):
-    """A bundle could not be checked or restored; ``path`` is the bundle (or directory) concerned."""
+    """A bundle could not be checked or restored; ``path`` is the bundle (or directory) concerned.
 
-    evidence_fields: tuple[str, ...] = ("path",)
+    A refused option has no path: ``field`` names the option (``max_bytes``) and ``found``
+    is what was given (the text a size was parsed from, or the number).
+    """
 
-    def __init__(self, message: str, *, path: str | None = None) -> None:
+    evidence_fields: tuple[str, ...] = ("path", "field", "found")
+
+    def __init__(
+        self, message: str, *, path: str | None = None, field: str | None = None, found: str | None = None
+    ) -> None:
         super().__init__(message)
         self.path = path
+        self.field = field
+        self.found = found
 
 
 class BundleChecksumError(BundleError, VerificationError):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from kfm_ledger.core.keys import Signer
 from kfm_ledger.errors import KeyFormatError, NotALedgerError, ObjectNotFoundError
+from kfm_ledger.storage import local_path_of
 
 from .layout import SKEY_KEY
 
@@ -58,7 +59,7 @@ def default_signer(storage: Storage, key_file: str | os.PathLike[str] | None = N
     except ObjectNotFoundError:
         raise NotALedgerError(
             f"no signing key: {SKEY_KEY} is not in the ledger; pass --key FILE or set KFM_KEY",
-            path=storage.describe(),
+            path=local_path_of(storage, SKEY_KEY),
         ) from None
 
 

@@ -32,7 +32,7 @@ from kfm_ledger.errors import (
     StorageError,
 )
 from kfm_ledger.index import CommitIndex, IndexedEntry, IndexLocation, SqliteFileIndex
-from kfm_ledger.storage import IndexLocator, LocalFiles, LocalStorage, Storage, local_path_of
+from kfm_ledger.storage import IndexLocator, LocalFiles, LocalStorage, Storage, local_dir_of, local_path_of
 
 from .index_sync import catch_up_index
 from .keys import load_signer, read_text_key
@@ -119,14 +119,14 @@ class Ledger:
         """
         storage = open_storage(location)
         if storage.exists(CHECKPOINT_KEY):
-            raise LedgerExistsError(f"a ledger already exists in {storage.describe()}", path=storage.describe())
+            raise LedgerExistsError(f"a ledger already exists in {storage.describe()}", path=local_dir_of(storage))
         log = storage.append_log(JSONL_KEY)
         try:
             if log.size():
                 raise LedgerExistsError(
                     f"{JSONL_KEY} in {storage.describe()} already holds rows but there is no checkpoint; "
                     "refusing to initialise over them",
-                    path=storage.describe(),
+                    path=local_dir_of(storage),
                 )
             if signer is None and storage.exists(SKEY_KEY):
                 # An init that crashed before its checkpoint: finish it with the key it made.
@@ -171,14 +171,14 @@ class Ledger:
         except ObjectNotFoundError:
             raise NotALedgerError(
                 f"no ledger in {storage.describe()} (no 'checkpoint'); create one with `kfm init --origin ORIGIN`",
-                path=storage.describe(),
+                path=local_dir_of(storage),
             ) from None
         if vkey is None:
             try:
                 vkey = read_text_key(storage.read(VKEY_KEY), VKEY_KEY, kind="verifier key")
             except ObjectNotFoundError:
                 raise NotALedgerError(
-                    f"no {VKEY_KEY} in {storage.describe()}; pass --vkey", path=storage.describe()
+                    f"no {VKEY_KEY} in {storage.describe()}; pass --vkey", path=local_dir_of(storage)
                 ) from None
         verifier = Verifier.from_vkey(vkey)
         signed = open_checkpoint(note, [verifier])

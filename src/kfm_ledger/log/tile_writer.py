@@ -15,7 +15,7 @@ from kfm_ledger.core import merkle, tiles
 from kfm_ledger.errors import CorruptLedgerError
 from kfm_ledger.log.expansions import expansion_record
 
-from .layout import checkpoint_key
+from .layout import TILES_PREFIX, checkpoint_key
 
 if TYPE_CHECKING:
     from kfm_ledger.storage import Storage
@@ -75,7 +75,9 @@ def _stored_edge(led: Ledger, old_size: int) -> tuple[merkle.CompactRange, dict[
         led.prover.tile_cache.clear()
         raise CorruptLedgerError(
             f"the stored tiles do not give the signed root at size {old_size}: a tile was changed; "
-            "nothing was written: run `kfm verify`, then `kfm rebuild`"
+            "nothing was written: run `kfm verify`, then `kfm rebuild`",
+            key=TILES_PREFIX,  # the right edge's tiles (which one is wrong, kfm verify finds)
+            index=old_size - 1,  # the last signed leaf, at the right edge
         )
     # The right edge: per tile level, the hashes already in its partial tile.
     buffers: dict[int, list[bytes]] = {}

@@ -280,7 +280,7 @@ def _safe_name(name: str, path: str) -> str | None:
 
 def _check_limit(value: int, what: str) -> int:
     if value < 0:
-        raise BundleError(f"{what} must be >= 0, got {value}")
+        raise BundleError(f"{what} must be >= 0, got {value}", field=what, found=str(value))
     return value
 
 
@@ -567,7 +567,7 @@ def parse_size(text: str) -> int:
     """Bytes from ``"10GiB"``, ``"500M"``, ``"1048576"`` (K/M/G/T = powers of 1000, Ki/Mi/Gi/Ti of 1024)."""
     m = _SIZE.match(text)
     if not m:
-        raise BundleError(f"not a size: {text!r} (examples: 1048576, 500MB, 10GiB)")
+        raise BundleError(f"not a size: {text!r} (examples: 1048576, 500MB, 10GiB)", found=text)
     unit = (m.group(2) or "").lower()
     if unit.endswith("b") and unit != "b":
         unit = unit[:-1]
