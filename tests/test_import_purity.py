@@ -1,12 +1,14 @@
-"""The pure core imports nothing of the outer layers (issue: "the core imports nothing from
-outer layers"): each check runs in a fresh interpreter, so nothing imported by other tests
-can hide an import."""
+"""The pure core and the row schema import nothing of the outer layers (issue: "the core
+imports nothing from outer layers"): each check runs in a fresh interpreter, so nothing
+imported by other tests can hide an import."""
 
 from __future__ import annotations
 
 import json
+import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +29,16 @@ ALLOWED_OWN = {"kfm_ledger", "kfm_ledger.errors", "kfm_ledger.core"}
 #: Heavy or I/O-bound libraries the core must never load.
 FORBIDDEN = {"sqlite3", "multiprocessing", "concurrent.futures", "pyarrow", "typer", "click", "rich", "duckdb",
              "msgspec", "zstandard", "subprocess", "socket"}
+
+#: Every module of schema/ (found on disk, so that a new one is checked too).
+SCHEMA_MODULES = ["kfm_ledger.schema"] + [
+    f"kfm_ledger.schema.{m.name}"
+    for m in pkgutil.iter_modules([str(Path(__file__).parents[1] / "src" / "kfm_ledger" / "schema")])
+]
+#: What schema/ may load of the package: itself, the lazy facade and errors.
+SCHEMA_ALLOWED_OWN = {"kfm_ledger", "kfm_ledger.errors", "kfm_ledger.schema"}
+#: The schema is built on msgspec (its Structs and codec); everything else the core may not load, it may not either.
+SCHEMA_FORBIDDEN = FORBIDDEN - {"msgspec"}
 
 
 def loaded_after(statement: str) -> set[str]:
@@ -51,6 +63,22 @@ def test_the_whole_core_together_stays_pure() -> None:
     own = {m for m in loaded if m.startswith("kfm_ledger")}
     assert own <= ALLOWED_OWN | {m for m in own if m.startswith("kfm_ledger.core.")}, sorted(own)
     assert not {m for m in loaded if m.split(".")[0] in FORBIDDEN}
+
+
+def test_every_schema_module_is_listed() -> None:
+    assert len(SCHEMA_MODULES) > 5 and "kfm_ledger.schema.batch" in SCHEMA_MODULES
+
+
+@pytest.mark.parametrize("module", SCHEMA_MODULES)
+def test_a_schema_module_loads_no_outer_layer(module: str) -> None:
+    """schema/ is pure too (docs/architecture.md): no other layer, no I/O-bound or heavy library."""
+    baseline = loaded_after("pass")
+    loaded = loaded_after(f"import {module}") - baseline
+    own = {m for m in loaded if m == "kfm_ledger" or m.startswith("kfm_ledger.")}
+    outer = {m for m in own - SCHEMA_ALLOWED_OWN if not m.startswith("kfm_ledger.schema.")}
+    assert not outer, f"importing {module} loaded outer modules {sorted(outer)}"
+    heavy = {m for m in loaded if m.split(".")[0] in SCHEMA_FORBIDDEN or m in SCHEMA_FORBIDDEN}
+    assert not heavy, f"importing {module} loaded {sorted(heavy)}"
 
 
 def test_the_facade_is_lazy() -> None:
