@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,27 @@ from kfm_ledger.sample import sample_jsonl
 from kfm_ledger.storage import MemoryStorage
 
 ORIGIN = "test.kfm.example/rollback-index"
+
+
+def gocheck_path() -> str:
+    """The Go checker's path; skip without it, or fail when KFM_REQUIRE_GOCHECK=1 says it must be there.
+
+    ``.ci/run`` builds it from ``../shared/tools/gocheck`` and sets ``KFM_REQUIRE_GOCHECK=1``
+    unless the caller set ``KFM_REQUIRE_GOCHECK=0``.
+    """
+    path = os.environ.get("GOCHECK")
+    if not path:
+        problem = (
+            "GOCHECK is not set: build ../shared/tools/gocheck (build.sh) and export GOCHECK=<binary> "
+            "to cross-check with Go"
+        )
+    elif not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        problem = f"GOCHECK={path} is not an executable file"
+    else:
+        return path
+    if os.environ.get("KFM_REQUIRE_GOCHECK") == "1":
+        pytest.fail(f"KFM_REQUIRE_GOCHECK=1 but the Go checker is missing: {problem}", pytrace=False)
+    pytest.skip(problem)
 
 
 def signer_of(ledger: Ledger):

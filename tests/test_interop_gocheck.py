@@ -11,7 +11,6 @@ checkpoint size, inclusion proofs from ``kfm prove`` and consistency proofs from
 from __future__ import annotations
 
 import base64
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -21,25 +20,13 @@ import pytest
 
 from kfm_ledger.sample import sample_jsonl
 
+from conftest import gocheck_path
+
 pytestmark = pytest.mark.interop
 
 ORIGIN = "kfm.test/interop-gocheck"
 BATCHES = (100, 57, 143)  # checkpoint sizes 0, 100, 157, 300
 SIZES = (0, 100, 157, 300)
-
-
-def gocheck_path() -> str:
-    """The Go checker's path; skip without it, or fail when KFM_REQUIRE_GOCHECK=1 says it must be there."""
-    path = os.environ.get("GOCHECK")
-    if not path:
-        problem = "GOCHECK is not set: build /work/shared/tools/gocheck (build.sh) and export GOCHECK=<binary>"
-    elif not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        problem = f"GOCHECK={path} is not an executable file"
-    else:
-        return path
-    if os.environ.get("KFM_REQUIRE_GOCHECK") == "1":
-        pytest.fail(f"KFM_REQUIRE_GOCHECK=1 but the Go checker is missing: {problem}", pytrace=False)
-    pytest.skip(problem)
 
 
 @dataclass

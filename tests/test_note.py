@@ -9,7 +9,6 @@ cross-check freshly made keys and notes against Go.
 from __future__ import annotations
 
 import base64
-import os
 import pickle
 import subprocess
 from pathlib import Path
@@ -41,6 +40,8 @@ from kfm_ledger.core.note import (
     parse_note,
     sign_note,
 )
+
+from conftest import gocheck_path
 
 # --- Go's documented example (golang.org/x/mod/sumdb/note, package doc and note_test.go).
 PETER_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
@@ -541,21 +542,7 @@ def test_sign_open_round_trip(text: str) -> None:
     assert [s.name for s in opened.verified] == [signer.name]
 
 
-# ---------------------------------------------------------------- Go, when available
-
-
-def gocheck_path() -> str:
-    """The Go checker's path; skip without it, or fail when KFM_REQUIRE_GOCHECK=1 says it must be there."""
-    path = os.environ.get("GOCHECK")
-    if not path:
-        problem = "set GOCHECK=/path/to/gocheck to cross-check with Go"
-    elif not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        problem = f"GOCHECK={path} is not an executable file"
-    else:
-        return path
-    if os.environ.get("KFM_REQUIRE_GOCHECK") == "1":
-        pytest.fail(f"KFM_REQUIRE_GOCHECK=1 but the Go checker is missing: {problem}", pytrace=False)
-    pytest.skip(problem)
+# ---------------------------------------------------------------- Go, when available (conftest.gocheck_path)
 
 
 @pytest.mark.interop
