@@ -310,6 +310,55 @@ def test_energy_plot(hand: Ledger) -> None:
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
 
 
+def _monthly_cells(n: int) -> tuple[energy.Cells, str]:
+    cells: energy.Cells = {}
+    y, m = 2012, 1
+    month = ""
+    for i in range(n):
+        month = f"{y:04d}-{m:02d}"
+        kwh = 2.0 if i == n - 1 else 10 + i * 0.5
+        cells[("p", month, "prod")] = ([kwh], [kwh * 0.4])
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return cells, month
+
+
+@pytest.mark.parametrize(("months", "unit"), [(8, "month"), (60, "quarter"), (169, "year")])
+def test_energy_plot_has_one_size_whatever_the_span(months: int, unit: str) -> None:
+    """Found in an audit: 169 months drew an 8,650 px wide chart; the trend had no unit."""
+    pytest.importorskip("matplotlib")
+    import datetime
+    import io
+
+    from PIL import Image
+
+    cells, last = _monthly_cells(months)
+    rep = energy.summarize(cells, tree_size=months, root=bytes(32), source="jsonl")
+    in_progress = datetime.datetime(int(last[:4]), int(last[5:7]), 15, tzinfo=datetime.UTC)
+    png = energy.plot_energy(rep, as_of=in_progress)
+    assert Image.open(io.BytesIO(png)).size == (1000, 600)
+    assert energy._periods(rep.by_month, last)[0] == unit
+    # The month in progress is marked and left out of the chart's trend; a finished one is kept.
+    periods = energy._periods(rep.by_month, last)[1]
+    assert periods[-1].partial
+    assert energy._in_progress_month(rep, in_progress) == last
+    assert energy._in_progress_month(rep, in_progress + datetime.timedelta(days=31)) is None
+
+
+def test_energy_plot_of_no_rows_says_so(mem_ledger: Ledger) -> None:
+    pytest.importorskip("matplotlib")
+    png = energy.plot_energy(energy.energy_report(mem_ledger))
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("L")
+    assert image.size == (1000, 600)
+    # Text only: no axes frame (a drawn axis would put dark pixels near the image's edges).
+    dark = [(x, y) for x in range(0, 1000, 2) for y in range(0, 600, 2) if image.getpixel((x, y)) < 128]
+    assert dark and all(200 < x < 800 and 250 < y < 350 for x, y in dark)
+
+
 def test_energy_plot_without_matplotlib(hand: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
     rep = energy.energy_report(hand)
     monkeypatch.setitem(sys.modules, "matplotlib", None)

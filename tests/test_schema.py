@@ -34,6 +34,7 @@ from kfm_ledger.schema import (
     parse_created_at,
     parse_rows,
     row_json_schema,
+    row_problems,
 )
 
 HEX_A = "a" * 64
@@ -401,6 +402,58 @@ def test_rule_messages(make: Callable[[], Any], path: str, message: str) -> None
     assert error.message == message
     assert str(error) == f"{path}: {error.message}"
     assert isinstance(error, KfmError)
+
+
+@pytest.mark.parametrize(("make", "path", "message"), RULES)
+def test_every_problem_pass_names_the_first_problem_itself(make: Callable[[], Any], path: str, message: str) -> None:
+    """The second pass over a refused row agrees with the fast decoder on each rule's message."""
+    data = make()
+    raw = data if isinstance(data, bytes) else dumps(data)
+    error = schema_error(raw)
+    found = row_problems(raw, SchemaError("$", "a placeholder the pass must not need"))
+    if error.message.startswith(("invalid JSON", "invalid UTF-8", "nested more than")):
+        assert [(p.path, p.message) for p in found] == [("$", "a placeholder the pass must not need")]
+    else:
+        assert (error.path, error.message) in [(p.path, p.message) for p in found]
+
+
+def test_a_row_with_six_mistakes_lists_six_problems() -> None:
+    row = make_row(extra=1)
+    row["lakefs_branch"] = "-bad"
+    row["producer"] = " padded"
+    row["models"][0]["uri"] = "http://not-s3/x"
+    row["checksums"]["artifact_sha256"] = "ABC"
+    row["energy_carbon"]["kwh"] = -1
+    with pytest.raises(InputRejected) as e:
+        parse_batch(dumps(make_row(1)) + b"\n" + dumps(row))
+    assert [(p.line, p.path) for p in e.value.problems] == [
+        (2, "$"),
+        (2, "$.lakefs_branch"),
+        (2, "$.producer"),
+        (2, "$.models[0].uri"),
+        (2, "$.checksums.artifact_sha256"),
+        (2, "$.energy_carbon.kwh"),
+    ]
+    assert e.value.problems[0].message == "unknown field 'extra'"
+    assert e.value.problems[-1].message == "expected a finite number >= 0, found -1"
+    assert e.value.total == 6
+
+
+def test_every_problem_pass_covers_missing_duplicate_cross_field_and_calendar() -> None:
+    row = without("$.producer")
+    row["created_at"] = "2025-02-30T00:00:00Z"
+    row["artifact_uri"] = "s3://kfm-registry/rollback/artifacts/other.tar.zst"
+    row["energy_carbon"]["co2e_kg"] = 1e400
+    raw = dumps(row).replace(b'"lakefs_repo": "kfm-main"', b'"lakefs_repo": "x", "lakefs_repo": "kfm-main"')
+    raw = raw.replace(b"Infinity", b"1e400")
+    found = [(p.path, p.message.split(" (", 1)[0].split(",", 1)[0]) for p in row_problems(raw, schema_error(raw))]
+    assert found == [
+        ("$", "duplicate key 'lakefs_repo'"),
+        ("$.created_at", "not a real UTC date and time"),
+        ("$", "missing required field 'producer'"),
+        ("$.energy_carbon.co2e_kg", "expected a finite number >= 0"),
+        ("$.artifact_uri", "last path segment must be 'abc0000.tar.zst'"),
+    ]
 
 
 def test_found_value_is_truncated() -> None:

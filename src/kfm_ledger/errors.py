@@ -108,23 +108,51 @@ class SchemaError(KfmError):
         self.message = message
 
 
+#: The most problems an :class:`InputRejected` lists (docs/cli.md, ``kfm append``); its
+#: ``total`` counts every problem found.
+MAX_LISTED_PROBLEMS = 1000
+
+
 class InputRejected(KfmError):
     """A batch given to append was refused; nothing was written.
 
-    ``problems`` lists every problem found, each naming its input line and field.
+    ``problems`` lists the problems found (at most ``limit``, default
+    :data:`MAX_LISTED_PROBLEMS`, the first in line order), each naming its input line and
+    field; ``total`` is how many were found in all (``>= len(problems)``; a caller that
+    stopped collecting early passes the count it had).  Every entry of ``problems`` is a
+    problem of the input: the "not listed" count is ``total - len(problems)``, never an entry.
     """
 
-    evidence_fields = ("problems",)
+    evidence_fields = ("problems", "total")
 
-    def __init__(self, problems: Sequence[RowProblem]) -> None:
-        self.problems = list(problems)
+    def __init__(
+        self, problems: Sequence[RowProblem], *, total: int | None = None, limit: int = MAX_LISTED_PROBLEMS
+    ) -> None:
+        found = list(problems)
+        self.total = max(total or 0, len(found))
+        self.problems = found[: max(limit, 1)]
         head = "; ".join(str(p) for p in self.problems[:3])
-        more = f" (and {len(self.problems) - 3} more)" if len(self.problems) > 3 else ""
-        super().__init__(f"input refused, nothing was written: {head}{more}")
+        more = f" (and {self.total - 3:,} more)" if self.total > 3 else ""
+        super().__init__(f"input refused, nothing was written: {self._count()}: {head}{more}")
+
+    @property
+    def not_listed(self) -> int:
+        """Problems found but not in ``problems`` (over the cap)."""
+        return self.total - len(self.problems)
+
+    def _count(self) -> str:
+        if self.not_listed:
+            return f"showing {len(self.problems):,} of {self.total:,} problems"
+        return f"{self.total:,} problem(s)"
 
     def diagnostics(self) -> str:
-        lines = [f"input refused: {len(self.problems)} problem(s); nothing was written"]
+        lines = [f"input refused: {self._count()}; nothing was written"]
         lines += [f"  {p}" for p in self.problems]
+        if self.not_listed:
+            lines.append(
+                f"  ({self.not_listed:,} more problem(s) not listed: at most {len(self.problems):,} are listed; "
+                "fix these and run again to see the rest)"
+            )
         return "\n".join(lines)
 
 

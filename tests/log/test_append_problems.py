@@ -50,3 +50,38 @@ def test_a_refused_batch_ignores_index_entries_beyond_the_signed_rows(tmp_path: 
     with pytest.raises(InputRejected) as e:
         led.append(encode_row(ahead) + b"\n" + bad, signer=signer_of(led))
     assert [(p.line, p.path) for p in e.value.problems] == [(2, "$.producer")]
+
+
+def test_the_cap_on_listed_problems_keeps_the_true_total_and_lists_only_problems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in an audit: "1001 problem(s)", the "... and N more" note listed as a problem of a line."""
+    from kfm_ledger.log import bulk
+
+    monkeypatch.setattr(bulk, "CHUNK_BYTES", 32 << 10)
+    monkeypatch.setattr(bulk, "PARALLEL_THRESHOLD", 1)
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    lines = [encode_row(sample_row(i)).replace(b'"kwh":', b'"kwh":-', 1) for i in range(30)]
+    (tmp_path / "rows.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(InputRejected) as e:
+        led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2, max_problems=10)
+    assert (len(e.value.problems), e.value.total, e.value.not_listed) == (10, 30, 20)
+    assert all(p.path == "$.energy_carbon.kwh" for p in e.value.problems)
+    assert [p.line for p in e.value.problems] == list(range(1, 11))
+    assert "showing 10 of 30 problems" in str(e.value)
+    text = e.value.diagnostics().splitlines()
+    assert text[0] == "input refused: showing 10 of 30 problems; nothing was written"
+    assert len(text) == 12 and "20 more problem(s) not listed" in text[-1]
+    assert e.value.evidence()["total"] == 30
+
+
+def test_an_in_memory_batch_is_capped_too(tmp_path: Path) -> None:
+    from kfm_ledger.errors import MAX_LISTED_PROBLEMS
+
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    bad = encode_row(sample_row(0)).replace(b'"kwh":', b'"kwh":-', 1)
+    with pytest.raises(InputRejected) as e:
+        led.append(b"\n".join([bad] * (MAX_LISTED_PROBLEMS + 5)), signer=signer_of(led))
+    assert len(e.value.problems) == MAX_LISTED_PROBLEMS
+    assert e.value.total == MAX_LISTED_PROBLEMS + 5  # a negative kwh on each line
+    assert f"showing 1,000 of {e.value.total:,} problems" in str(e.value)

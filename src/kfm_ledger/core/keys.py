@@ -160,6 +160,12 @@ def check_key_name(name: str) -> None:
         )
 
 
+def _looks_like_vkey(text: str) -> bool:
+    """Does ``text`` have a verifier key's shape (``<name>+<8 hex>+<base64>``)? For messages only."""
+    parts = text.split("+", 2)
+    return len(parts) == 3 and _name_problem(parts[0]) is None and len(parts[1]) == 8 and set(parts[1]) <= _HEX_DIGITS
+
+
 def _check_hex_key_id(hex_id: str, where: str, what: str) -> bytes:
     # Go: len(hash16) == 8 and strconv.ParseUint(hash16, 16, 32): either case, no sign/prefix.
     if len(hex_id) != 8 or not set(hex_id) <= _HEX_DIGITS:
@@ -225,6 +231,15 @@ class Verifier:
         if not isinstance(text, str):
             raise KeyFormatError(f"verifier key must be text, not {type(text).__name__}", what="verifier key")
         text = text.strip(" \t\r\n")
+        if text.startswith(_PRIVATE_PREFIX):
+            # Never repeat the text: it is a secret.
+            raise KeyFormatError(
+                "this is a private signing key (PRIVATE+KEY+...), not a verifier key: pass the verifier "
+                "key instead (<name>+<key ID>+<base64 key>, the ledger's log.vkey, printed by `kfm keygen`), "
+                "and keep the private key secret",
+                what="verifier key",
+                field="prefix",
+            )
         parts = text.split("+", 2)
         if len(parts) != 3:
             raise KeyFormatError(
@@ -386,6 +401,14 @@ class _Ed25519SigningKey:
             raise KeyFormatError(f"{what} must be text, not {type(text).__name__}", what=what)
         text = text.strip(" \t\r\n")
         if not text.startswith(_PRIVATE_PREFIX):
+            if _looks_like_vkey(text):
+                raise KeyFormatError(
+                    f"{what} does not start with {_PRIVATE_PREFIX!r}: it is a verifier key "
+                    "(<name>+<key ID>+<base64 key>, the public half); pass the private key file instead "
+                    "(the ledger's log.key, or --key / KFM_KEY)",
+                    what=what,
+                    field="prefix",
+                )
             raise KeyFormatError(f"{what} does not start with {_PRIVATE_PREFIX!r}", what=what, field="prefix")
         parts = text[len(_PRIVATE_PREFIX):].split("+", 2)
         if len(parts) != 3:

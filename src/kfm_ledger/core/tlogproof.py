@@ -27,7 +27,7 @@ from kfm_ledger.core.checkpoint import Checkpoint
 from kfm_ledger.core.keys import Verifier
 from kfm_ledger.core.note import MAX_NOTE_SIZE
 from kfm_ledger.core.signed_checkpoint import open_checkpoint, parse_unverified
-from kfm_ledger.errors import FormatError
+from kfm_ledger.errors import FormatError, RootMismatchError
 
 __all__ = [
     "HEADER",
@@ -257,5 +257,25 @@ def verify_tlog_proof(
     proof = parse_tlog_proof(data)
     signed = open_checkpoint(proof.checkpoint, verifiers, origin=origin)
     checkpoint = signed.checkpoint
-    merkle.verify_inclusion(merkle.leaf_hash(entry), proof.index, checkpoint.size, proof.hashes, checkpoint.root)
+    try:
+        merkle.verify_inclusion(merkle.leaf_hash(entry), proof.index, checkpoint.size, proof.hashes, checkpoint.root)
+    except RootMismatchError as e:
+        e.args = (_entry_mismatch_message(str(e), entry, proof.index),)
+        raise
     return checkpoint, proof.index
+
+
+def _entry_mismatch_message(mismatch: str, entry: bytes, index: int) -> str:
+    """What a root mismatch means for a person checking an entry: usually not the exact bytes."""
+    reformatted = b"\n" in entry.strip() or entry[:1].isspace() or b'": ' in entry or b'", "' in entry
+    why = (
+        "the entry looks reformatted (pretty-printed, or with spaces after ':' or ','): "
+        if reformatted
+        else ""
+    )
+    return (
+        f"{mismatch}: the entry is not leaf {index} under the signed root; {why}the entry must be the "
+        "exact bytes of the stored line, as `kfm get --commit <id>` prints them (compact JSON in schema "
+        "field order; one final newline is ignored); a reformatted copy of the same row hashes differently. "
+        "If the entry is those exact bytes, the proof is for another entry or index"
+    )

@@ -121,7 +121,13 @@ def validate_input_chunk(first_line: int, data: bytes) -> ChunkResult:
             if not line.strip(b" \t\r\n"):
                 continue  # a blank line
             try:
-                row, line, _ = general(line)
+                row, canonical, _ = general(line)
+            except SchemaError as e:
+                # Refused rows only: a second pass names every problem of the row.
+                problems += [RowProblem(number, p.path, p.message) for p in schema.row_problems(line, e)]
+                continue
+            line = canonical
+            try:
                 schema._check_size(line)
             except SchemaError as e:
                 problems.append(RowProblem(number, e.path, e.message))

@@ -29,7 +29,7 @@ DEFER_UNIQUE_BYTES_PER_ROW = 1024
 
 
 class _Problems:
-    """At most ``limit`` problems, one repeated-commit report per input line."""
+    """At most ``limit`` problems kept (the rest counted), one repeated-commit report per input line."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -50,9 +50,9 @@ class _Problems:
     def raise_if_any(self) -> None:
         if self.found:
             self.found.sort(key=lambda p: p.line)
-            if self.more:
-                self.found.append(RowProblem(self.found[-1].line, "$", f"... and {self.more} more problem(s)"))
-            raise InputRejected(self.found)
+            # The true total, and only problems in the list: the count of the ones not
+            # listed is InputRejected.not_listed, never an entry.
+            raise InputRejected(self.found, total=len(self.found) + self.more, limit=self.limit)
 
 
 # Over 80 lines: pass 1 (collect every chunk's facts inside one index transaction)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import datetime
 import io
 import math
 from collections.abc import Iterable, Sequence
@@ -421,8 +422,82 @@ def energy_report(ledger: Ledger, *, source: Source = "auto") -> EnergyReport:
     return summarize(cells, tree_size=ledger.size, root=ledger.root, source=used)
 
 
-def plot_energy(report: EnergyReport) -> bytes:
+#: The chart's size in inches at :data:`PLOT_DPI`: 1000 x 600 pixels, whatever the span.
+PLOT_SIZE = (10.0, 6.0)
+PLOT_DPI = 100
+#: Up to this many months one bar a month; up to :data:`QUARTERS_UP_TO` one a quarter; then one a year.
+MONTHS_UP_TO = 36
+QUARTERS_UP_TO = 120
+#: At most this many labelled ticks on the time axis.
+MAX_TICK_LABELS = 16
+
+
+@dataclass(frozen=True)
+class _Period:
+    label: str
+    first: int  #: index of its first month in report.by_month
+    months: int  #: months of the report in it
+    length: int  #: calendar months in the period (1, 3 or 12)
+    kwh: float  #: average monthly kWh over its months
+    co2e_kg: float
+    partial: bool  #: fewer months than the period has, or holds the month still in progress
+
+
+def _periods(months: Sequence[MonthEnergy], in_progress: str | None) -> tuple[str, list[_Period]]:
+    """The bars: months, quarters or years (by the span), each the average of its months."""
+    n = len(months)
+    unit, length = ("month", 1) if n <= MONTHS_UP_TO else ("quarter", 3) if n <= QUARTERS_UP_TO else ("year", 12)
+
+    def key(month: str) -> str:
+        if length == 1:
+            return month
+        if length == 3:
+            return f"{month[:4]}-Q{(int(month[5:7]) - 1) // 3 + 1}"
+        return month[:4]
+
+    periods: list[_Period] = []
+    i = 0
+    while i < n:
+        label = key(months[i].month)
+        j = i
+        while j < n and key(months[j].month) == label:
+            j += 1
+        members = months[i:j]
+        periods.append(
+            _Period(
+                label,
+                i,
+                j - i,
+                length,
+                math.fsum(m.kwh for m in members) / len(members),
+                math.fsum(m.co2e_kg for m in members) / len(members),
+                partial=len(members) < length or any(m.month == in_progress for m in members),
+            )
+        )
+        i = j
+    return unit, periods
+
+
+def _in_progress_month(report: EnergyReport, as_of: datetime.datetime | None) -> str | None:
+    """The report's last month if it is not over at ``as_of`` (default: now, UTC), else None."""
+    if not report.by_month:
+        return None
+    now = as_of if as_of is not None else datetime.datetime.now(datetime.UTC)
+    last = report.by_month[-1].month
+    return last if f"{now.year:04d}-{now.month:02d}" <= last else None
+
+
+def plot_energy(report: EnergyReport, *, as_of: datetime.datetime | None = None) -> bytes:
     """PNG bytes of a chart: monthly kWh and CO2e as bars, with the least-squares trend lines.
+
+    The image is always :data:`PLOT_SIZE` at :data:`PLOT_DPI` (1000 x 600 px): up to
+    :data:`MONTHS_UP_TO` months one bar a month, up to :data:`QUARTERS_UP_TO` one a
+    quarter, beyond that one a year; a bar is the average monthly total of its months, so
+    bars and trend share one unit (kWh per month, kg CO2e per month), and at most
+    :data:`MAX_TICK_LABELS` ticks are labelled.  A period with fewer months than it has, or
+    holding the month still in progress at ``as_of`` (default: now, UTC), is hatched; the
+    month in progress is left out of the trend line (its total is not final).  A report with
+    no rows gives an image that says so, with no axes.
 
     Needs matplotlib (``pip install 'kfm-ledger[plot]'``); draws with the Agg backend, so
     no display is needed.
@@ -433,28 +508,61 @@ def plot_energy(report: EnergyReport) -> bytes:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    months = [m.month for m in report.by_month]
-    x = list(range(len(months)))
-    fig, (ax_kwh, ax_co2) = plt.subplots(2, 1, figsize=(max(6.0, 0.5 * len(months) + 2), 6), sharex=True)
+    if not report.by_month:
+        fig = plt.figure(figsize=PLOT_SIZE)
+        try:
+            fig.text(0.5, 0.5, f"No rows at tree size {report.tree_size}: nothing to chart.",
+                     ha="center", va="center", fontsize=16)
+            return _png(fig)
+        finally:
+            plt.close(fig)
+    in_progress = _in_progress_month(report, as_of)
+    unit, periods = _periods(report.by_month, in_progress)
+    full = [m for m in report.by_month if m.month != in_progress]
+    fig, (ax_kwh, ax_co2) = plt.subplots(2, 1, figsize=PLOT_SIZE, sharex=True)
     try:
-        for ax, values, slope, label, colour in (
-            (ax_kwh, [m.kwh for m in report.by_month], report.trend.kwh_per_month, "kWh", "tab:blue"),
-            (ax_co2, [m.co2e_kg for m in report.by_month], report.trend.co2e_kg_per_month, "kg CO2e", "tab:green"),
+        for ax, name, values, colour in (
+            (ax_kwh, "kWh", [p.kwh for p in periods], "tab:blue"),
+            (ax_co2, "kg CO2e", [p.co2e_kg for p in periods], "tab:green"),
         ):
-            ax.bar(x, values, color=colour, label=label)
-            if slope is not None and values:
-                mean_x = (len(values) - 1) / 2
-                mean_y = math.fsum(values) / len(values)
-                ax.plot(x, [mean_y + slope * (i - mean_x) for i in x], color="black", linestyle="--",
-                        label=f"trend {slope:+.3f}/month")
-            ax.set_ylabel(label)
-            ax.legend(loc="upper left")
-        ax_co2.set_xticks(x)
-        ax_co2.set_xticklabels(months, rotation=45, ha="right")
-        fig.suptitle(f"Energy and carbon by month (UTC), {report.rows} rows, tree size {report.tree_size}")
+            centres = [p.first + (p.months - 1) / 2 for p in periods]
+            widths = [0.8 * p.months if p.length == 1 else p.months - 0.2 for p in periods]
+            bars = ax.bar(centres, values, width=widths, color=colour,
+                          label=f"{name} per month" + ("" if unit == "month" else f" (average of each {unit})"))
+            for bar, p in zip(bars, periods):
+                if p.partial:
+                    bar.set_alpha(0.45)
+                    bar.set_hatch("//")
+            if any(p.partial for p in periods):
+                ax.bar([0], [0], width=0, color=colour, alpha=0.45, hatch="//", label=f"partial {unit}")
+            slope = _slope([m.kwh if name == "kWh" else m.co2e_kg for m in full])
+            if slope is not None:
+                ys = [m.kwh if name == "kWh" else m.co2e_kg for m in full]
+                mean_x = (len(ys) - 1) / 2
+                mean_y = math.fsum(ys) / len(ys)
+                xs = [0, len(ys) - 1]
+                note = f"; {in_progress} in progress, left out" if in_progress else ""
+                ax.plot(xs, [mean_y + slope * (x - mean_x) for x in xs], color="black", linestyle="--",
+                        label=f"trend {slope:+,.3f} {name}/month per month ({len(ys)} full months{note})")
+            ax.set_ylabel(f"{name} per month")
+            top = max(values + [0.0])
+            if top > 0:
+                ax.set_ylim(0, top * 1.45)  # headroom: the legend never hides a bar
+            ax.legend(loc="upper left", fontsize="small")
+        step = max(1, math.ceil(len(periods) / MAX_TICK_LABELS))
+        shown = periods[::step]
+        ax_co2.set_xticks([p.first + (p.months - 1) / 2 for p in shown])
+        ax_co2.set_xticklabels([p.label for p in shown], rotation=45, ha="right")
+        ax_co2.set_xlim(-0.6, len(report.by_month) - 0.4)
+        span = f"{report.by_month[0].month} to {report.by_month[-1].month}, {len(report.by_month)} months"
+        fig.suptitle(f"Energy and carbon by {unit} (UTC), {span}; {report.rows} rows, tree size {report.tree_size}")
         fig.tight_layout()
-        out = io.BytesIO()
-        fig.savefig(out, format="png", dpi=100, metadata={"Software": None})
-        return out.getvalue()
+        return _png(fig)
     finally:
         plt.close(fig)
+
+
+def _png(fig: Any) -> bytes:
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=PLOT_DPI, metadata={"Software": None})
+    return out.getvalue()

@@ -68,6 +68,7 @@ Modules (one concept each; this package re-exports their public names):
 * :mod:`.codec`: one row: decode, encode, canonicalise;
 * :mod:`.batch`: batches with input line numbers, the batch rules;
 * :mod:`.messages`: the wording of problems (error path only);
+* :mod:`.problems`: every problem of a refused row, not only the first (error path only);
 * :mod:`.json_schema`: the JSON Schema export.
 
 Pure: no I/O, and nothing imported from outer layers (only :mod:`kfm_ledger.errors`).
@@ -86,6 +87,7 @@ from .batch import (
 from .codec import canonicalize, check_size, decode_and_encode, decode_canonical_line, decode_row, encode_row
 from .fast_path import canonical_line_fields
 from .json_schema import row_json_schema
+from .problems import row_problems
 from .rows import Checksums, Config, DataSnapshot, EnergyCarbon, Entry, Model, Row, Signatures
 from .rules import MAX_LINE_BYTES, SCHEMA_ID
 from .timestamps import created_at_datetime, created_at_order_key, parse_created_at
@@ -122,4 +124,5 @@ __all__ = [
     "parse_rows",
     "repeated_commit_problem",
     "row_json_schema",
+    "row_problems",
 ]

@@ -15,6 +15,7 @@ import msgspec
 from ..errors import InputRejected, RowProblem, SchemaError
 from .codec import as_bytes, check_size, decode_and_encode
 from .messages import BYTE_OFFSET, show, syntax_message, too_deep_message
+from .problems import row_problems
 from .rows import ENCODER, Row
 
 __all__ = [
@@ -41,12 +42,14 @@ def parse_batch(data: bytes | str) -> list[tuple[int, Row, bytes]]:
     starts).  A UTF-8 byte order mark at the start is ignored.  Input with no rows gives
     ``[]``; refusing an empty append is the caller's decision.
 
-    Everything is validated and every problem collected: the schema (first problem per
-    row), the line size limit, a ``lakefs_commit`` repeated within the batch, and
-    ``created_at`` going backwards from one valid row to the next.  If anything is
-    wrong, raises :class:`InputRejected` listing all the :class:`RowProblem` s in line
-    order.  Input nested too deeply for the decoder (RecursionError) is a problem like
-    any other: "nested more than 64 levels deep", on the line where that depth is reached.
+    Everything is validated and every problem collected: the schema (every problem of
+    a row, each with its JSON path: :func:`.problems.row_problems`), the line size
+    limit, a ``lakefs_commit`` repeated within the batch, and ``created_at`` going
+    backwards from one valid row to the next.  If anything is wrong, raises
+    :class:`InputRejected` with the problems in line order (at most
+    :data:`~kfm_ledger.errors.MAX_LISTED_PROBLEMS` listed, ``total`` counting all).
+    Input nested too deeply for the decoder (RecursionError) is a problem like any other:
+    "nested more than 64 levels deep", on the line where that depth is reached.
     """
     rows, problems = check_batch(data)
     if problems:
@@ -119,6 +122,10 @@ def _validate_items(
     for line, item in items:
         try:
             row, canonical, created = decode_and_encode(item)
+        except SchemaError as e:
+            problems += [RowProblem(line, p.path, p.message) for p in row_problems(item, e)]
+            continue
+        try:
             check_size(canonical)
         except SchemaError as e:
             problems.append(RowProblem(line, e.path, e.message))
