@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from kfm_ledger import schema
 from kfm_ledger.core import merkle, tiles
-from kfm_ledger.errors import CorruptLedgerError, ProofError
+from kfm_ledger.errors import CorruptLedgerError, KfmError, ProofError
 
 from .layout import JSONL_KEY
 
@@ -71,10 +71,11 @@ def proven_entry(ledger: Ledger, index: int, line: bytes, asked: str | None = No
     """
     size, root = ledger.size, ledger.root
     leaf = merkle.leaf_hash(line)
+    reader = ledger.hash_reader(size, stored_expansions=False)  # the tiles alone (as `kfm verify`)
     try:
-        merkle.verify_inclusion(leaf, index, size, ledger.inclusion_proof(index), root)
+        merkle.verify_inclusion(leaf, index, size, merkle.inclusion_proof(index, size, reader), root)
     except ProofError:
-        stored = ledger.hash_reader(size, stored_expansions=False).read_node_hashes([(0, index)])[0]
+        stored = reader.read_node_hashes([(0, index)])[0]
         if stored != leaf:
             raise row_error(ledger, index, leaf, stored) from None
         a, b = index - index % W, min(size, index - index % W + W)
@@ -221,7 +222,7 @@ class TreeCheck:
             for i, t in zip(range(c, d), expected):
                 try:
                     h = merkle.leaf_hash(self._leaf_line(i))
-                except CorruptLedgerError:
+                except KfmError:  # no index entry, a short read: the row is not where it was signed
                     return row_error(self._ledger, i, None, None)
                 if h != t:
                     return row_error(self._ledger, i, h, t)
