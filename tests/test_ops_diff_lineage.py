@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from kfm_ledger.core import merkle
+from kfm_ledger.errors import CorruptLedgerError
 from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.ops.diff import DIFF_FORMAT, diff_entries, format_duration, render_diff
 from kfm_ledger.ops.lineage import (
@@ -349,10 +350,12 @@ def test_explain_warns_when_the_proof_fails(led: Ledger) -> None:
         data = bytearray(led.storage.read(key))
         data[0] ^= 1
         led.storage.objects[key] = bytes(data)  # type: ignore[attr-defined]
-    x = explain_entry(led, led.entry(50))
+    x = explain_entry(led, led.entry(50, verified=False), scan_limit=0)
     assert not x.proof.verified
     assert "inclusion proof for index 50 that does not verify" in (x.proof.reason or ""), x.proof.reason
     assert "WARNING: its inclusion proof does NOT verify: stored tiles give an inclusion proof for index 50" in (
         render_explanation(x)
     )
     assert x.to_json()["proof"]["verified"] is False
+    with pytest.raises(CorruptLedgerError, match=r"row 50 \(line 51 "):  # a proven lookup refuses it
+        led.entry(50)

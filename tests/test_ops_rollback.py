@@ -14,7 +14,7 @@ import zstandard
 
 from kfm_ledger.core import merkle, tiles
 from kfm_ledger.core.tlogproof import TlogProof, verify_tlog_proof
-from kfm_ledger.errors import AmbiguousCommitError, CommitNotFoundError
+from kfm_ledger.errors import AmbiguousCommitError, CommitNotFoundError, CorruptLedgerError
 from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.ops.rollback import (
     PLAN_FORMAT,
@@ -22,7 +22,6 @@ from kfm_ledger.ops.rollback import (
     lakefs_actions,
     plan_rollback,
     prove_entry,
-    render_plan,
     restore_plan_bundle,
 )
 from kfm_ledger.sample import sample_row
@@ -132,10 +131,10 @@ def test_corrupt_tile_gives_unverified_plan(ledger: Ledger) -> None:
         data = bytearray(storage.read(key))
         data[2 * 32] ^= 0xFF  # leaf 2 is leaf 3's sibling
         storage.objects[key] = bytes(data)  # type: ignore[attr-defined]
-    plan = plan_rollback(ledger, ledger.entry(3).row.lakefs_commit)
-    assert plan.proof.verified is False and not plan.ok
-    assert "inclusion proof for index 3 that does not verify" in (plan.proof.reason or ""), plan.proof.reason
-    assert "NOT VERIFIED" in render_plan(plan)
+    commit = ledger.entry(3, verified=False).row.lakefs_commit
+    # Proven reads: the lookup itself refuses the row (tests/test_proven_reads.py), before any plan.
+    with pytest.raises(CorruptLedgerError, match=r"row 3 \(line 4 .*tile/0/000"):
+        plan_rollback(ledger, commit)
 
 
 def test_forged_proof_is_caught_by_the_independent_check(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -230,13 +229,9 @@ def test_no_restore_when_the_proof_fails(ledger: Ledger, tmp_path: Path) -> None
         data = bytearray(storage.read(key))
         data[0] ^= 1
         storage.objects[key] = bytes(data)  # type: ignore[attr-defined]
-    plan = plan_rollback(ledger, commit)
-    assert plan.entry.index == entry.index and not plan.ok
-    assert plan.proof.verified is False
-    assert f"inclusion proof for index {entry.index} that does not verify" in (plan.proof.reason or "")
-    b_status, r_status = restore_plan_bundle(plan, str(bundle), str(tmp_path / "r"), max_bytes=100, max_files=10)
-    assert not b_status.ok and not r_status.ok and "inclusion proof" in (r_status.error or "")
-    assert b_status.error == "not restored: the row's inclusion proof does not verify"
+    # Proven reads: no plan at all for a row that cannot be proven, so nothing can be restored.
+    with pytest.raises(CorruptLedgerError, match=rf"row {entry.index} "):
+        plan_rollback(Ledger.open(ledger.storage), commit)  # a fresh Ledger: no tile cached before the damage
     assert not (tmp_path / "r").exists()
 
 

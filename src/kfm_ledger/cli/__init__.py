@@ -47,6 +47,8 @@ LedgerDir = Annotated[
     ),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of text.")]
+Unverified = Annotated[bool, typer.Option("--unverified", help="Skip proving the rows read against the signed "
+                                          "checkpoint; the output then says 'unverified'.")]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,10 +62,14 @@ class Output:
     def __init__(self, json_out: bool = False) -> None:
         self.json = json_out
         self.emitted = False
+        self.unverified = False  # --unverified: a JSON document says "verified": false
+
+    def stamp(self, value: Any) -> Any:
+        return {**value, "verified": False} if self.unverified and isinstance(value, dict) else value
 
     def emit_json(self, value: Any) -> None:
         """Print one JSON document (sorted keys are NOT applied: field order is meaningful)."""
-        typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
+        typer.echo(json.dumps(self.stamp(value), indent=2, ensure_ascii=False))
         self.emitted = True
 
     def mark_json_emitted(self) -> None:
@@ -87,13 +93,22 @@ class Output:
         return typer.Exit(code)
 
 
-def open_ledger(ledger_dir: Path, vkey: Path | None = None) -> Ledger:
-    """The ledger at ``--ledger`` (or $KFM_LEDGER), its signature checked (with ``vkey`` when given)."""
+def open_ledger(
+    ledger_dir: Path, vkey: Path | None = None, *, unverified: bool = False, out: Output | None = None
+) -> Ledger:
+    """The ledger at ``--ledger`` (or $KFM_LEDGER), its signature checked (with ``vkey`` when given);
+    ``unverified``: its reads are not proven, and stderr (and ``out``'s JSON) says so."""
     from kfm_ledger.log.keys import read_text_key
     from kfm_ledger.log.ledger import Ledger
 
     vkey_text = read_text_key(vkey.read_bytes(), str(vkey), kind="verifier key") if vkey else None
-    return Ledger.open(ledger_dir, vkey=vkey_text)
+    led = Ledger.open(ledger_dir, vkey=vkey_text)
+    if unverified:
+        led.verify_reads = False
+        typer.echo("kfm: warning: unverified: the rows read were not checked against the signed checkpoint", err=True)
+        if out is not None:
+            out.unverified = True
+    return led
 
 
 def handle_errors(fn: F) -> F:

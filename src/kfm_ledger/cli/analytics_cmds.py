@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from . import EXIT_FAILED, EXIT_USAGE, JsonFlag, LedgerDir, Output, handle_errors, open_ledger
+from . import EXIT_FAILED, EXIT_USAGE, JsonFlag, LedgerDir, Output, Unverified, handle_errors, open_ledger
 
 CsvFlag = Annotated[bool, typer.Option("--csv", help="Print CSV (with a header line) instead of a table.")]
 
@@ -28,7 +28,7 @@ def _emit_large_json(out: Output, value: object) -> None:
 
     import msgspec
 
-    data = msgspec.json.format(msgspec.json.encode(value), indent=2) + b"\n"
+    data = msgspec.json.format(msgspec.json.encode(out.stamp(value)), indent=2) + b"\n"
     sys.stdout.flush()
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
@@ -123,6 +123,7 @@ def energy(
             help="Where to read rows: auto (the mirror when current, else the JSONL), mirror, jsonl.",
         ),
     ] = "auto",
+    unverified: Unverified = False,
     *,
     out: Output,
 ) -> None:
@@ -132,7 +133,7 @@ def energy(
     _one_format(out, csv_out, json_out)
     if source not in ("auto", "mirror", "jsonl"):
         raise out.fail(f"--source must be auto, mirror or jsonl, not {source!r}", EXIT_USAGE)
-    led = open_ledger(ledger_dir)
+    led = open_ledger(ledger_dir, unverified=unverified, out=out)
     try:
         report = energy_report(led, source=source)  # type: ignore[arg-type]
     finally:
@@ -180,6 +181,7 @@ def impact(
     limit: Annotated[int, typer.Option("--limit", help="Entries shown per producer in the text tree (0: all).")] = 50,
     ledger_dir: LedgerDir = Path("."),
     json_out: JsonFlag = False,
+    unverified: Unverified = False,
     *,
     out: Output,
 ) -> None:
@@ -197,7 +199,7 @@ def impact(
         raise out.fail("--limit must be >= 0", EXIT_USAGE)
     kind, value = given[0]
     selector = None if kind == "commit" else parse_selector(kind, value)  # type: ignore[arg-type]
-    led = open_ledger(ledger_dir)
+    led = open_ledger(ledger_dir, unverified=unverified, out=out)
     try:
         if selector is None:
             report = impact_of_entry(led, led.get(value))

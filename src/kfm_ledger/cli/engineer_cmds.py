@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from . import EXIT_FAILED, EXIT_USAGE, JsonFlag, LedgerDir, Output, handle_errors, open_ledger
+from . import EXIT_FAILED, EXIT_USAGE, JsonFlag, LedgerDir, Output, Unverified, handle_errors, open_ledger
 
 CommitOpt = Annotated[
     str, typer.Option("--commit", help="lakeFS commit id or a unique prefix of one.", show_default=False)
@@ -103,13 +103,14 @@ def diff(
     b: Annotated[str, typer.Argument(metavar="B", help="The 'to' state: a lakeFS commit id or unique prefix.")],
     ledger_dir: LedgerDir = Path("."),
     json_out: JsonFlag = False,
+    unverified: Unverified = False,
     *,
     out: Output,
 ) -> None:
     """What changed from environment state A to B: models, configs, data, branch, producer, energy."""
     from ..ops.diff import diff_entries, render_diff
 
-    led = open_ledger(ledger_dir)
+    led = open_ledger(ledger_dir, unverified=unverified, out=out)
     d = diff_entries(led.get(a), led.get(b))
     if json_out:
         out.emit_json(d.to_json())
@@ -157,6 +158,7 @@ def explain(
     ] = 100_000,
     ledger_dir: LedgerDir = Path("."),
     json_out: JsonFlag = False,
+    unverified: Unverified = False,
     *,
     out: Output,
 ) -> None:
@@ -165,7 +167,7 @@ def explain(
 
     if scan_limit < 0:
         raise out.fail("--scan-limit must be >= 0", EXIT_USAGE)
-    led = open_ledger(ledger_dir)
+    led = open_ledger(ledger_dir, unverified=unverified, out=out)
     x = explain_entry(led, led.get(commit), scan_limit=scan_limit)
     if json_out:
         out.emit_json(x.to_json())

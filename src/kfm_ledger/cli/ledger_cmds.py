@@ -18,6 +18,7 @@ from . import (
     JsonFlag,
     LedgerDir,
     Output,
+    Unverified,
     describe_os_error,
     handle_errors,
     is_terminal,
@@ -189,6 +190,7 @@ def get(
     index: Annotated[int | None, typer.Option("--index", min=0, help="Leaf index (0-based).")] = None,
     ledger_dir: LedgerDir = Path("."),
     json_out: JsonFlag = False,
+    unverified: Unverified = False,
     *,
     out: Output,
 ) -> None:
@@ -197,7 +199,7 @@ def get(
 
     if (commit is None) == (index is None):
         raise out.fail("give exactly one of --commit or --index", EXIT_USAGE)
-    led = open_ledger(ledger_dir)
+    led = open_ledger(ledger_dir, unverified=unverified, out=out)
     entry = led.get(commit) if commit is not None else led.entry(index)  # type: ignore[arg-type]
     if json_out:
         out.emit_json({"index": entry.index, "leaf_hash": _b64(leaf_hash(entry.line)), "row": json.loads(entry.line)})

@@ -26,6 +26,7 @@ from kfm_ledger.errors import (
     CorruptLedgerError,
     IndexOutOfRangeError,
     KeyFormatError,
+    KfmError,
     LedgerExistsError,
     NotALedgerError,
     ObjectNotFoundError,
@@ -310,8 +311,22 @@ class Ledger:
             )
         return self.jsonl.read(located.offset, located.length)
 
-    def entry(self, index: int) -> schema.Entry:
-        """The row at leaf ``index`` (0-based) of the signed tree."""
+    #: Lookups and scans prove the rows they return against the signed checkpoint
+    #: (:mod:`.reader`); False only where a user explicitly asked (``--unverified``).
+    verify_reads: bool = True
+
+    def _read_entry(self, e: IndexedEntry, asked: str | None, verified: bool | None) -> schema.Entry:
+        line = self.jsonl.read(e.offset, e.length)
+        if not (self.verify_reads if verified is None else verified):
+            return schema.Entry(e.leaf, line, schema.decode_row(line))
+        from .reader import proven_entry
+
+        return proven_entry(self, e.leaf, line, asked)
+
+    def entry(self, index: int, *, verified: bool | None = None) -> schema.Entry:
+        """The row at leaf ``index`` (0-based) of the signed tree, proven against the signed
+        checkpoint (inclusion proof of the bytes read) unless ``verified`` is False
+        (default: :attr:`verify_reads`); CorruptLedgerError names a row that fails."""
         if not 0 <= index < self.size:
             raise IndexOutOfRangeError(
                 f"index {index} out of bounds for tree size {self.size}", index=index, size=self.size
@@ -321,7 +336,7 @@ class Ledger:
             raise CorruptLedgerError(
                 f"commit index has no entry for leaf {index}; run `kfm rebuild`", key=INDEX_FILE, index=index
             )
-        return self.entry_at(e)
+        return self._read_entry(e, None, verified)
 
     def find(self, commit_prefix: str, *, limit: int = 20) -> list[IndexedEntry]:
         """Signed rows whose lakeFS commit is ``commit_prefix`` or starts with it."""
@@ -330,8 +345,13 @@ class Ledger:
             return [exact]
         return self.index.find_prefix(commit_prefix, below=self.size, limit=limit)
 
-    def get(self, commit: str) -> schema.Entry:
-        """The row for a lakeFS commit id, or a unique prefix of one (as in git)."""
+    def get(self, commit: str, *, verified: bool | None = None) -> schema.Entry:
+        """The row for a lakeFS commit id, or a unique prefix of one (as in git).
+
+        Proven (unless ``verified`` is False; default :attr:`verify_reads`): the bytes read
+        must be the leaf at that index under the signed tree, and the row's commit must be
+        ``commit`` or start with it (a wrong index entry never answers with another row).
+        """
         if not commit:
             raise CommitNotFoundError(commit)
         found = self.find(commit)
@@ -339,13 +359,26 @@ class Ledger:
             raise CommitNotFoundError(commit)
         if len(found) > 1:
             raise AmbiguousCommitError(commit, [f"{e.lakefs_commit} (index {e.leaf})" for e in found])
-        return self.entry_at(found[0])
+        return self._read_entry(found[0], commit, verified)
 
-    def iter_lines(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
-        """Stream the stored lines of leaves [start, stop) (default: the whole signed tree)."""
+    def iter_lines(self, start: int = 0, stop: int | None = None, *, verified: bool | None = None) -> Iterator[bytes]:
+        """Stream the stored lines of leaves [start, stop) (default: the whole signed tree).
+
+        Proven unless ``verified`` is False (default :attr:`verify_reads`): the tree is
+        recomputed as the lines stream, and the last line is handed out only after the root
+        equals the signed root (CorruptLedgerError names the row otherwise).
+        """
         stop = self.size if stop is None else min(stop, self.size)
         if start >= stop:
             return
+        if not (self.verify_reads if verified is None else verified):
+            yield from self._raw_lines(start, stop)
+            return
+        from .reader import verified_lines
+
+        yield from verified_lines(self, start, stop, self._raw_lines(start, stop))
+
+    def _raw_lines(self, start: int, stop: int) -> Iterator[bytes]:
         offset = 0
         if start:
             e = self.index.at(start)
@@ -365,10 +398,19 @@ class Ledger:
                 f"{JSONL_KEY} ends after {n} rows; the signed tree has {self.size}", key=JSONL_KEY, line=n + 1, index=n
             )
 
-    def iter_entries(self, start: int = 0, stop: int | None = None) -> Iterator[schema.Entry]:
-        """Stream (index, line, row) for leaves [start, stop)."""
-        for i, line in enumerate(self.iter_lines(start, stop), start):
-            yield schema.Entry(i, line, schema.decode_row(line))
+    def iter_entries(
+        self, start: int = 0, stop: int | None = None, *, verified: bool | None = None
+    ) -> Iterator[schema.Entry]:
+        """Stream (index, line, row) for leaves [start, stop), proven as :meth:`iter_lines`."""
+        for i, line in enumerate(self.iter_lines(start, stop, verified=verified), start):
+            try:
+                row = schema.decode_row(line)
+            except KfmError:
+                if verified is False or not self.verify_reads:
+                    raise
+                self.entry(i)  # a signed row always decodes: this names the changed row
+                raise
+            yield schema.Entry(i, line, row)
 
     # ------------------------------------------------------------ proofs (see .prover)
     def read_tile(self, level: int, index: int, width: int) -> bytes:

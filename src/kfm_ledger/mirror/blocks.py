@@ -21,8 +21,33 @@ class LineBlock(NamedTuple):
     data: bytes
 
 
-def iter_line_blocks(ledger: Ledger, *, max_bytes: int = BLOCK_BYTES) -> Iterator[LineBlock]:
-    """Stream the signed lines (leaves ``0 .. ledger.size - 1``) in blocks.
+def iter_line_blocks(
+    ledger: Ledger, *, max_bytes: int = BLOCK_BYTES, verified: bool | None = None
+) -> Iterator[LineBlock]:
+    """Stream the signed lines (leaves ``0 .. ledger.size - 1``) in blocks, proven.
+
+    Proven unless ``verified`` is False (default: ``ledger.verify_reads``): see
+    :func:`iter_hashed_blocks`.
+    """
+    if not (ledger.verify_reads if verified is None else verified):
+        yield from _raw_line_blocks(ledger, max_bytes)
+        return
+    for block, _ in iter_hashed_blocks(ledger, max_bytes=max_bytes):
+        yield block
+
+
+def iter_hashed_blocks(ledger: Ledger, *, max_bytes: int = BLOCK_BYTES) -> Iterator[tuple[LineBlock, bytes]]:
+    """The blocks of :func:`iter_line_blocks` with their RFC 9162 leaf hashes joined, proven as
+    they stream (:func:`kfm_ledger.log.reader.verified_blocks`): each block's rows are compared
+    with the tiles before it is handed out, and the last block only after the recomputed root
+    equals the signed root.  A mismatch raises CorruptLedgerError naming the row (or tile)."""
+    from kfm_ledger.log.reader import verified_blocks
+
+    yield from verified_blocks(ledger, _raw_line_blocks(ledger, max_bytes), lambda b: b.data)
+
+
+def _raw_line_blocks(ledger: Ledger, max_bytes: int) -> Iterator[LineBlock]:
+    """The blocks, as stored (not proven).
 
     Each block is the longest run of the following complete lines whose bytes (newlines
     included) fit in ``max_bytes``; a single longer line is a block of its own.  The cut is
@@ -100,7 +125,7 @@ def _blocks_from_lines(ledger: Ledger, max_bytes: int) -> Iterator[LineBlock]:
     lines: list[bytes] = []
     held = 0
     first = 0
-    for line in ledger.iter_lines():
+    for line in ledger.iter_lines(verified=False):
         cost = len(line) + 1
         if lines and held + cost > max_bytes:
             yield LineBlock(first, len(lines), b"\n".join(lines) + b"\n")
