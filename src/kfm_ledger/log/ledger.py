@@ -399,7 +399,7 @@ class Ledger:
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         """RFC 9162 §2.1.3 audit path for leaf ``index`` in the tree of ``size`` (default: signed size)."""
-        return self.prover.inclusion_proof(index, size, self.hash_reader)
+        return self.prover.inclusion_proof(index, size)
 
     def consistency_proof(
         self, old_size: int, new_size: int | None = None, *, stored_expansions: bool = True
@@ -416,7 +416,7 @@ class Ledger:
         The proof is checked against that checkpoint before it is returned, so
         a corrupt tile is caught here, not by the client.
         """
-        return self.prover.tlog_proof(index, size, self.hash_reader, self.stored_checkpoint)
+        return self.prover.tlog_proof(index, size, self.stored_checkpoint)
 
     # ------------------------------------------------------------ writing
     def check_signer(self, signer: Signer) -> None:
