@@ -498,3 +498,32 @@ def test_bench_tile_cache_modes_reach_every_proof_kind(mem_ledger: Ledger, monke
     bench.set_tile_cache("library", 16)
     mem_ledger.consistency_proof(300)
     assert len(mem_ledger.prover.tile_cache) > 0
+
+
+def test_a_ledger_dropped_without_close_is_freed_at_once(tmp_path) -> None:
+    # No reference cycle: reference counting alone frees it, and with it its open files.
+    import gc
+    import os
+    import weakref
+
+    fds = "/proc/self/fd"
+    if not os.path.isdir(fds):
+        pytest.skip("needs /proc/self/fd")
+    fill(Ledger.init(tmp_path / "l", origin=ORIGIN), 300).close()
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(os.listdir(fds))
+        led = Ledger.open(tmp_path / "l")
+        led.get(led.entry(3).row.lakefs_commit)  # the commit index open
+        led.tlog_proof(3)
+        led.consistency_proof(100)
+        assert len(os.listdir(fds)) > before
+        alive = weakref.ref(led)
+        del led
+        assert alive() is None
+        assert len(os.listdir(fds)) == before
+    finally:
+        if was_enabled:
+            gc.enable()

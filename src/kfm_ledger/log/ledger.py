@@ -78,6 +78,13 @@ def index_location_for(storage: Storage) -> IndexLocation:
     return found
 
 
+def _alive(ledger: weakref.ref[Ledger]) -> Ledger:
+    led = ledger()
+    if led is None:
+        raise ReferenceError("the Ledger this Prover belonged to was freed")
+    return led
+
+
 class Ledger:
     """A Rollback Registry Index ledger.
 
@@ -97,7 +104,12 @@ class Ledger:
         self.jsonl = storage.append_log(JSONL_KEY)
         self._index: CommitIndex | None = None
         self._lock_depth = 0
-        self.prover = Prover(storage, verifier, lambda: self._signed, self._leaf_line)
+        # The Prover reaches back through a weak reference: a Ledger dropped without close() is
+        # then freed (and its files closed) at once, not by the cyclic garbage collector.
+        ledger = weakref.ref(self)
+        self.prover = Prover(
+            storage, verifier, lambda: _alive(ledger)._signed, lambda index: _alive(ledger)._leaf_line(index)
+        )
         #: The right edge of the tiles this Ledger wrote last (reused by the next append
         #: only while that tree is the signed one); set by append, cleared by rebuild.
         self.right_edge: RightEdge | None = None
@@ -191,6 +203,15 @@ class Ledger:
             self._index = None
         self.prover.close()
         self.jsonl.close()
+
+    def __del__(self) -> None:
+        # Dropped without close(): the JSONL and the expansion store close when freed, but a
+        # sqlite3 connection sits in a reference cycle of its own (CPython 3.11: its statement
+        # cache) and would keep the index's files open until the cyclic collector ran.
+        index = self.__dict__.get("_index")
+        if index is not None:
+            with contextlib.suppress(sqlite3.Error):  # e.g. freed on another thread than it was made
+                index.close()
 
     def __enter__(self) -> Ledger:
         return self
