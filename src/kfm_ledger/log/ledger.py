@@ -101,7 +101,7 @@ class Ledger:
         self.index_location = index if index is not None else index_location_for(storage)
         self.verifier = verifier
         self._signed = signed
-        self.jsonl = storage.append_log(JSONL_KEY)
+        self._jsonl = storage.append_log(JSONL_KEY)
         self._index: CommitIndex | None = None
         self._lock_depth = 0
         # The Prover reaches back through a weak reference: a Ledger dropped without close() is
@@ -112,7 +112,7 @@ class Ledger:
         )
         #: The right edge of the tiles this Ledger wrote last (reused by the next append
         #: only while that tree is the signed one); set by append, cleared by rebuild.
-        self.right_edge: RightEdge | None = None
+        self._right_edge: RightEdge | None = None
 
     # ------------------------------------------------------------ opening
     @classmethod
@@ -202,7 +202,7 @@ class Ledger:
             self._index.close()
             self._index = None
         self.prover.close()
-        self.jsonl.close()
+        self._jsonl.close()
 
     def __del__(self) -> None:
         # Dropped without close(): the JSONL and the expansion store close when freed, but a
@@ -243,7 +243,7 @@ class Ledger:
         """The JSONL's local path when the storage has one (for bulk readers)."""
         return local_path_of(self.storage, JSONL_KEY)
 
-    def set_signed(self, signed: SignedCheckpoint) -> None:
+    def _set_signed(self, signed: SignedCheckpoint) -> None:
         """Adopt a checkpoint this process verified and published (append, recovery)."""
         self._signed = signed
 
@@ -262,10 +262,10 @@ class Ledger:
         or unreadable, it is rebuilt from the JSONL under the writer lock, so
         two readers never rebuild it at once.
         """
-        idx = self.raw_index()
+        idx = self._raw_index()
         if idx.size() < self.size:
             with self.writer_lock(wait=60.0):
-                idx = self.raw_index()
+                idx = self._raw_index()
                 if idx.size() < self.size:
                     catch_up_index(self, limit=self.size)
         return idx
@@ -280,7 +280,7 @@ class Ledger:
             return None
         return self._index
 
-    def raw_index(self) -> CommitIndex:
+    def _raw_index(self) -> CommitIndex:
         """The commit index as stored (possibly behind); recreated empty if it does not open."""
         if self._index is None:
             try:
@@ -319,9 +319,9 @@ class Ledger:
         return self._writer_lock(wait=wait)
 
     # ----------------------------------------------------------- lookups
-    def entry_at(self, e: IndexedEntry) -> schema.Entry:
+    def _entry_at(self, e: IndexedEntry) -> schema.Entry:
         """The stored row an index entry points at."""
-        line = self.jsonl.read(e.offset, e.length)
+        line = self._jsonl.read(e.offset, e.length)
         return schema.Entry(e.leaf, line, schema.decode_row(line))
 
     def _leaf_line(self, index: int) -> bytes:
@@ -330,7 +330,7 @@ class Ledger:
             raise CorruptLedgerError(
                 f"commit index has no entry for leaf {index}; run `kfm rebuild`", key=INDEX_FILE, index=index
             )
-        return self.jsonl.read(located.offset, located.length)
+        return self._jsonl.read(located.offset, located.length)
 
     def entry(self, index: int) -> schema.Entry:
         """The row at leaf ``index`` (0-based) of the signed tree."""
@@ -343,7 +343,7 @@ class Ledger:
             raise CorruptLedgerError(
                 f"commit index has no entry for leaf {index}; run `kfm rebuild`", key=INDEX_FILE, index=index
             )
-        return self.entry_at(e)
+        return self._entry_at(e)
 
     def find(self, commit_prefix: str, *, limit: int = 20) -> list[IndexedEntry]:
         """Signed rows whose lakeFS commit is ``commit_prefix`` or starts with it."""
@@ -361,7 +361,7 @@ class Ledger:
             raise CommitNotFoundError(commit)
         if len(found) > 1:
             raise AmbiguousCommitError(commit, [f"{e.lakefs_commit} (index {e.leaf})" for e in found])
-        return self.entry_at(found[0])
+        return self._entry_at(found[0])
 
     def iter_lines(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
         """Stream the stored lines of leaves [start, stop) (default: the whole signed tree)."""
@@ -377,7 +377,7 @@ class Ledger:
                 )
             offset = e.offset
         n = start
-        for line, complete in split_lines(self.jsonl.iter_chunks(offset)):
+        for line, complete in split_lines(self._jsonl.iter_chunks(offset)):
             if n >= stop or not complete:
                 break
             yield line
@@ -440,7 +440,7 @@ class Ledger:
         return self.prover.tlog_proof(index, size, self.stored_checkpoint)
 
     # ------------------------------------------------------------ writing
-    def check_signer(self, signer: Signer) -> None:
+    def _check_signer(self, signer: Signer) -> None:
         """Refuse a signing key that is not the log's (KeyFormatError)."""
         if signer.verifier().vkey_text() != self.verifier.vkey_text():
             raise KeyFormatError(
@@ -459,7 +459,7 @@ class Ledger:
         compatibility and, when given, must be the log's key.
         """
         if signer is not None:
-            self.check_signer(signer)
+            self._check_signer(signer)
         from .recovery import recover_locked
 
         with self.writer_lock(wait=wait):

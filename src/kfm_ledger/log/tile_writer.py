@@ -32,7 +32,9 @@ class RightEdge:
     size: int
     root: bytes
     peaks: tuple[bytes, ...]  #: the compact range's peaks (RFC 9162 §2.1.1 subtrees, left to right)
-    partials: dict[int, tuple[bytes, ...]]  #: per tile level, the hashes of its partial tile
+    #: (tile level, the hashes of its partial tile) per level that has one, ascending: a tuple,
+    #: not a dict, so that the value is immutable all through
+    partials: tuple[tuple[int, tuple[bytes, ...]], ...]
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def write_tiles(
         # The right edge this Ledger wrote last, for the tree that was then signed:
         # the same hashes the stored tiles hold, without reading them again.
         crange = merkle.CompactRange(old_size, edge.peaks)
-        buffers = {level: list(hashes) for level, hashes in edge.partials.items()}
+        buffers = {level: list(hashes) for level, hashes in edge.partials}
     else:
         crange, buffers = _stored_edge(led, old_size)
     completed: list[tuple[int, int]] = []
@@ -195,7 +197,8 @@ def write_tiles(
     # Derived data, after the tiles it is derived from (and, like them, before signing).
     led.prover.expansions.store(first_full, records)
     root = crange.root()
-    new_edge = RightEdge(new_size, root, tuple(crange.peaks), {lv: tuple(b) for lv, b in buffers.items() if b})
+    partials = tuple((lv, tuple(b)) for lv, b in sorted(buffers.items()) if b)
+    new_edge = RightEdge(new_size, root, tuple(crange.peaks), partials)
     return TilesWritten(new_size, root, tuple(completed), new_edge)
 
 
