@@ -316,7 +316,7 @@ def test_the_right_edge_is_reused_only_for_the_tree_it_was_written_for(tmp_path:
     real = Ledger.hash_reader
 
     def counting(self, size=None):  # type: ignore[no-untyped-def]
-        if size is not None:  # _write_tiles reading the right edge at the old size
+        if size is not None:  # write_tiles reading the right edge at the old size
             reads.append(size)
         return real(self, size)
 

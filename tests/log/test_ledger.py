@@ -527,3 +527,12 @@ def test_a_ledger_dropped_without_close_is_freed_at_once(tmp_path) -> None:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def test_split_lines_lives_beside_its_readers_not_in_the_key_layout() -> None:
+    from kfm_ledger.log import layout
+    from kfm_ledger.log.lines import split_lines
+
+    assert not hasattr(layout, "split_lines")  # layout.py names storage keys only
+    chunks = iter([b"ab\nc", b"d\n", b"\n", b"torn"])
+    assert list(split_lines(chunks)) == [(b"ab", True), (b"cd", True), (b"", True), (b"torn", False)]

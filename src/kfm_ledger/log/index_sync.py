@@ -8,7 +8,8 @@ from kfm_ledger import schema
 from kfm_ledger.errors import CorruptLedgerError, SchemaError
 from kfm_ledger.index import IndexedEntry
 
-from .layout import JSONL_KEY, split_lines
+from .layout import JSONL_KEY
+from .lines import split_lines
 
 if TYPE_CHECKING:
     from .ledger import Ledger

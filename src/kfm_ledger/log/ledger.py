@@ -36,7 +36,8 @@ from kfm_ledger.storage import LocalFiles, LocalStorage, Storage, local_path_of
 
 from .index_sync import catch_up_index
 from .keys import load_signer, read_text_key
-from .layout import CHECKPOINT_KEY, INDEX_FILE, JSONL_KEY, SKEY_KEY, VKEY_KEY, checkpoint_key, split_lines
+from .layout import CHECKPOINT_KEY, INDEX_FILE, JSONL_KEY, SKEY_KEY, VKEY_KEY, checkpoint_key
+from .lines import split_lines
 from .prover import Prover
 
 if TYPE_CHECKING:

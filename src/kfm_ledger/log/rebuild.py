@@ -11,7 +11,8 @@ from kfm_ledger.core import merkle, tiles
 from kfm_ledger.errors import CorruptLedgerError
 
 from .index_sync import catch_up_index
-from .layout import ENTRIES_PREFIX, INDEX_FILE, JSONL_KEY, TILES_PREFIX, split_lines
+from .layout import ENTRIES_PREFIX, INDEX_FILE, JSONL_KEY, TILES_PREFIX
+from .lines import split_lines
 from .recovery import read_pending, recover_locked
 from .tile_writer import write_tiles
 

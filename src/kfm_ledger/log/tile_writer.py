@@ -109,8 +109,14 @@ def write_tiles(
     of 256**L-leaf subtrees).  Where 256 leaves fill a level-0 tile, the tile is
     their hashes as given and its root enters the compact range as one subtree
     (255 pairwise hashes, RFC 9162 §2.1.1, no per-leaf bookkeeping).  Tiles are
-    handed to ``write_many`` in groups (one directory sync per group).  Safe to
-    run in a thread: it changes nothing of the Ledger but its stored objects.
+    handed to ``write_many`` in groups (one directory sync per group).
+
+    Besides the tiles it writes the expansion records of the level-0 tiles that became
+    full (``led.prover.expansions``, derived data, after the tiles they come from), and
+    when the stored right edge does not give the signed root it clears the Prover's tile
+    cache (thread-safe) before raising.  It changes nothing else of the Ledger: the new
+    edge is returned, not kept.  Safe to run in a thread while the caller writes the rows
+    and the index (the append holds the writer lock; nothing else uses the records then).
     """
     hash_bytes = (
         bytes(leaf_hashes)
