@@ -26,9 +26,11 @@ What it measures, with ``time.perf_counter_ns`` around library calls:
   ``--small-append-dir`` (``--small-rows`` rows), to show the cost does not grow.
 
 ``--tile-cache`` chooses how the ledger reads tiles: ``library`` (whatever
-``Ledger.hash_reader`` does), ``off`` (a plain :class:`~kfm_ledger.core.tiles.TileHashReader`,
-the behaviour before the tile cache) or ``on`` (a :class:`~kfm_ledger.core.TileCache` per
-Ledger, patched in here until the ledger creates one itself).  ``--compare`` runs the proof
+``Prover.hash_reader`` does: the Prover's own cache and stored expansion records), ``off`` (a plain
+:class:`~kfm_ledger.core.tiles.TileHashReader`, the behaviour before the tile cache) or ``on`` (a
+:class:`~kfm_ledger.core.tile_cache.TileCache` of ``--cache-tiles`` tiles per Ledger, no expansion
+records).  ``off`` and ``on`` replace ``Prover.hash_reader``, the one reader factory behind every
+proof kind (inclusion, consistency, tlog-proof) and ``Ledger.hash_reader``.  ``--compare`` runs the proof
 measurements with ``off`` and ``on`` in turn.
 
 Before timing, the JSONL and the SQLite index are read once so the OS page cache holds
@@ -54,6 +56,7 @@ from kfm_ledger.core.tile_cache import TileCache
 from kfm_ledger.log.keys import load_signer
 from kfm_ledger.log.layout import JSONL_KEY, SKEY_KEY
 from kfm_ledger.log.ledger import Ledger
+from kfm_ledger.log.prover import Prover
 from kfm_ledger.sample import sample_jsonl
 
 ORIGIN = "bench.kfm.example/rollback-index"
@@ -62,13 +65,16 @@ ORIGIN = "bench.kfm.example/rollback-index"
 # ------------------------------------------------------------------ setup
 
 
+_LIBRARY_HASH_READER = Prover.hash_reader
+
+
 def set_tile_cache(mode: str, max_tiles: int) -> None:
     """Make every Ledger read tiles the way ``mode`` says (see the module docstring)."""
     if mode == "library":
+        Prover.hash_reader = _LIBRARY_HASH_READER  # type: ignore[method-assign]
         return
 
-    def hash_reader(self: Ledger, size: int | None = None) -> tiles.TileHashReader:
-        size = self.size if size is None else size
+    def hash_reader(self: Prover, size: int, *, stored_expansions: bool = True) -> tiles.TileHashReader:
         if mode == "off":
             return tiles.TileHashReader(size, self.read_tile)
         cache = self.__dict__.get("_bench_tile_cache")
@@ -76,11 +82,11 @@ def set_tile_cache(mode: str, max_tiles: int) -> None:
             cache = self.__dict__["_bench_tile_cache"] = TileCache(max_tiles)
         return tiles.TileHashReader(size, self.read_tile, cache=cache)
 
-    Ledger.hash_reader = hash_reader  # type: ignore[method-assign]
+    Prover.hash_reader = hash_reader  # type: ignore[method-assign]
 
 
 def tile_cache_of(led: Ledger) -> TileCache | None:
-    cache = led.__dict__.get("_bench_tile_cache")
+    cache = led.prover.__dict__.get("_bench_tile_cache")
     if isinstance(cache, TileCache):
         return cache
     return led.prover.tile_cache

@@ -58,7 +58,7 @@ def test_a_tampered_row_read_into_the_index_names_key_line_and_index(disk_ledger
 
 def test_rows_removed_name_the_first_missing_line(mem_ledger: Ledger) -> None:
     fill(mem_ledger, 4)
-    mem_ledger.jsonl.truncate(len(b"".join(mem_ledger.iter_lines(0, 2))) + 2)
+    mem_ledger._jsonl.truncate(len(b"".join(mem_ledger.iter_lines(0, 2))) + 2)
     with pytest.raises(CorruptLedgerError) as e:
         list(mem_ledger.iter_lines(0))
     assert e.value.evidence() == {"key": JSONL_KEY, "line": 3, "index": 2}
@@ -159,7 +159,7 @@ def test_a_changed_right_edge_tile_is_named(mem_ledger: Ledger) -> None:
 def test_key_errors_name_the_key_kind_and_never_private_text(mem_ledger: Ledger) -> None:
     other = Signer.generate(ORIGIN)
     with pytest.raises(KeyFormatError) as e:
-        mem_ledger.check_signer(other)
+        mem_ledger._check_signer(other)
     assert e.value.what == "signer key" and e.value.field == "public key"
     assert e.value.found == other.verifier().vkey_text()
     with pytest.raises(KeyFormatError) as e:

@@ -250,7 +250,7 @@ def test_a_failed_row_write_waits_for_the_tiles_then_undoes_everything(tmp_path:
     def broken(data: bytes) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(led.jsonl, "append", broken)
+    monkeypatch.setattr(led._jsonl, "append", broken)
     with pytest.raises(OSError):
         led.append(sample_jsonl(600, start=10), signer=signer_of(led))
     after = {
@@ -316,7 +316,7 @@ def test_the_right_edge_is_reused_only_for_the_tree_it_was_written_for(tmp_path:
     real = Ledger.hash_reader
 
     def counting(self, size=None):  # type: ignore[no-untyped-def]
-        if size is not None:  # _write_tiles reading the right edge at the old size
+        if size is not None:  # write_tiles reading the right edge at the old size
             reads.append(size)
         return real(self, size)
 
@@ -331,6 +331,20 @@ def test_the_right_edge_is_reused_only_for_the_tree_it_was_written_for(tmp_path:
     fill(a, 1)  # another writer moved the tree on: a's edge is stale, read again
     assert reads
     assert verify_ledger(Ledger.open(tmp_path / "l")).ok
+
+
+def test_the_right_edge_is_an_immutable_value(tmp_path: Path) -> None:
+    led = fill(Ledger.init(tmp_path / "l", origin=ORIGIN), 300)
+    edge = led._right_edge
+    assert edge is not None and (edge.size, edge.root) == (led.size, led.root)
+    hash(edge)  # frozen, and every field immutable
+    level0 = led.read_tile(0, 1, 44)
+    level1 = led.read_tile(1, 0, 1)
+    assert edge.partials == (
+        (0, tuple(level0[i : i + 32] for i in range(0, 44 * 32, 32))),
+        (1, (level1[:32],)),
+    )
+    led.close()
 
 
 def test_write_once_and_publish_keeps_and_publishes_one_file(tmp_path: Path) -> None:

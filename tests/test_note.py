@@ -571,3 +571,23 @@ def test_interop_with_go(tmp_path: Path) -> None:
     assert go("note", str(tmp_path / "cp"), out["vkey"]).returncode == 1
     # And we verify Go's.
     assert open_note(go_note, [Verifier.from_vkey(out["vkey"])]).text == body
+
+
+def test_cosignature_uses_only_public_names_of_keys() -> None:
+    # core/cosignature.py builds on core/keys.py through its public (documented) names.
+    import ast
+
+    import kfm_ledger.core.cosignature as cosignature
+    import kfm_ledger.core.keys as keys
+
+    tree = ast.parse(Path(cosignature.__file__).read_text())
+    imported = [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "kfm_ledger.core.keys"
+        for alias in node.names
+    ]
+    assert {"TIMESTAMP_SIZE", "check_timestamp", "Ed25519SigningKey"} <= set(imported)
+    assert [name for name in imported if name.startswith("_")] == []
+    assert set(imported) <= set(keys.__all__)
+    assert keys.TIMESTAMP_SIZE == 8 and keys.check_timestamp.__doc__ and keys.Ed25519SigningKey.__doc__

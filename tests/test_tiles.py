@@ -526,6 +526,22 @@ def test_warm_cache_reads_no_tiles(log: Log) -> None:
     assert cache.hits >= len(cache) and cache.misses == len(cache)
 
 
+def test_a_tile_without_an_expansion_record_is_read_once(log: Log) -> None:
+    # The stored-expansion callback sees the tile's bytes and has no record: the same bytes
+    # are expanded, not read again.
+    offered: list[tuple[int, bytes]] = []
+
+    def no_record(index: int, data: bytes) -> tuple[bytes, ...] | None:
+        offered.append((index, data))
+        return None
+
+    store = log.published(600)
+    reader = TileHashReader(600, lambda lv, i, w: store[tile_path(lv, i, w)], TileCache(), stored_expansion=no_record)
+    assert reader.read_node_hashes([(3, 5)]) == log.tree.read_node_hashes([(3, 5)])
+    assert reader.tiles_read == 1
+    assert offered == [(0, store[tile_path(0, 0)])]
+
+
 def test_cache_is_a_bounded_lru() -> None:
     def tile(seed: int, width: int = 256) -> tuple[bytes, ...]:
         return expand_tile(hashlib.sha256(bytes([seed])).digest() * width)

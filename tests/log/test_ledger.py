@@ -446,3 +446,93 @@ def test_a_signed_checkpoint_beyond_the_tree_is_never_signed_over() -> None:
     with pytest.raises(CorruptLedgerError, match="must not sign another"):
         led.append(sample_jsonl(1, start=5), signer=signer_of(led))
     assert snapshot(storage) == before
+
+
+def test_every_proof_kind_reads_tiles_through_the_prover_factory(
+    mem_ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # bench/bench_proofs.py --tile-cache off/on replaces Prover.hash_reader: every proof must use it.
+    from kfm_ledger.log.prover import Prover
+
+    fill(mem_ledger, 300, 20)
+    library = Prover.hash_reader
+    sizes: list[int] = []
+
+    def hash_reader(self: Prover, size: int, *, stored_expansions: bool = True) -> tiles.TileHashReader:
+        sizes.append(size)
+        return library(self, size, stored_expansions=stored_expansions)
+
+    monkeypatch.setattr(Prover, "hash_reader", hash_reader)
+    mem_ledger.inclusion_proof(5, 300)
+    assert sizes == [300]
+    mem_ledger.consistency_proof(300)
+    assert sizes == [300, 320]
+    mem_ledger.tlog_proof(5)
+    assert sizes == [300, 320, 320]
+    mem_ledger.hash_reader(10)
+    assert sizes == [300, 320, 320, 10]
+
+
+def test_bench_tile_cache_modes_reach_every_proof_kind(mem_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    # --tile-cache off must not fill the library's cache, whichever proof kind runs.
+    import importlib.util
+    from pathlib import Path
+
+    from kfm_ledger.log.prover import Prover
+
+    path = Path(__file__).parents[2] / "bench" / "bench_proofs.py"
+    spec = importlib.util.spec_from_file_location("bench_proofs", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(Prover, "hash_reader", Prover.hash_reader)  # restored after the test
+    fill(mem_ledger, 300, 20)
+    bench.set_tile_cache("off", 16)
+    mem_ledger.consistency_proof(300)
+    mem_ledger.inclusion_proof(5)
+    mem_ledger.tlog_proof(5)
+    assert len(mem_ledger.prover.tile_cache) == 0
+    bench.set_tile_cache("on", 16)
+    mem_ledger.consistency_proof(300)
+    assert len(mem_ledger.prover.tile_cache) == 0 and len(bench.tile_cache_of(mem_ledger)) > 0
+    bench.set_tile_cache("library", 16)
+    mem_ledger.consistency_proof(300)
+    assert len(mem_ledger.prover.tile_cache) > 0
+
+
+def test_a_ledger_dropped_without_close_is_freed_at_once(tmp_path) -> None:
+    # No reference cycle: reference counting alone frees it, and with it its open files.
+    import gc
+    import os
+    import weakref
+
+    fds = "/proc/self/fd"
+    if not os.path.isdir(fds):
+        pytest.skip("needs /proc/self/fd")
+    fill(Ledger.init(tmp_path / "l", origin=ORIGIN), 300).close()
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(os.listdir(fds))
+        led = Ledger.open(tmp_path / "l")
+        led.get(led.entry(3).row.lakefs_commit)  # the commit index open
+        led.tlog_proof(3)
+        led.consistency_proof(100)
+        assert len(os.listdir(fds)) > before
+        alive = weakref.ref(led)
+        del led
+        assert alive() is None
+        assert len(os.listdir(fds)) == before
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def test_split_lines_lives_beside_its_readers_not_in_the_key_layout() -> None:
+    from kfm_ledger.log import layout
+    from kfm_ledger.log.lines import split_lines
+
+    assert not hasattr(layout, "split_lines")  # layout.py names storage keys only
+    chunks = iter([b"ab\nc", b"d\n", b"\n", b"torn"])
+    assert list(split_lines(chunks)) == [(b"ab", True), (b"cd", True), (b"", True), (b"torn", False)]

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from kfm_ledger.core.checkpoint import Checkpoint
 from kfm_ledger.core.keys import (
-    _TIMESTAMP_SIZE,
     ALG_COSIGNATURE_V1,
+    TIMESTAMP_SIZE,
+    Ed25519SigningKey,
     Verifier,
-    _check_timestamp,
-    _Ed25519SigningKey,
+    check_timestamp,
     cosignature_message,
 )
 from kfm_ledger.core.note import NoteSignature
@@ -23,7 +23,7 @@ from kfm_ledger.errors import KeyFormatError, UnknownKeyError
 __all__ = ["CosignatureSigner", "verify_cosignature"]
 
 
-class CosignatureSigner(_Ed25519SigningKey):
+class CosignatureSigner(Ed25519SigningKey):
     """An Ed25519 witness cosigning key (c2sp.org/tlog-cosignature, type 0x04).
 
     Its private key text is ``PRIVATE+KEY+<name>+<key ID>+<base64(0x04 || seed)>`` (see the
@@ -38,13 +38,13 @@ class CosignatureSigner(_Ed25519SigningKey):
         ``uint64 BE timestamp || Ed25519(cosignature/v1\\ntime <ts>\\n || body)``
         (tlog-cosignature §Format, §Ed25519 signed message).  The body must be a valid
         checkpoint (FormatError otherwise)."""
-        _check_timestamp(timestamp)
+        check_timestamp(timestamp)
         Checkpoint.parse(checkpoint_body)
         sig = self._sign(cosignature_message(checkpoint_body, timestamp))
         return NoteSignature(
             name=self.name,
             key_id=self.key_id,
-            signature=timestamp.to_bytes(_TIMESTAMP_SIZE, "big") + sig,
+            signature=timestamp.to_bytes(TIMESTAMP_SIZE, "big") + sig,
         )
 
 

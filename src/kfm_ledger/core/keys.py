@@ -52,9 +52,12 @@ __all__ = [
     "ALG_COSIGNATURE_V1",
     "ALG_ED25519",
     "MAX_TIMESTAMP",
+    "TIMESTAMP_SIZE",
+    "Ed25519SigningKey",
     "Signer",
     "Verifier",
     "check_key_name",
+    "check_timestamp",
     "cosignature_message",
     "generate_key",
     "key_id",
@@ -67,11 +70,12 @@ ALG_COSIGNATURE_V1 = 0x04
 
 #: Largest cosignature timestamp: tlog-cosignature §Format, "MUST NOT exceed 2^63 - 1".
 MAX_TIMESTAMP = 2**63 - 1
+#: Bytes of the big-endian timestamp that starts a cosignature (tlog-cosignature §Format).
+TIMESTAMP_SIZE = 8
 
 _ED25519_KEY_SIZE = 32
 _ED25519_SIGNATURE_SIZE = 64
 _KEY_ID_SIZE = 4
-_TIMESTAMP_SIZE = 8
 _PRIVATE_PREFIX = "PRIVATE+KEY+"
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _ALG_NAMES = {ALG_ED25519: "Ed25519 note signature", ALG_COSIGNATURE_V1: "Ed25519 cosignature/v1"}
@@ -173,7 +177,9 @@ def _check_hex_key_id(hex_id: str, where: str, what: str) -> bytes:
     return bytes.fromhex(hex_id)
 
 
-def _check_timestamp(timestamp: int) -> None:
+def check_timestamp(timestamp: int) -> None:
+    """ValueError unless ``timestamp`` is a cosignature timestamp: an int (not a bool) in
+    ``[0, MAX_TIMESTAMP]`` (tlog-cosignature §Format)."""
     if isinstance(timestamp, bool) or not isinstance(timestamp, int) or not 0 <= timestamp <= MAX_TIMESTAMP:
         raise ValueError(f"cosignature timestamp {timestamp!r} is not an integer in [0, 2**63-1]")
 
@@ -332,14 +338,14 @@ class Verifier:
         """Check a ``cosignature/v1`` signature (timestamp || Ed25519) over a checkpoint body and
         return its timestamp (tlog-cosignature §Format).  Raises BadSignatureError."""
         who = f"cosignature by {self.name}+{self.key_id.hex()}"
-        if len(signature) != _TIMESTAMP_SIZE + _ED25519_SIGNATURE_SIZE:
+        if len(signature) != TIMESTAMP_SIZE + _ED25519_SIGNATURE_SIZE:
             raise BadSignatureError(
-                f"{who} is {len(signature)} bytes, expected {_TIMESTAMP_SIZE} (timestamp) + "
+                f"{who} is {len(signature)} bytes, expected {TIMESTAMP_SIZE} (timestamp) + "
                 f"{_ED25519_SIGNATURE_SIZE} (Ed25519 signature)",
                 key_name=self.name,
                 key_id=self.key_id,
             )
-        timestamp = int.from_bytes(signature[:_TIMESTAMP_SIZE], "big")
+        timestamp = int.from_bytes(signature[:TIMESTAMP_SIZE], "big")
         if timestamp > MAX_TIMESTAMP:
             raise BadSignatureError(
                 f"{who} has timestamp {timestamp}, larger than 2**63-1", key_name=self.name, key_id=self.key_id
@@ -351,15 +357,18 @@ class Verifier:
             raise BadSignatureError(
                 f"{who} is over a text that is not a checkpoint: {e}", key_name=self.name, key_id=self.key_id
             ) from None
-        self._verify_ed25519(cosignature_message(body, timestamp), signature[_TIMESTAMP_SIZE:])
+        self._verify_ed25519(cosignature_message(body, timestamp), signature[TIMESTAMP_SIZE:])
         return timestamp
 
     def __repr__(self) -> str:
         return f"Verifier({self.vkey_text()!r})"
 
 
-class _Ed25519SigningKey:
-    """An Ed25519 private key with a name, in Go's ``PRIVATE+KEY+...`` text form."""
+class Ed25519SigningKey:
+    """An Ed25519 private key with a name, in Go's ``PRIVATE+KEY+...`` text form: the base of
+    :class:`Signer` (note signatures, type 0x01) and
+    :class:`~kfm_ledger.core.cosignature.CosignatureSigner` (cosignatures, type 0x04), which set
+    its signature type ``_ALG`` and the word ``_WHAT`` its errors use."""
 
     __slots__ = ("_private", "key_id", "name")
 
@@ -477,7 +486,7 @@ class _Ed25519SigningKey:
         raise TypeError(f"{type(self).__name__} holds a private key and is not picklable")
 
 
-class Signer(_Ed25519SigningKey):
+class Signer(Ed25519SigningKey):
     """An Ed25519 note signing key (signed-note type 0x01), e.g. the log's checkpoint key."""
 
     __slots__ = ()
@@ -502,5 +511,5 @@ def generate_key(name: str) -> tuple[str, str]:
 def cosignature_message(checkpoint_body: str, timestamp: int) -> bytes:
     """The message an Ed25519 cosigner signs: ``cosignature/v1\\ntime <ts>\\n`` followed by
     the whole checkpoint body (tlog-cosignature §Ed25519 signed message)."""
-    _check_timestamp(timestamp)
+    check_timestamp(timestamp)
     return f"cosignature/v1\ntime {timestamp}\n{checkpoint_body}".encode()

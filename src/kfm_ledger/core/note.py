@@ -27,11 +27,11 @@ from dataclasses import dataclass
 
 from kfm_ledger.core.keys import (
     _KEY_ID_SIZE,
+    Ed25519SigningKey,
     Signer,
     Verifier,
     _b64decode,
     _b64encode,
-    _Ed25519SigningKey,
     _name_problem,
     _show,
     check_key_name,
@@ -239,7 +239,7 @@ def sign_note(text: str, signers: Sequence[Signer]) -> bytes:
     (signed-note §Format; byte-for-byte what Go's ``note.Sign`` writes).  The text must end
     with a newline and hold no control characters but newline (FormatError)."""
     _check_note_text(text)
-    if isinstance(signers, _Ed25519SigningKey):
+    if isinstance(signers, Ed25519SigningKey):
         raise TypeError("sign_note takes a sequence of signers, not one signer")
     if not signers:
         raise ValueError("sign_note needs at least one signer")

@@ -373,7 +373,8 @@ class TileHashReader:
             if levels is None:
                 levels = self._stored_expansion(index) if level == 0 and width == TILE_WIDTH else None
                 if levels is None:
-                    levels = expand_tile(self._tile(level, index, width))
+                    # _raw: the bytes _stored_expansion read, if it did (a tile is read once).
+                    levels = expand_tile(self._raw(level, index))
                 cache.put(key, levels)
             self._expanded[position] = levels
         return levels
@@ -389,7 +390,8 @@ class TileHashReader:
         """
         if self._stored_expansion_of is None:
             return None
-        levels = self._stored_expansion_of(index, self._tile(0, index, TILE_WIDTH))
+        # The tile is full at this size: _raw reads it at width 256 and keeps it for _levels.
+        levels = self._stored_expansion_of(index, self._raw(0, index))
         if levels is None:
             return None
         # The tile is full at this size, so its root, node (8, index), is a hash of level-1 tile index >> 8.

@@ -246,7 +246,7 @@ def verify_tlog_proof(
 
     1. Parse the proof (FormatError).
     2. Verify the checkpoint's signatures against ``verifiers`` and its origin
-       (:func:`kfm_ledger.core.checkpoint.open_checkpoint`: BadSignatureError, UnknownKeyError,
+       (:func:`kfm_ledger.core.signed_checkpoint.open_checkpoint`: BadSignatureError, UnknownKeyError,
        VerificationError) - before trusting anything the proof says.
     3. Verify the audit path of ``leaf_hash(entry)`` at the index against the checkpoint's
        size and root (RFC 9162 §2.1.3.2; :func:`kfm_ledger.core.merkle.verify_inclusion`:

@@ -76,7 +76,7 @@ def ledger_problems(led: Ledger, parsed: list[tuple[int, schema.Row, bytes]], id
     for line_no, row, line in parsed:
         if row.lakefs_commit in existing:
             leaf = existing[row.lakefs_commit]
-            same = led.entry_at(idx.at(leaf)).line == line  # type: ignore[arg-type]
+            same = led._entry_at(idx.at(leaf)).line == line  # type: ignore[arg-type]
             problems.append(stored_commit_problem(line_no, row.lakefs_commit, leaf, same_bytes=same))
     if old_size:
         last = idx.at(old_size - 1)
@@ -90,7 +90,7 @@ def ledger_problems(led: Ledger, parsed: list[tuple[int, schema.Row, bytes]], id
 
 def append(led: Ledger, batch: bytes | Sequence[schema.Row], *, signer: Signer, wait: float) -> AppendResult:
     """Validate a batch and append it under a new signed checkpoint (see :meth:`Ledger.append`)."""
-    led.check_signer(signer)
+    led._check_signer(signer)
     if isinstance(batch, (bytes, bytearray, memoryview)):
         parsed, problems = schema.check_batch(bytes(batch))
     else:
@@ -112,7 +112,7 @@ def append(led: Ledger, batch: bytes | Sequence[schema.Row], *, signer: Signer, 
     with led.writer_lock(wait=wait):
         recovery = recover_locked(led)
         old_size = led.size
-        idx = led.raw_index()
+        idx = led._raw_index()
         problems = ledger_problems(led, parsed, idx)
         if problems:
             raise InputRejected(problems)
@@ -129,7 +129,7 @@ def append(led: Ledger, batch: bytes | Sequence[schema.Row], *, signer: Signer, 
             led,
             new_size=new_size,
             payload_size=len(payload),
-            write_rows=lambda: led.jsonl.append(payload),
+            write_rows=lambda: led._jsonl.append(payload),
             write_index=lambda old_end: idx.add(
                 index_entries(old_end), size=new_size, end_offset=old_end + len(payload)
             ),
@@ -158,9 +158,9 @@ def commit_batch(
     """
     old_size = led.size
     refuse_tiles_in_the_way(led.storage, old_size, new_size)
-    old_end = led.jsonl.size()
+    old_end = led._jsonl.size()
     pending = PendingAppend(old_size, old_end, new_size, old_end + payload_size)
-    edge = led.right_edge
+    edge = led._right_edge
     # Step 1: the pending-append record, durable before any row is written.
     # Crash after it: recovery rolls the append back (nothing was signed).
     led.storage.write_atomic(PENDING_KEY, pending.to_json())
@@ -178,7 +178,7 @@ def commit_batch(
         # Step 2: rows to the JSONL, then fsync.  Crash during or after
         # (even a torn last line): rolled back, the record says where it began.
         write_rows()
-        led.jsonl.sync()
+        led._jsonl.sync()
         # Step 3: the commit index.  Rolled back with the rows.
         write_index(old_end)
         # Step 4: tiles (immutable objects).  Crash after: rolled back (deleted).
@@ -197,7 +197,7 @@ def commit_batch(
         raise
     publish(led, pending, note)
     # Kept for the next append, which uses it only if this tree (size and root) is then the signed one.
-    led.right_edge = tiled.edge
+    led._right_edge = tiled.edge
     # Step 6: the append is complete.  Crash before: recovery sees the new
     # size signed and only removes the record.  Step 7: partial tiles that a
     # full tile now replaces.  Both are clean-up: a failure here does not undo
@@ -231,7 +231,7 @@ def publish(led: Ledger, pending: PendingAppend, note: bytes) -> None:
     kept = checkpoint_key(pending.new_size)
     try:
         led.storage.write_once_and_publish(kept, CHECKPOINT_KEY, note)
-        led.set_signed(open_checkpoint(note, [led.verifier], origin=led.origin))
+        led._set_signed(open_checkpoint(note, [led.verifier], origin=led.origin))
     except BaseException as e:
         # Once checkpoints/<new size> exists a failure must not undo the rows
         # (when storage cannot even say, leave it to the next recovery).

@@ -74,7 +74,7 @@ def append_file(
     if _goes_in_memory(path, size, bulk.PARALLEL_THRESHOLD):
         with open(path, "rb") as f:
             return append(led, f.read(), signer=signer, wait=wait)
-    led.check_signer(signer)
+    led._check_signer(signer)
     problem = _Problems(max_problems)
     hashes = bytearray()
     lines = array.array("q")  # input line of each row, by position in the batch
@@ -90,8 +90,8 @@ def append_file(
     with led.writer_lock(wait=wait), bulk.SpooledInput(path, start=bom, workers=workers) as spooled_input:
         recovery = recover_locked(led)
         old_size = led.size
-        old_end = led.jsonl.size()
-        idx = led.raw_index()
+        old_end = led._jsonl.size()
+        idx = led._raw_index()
         last = idx.at(old_size - 1) if old_size else None
         previous: tuple[int, str] | None = None
         seq = 0
@@ -120,7 +120,7 @@ def append_file(
 
             def write_rows() -> None:
                 for chunk in spooled_chunks:
-                    spooled_input.copy(chunk, led.jsonl.append)
+                    spooled_input.copy(chunk, led._jsonl.append)
                 # Dropping the spools now spares the disk their write-back (and every
                 # later fsync the wait for it).
                 spooled_input.close()

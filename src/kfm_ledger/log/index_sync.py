@@ -8,7 +8,8 @@ from kfm_ledger import schema
 from kfm_ledger.errors import CorruptLedgerError, SchemaError
 from kfm_ledger.index import IndexedEntry
 
-from .layout import JSONL_KEY, split_lines
+from .layout import JSONL_KEY
+from .lines import split_lines
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -22,8 +23,8 @@ def catch_up_index(led: Ledger, *, limit: int | None) -> tuple[int, int, int]:
     Every line is validated as new input is (schema, canonical bytes, one row per
     commit, created_at monotonic); a failure raises :class:`CorruptLedgerError`.
     """
-    idx = led.raw_index()
-    if idx.end_offset() > led.jsonl.size():
+    idx = led._raw_index()
+    if idx.end_offset() > led._jsonl.size():
         # The JSONL is shorter than what was indexed: not ours to guess why.
         idx.reset()
     size, offset = idx.size(), idx.end_offset()
@@ -55,7 +56,7 @@ def catch_up_index(led: Ledger, *, limit: int | None) -> tuple[int, int, int]:
             batch = []
             seen.clear()
 
-    for line, complete in split_lines(led.jsonl.iter_chunks(offset)):
+    for line, complete in split_lines(led._jsonl.iter_chunks(offset)):
         if not complete:
             torn = len(line)
             break

@@ -17,8 +17,6 @@ Layout (keys in a :class:`~kfm_ledger.storage.Storage`; a local directory by def
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 JSONL_KEY = "rollback-index.jsonl"
 CHECKPOINT_KEY = "checkpoint"
 CHECKPOINTS_PREFIX = "checkpoints/"
@@ -47,17 +45,3 @@ def checkpoint_size_of(key: str) -> int | None:
     if name.isdigit() and str(int(name)) == name:
         return int(name)
     return None
-
-
-def split_lines(chunks: Iterator[bytes]) -> Iterator[tuple[bytes, bool]]:
-    """Split a byte stream into lines; yields (line without '\\n', complete?)."""
-    rest = b""
-    for chunk in chunks:
-        if rest:
-            chunk = rest + chunk
-        parts = chunk.split(b"\n")
-        rest = parts.pop()
-        for p in parts:
-            yield p, True
-    if rest:
-        yield rest, False

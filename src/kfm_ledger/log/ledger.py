@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import os
 import sqlite3
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -37,7 +38,8 @@ from kfm_ledger.storage import IndexLocator, LocalFiles, LocalStorage, Storage, 
 
 from .index_sync import catch_up_index
 from .keys import load_signer, read_text_key
-from .layout import CHECKPOINT_KEY, INDEX_FILE, JSONL_KEY, SKEY_KEY, VKEY_KEY, checkpoint_key, split_lines
+from .layout import CHECKPOINT_KEY, INDEX_FILE, JSONL_KEY, SKEY_KEY, VKEY_KEY, checkpoint_key
+from .lines import split_lines
 from .prover import Prover
 
 if TYPE_CHECKING:
@@ -78,6 +80,13 @@ def index_location_for(storage: Storage) -> IndexLocation:
     )
 
 
+def _alive(ledger: weakref.ref[Ledger]) -> Ledger:
+    led = ledger()
+    if led is None:
+        raise ReferenceError("the Ledger this Prover belonged to was freed")
+    return led
+
+
 class Ledger:
     """A Rollback Registry Index ledger.
 
@@ -94,13 +103,18 @@ class Ledger:
         self.index_location = index if index is not None else index_location_for(storage)
         self.verifier = verifier
         self._signed = signed
-        self.jsonl = storage.append_log(JSONL_KEY)
+        self._jsonl = storage.append_log(JSONL_KEY)
         self._index: CommitIndex | None = None
         self._lock_depth = 0
-        self.prover = Prover(storage, verifier, lambda: self._signed, self._leaf_line)
+        # The Prover reaches back through a weak reference: a Ledger dropped without close() is
+        # then freed (and its files closed) at once, not by the cyclic garbage collector.
+        ledger = weakref.ref(self)
+        self.prover = Prover(
+            storage, verifier, lambda: _alive(ledger)._signed, lambda index: _alive(ledger)._leaf_line(index)
+        )
         #: The right edge of the tiles this Ledger wrote last (reused by the next append
         #: only while that tree is the signed one); set by append, cleared by rebuild.
-        self.right_edge: RightEdge | None = None
+        self._right_edge: RightEdge | None = None
 
     # ------------------------------------------------------------ opening
     @classmethod
@@ -190,7 +204,16 @@ class Ledger:
             self._index.close()
             self._index = None
         self.prover.close()
-        self.jsonl.close()
+        self._jsonl.close()
+
+    def __del__(self) -> None:
+        # Dropped without close(): the JSONL and the expansion store close when freed, but a
+        # sqlite3 connection sits in a reference cycle of its own (CPython 3.11: its statement
+        # cache) and would keep the index's files open until the cyclic collector ran.
+        index = self.__dict__.get("_index")
+        if index is not None:
+            with contextlib.suppress(sqlite3.Error):  # e.g. freed on another thread than it was made
+                index.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -222,7 +245,7 @@ class Ledger:
         """The JSONL's local path when the storage has one (for bulk readers)."""
         return local_path_of(self.storage, JSONL_KEY)
 
-    def set_signed(self, signed: SignedCheckpoint) -> None:
+    def _set_signed(self, signed: SignedCheckpoint) -> None:
         """Adopt a checkpoint this process verified and published (append, recovery)."""
         self._signed = signed
 
@@ -241,10 +264,10 @@ class Ledger:
         or unreadable, it is rebuilt from the JSONL under the writer lock, so
         two readers never rebuild it at once.
         """
-        idx = self.raw_index()
+        idx = self._raw_index()
         if idx.size() < self.size:
             with self.writer_lock(wait=60.0):
-                idx = self.raw_index()
+                idx = self._raw_index()
                 if idx.size() < self.size:
                     catch_up_index(self, limit=self.size)
         return idx
@@ -259,7 +282,7 @@ class Ledger:
             return None
         return self._index
 
-    def raw_index(self) -> CommitIndex:
+    def _raw_index(self) -> CommitIndex:
         """The commit index as stored (possibly behind); recreated empty if it does not open."""
         if self._index is None:
             try:
@@ -298,9 +321,9 @@ class Ledger:
         return self._writer_lock(wait=wait)
 
     # ----------------------------------------------------------- lookups
-    def entry_at(self, e: IndexedEntry) -> schema.Entry:
+    def _entry_at(self, e: IndexedEntry) -> schema.Entry:
         """The stored row an index entry points at."""
-        line = self.jsonl.read(e.offset, e.length)
+        line = self._jsonl.read(e.offset, e.length)
         return schema.Entry(e.leaf, line, schema.decode_row(line))
 
     def _leaf_line(self, index: int) -> bytes:
@@ -309,14 +332,14 @@ class Ledger:
             raise CorruptLedgerError(
                 f"commit index has no entry for leaf {index}; run `kfm rebuild`", key=INDEX_FILE, index=index
             )
-        return self.jsonl.read(located.offset, located.length)
+        return self._jsonl.read(located.offset, located.length)
 
     #: Lookups and scans prove the rows they return against the signed checkpoint
     #: (:mod:`.reader`); False only where a user explicitly asked (``--unverified``).
     verify_reads: bool = True
 
     def _read_entry(self, e: IndexedEntry, asked: str | None, verified: bool | None) -> schema.Entry:
-        line = self.jsonl.read(e.offset, e.length)
+        line = self._jsonl.read(e.offset, e.length)
         if not (self.verify_reads if verified is None else verified):
             return schema.Entry(e.leaf, line, schema.decode_row(line))
         from .reader import proven_entry
@@ -388,7 +411,7 @@ class Ledger:
                 )
             offset = e.offset
         n = start
-        for line, complete in split_lines(self.jsonl.iter_chunks(offset)):
+        for line, complete in split_lines(self._jsonl.iter_chunks(offset)):
             if n >= stop or not complete:
                 break
             yield line
@@ -440,7 +463,7 @@ class Ledger:
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         """RFC 9162 §2.1.3 audit path for leaf ``index`` in the tree of ``size`` (default: signed size)."""
-        return self.prover.inclusion_proof(index, size, self.hash_reader)
+        return self.prover.inclusion_proof(index, size)
 
     def consistency_proof(
         self, old_size: int, new_size: int | None = None, *, stored_expansions: bool = True
@@ -457,10 +480,10 @@ class Ledger:
         The proof is checked against that checkpoint before it is returned, so
         a corrupt tile is caught here, not by the client.
         """
-        return self.prover.tlog_proof(index, size, self.hash_reader, self.stored_checkpoint)
+        return self.prover.tlog_proof(index, size, self.stored_checkpoint)
 
     # ------------------------------------------------------------ writing
-    def check_signer(self, signer: Signer) -> None:
+    def _check_signer(self, signer: Signer) -> None:
         """Refuse a signing key that is not the log's (KeyFormatError)."""
         if signer.verifier().vkey_text() != self.verifier.vkey_text():
             raise KeyFormatError(
@@ -479,7 +502,7 @@ class Ledger:
         compatibility and, when given, must be the log's key.
         """
         if signer is not None:
-            self.check_signer(signer)
+            self._check_signer(signer)
         from .recovery import recover_locked
 
         with self.writer_lock(wait=wait):

@@ -108,7 +108,11 @@ class Prover:
         )
 
     def hash_reader(self, size: int, *, stored_expansions: bool = True) -> tiles.TileHashReader:
-        """A merkle.HashReader over the stored tiles for a tree of ``size`` leaves (c2sp.org/tlog-tiles)."""
+        """A merkle.HashReader over the stored tiles for a tree of ``size`` leaves (c2sp.org/tlog-tiles).
+
+        The one reader factory: every proof (inclusion, consistency, tlog-proof) and
+        :meth:`Ledger.hash_reader <kfm_ledger.log.ledger.Ledger.hash_reader>` get their readers here.
+        """
         return tiles.TileHashReader(
             size,
             self.read_tile,
@@ -183,14 +187,12 @@ class Prover:
             return None
 
     # ------------------------------------------------------------ proofs
-    def inclusion_proof(
-        self, index: int, size: int | None, reader: Callable[[int], tiles.TileHashReader]
-    ) -> list[bytes]:
+    def inclusion_proof(self, index: int, size: int | None) -> list[bytes]:
         """RFC 9162 §2.1.3 audit path for leaf ``index`` in the tree of ``size`` (default: signed size)."""
         size = self.check_size(size)
         if not 0 <= index < size:
             raise IndexOutOfRangeError(f"index {index} out of bounds for tree size {size}", index=index, size=size)
-        hashes = reader(size)
+        hashes = self.hash_reader(size)
         path = merkle.inclusion_proof(index, size, hashes)
         root = self.signed_root_of(size) if self.expansions_trusted else None
         if root is not None:
@@ -201,7 +203,7 @@ class Prover:
                 merkle.verify_inclusion(leaf, index, size, path, root)
             except DISAGREEMENT:
                 self.distrust_expansions()
-                return self.inclusion_proof(index, size, reader)
+                return self.inclusion_proof(index, size)
         return path
 
     def consistency_proof(self, old_size: int, new_size: int | None, *, stored_expansions: bool) -> list[bytes]:
@@ -222,8 +224,7 @@ class Prover:
         return proof
 
     def tlog_proof(
-        self, index: int, size: int | None, reader: Callable[[int], tiles.TileHashReader],
-        stored_checkpoint: Callable[[int], SignedCheckpoint],
+        self, index: int, size: int | None, stored_checkpoint: Callable[[int], SignedCheckpoint]
     ) -> TlogProof:
         """A c2sp.org/tlog-proof for leaf ``index`` against the checkpoint signed at ``size``.
 
@@ -234,7 +235,7 @@ class Prover:
         size = signed.checkpoint.size
         if not 0 <= index < size:
             raise IndexOutOfRangeError(f"index {index} out of bounds for tree size {size}", index=index, size=size)
-        path = merkle.inclusion_proof(index, size, reader(size))
+        path = merkle.inclusion_proof(index, size, self.hash_reader(size))
         # The stored line's bytes are the leaf (no need to decode the row: the proof check
         # below catches any change to them).
         leaf = merkle.leaf_hash(self._leaf_line(index))
@@ -245,7 +246,7 @@ class Prover:
             if self.expansions_trusted:
                 # Perhaps the derived expansion records are wrong: answer from the tiles alone.
                 self.distrust_expansions()
-                return self.tlog_proof(index, size, reader, stored_checkpoint)
+                return self.tlog_proof(index, size, stored_checkpoint)
             raise CorruptLedgerError(
                 f"stored tiles give an inclusion proof for index {index} that does not verify "
                 f"against the checkpoint at size {size} ({e}); run `kfm verify`",

@@ -11,7 +11,8 @@ from kfm_ledger.core import merkle, tiles
 from kfm_ledger.errors import CorruptLedgerError
 
 from .index_sync import catch_up_index
-from .layout import ENTRIES_PREFIX, INDEX_FILE, JSONL_KEY, TILES_PREFIX, split_lines
+from .layout import ENTRIES_PREFIX, INDEX_FILE, JSONL_KEY, TILES_PREFIX
+from .lines import split_lines
 from .recovery import read_pending, recover_locked
 from .tile_writer import write_tiles
 
@@ -22,11 +23,11 @@ if TYPE_CHECKING:
 
 
 def _lines_from(led: Ledger, start: int, stop: int) -> Iterator[bytes]:
-    e = led.raw_index().at(start)
+    e = led._raw_index().at(start)
     if e is None:
         raise CorruptLedgerError(f"commit index has no entry for leaf {start}", key=INDEX_FILE, index=start)
     n = start
-    for line, complete in split_lines(led.jsonl.iter_chunks(e.offset)):
+    for line, complete in split_lines(led._jsonl.iter_chunks(e.offset)):
         if n >= stop or not complete:
             break
         yield line
@@ -37,7 +38,7 @@ def _check_rows(led: Ledger) -> None:
     """The rows are hashed first, without writing: they must give the signed root."""
     crange = merkle.CompactRange()
     n = 0
-    for line, complete in split_lines(led.jsonl.iter_chunks(0)):
+    for line, complete in split_lines(led._jsonl.iter_chunks(0)):
         if n >= led.size or not complete:
             break
         crange.append(merkle.leaf_hash(line))
@@ -66,7 +67,7 @@ def rebuild(led: Ledger, *, wait: float) -> int:
         else:
             led.refresh()
         _check_rows(led)
-        led.raw_index().reset()
+        led._raw_index().reset()
         added, _, _ = catch_up_index(led, limit=led.size)
         written: set[str] = set()
 
@@ -93,5 +94,5 @@ def rebuild(led: Ledger, *, wait: float) -> int:
             if not key.startswith(ENTRIES_PREFIX) and key not in written:
                 led.storage.delete(key)
         led.prover.tile_cache.clear()  # tiles were rewritten
-        led.right_edge = None
+        led._right_edge = None
         return added

@@ -98,11 +98,11 @@ def signed_end(led: Ledger) -> int:
     """
     if led.size == 0:
         return 0
-    idx = led.raw_index()
+    idx = led._raw_index()
     if idx.size() < led.size:
         catch_up_index(led, limit=led.size)
     e = idx.at(led.size - 1)
-    total = led.jsonl.size()
+    total = led._jsonl.size()
     if e is None or e.offset + e.length + 1 > total:
         raise CorruptLedgerError(
             f"{JSONL_KEY} ({total} bytes) is shorter than the signed rows (size {led.size}): rows were "
@@ -111,7 +111,7 @@ def signed_end(led: Ledger) -> int:
             line=led.size,
             index=led.size - 1,
         )
-    line = led.jsonl.read(e.offset, e.length + 1)
+    line = led._jsonl.read(e.offset, e.length + 1)
     (last_leaf,) = led.hash_reader().read_node_hashes([(0, led.size - 1)])
     if line[-1:] != b"\n" or merkle.leaf_hash(line[:-1]) != last_leaf:
         raise CorruptLedgerError(
@@ -144,7 +144,7 @@ def recover_locked(led: Ledger) -> RecoveryReport:
         led.storage.delete(PENDING_KEY)
         pending = None
     end = signed_end(led)
-    total = led.jsonl.size()
+    total = led._jsonl.size()
     if pending is None:
         if total != end:
             raise CorruptLedgerError(
@@ -154,7 +154,7 @@ def recover_locked(led: Ledger) -> RecoveryReport:
                 key=JSONL_KEY,
                 line=led.size + 1,
             )
-        led.raw_index().truncate(led.size, end)  # entries of rows that are not signed
+        led._raw_index().truncate(led.size, end)  # entries of rows that are not signed
         prune_partials(led.storage, led.size)
         return RecoveryReport(bytes_rolled_back=0, rows_rolled_forward=0, size=led.size, temporaries_removed=swept)
     if pending.old_size != led.size or pending.old_end != end:
@@ -203,7 +203,7 @@ def _roll_forward(led: Ledger, pending: PendingAppend, signed_note: bytes, total
             key=checkpoint_key(pending.new_size),
         )
     led.storage.write_atomic(CHECKPOINT_KEY, signed_note)
-    led.set_signed(new)
+    led._set_signed(new)
     catch_up_index(led, limit=led.size)
     led.storage.delete(PENDING_KEY)
     prune_partials(led.storage, led.size)
@@ -228,9 +228,9 @@ def discard_temporaries_of(led: Ledger, pending: PendingAppend) -> tuple[str, ..
 
 def undo_append(led: Ledger, pending: PendingAppend) -> None:
     """Remove every trace of an unsigned append: JSONL tail, index rows, new tiles, the record."""
-    if led.jsonl.size() > pending.old_end:
-        led.jsonl.truncate(pending.old_end)
-    led.raw_index().truncate(pending.old_size, pending.old_end)
+    if led._jsonl.size() > pending.old_end:
+        led._jsonl.truncate(pending.old_end)
+    led._raw_index().truncate(pending.old_size, pending.old_end)
     for level, index, width in tiles.tiles_changed(pending.old_size, pending.new_size):
         # Tiles for the new size never exist at the old size (a full tile that
         # became full, the right edge's new width): all of them are the append's.

@@ -32,7 +32,9 @@ class RightEdge:
     size: int
     root: bytes
     peaks: tuple[bytes, ...]  #: the compact range's peaks (RFC 9162 §2.1.1 subtrees, left to right)
-    partials: dict[int, tuple[bytes, ...]]  #: per tile level, the hashes of its partial tile
+    #: (tile level, the hashes of its partial tile) per level that has one, ascending: a tuple,
+    #: not a dict, so that the value is immutable all through
+    partials: tuple[tuple[int, tuple[bytes, ...]], ...]
 
 
 @dataclass(frozen=True)
@@ -109,8 +111,14 @@ def write_tiles(
     of 256**L-leaf subtrees).  Where 256 leaves fill a level-0 tile, the tile is
     their hashes as given and its root enters the compact range as one subtree
     (255 pairwise hashes, RFC 9162 §2.1.1, no per-leaf bookkeeping).  Tiles are
-    handed to ``write_many`` in groups (one directory sync per group).  Safe to
-    run in a thread: it changes nothing of the Ledger but its stored objects.
+    handed to ``write_many`` in groups (one directory sync per group).
+
+    Besides the tiles it writes the expansion records of the level-0 tiles that became
+    full (``led.prover.expansions``, derived data, after the tiles they come from), and
+    when the stored right edge does not give the signed root it clears the Prover's tile
+    cache (thread-safe) before raising.  It changes nothing else of the Ledger: the new
+    edge is returned, not kept.  Safe to run in a thread while the caller writes the rows
+    and the index (the append holds the writer lock; nothing else uses the records then).
     """
     hash_bytes = (
         bytes(leaf_hashes)
@@ -131,7 +139,7 @@ def write_tiles(
         # The right edge this Ledger wrote last, for the tree that was then signed:
         # the same hashes the stored tiles hold, without reading them again.
         crange = merkle.CompactRange(old_size, edge.peaks)
-        buffers = {level: list(hashes) for level, hashes in edge.partials.items()}
+        buffers = {level: list(hashes) for level, hashes in edge.partials}
     else:
         crange, buffers = _stored_edge(led, old_size)
     completed: list[tuple[int, int]] = []
@@ -197,7 +205,8 @@ def write_tiles(
     # Derived data, after the tiles it is derived from (and, like them, before signing).
     led.prover.expansions.store(first_full, records)
     root = crange.root()
-    new_edge = RightEdge(new_size, root, tuple(crange.peaks), {lv: tuple(b) for lv, b in buffers.items() if b})
+    partials = tuple((lv, tuple(b)) for lv, b in sorted(buffers.items()) if b)
+    new_edge = RightEdge(new_size, root, tuple(crange.peaks), partials)
     return TilesWritten(new_size, root, tuple(completed), new_edge)
 
 

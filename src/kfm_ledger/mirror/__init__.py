@@ -53,6 +53,8 @@ from .layout import (
     META_ROW_SCHEMA,
     META_TREE_SIZE,
     MIRROR_FORMAT_VERSION,
+    # A copy for reading: build_mirror reads layout.ROW_GROUP_BYTES when it runs, so patch
+    # kfm_ledger.mirror.layout.ROW_GROUP_BYTES (patching this name changes nothing).
     ROW_GROUP_BYTES,
     WRITER_OPTIONS,
     mirror_schema,

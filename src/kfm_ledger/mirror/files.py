@@ -1,9 +1,9 @@
 """The one place where the mirror reaches the ledger's storage and local files.
 
-The storage interface is changing (a local file path becomes an optional capability of a
-backend): the mirror asks for local files only through :func:`open_local_jsonl` and
-:func:`mirror_local_path`, and reads or writes its own object only here, so that change is
-adapted in this module alone.
+A local file path is an optional capability of a storage backend
+(:class:`~kfm_ledger.storage.LocalFiles`): the mirror asks for local files only through
+:func:`open_local_jsonl` and :func:`mirror_local_path`, and reads or writes its own object
+only here, so how it reaches the storage is decided in this module alone.
 """
 
 from __future__ import annotations

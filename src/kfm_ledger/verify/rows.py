@@ -94,33 +94,49 @@ class RowPass:
         if result.last_created is not None:
             self.previous = result.last_created
         # Offsets of the valid rows, for the index check: recomputed from every line's length.
+        # The hot loop (once per row): what it reads and writes is held in locals, and a root is
+        # computed only at a size that has one to compare with (a signed size, the saved one).
         batch: list[RowFacts] = []
+        append_fact = batch.append
         valid = dict(zip(result.lines, result.commits))
         leaf_hashes = result.leaf_hashes
+        line_lengths = result.line_lengths
+        first_line = result.first_line
+        crange = self.crange
+        add_nodes = self.tile_checker.add
+        invalid_row = self.commits.invalid_row
+        expected_roots = run.expected_roots
+        since_size = run.report.since_size if run.since_root is not None else None
+        n = self.rows
+        offset = self.offset
         for k in range(result.rows):
-            commit = valid.get(result.first_line + k)
-            length = result.line_lengths[k]
-            self._add_leaf(leaf_hashes[32 * k : 32 * k + 32])
+            commit = valid.get(first_line + k)
+            length = line_lengths[k]
+            add_nodes(crange.append(leaf_hashes[32 * k : 32 * k + 32]))
+            size = crange.size
+            if size in expected_roots:
+                self._check_signed_root(size)
+            if size == since_size:
+                since.check_prefix_root(run, size, crange.root())
             if commit is not None:
-                batch.append((commit, self.rows, self.offset, length))
+                append_fact((commit, n, offset, length))
             else:
-                self.commits.invalid_row(self.rows)
-            self.rows += 1
-            self.offset += length + 1
+                invalid_row(n)
+            n += 1
+            offset += length + 1
+        self.rows = n
+        self.offset = offset
         self.commits.check(batch)
 
-    def _add_leaf(self, leaf: bytes) -> None:
-        """Fold one leaf hash into the tree; compare the root at every signed size."""
-        crange = self.crange
-        self.tile_checker.add(crange.append(leaf))
-        size = crange.size
-        expected = self.run.expected_roots
-        if size in expected and crange.root() != expected[size]:
+    def _check_signed_root(self, size: int) -> None:
+        """At a signed size: the tree of the rows so far must have the root the log signed."""
+        root = self.crange.root()
+        expected = self.run.expected_roots[size]
+        if root != expected:
             self.roots_mismatch = True
             self.run.fail(
                 f"checkpoint {size}",
                 f"the tree recomputed from rows 1..{size} has root "
-                f"{base64.b64encode(crange.root()).decode()}, the signed root is "
-                f"{base64.b64encode(expected[size]).decode()}: rows were changed",
+                f"{base64.b64encode(root).decode()}, the signed root is "
+                f"{base64.b64encode(expected).decode()}: rows were changed",
             )
-        since.check_prefix_root(self.run, size, crange.root())
