@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from . import EXIT_FAILED, EXIT_USAGE, JsonFlag, LedgerDir, Output, handle_errors, open_ledger
+from . import EXIT_FAILED, EXIT_USAGE, JsonFlag, LedgerDir, Output, echo, handle_errors, open_ledger
 
 CommitOpt = Annotated[
     str, typer.Option("--commit", help="lakeFS commit id or a unique prefix of one.", show_default=False)
@@ -56,9 +56,6 @@ def rollback(
     from ..ops.rollback import (
         check_plan_bundle,
         plan_rollback,
-        render_bundle_status,
-        render_plan,
-        render_restore_status,
         restore_plan_bundle,
         rollback_outcome,
     )
@@ -85,15 +82,10 @@ def rollback(
     if json_out:
         out.emit_json(outcome.to_json())
     else:
-        typer.echo(render_plan(plan))
-        if bundle_status is not None:
-            typer.echo("")
-            typer.echo(render_bundle_status(bundle_status))
-        if restore_status is not None:
-            typer.echo(render_restore_status(restore_status))
+        echo(outcome.render_text())
     if not outcome.ok:
         for p in outcome.problems:
-            typer.echo(f"kfm: error: {p}", err=True)
+            echo(f"kfm: error: {p}", err=True)
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -114,7 +106,7 @@ def diff(
     if json_out:
         out.emit_json(d.to_json())
     else:
-        typer.echo(render_diff(d))
+        echo(render_diff(d))
 
 
 @handle_errors
@@ -145,7 +137,7 @@ def lineage(
     else:
         out.emit_json(doc)
     if not proof.verified:
-        typer.echo(f"kfm: error: the inclusion proof does not verify: {proof.reason}", err=True)
+        echo(f"kfm: error: the inclusion proof does not verify: {proof.reason}", err=True)
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -170,7 +162,7 @@ def explain(
     if json_out:
         out.emit_json(x.to_json())
     else:
-        typer.echo(render_explanation(x))
+        echo(render_explanation(x))
     if not x.proof.verified:
         raise typer.Exit(EXIT_FAILED)
 

@@ -19,9 +19,11 @@ from . import (
     LedgerDir,
     Output,
     describe_os_error,
+    echo,
     handle_errors,
     is_terminal,
     open_ledger,
+    write_out,
 )
 
 KeyFile = Annotated[
@@ -88,9 +90,9 @@ def init(
             }
         )
     else:
-        typer.echo(f"created ledger {ledger_dir} for origin {origin}")
-        typer.echo(f"verifier key: {led.verifier.vkey_text()}")
-        typer.echo("signing key: " + (str(key) if key else f"{ledger_dir / 'log.key'} (mode 0600)"))
+        echo(f"created ledger {ledger_dir} for origin {origin}")
+        echo(f"verifier key: {led.verifier.vkey_text()}")
+        echo("signing key: " + (str(key) if key else f"{ledger_dir / 'log.key'} (mode 0600)"))
 
 
 @handle_errors
@@ -127,8 +129,8 @@ def keygen(
     if json_out:
         out.emit_json({"name": name, "vkey": vkey, "key_file": str(key_file), "vkey_file": str(vkey_file)})
     else:
-        typer.echo(f"wrote {key_file} (mode 0600) and {vkey_file}")
-        typer.echo(f"verifier key: {vkey}")
+        echo(f"wrote {key_file} (mode 0600) and {vkey_file}")
+        echo(f"verifier key: {vkey}")
 
 
 @handle_errors
@@ -171,13 +173,13 @@ def append(
         out.emit_json(doc)
     else:
         if result.recovered:
-            typer.echo(f"recovered {result.recovered} row(s) left by an interrupted append")
-        typer.echo(
+            echo(f"recovered {result.recovered} row(s) left by an interrupted append")
+        echo(
             f"appended {result.count} row(s) at index {result.first_index}..{result.first_index + result.count - 1}; "
             f"signed tree size {cp.size}, root {_b64(cp.root)}"
         )
         if mirror_state == "stale":
-            typer.echo(
+            echo(
                 "note: the Parquet mirror now mirrors an older tree; run `kfm mirror` to refresh it "
                 "(or append with --mirror)"
             )
@@ -202,7 +204,7 @@ def get(
     if json_out:
         out.emit_json({"index": entry.index, "leaf_hash": _b64(leaf_hash(entry.line)), "row": json.loads(entry.line)})
     else:
-        sys.stdout.buffer.write(entry.line + b"\n")
+        write_out(entry.line + b"\n")
 
 
 @handle_errors
@@ -256,7 +258,7 @@ def prove(
                 }
             )
         else:
-            sys.stdout.buffer.write(format_tlog_proof(proof))
+            write_out(format_tlog_proof(proof))
         return
     if size is not None:
         raise out.fail("--size goes with an inclusion proof; use --to", EXIT_USAGE)
@@ -277,7 +279,7 @@ def prove(
         )
     else:
         for h in hashes:
-            typer.echo(_b64(h))
+            echo(_b64(h))
 
 
 @handle_errors
@@ -314,7 +316,7 @@ def verify_proof(
             }
         )
     else:
-        typer.echo(
+        echo(
             f"OK: entry is leaf {index} of {checkpoint.origin} at tree size {checkpoint.size} "
             f"(root {_b64(checkpoint.root)}), signature and path verified"
         )
@@ -361,13 +363,13 @@ def verify(
         out.emit_json(report.to_json())
     else:
         for f in report.failures:
-            typer.echo(f"FAIL {f}", err=True)
+            echo(f"FAIL {f}", err=True)
         if report.failures_truncated:
-            typer.echo(f"FAIL ... and {report.failures_truncated} more", err=True)
+            echo(f"FAIL ... and {report.failures_truncated} more", err=True)
         for note in report.notes:
-            typer.echo(f"note: {note}")
+            echo(f"note: {note}")
         status = "OK" if report.ok else f"FAILED ({len(report.failures) + report.failures_truncated} problem(s))"
-        typer.echo(
+        echo(
             f"{status}: {report.rows_checked} rows, {report.checkpoints_checked} signed checkpoints, "
             f"{report.tiles_checked} tiles checked; tree size {report.size}, root {_b64(report.root)}"
             + (", mirror checked" if report.mirror_checked else "")
@@ -398,7 +400,7 @@ def checkpoint(
     if json_out:
         out.emit_json(_checkpoint_json(signed))
     else:
-        sys.stdout.buffer.write(signed.note)
+        write_out(signed.note)
 
 
 @handle_errors
@@ -409,7 +411,7 @@ def rebuild(ledger_dir: LedgerDir = Path("."), json_out: JsonFlag = False, *, ou
     if json_out:
         out.emit_json({"rows": rows, "size": led.size, "root": _b64(led.root)})
     else:
-        typer.echo(f"rebuilt the index and tiles from {rows} rows; root matches the signed checkpoint")
+        echo(f"rebuilt the index and tiles from {rows} rows; root matches the signed checkpoint")
 
 
 @handle_errors
@@ -427,7 +429,7 @@ def recover(ledger_dir: LedgerDir = Path("."), json_out: JsonFlag = False, *, ou
             }
         )
     else:
-        typer.echo(
+        echo(
             f"recovered: rolled back {report.bytes_rolled_back} byte(s) of an unsigned append, rolled forward "
             f"{report.rows_rolled_forward} row(s) of a signed one; "
             f"signed tree size {report.size}"
@@ -471,8 +473,8 @@ def demo(
         out.emit_json(result.to_json())
     else:
         where = result.ledger
-        typer.echo(f"try: kfm get --ledger {where} --commit {result.proven_commit[:10]}")
-        typer.echo(f"     kfm verify-proof {result.proof_file} --vkey {where / 'log.vkey'} --entry {result.entry_file}")
+        echo(f"try: kfm get --ledger {where} --commit {result.proven_commit[:10]}")
+        echo(f"     kfm verify-proof {result.proof_file} --vkey {where / 'log.vkey'} --entry {result.entry_file}")
     if not result.report.ok:
         raise typer.Exit(1)
 
