@@ -134,9 +134,12 @@ class Output:
         self.json = json_out
         self.emitted = False
 
-    def emit_json(self, value: Any) -> None:
-        """Print one JSON document (sorted keys are NOT applied: field order is meaningful)."""
-        echo(json.dumps(value, indent=2, ensure_ascii=False))
+    def emit_json(self, value: Any, *, ok: bool = True, envelope: bool = True) -> None:
+        """Print one JSON document (sorted keys are NOT applied: field order is meaningful).
+
+        ``envelope``: a document without ``ok`` gets ``"ok": ok`` (docs/cli.md, "JSON
+        envelope"); only documents in another standard's format (JSON Schema, JSON-LD) opt out."""
+        echo(json.dumps(with_ok(value, ok) if envelope else value, indent=2, ensure_ascii=False))
         self.emitted = True
 
     def mark_json_emitted(self) -> None:
@@ -158,6 +161,24 @@ class Output:
         echo(f"kfm: error: {message}", err=True)
         self.error_json("UsageError" if code == EXIT_USAGE else "Failed", message, code)
         return typer.Exit(code)
+
+
+def with_ok(value: Any, ok: bool = True) -> Any:
+    """``value`` with the envelope's ``"ok"`` when it is a document that has none."""
+    if isinstance(value, dict) and "ok" not in value:
+        return {**value, "ok": ok}
+    return value
+
+
+def aliased(doc: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
+    """``doc`` with each old key of ``renames`` preceded by its canonical name (same value); the old
+    name stays as an alias for one release (docs/cli.md, "JSON envelope")."""
+    result: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key in renames:
+            result[renames[key]] = value
+        result[key] = value
+    return result
 
 
 def open_ledger(ledger_dir: Path, vkey: Path | None = None) -> Ledger:

@@ -21,9 +21,11 @@ from . import (
     JsonFlag,
     LedgerDir,
     Output,
+    aliased,
     echo,
     handle_errors,
     open_ledger,
+    with_ok,
     write_out,
 )
 
@@ -34,14 +36,9 @@ CsvFlag = Annotated[bool, typer.Option("--csv", help="Print CSV (with a header l
 def _emit_large_json(out: Output, value: object) -> None:
     """:meth:`Output.emit_json` for results that may be large (query rows, impact trees): the same
     indented JSON, encoded by msgspec in C."""
-    import sys
-
     import msgspec
 
-    data = msgspec.json.format(msgspec.json.encode(value), indent=2) + b"\n"
-    sys.stdout.flush()
-    write_out(data)
-    sys.stdout.buffer.flush()
+    write_out(msgspec.json.format(msgspec.json.encode(with_ok(value)), indent=2) + b"\n")
     out.mark_json_emitted()
 
 
@@ -69,7 +66,7 @@ def mirror(
         if check:
             status = check_mirror(led)
             if json_out:
-                out.emit_json(status.to_json())
+                out.emit_json(aliased(status.to_json(), {"ledger_size": "tree_size", "ledger_root": "root"}))
             elif status.ok:
                 echo(status.render_text())
             else:
@@ -203,6 +200,10 @@ def impact(
             show_default=False,
         ),
     ] = None,
+    index: Annotated[
+        int | None,
+        typer.Option("--index", min=0, help="Leaf index of the entry (instead of --commit).", show_default=False),
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option("--model", help="NAME or NAME@VERSION: entries using this model (version).", show_default=False),
@@ -228,25 +229,43 @@ def impact(
 
     given = [
         (k, v)
-        for k, v in (("commit", commit), ("model", model), ("config", config), ("dataset", dataset))
+        for k, v in (
+            ("commit", commit),
+            ("index", index),
+            ("model", model),
+            ("config", config),
+            ("dataset", dataset),
+        )
         if v is not None
     ]
     if len(given) != 1:
-        raise out.fail("give exactly one of --commit, --model, --config, --dataset", EXIT_USAGE)
+        raise out.fail("give exactly one of --commit, --index, --model, --config, --dataset", EXIT_USAGE)
     if limit < 0:
         raise out.fail("--limit must be >= 0", EXIT_USAGE)
     kind, value = given[0]
-    selector = None if kind == "commit" else parse_selector(kind, value)  # type: ignore[arg-type]
+    selector = None if kind in ("commit", "index") else parse_selector(kind, value)  # type: ignore[arg-type]
     led = open_ledger(ledger_dir)
     try:
         if selector is None:
-            report = impact_of_entry(led, led.get(value))
+            entry = led.get(value) if kind == "commit" else led.entry(value)  # type: ignore[arg-type]
+            report = impact_of_entry(led, entry)
         else:
             report = impact_of_artifact(led, selector)
     finally:
         led.close()
     if json_out:
-        _emit_large_json(out, report.to_json())
+        doc = report.to_json()
+        # One name per concept: "root" is the root hash everywhere; the impact root (the
+        # entry or artifact asked about) is "subject".  "root_hash" stays one release.
+        doc = {
+            "format": doc["format"],
+            "tree_size": doc["tree_size"],
+            "root": doc["root_hash"],
+            "root_hash": doc["root_hash"],
+            "subject": doc["root"],
+            **{k: v for k, v in doc.items() if k not in ("format", "tree_size", "root", "root_hash")},
+        }
+        _emit_large_json(out, doc)
     else:
         echo(report.render_text(limit=limit))
 

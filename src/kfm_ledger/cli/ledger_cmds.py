@@ -18,6 +18,7 @@ from . import (
     JsonFlag,
     LedgerDir,
     Output,
+    aliased,
     describe_os_error,
     echo,
     handle_errors,
@@ -54,7 +55,13 @@ def _signer(ledger, key: Path | None):  # -> Signer
 
 def _checkpoint_json(signed) -> dict[str, object]:
     cp = signed.checkpoint
-    return {"origin": cp.origin, "size": cp.size, "root": _b64(cp.root), "note": signed.note.decode()}
+    return {
+        "origin": cp.origin,
+        "tree_size": cp.size,
+        "size": cp.size,  # alias of tree_size, one release
+        "root": _b64(cp.root),
+        "note": signed.note.decode(),
+    }
 
 
 # ----------------------------------------------------------------- commands
@@ -202,7 +209,14 @@ def get(
     led = open_ledger(ledger_dir)
     entry = led.get(commit) if commit is not None else led.entry(index)  # type: ignore[arg-type]
     if json_out:
-        out.emit_json({"index": entry.index, "leaf_hash": _b64(leaf_hash(entry.line)), "row": json.loads(entry.line)})
+        out.emit_json(
+            {
+                "index": entry.index,
+                "lakefs_commit": entry.row.lakefs_commit,
+                "leaf_hash": _b64(leaf_hash(entry.line)),
+                "row": json.loads(entry.line),
+            }
+        )
     else:
         write_out(entry.line + b"\n")
 
@@ -249,7 +263,9 @@ def prove(
             out.emit_json(
                 {
                     "index": entry.index,
-                    "size": signed.checkpoint.size,
+                    "tree_size": signed.checkpoint.size,
+                    "size": signed.checkpoint.size,  # alias of tree_size, one release
+                    "root": _b64(signed.checkpoint.root),
                     "lakefs_commit": entry.row.lakefs_commit,
                     "leaf_hash": _b64(leaf_hash(entry.line)),
                     "proof": [_b64(h) for h in proof.hashes],
@@ -271,9 +287,11 @@ def prove(
         out.emit_json(
             {
                 "old_size": from_size,
-                "new_size": new_size,
+                "tree_size": new_size,
+                "new_size": new_size,  # alias of tree_size, one release
                 "old_root": _b64(old.checkpoint.root) if old else None,
-                "new_root": _b64(new.checkpoint.root) if new else None,
+                "root": _b64(new.checkpoint.root) if new else None,
+                "new_root": _b64(new.checkpoint.root) if new else None,  # alias of root, one release
                 "proof": [_b64(h) for h in hashes],
             }
         )
@@ -311,7 +329,8 @@ def verify_proof(
                 "ok": True,
                 "origin": checkpoint.origin,
                 "index": index,
-                "size": checkpoint.size,
+                "tree_size": checkpoint.size,
+                "size": checkpoint.size,  # alias of tree_size, one release
                 "root": _b64(checkpoint.root),
             }
         )
@@ -360,7 +379,7 @@ def verify(
     progress = show_progress if is_terminal() and not json_out else None
     report = verify_ledger(led, since=since_note, check_mirror=not no_mirror, progress=progress)
     if json_out:
-        out.emit_json(report.to_json())
+        out.emit_json(aliased(report.to_json(), {"size": "tree_size"}))
     else:
         for f in report.failures:
             echo(f"FAIL {f}", err=True)
@@ -382,7 +401,7 @@ def _verify_failed_json(out: Output, where: str, message: str) -> NoReturn:
     """`verify --json` when verification could not start: still one JSON document, exit 1."""
     from ..verify import VerifyReport
 
-    out.emit_json(VerifyReport.not_started_json(where, message))
+    out.emit_json(aliased(VerifyReport.not_started_json(where, message), {"size": "tree_size"}), ok=False)
     raise out.fail(message)
 
 
@@ -409,7 +428,7 @@ def rebuild(ledger_dir: LedgerDir = Path("."), json_out: JsonFlag = False, *, ou
     led = open_ledger(ledger_dir)
     rows = led.rebuild()
     if json_out:
-        out.emit_json({"rows": rows, "size": led.size, "root": _b64(led.root)})
+        out.emit_json({"rows": rows, "tree_size": led.size, "size": led.size, "root": _b64(led.root)})
     else:
         echo(f"rebuilt the index and tiles from {rows} rows; root matches the signed checkpoint")
 
@@ -424,7 +443,8 @@ def recover(ledger_dir: LedgerDir = Path("."), json_out: JsonFlag = False, *, ou
             {
                 "bytes_rolled_back": report.bytes_rolled_back,
                 "rows_rolled_forward": report.rows_rolled_forward,
-                "size": report.size,
+                "tree_size": report.size,
+                "size": report.size,  # alias of tree_size, one release
                 "temporaries_removed": list(report.temporaries_removed),
             }
         )
@@ -452,7 +472,7 @@ def schema_cmd(
     """Print the row's JSON Schema (draft 2020-12); it is JSON with or without --json."""
     from ..schema import row_json_schema
 
-    out.emit_json(row_json_schema())
+    out.emit_json(row_json_schema(), envelope=False)  # a JSON Schema document, not a kfm envelope
 
 
 @handle_errors
@@ -470,7 +490,7 @@ def demo(
 
     result = run_demo(directory, rows=rows, say=(lambda _: None) if json_out else typer.echo)
     if json_out:
-        out.emit_json(result.to_json())
+        out.emit_json(aliased(result.to_json(), {"size": "tree_size"}), ok=result.report.ok)
     else:
         where = result.ledger
         echo(f"try: kfm get --ledger {where} --commit {result.proven_commit[:10]}")
