@@ -83,6 +83,7 @@ def test_mirror_json_field_by_field(scratch: Path) -> None:
         "tree_size": ROWS,
         "root": root_b64(scratch),
         "sha256": hashlib.sha256(data).hexdigest(),
+        "ok": True,
     }
     again = json.loads(kfm("mirror", "--ledger", str(scratch), "--json").stdout)
     assert again == doc  # regenerating gives the same bytes
@@ -101,6 +102,7 @@ def test_mirror_check(scratch: Path) -> None:
     doc = json.loads(r.stdout)
     assert doc == {
         "state": "ok", "ok": True, "key": MIRROR_KEY, "path": str(scratch / MIRROR_KEY),
+        "tree_size": ROWS, "root": root_b64(scratch),
         "ledger_size": ROWS, "ledger_root": root_b64(scratch), "mirror_size": ROWS,
         "mirror_root": root_b64(scratch), "regenerated": True, "problems": [],
     }
@@ -265,8 +267,9 @@ def test_impact_commit_matches_a_naive_reference(base: Path, rows: list[Row], in
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["format"] == "kfm.impact/v1" and doc["tree_size"] == ROWS and doc["root_hash"] == root_b64(base)
+    assert doc["root"] == doc["root_hash"]  # "root" is the root hash; root_hash its alias for one release
     row = rows[index]
-    assert doc["root"] == {
+    assert doc["subject"] == {
         "kind": "entry", "index": index, "lakefs_commit": commit, "created_at": row.created_at,
         "lakefs_branch": row.lakefs_branch, "producer": row.producer,
     }
@@ -301,7 +304,7 @@ def test_impact_text_and_artifact(base: Path, rows: list[Row]) -> None:
         i for i, row in enumerate(rows) if any((m.name, m.version) == (model.name, model.version) for m in row.models)
     ]
     assert sorted(e["index"] for g in doc["producers"] for e in g["entries"]) == users
-    assert doc["root"] == {
+    assert doc["subject"] == {
         "kind": "artifact", "artifact": {"kind": "model", "name": model.name, "version": model.version},
     }
 
@@ -337,7 +340,7 @@ def test_real_processes(scratch: Path, rows: list[Row]) -> None:
     out = run("report", "energy", "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["totals"]["rows"] == ROWS
     out = run("impact", "--commit", rows[10].lakefs_commit[:12], "--json")
-    assert out.returncode == 0 and json.loads(out.stdout)["root"]["index"] == 10
+    assert out.returncode == 0 and json.loads(out.stdout)["subject"]["index"] == 10
     out = run("query", "SELECT max(leaf_index) AS last FROM rollback_index", "--csv")
     assert out.returncode == 0 and out.stdout == f"last\n{ROWS - 1}\n".encode()
     out = run("query", "SELECT 1", "--json", "--csv")

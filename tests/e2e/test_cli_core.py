@@ -148,6 +148,7 @@ def test_prove_then_verify_proof_offline(tmp_path: Path, ledger: Path) -> None:
         "ok": True,
         "origin": ORIGIN,
         "index": 30,
+        "tree_size": 65,
         "size": 65,
         "root": json.loads(kfm("checkpoint", "--ledger", str(ledger), "--json").stdout)["root"],
     }
@@ -378,7 +379,8 @@ def _verify_json_open_failure(ledger: Path, *args: str) -> dict:
     out = json.loads(r.stdout)
     assert out["ok"] is False and out["size"] is None and out["root"] is None and out["rows_checked"] == 0
     assert set(out) == {
-        "ok", "origin", "size", "root", "rows_checked", "checkpoints_checked", "tiles_checked", "uncovered_rows",
+        "ok", "origin", "tree_size", "size", "root",
+        "rows_checked", "checkpoints_checked", "tiles_checked", "uncovered_rows",
         "torn_bytes", "since_size", "mirror_checked", "failures", "failures_not_shown", "notes",
     }
     assert len(out["failures"]) == 1

@@ -3,7 +3,11 @@
 Each command group lives in its own module and registers itself on :data:`app`
 through ``register(app)``.  Commands call into the library and print; they hold
 no ledger logic.  Exit codes: 0 ok, 1 verification failed or input refused,
-2 usage error (docs/cli.md).
+2 usage error, 3 the ledger is locked by another writer (docs/cli.md).
+
+All output goes through :func:`echo` / :func:`write_out`, which write every byte or
+raise ``BrokenPipeError``: a pipe closed early (``kfm query ... | head -1``) always
+ends the command with exit 1, even for one large write that the kernel cut short.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from ..errors import KfmError
+from ..errors import KfmError, LockedError
 
 if TYPE_CHECKING:  # pragma: no cover
     from kfm_ledger.log.ledger import Ledger
@@ -27,6 +31,54 @@ if TYPE_CHECKING:  # pragma: no cover
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_LOCKED = 3
+
+
+def _flags_without_type() -> None:
+    """typer 0.2x shows a flag in help as ``--json <bool>``, as if it took a value (``--json
+    true`` is refused).  Show flags (``--help`` included) without a type."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_type()
+
+
+def write_out(data: bytes | str, *, err: bool = False) -> None:
+    """Write ``data`` to stdout (or stderr) completely, then flush.
+
+    A write to a pipe whose reader went away returns the bytes the pipe took (64 KiB)
+    instead of failing, and ``BufferedWriter.write`` passes that short count on: a
+    caller that ignores it never sees the broken pipe.  This loops until every byte is
+    written, so a closed pipe always surfaces as ``BrokenPipeError`` (exit 1 in
+    :func:`handle_errors`)."""
+    stream = sys.stderr if err else sys.stdout
+    raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:  # a text-only stream (a test's capture): it takes everything
+        stream.write(raw.decode("utf-8", "replace"))
+        stream.flush()
+        return
+    stream.flush()
+    view = memoryview(raw)
+    while view:
+        n = buffer.write(view)
+        if n is None:  # a non-blocking stream that is full: wait for it
+            buffer.flush()
+            continue
+        view = view[n:]
+    buffer.flush()
+
+
+def echo(text: str = "", *, err: bool = False, nl: bool = True) -> None:
+    """``typer.echo`` that never loses a broken pipe (:func:`write_out`)."""
+    write_out(text + "\n" if nl else text, err=err)
 
 app = typer.Typer(
     name="kfm",
@@ -34,8 +86,29 @@ app = typer.Typer(
     "ledger on an RFC 9162 Merkle tree with signed C2SP checkpoints.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
-    add_completion=False,
+    add_completion=True,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        echo(f"kfm {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print kfm's version and exit."
+        ),
+    ] = False,
+) -> None:
+    """kfm-ledger: the Kansas Frontier Matrix Rollback Registry Index, an append-only ledger on an
+    RFC 9162 Merkle tree with signed C2SP checkpoints."""
 
 LedgerDir = Annotated[
     Path,
@@ -67,9 +140,13 @@ class Output:
     def stamp(self, value: Any) -> Any:
         return {**value, "verified": False} if self.unverified and isinstance(value, dict) else value
 
-    def emit_json(self, value: Any) -> None:
-        """Print one JSON document (sorted keys are NOT applied: field order is meaningful)."""
-        typer.echo(json.dumps(self.stamp(value), indent=2, ensure_ascii=False))
+    def emit_json(self, value: Any, *, ok: bool = True, envelope: bool = True) -> None:
+        """Print one JSON document (sorted keys are NOT applied: field order is meaningful).
+
+        ``envelope``: a document without ``ok`` gets ``"ok": ok`` (docs/cli.md, "JSON
+        envelope"); only documents in another standard's format (JSON Schema, JSON-LD) opt out."""
+        doc = self.stamp(with_ok(value, ok)) if envelope else value
+        echo(json.dumps(doc, indent=2, ensure_ascii=False))
         self.emitted = True
 
     def mark_json_emitted(self) -> None:
@@ -88,9 +165,27 @@ class Output:
     def fail(self, message: str, code: int = EXIT_FAILED) -> typer.Exit:
         """Print ``kfm: error: message`` to stderr (and, with --json, a JSON error document on
         stdout); return the Exit to raise."""
-        typer.echo(f"kfm: error: {message}", err=True)
+        echo(f"kfm: error: {message}", err=True)
         self.error_json("UsageError" if code == EXIT_USAGE else "Failed", message, code)
         return typer.Exit(code)
+
+
+def with_ok(value: Any, ok: bool = True) -> Any:
+    """``value`` with the envelope's ``"ok"`` when it is a document that has none."""
+    if isinstance(value, dict) and "ok" not in value:
+        return {**value, "ok": ok}
+    return value
+
+
+def aliased(doc: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
+    """``doc`` with each old key of ``renames`` preceded by its canonical name (same value); the old
+    name stays as an alias for one release (docs/cli.md, "JSON envelope")."""
+    result: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key in renames:
+            result[renames[key]] = value
+        result[key] = value
+    return result
 
 
 def open_ledger(
@@ -116,7 +211,8 @@ def handle_errors(fn: F) -> F:
 
     The command gets this run's :class:`Output` as its ``out`` argument.
 
-    * :class:`KfmError`: its diagnostics, its exit code (1).
+    * :class:`KfmError`: its diagnostics, its exit code (1; 3 for a held lock,
+      :class:`LockedError`, so that a script can retry instead of raising an alarm).
     * An operating-system error on a file or directory (a missing input file, a
       directory where a file was expected, a ledger directory that cannot be created):
       one line naming the path and why, exit 1.  Only real OS errors (with an errno)
@@ -138,16 +234,17 @@ def handle_errors(fn: F) -> F:
                 # at interpreter exit where it would print "Exception ignored ...".
                 sys.stdout.flush()
         except KfmError as e:
-            typer.echo(f"kfm: error: {e.diagnostics()}", err=True)
-            out.error_json(type(e).__name__, str(e), e.exit_code, getattr(e, "problems", None))
-            raise typer.Exit(e.exit_code) from None
+            code = EXIT_LOCKED if isinstance(e, LockedError) else e.exit_code
+            echo(f"kfm: error: {e.diagnostics()}", err=True)
+            out.error_json(type(e).__name__, str(e), code, getattr(e, "problems", None))
+            raise typer.Exit(code) from None
         except BrokenPipeError:
             _silence_standard_streams()
             raise typer.Exit(EXIT_FAILED) from None
         except OSError as e:
             if e.errno is None:  # io.UnsupportedOperation and the like: a programming error
                 raise
-            typer.echo(f"kfm: error: {describe_os_error(e)}", err=True)
+            echo(f"kfm: error: {describe_os_error(e)}", err=True)
             out.error_json("OSError", describe_os_error(e), EXIT_FAILED)
             raise typer.Exit(EXIT_FAILED) from None
 

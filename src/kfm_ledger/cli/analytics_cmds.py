@@ -15,7 +15,20 @@ from typing import Annotated
 
 import typer
 
-from . import EXIT_FAILED, EXIT_USAGE, JsonFlag, LedgerDir, Output, Unverified, handle_errors, open_ledger
+from . import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    JsonFlag,
+    LedgerDir,
+    Output,
+    Unverified,
+    aliased,
+    echo,
+    handle_errors,
+    open_ledger,
+    with_ok,
+    write_out,
+)
 
 CsvFlag = Annotated[bool, typer.Option("--csv", help="Print CSV (with a header line) instead of a table.")]
 
@@ -24,14 +37,9 @@ CsvFlag = Annotated[bool, typer.Option("--csv", help="Print CSV (with a header l
 def _emit_large_json(out: Output, value: object) -> None:
     """:meth:`Output.emit_json` for results that may be large (query rows, impact trees): the same
     indented JSON, encoded by msgspec in C."""
-    import sys
-
     import msgspec
 
-    data = msgspec.json.format(msgspec.json.encode(out.stamp(value)), indent=2) + b"\n"
-    sys.stdout.flush()
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
+    write_out(msgspec.json.format(msgspec.json.encode(out.stamp(with_ok(value))), indent=2) + b"\n")
     out.mark_json_emitted()
 
 
@@ -59,11 +67,11 @@ def mirror(
         if check:
             status = check_mirror(led)
             if json_out:
-                out.emit_json(status.to_json())
+                out.emit_json(aliased(status.to_json(), {"ledger_size": "tree_size", "ledger_root": "root"}))
             elif status.ok:
-                typer.echo(status.render_text())
+                echo(status.render_text())
             else:
-                typer.echo(f"kfm: error: {status.render_text()}", err=True)
+                echo(f"kfm: error: {status.render_text()}", err=True)
             if not status.ok:
                 raise typer.Exit(EXIT_FAILED)
             return
@@ -73,12 +81,23 @@ def mirror(
     if json_out:
         out.emit_json(info.to_json())
     else:
-        typer.echo(info.render_text())
+        echo(info.render_text())
 
 
 @handle_errors
 def query(
-    sql: Annotated[str, typer.Argument(help="SQL over the table rollback_index (DuckDB dialect).", show_default=False)],
+    sql: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="SQL",
+            help="SQL over the table rollback_index (DuckDB dialect); '-' reads it from stdin. "
+            "May start with a '--' comment.",
+            show_default=False,
+        ),
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Read the SQL from this file ('-': stdin).", show_default=False)
+    ] = None,
     ledger_dir: LedgerDir = Path("."),
     csv_out: CsvFlag = False,
     json_out: JsonFlag = False,
@@ -89,17 +108,36 @@ def query(
     from ..ops.query import run_query
 
     _one_format(out, csv_out, json_out)
+    text = _query_text(out, sql, file)
     led = open_ledger(ledger_dir)
     try:
-        result = run_query(led, sql)
+        result = run_query(led, text)
     finally:
         led.close()
     if json_out:
         _emit_large_json(out, result.to_json())
     elif csv_out:
-        typer.echo(result.render_csv(), nl=False)
+        echo(result.render_csv(), nl=False)
     else:
-        typer.echo(result.render_text())
+        echo(result.render_text())
+
+
+def _query_text(out: Output, sql: str | None, file: Path | None) -> str:
+    """The SQL of ``kfm query``: the argument, ``-`` (stdin) or ``--file F``; exactly one."""
+    import re
+    import sys
+
+    if (sql is None) == (file is None):
+        raise out.fail("give the SQL as an argument, '-' (stdin) or --file FILE (exactly one)", EXIT_USAGE)
+    if sql is not None and re.fullmatch(r"--?[A-Za-z][\w-]*(=.*)?", sql, re.DOTALL):
+        # The command accepts unknown "options" as the SQL so that SQL starting with a
+        # "-- comment" line works; a lone word like --jsn is still a mistyped option.
+        raise out.fail(f"no such option: {sql.split('=', 1)[0]}", EXIT_USAGE)
+    if sql == "-" or (file is not None and str(file) == "-"):
+        return sys.stdin.read()
+    if file is not None:
+        return file.read_text(encoding="utf-8")
+    return sql  # type: ignore[return-value]
 
 
 report_app = typer.Typer(name="report", help="Reports over the ledger.", no_args_is_help=True)
@@ -147,11 +185,11 @@ def energy(
     if json_out:
         out.emit_json(report.to_json())
     elif csv_out:
-        typer.echo(report.render_csv(), nl=False)
+        echo(report.render_csv(), nl=False)
     else:
-        typer.echo(report.render_text())
+        echo(report.render_text())
     if plot is not None:
-        typer.echo(f"plot written to {plot}", err=json_out or csv_out)
+        echo(f"plot written to {plot}", err=json_out or csv_out)
 
 
 @handle_errors
@@ -163,6 +201,10 @@ def impact(
             help="lakeFS commit id (or unique prefix): what depends on what it introduced.",
             show_default=False,
         ),
+    ] = None,
+    index: Annotated[
+        int | None,
+        typer.Option("--index", min=0, help="Leaf index of the entry (instead of --commit).", show_default=False),
     ] = None,
     model: Annotated[
         str | None,
@@ -190,32 +232,52 @@ def impact(
 
     given = [
         (k, v)
-        for k, v in (("commit", commit), ("model", model), ("config", config), ("dataset", dataset))
+        for k, v in (
+            ("commit", commit),
+            ("index", index),
+            ("model", model),
+            ("config", config),
+            ("dataset", dataset),
+        )
         if v is not None
     ]
     if len(given) != 1:
-        raise out.fail("give exactly one of --commit, --model, --config, --dataset", EXIT_USAGE)
+        raise out.fail("give exactly one of --commit, --index, --model, --config, --dataset", EXIT_USAGE)
     if limit < 0:
         raise out.fail("--limit must be >= 0", EXIT_USAGE)
     kind, value = given[0]
-    selector = None if kind == "commit" else parse_selector(kind, value)  # type: ignore[arg-type]
+    selector = None if kind in ("commit", "index") else parse_selector(kind, value)  # type: ignore[arg-type]
     led = open_ledger(ledger_dir, unverified=unverified, out=out)
     try:
         if selector is None:
-            report = impact_of_entry(led, led.get(value))
+            entry = led.get(value) if kind == "commit" else led.entry(value)  # type: ignore[arg-type]
+            report = impact_of_entry(led, entry)
         else:
             report = impact_of_artifact(led, selector)
     finally:
         led.close()
     if json_out:
-        _emit_large_json(out, report.to_json())
+        doc = report.to_json()
+        # One name per concept: "root" is the root hash everywhere; the impact root (the
+        # entry or artifact asked about) is "subject".  "root_hash" stays one release.
+        doc = {
+            "format": doc["format"],
+            "tree_size": doc["tree_size"],
+            "root": doc["root_hash"],
+            "root_hash": doc["root_hash"],
+            "subject": doc["root"],
+            **{k: v for k, v in doc.items() if k not in ("format", "tree_size", "root", "root_hash")},
+        }
+        _emit_large_json(out, doc)
     else:
-        typer.echo(report.render_text(limit=limit))
+        echo(report.render_text(limit=limit))
 
 
 def register(app: typer.Typer) -> None:
     app.command("mirror")(mirror)
-    app.command("query")(query)
+    # ignore_unknown_options: an argument such as "-- audit: ...\nSELECT ..." (SQL whose
+    # first line is a comment) is the SQL, not an unknown option.
+    app.command("query", context_settings={"ignore_unknown_options": True})(query)
     app.command("impact")(impact)
     report_app.command("energy")(energy)
     app.add_typer(report_app, name="report")

@@ -11,21 +11,36 @@ mismatch, archive refused, config mismatch; 2 usage error.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from . import EXIT_FAILED, EXIT_USAGE, JsonFlag, LedgerDir, Output, Unverified, handle_errors, open_ledger
+if TYPE_CHECKING:  # pragma: no cover
+    from ..log.ledger import Ledger
+    from ..schema import Entry
+
+from . import EXIT_FAILED, EXIT_USAGE, JsonFlag, LedgerDir, Output, Unverified, echo, handle_errors, open_ledger
 
 CommitOpt = Annotated[
-    str, typer.Option("--commit", help="lakeFS commit id or a unique prefix of one.", show_default=False)
+    str | None, typer.Option("--commit", help="lakeFS commit id or a unique prefix of one.", show_default=False)
 ]
+IndexOpt = Annotated[
+    int | None, typer.Option("--index", min=0, help="The row's leaf index (0-based).", show_default=False)
+]
+
+
+def one_row(out: Output, led: Ledger, commit: str | None, index: int | None, what: str = "") -> Entry:
+    """The row named by exactly one of ``--commit`` / ``--index`` (exit 2 otherwise)."""
+    if (commit is None) == (index is None):
+        raise out.fail(f"give exactly one of --{what}commit or --{what}index", EXIT_USAGE)
+    return led.get(commit) if commit is not None else led.entry(index)  # type: ignore[arg-type]
 
 
 
 @handle_errors
 def rollback(
-    commit: CommitOpt,
+    commit: CommitOpt = None,
+    index: IndexOpt = None,
     bundle: Annotated[
         Path | None,
         typer.Option("--bundle", help="The bundle file (.tar.zst): check its sha256 against the ledger row."),
@@ -55,10 +70,7 @@ def rollback(
     from ..ops.bundle import parse_size
     from ..ops.rollback import (
         check_plan_bundle,
-        plan_rollback,
-        render_bundle_status,
-        render_plan,
-        render_restore_status,
+        plan_for_entry,
         restore_plan_bundle,
         rollback_outcome,
     )
@@ -71,8 +83,10 @@ def rollback(
         limit = parse_size(max_bytes)
     except KfmError as e:
         raise out.fail(str(e), EXIT_USAGE) from None
+    if (commit is None) == (index is None):
+        raise out.fail("give exactly one of --commit or --index", EXIT_USAGE)
     led = open_ledger(ledger_dir)
-    plan = plan_rollback(led, commit)
+    plan = plan_for_entry(led, one_row(out, led, commit, index))
     bundle_status = restore_status = None
     if bundle is not None and restore_to is not None:
         bundle_status, restore_status = restore_plan_bundle(
@@ -83,24 +97,39 @@ def rollback(
 
     outcome = rollback_outcome(plan, bundle_status, restore_status)
     if json_out:
-        out.emit_json(outcome.to_json())
+        doc = outcome.to_json()
+        out.emit_json({**doc, "lakefs_commit": doc["lakefs"]["commit"]})
     else:
-        typer.echo(render_plan(plan))
-        if bundle_status is not None:
-            typer.echo("")
-            typer.echo(render_bundle_status(bundle_status))
-        if restore_status is not None:
-            typer.echo(render_restore_status(restore_status))
+        echo(outcome.render_text())
     if not outcome.ok:
         for p in outcome.problems:
-            typer.echo(f"kfm: error: {p}", err=True)
+            echo(f"kfm: error: {p}", err=True)
         raise typer.Exit(EXIT_FAILED)
 
 
 @handle_errors
 def diff(
-    a: Annotated[str, typer.Argument(metavar="A", help="The 'from' state: a lakeFS commit id or unique prefix.")],
-    b: Annotated[str, typer.Argument(metavar="B", help="The 'to' state: a lakeFS commit id or unique prefix.")],
+    a: Annotated[
+        str | None,
+        typer.Argument(metavar="[A]", help="Alias of --from (kept for compatibility).", show_default=False),
+    ] = None,
+    b: Annotated[
+        str | None, typer.Argument(metavar="[B]", help="Alias of --to (kept for compatibility).", show_default=False)
+    ] = None,
+    from_commit: Annotated[
+        str | None,
+        typer.Option("--from", help="The 'from' state: a lakeFS commit id or unique prefix.", show_default=False),
+    ] = None,
+    to_commit: Annotated[
+        str | None,
+        typer.Option("--to", help="The 'to' state: a lakeFS commit id or unique prefix.", show_default=False),
+    ] = None,
+    from_index: Annotated[
+        int | None, typer.Option("--from-index", min=0, help="The 'from' state by leaf index.", show_default=False)
+    ] = None,
+    to_index: Annotated[
+        int | None, typer.Option("--to-index", min=0, help="The 'to' state by leaf index.", show_default=False)
+    ] = None,
     ledger_dir: LedgerDir = Path("."),
     json_out: JsonFlag = False,
     unverified: Unverified = False,
@@ -110,17 +139,27 @@ def diff(
     """What changed from environment state A to B: models, configs, data, branch, producer, energy."""
     from ..ops.diff import diff_entries, render_diff
 
+    if (a is not None and from_commit is not None) or (b is not None and to_commit is not None):
+        raise out.fail("give A or --from, B or --to, not both", EXIT_USAGE)
+    from_commit = from_commit if from_commit is not None else a
+    to_commit = to_commit if to_commit is not None else b
+    for side, c, i in (("from", from_commit, from_index), ("to", to_commit, to_index)):
+        if (c is None) == (i is None):
+            raise out.fail(f"give exactly one of --{side} (commit) or --{side}-index", EXIT_USAGE)
     led = open_ledger(ledger_dir, unverified=unverified, out=out)
-    d = diff_entries(led.get(a), led.get(b))
+    old = led.get(from_commit) if from_commit is not None else led.entry(from_index)  # type: ignore[arg-type]
+    new = led.get(to_commit) if to_commit is not None else led.entry(to_index)  # type: ignore[arg-type]
+    d = diff_entries(old, new)
     if json_out:
         out.emit_json(d.to_json())
     else:
-        typer.echo(render_diff(d))
+        echo(render_diff(d))
 
 
 @handle_errors
 def lineage(
-    commit: CommitOpt,
+    commit: CommitOpt = None,
+    index: IndexOpt = None,
     ledger_dir: LedgerDir = Path("."),
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the JSON-LD here instead of stdout.")
@@ -137,22 +176,25 @@ def lineage(
     from ..ops.lineage import lineage_prov
     from ..ops.rollback import prove_entry
 
+    if (commit is None) == (index is None):
+        raise out.fail("give exactly one of --commit or --index", EXIT_USAGE)
     led = open_ledger(ledger_dir)
-    entry = led.get(commit)
+    entry = one_row(out, led, commit, index)
     proof = prove_entry(led, entry)
     doc = lineage_prov(entry, led.origin, proof=proof)
     if output is not None:
         output.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     else:
-        out.emit_json(doc)
+        out.emit_json(doc, envelope=False)  # a JSON-LD document, not a kfm envelope
     if not proof.verified:
-        typer.echo(f"kfm: error: the inclusion proof does not verify: {proof.reason}", err=True)
+        echo(f"kfm: error: the inclusion proof does not verify: {proof.reason}", err=True)
         raise typer.Exit(EXIT_FAILED)
 
 
 @handle_errors
 def explain(
-    commit: CommitOpt,
+    commit: CommitOpt = None,
+    index: IndexOpt = None,
     scan_limit: Annotated[
         int, typer.Option("--scan-limit", help="Look back at most this many rows for the previous entry on the branch.")
     ] = 100_000,
@@ -167,12 +209,14 @@ def explain(
 
     if scan_limit < 0:
         raise out.fail("--scan-limit must be >= 0", EXIT_USAGE)
+    if (commit is None) == (index is None):
+        raise out.fail("give exactly one of --commit or --index", EXIT_USAGE)
     led = open_ledger(ledger_dir, unverified=unverified, out=out)
-    x = explain_entry(led, led.get(commit), scan_limit=scan_limit)
+    x = explain_entry(led, one_row(out, led, commit, index), scan_limit=scan_limit)
     if json_out:
-        out.emit_json(x.to_json())
+        out.emit_json(x.to_json(), ok=x.proof.verified)
     else:
-        typer.echo(render_explanation(x))
+        echo(render_explanation(x))
     if not x.proof.verified:
         raise typer.Exit(EXIT_FAILED)
 

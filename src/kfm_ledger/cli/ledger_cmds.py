@@ -19,10 +19,13 @@ from . import (
     LedgerDir,
     Output,
     Unverified,
+    aliased,
     describe_os_error,
+    echo,
     handle_errors,
     is_terminal,
     open_ledger,
+    write_out,
 )
 
 KeyFile = Annotated[
@@ -53,7 +56,13 @@ def _signer(ledger, key: Path | None):  # -> Signer
 
 def _checkpoint_json(signed) -> dict[str, object]:
     cp = signed.checkpoint
-    return {"origin": cp.origin, "size": cp.size, "root": _b64(cp.root), "note": signed.note.decode()}
+    return {
+        "origin": cp.origin,
+        "tree_size": cp.size,
+        "size": cp.size,  # alias of tree_size, one release
+        "root": _b64(cp.root),
+        "note": signed.note.decode(),
+    }
 
 
 # ----------------------------------------------------------------- commands
@@ -89,9 +98,9 @@ def init(
             }
         )
     else:
-        typer.echo(f"created ledger {ledger_dir} for origin {origin}")
-        typer.echo(f"verifier key: {led.verifier.vkey_text()}")
-        typer.echo("signing key: " + (str(key) if key else f"{ledger_dir / 'log.key'} (mode 0600)"))
+        echo(f"created ledger {ledger_dir} for origin {origin}")
+        echo(f"verifier key: {led.verifier.vkey_text()}")
+        echo("signing key: " + (str(key) if key else f"{ledger_dir / 'log.key'} (mode 0600)"))
 
 
 @handle_errors
@@ -128,8 +137,8 @@ def keygen(
     if json_out:
         out.emit_json({"name": name, "vkey": vkey, "key_file": str(key_file), "vkey_file": str(vkey_file)})
     else:
-        typer.echo(f"wrote {key_file} (mode 0600) and {vkey_file}")
-        typer.echo(f"verifier key: {vkey}")
+        echo(f"wrote {key_file} (mode 0600) and {vkey_file}")
+        echo(f"verifier key: {vkey}")
 
 
 @handle_errors
@@ -172,13 +181,13 @@ def append(
         out.emit_json(doc)
     else:
         if result.recovered:
-            typer.echo(f"recovered {result.recovered} row(s) left by an interrupted append")
-        typer.echo(
+            echo(f"recovered {result.recovered} row(s) left by an interrupted append")
+        echo(
             f"appended {result.count} row(s) at index {result.first_index}..{result.first_index + result.count - 1}; "
             f"signed tree size {cp.size}, root {_b64(cp.root)}"
         )
         if mirror_state == "stale":
-            typer.echo(
+            echo(
                 "note: the Parquet mirror now mirrors an older tree; run `kfm mirror` to refresh it "
                 "(or append with --mirror)"
             )
@@ -202,9 +211,16 @@ def get(
     led = open_ledger(ledger_dir, unverified=unverified, out=out)
     entry = led.get(commit) if commit is not None else led.entry(index)  # type: ignore[arg-type]
     if json_out:
-        out.emit_json({"index": entry.index, "leaf_hash": _b64(leaf_hash(entry.line)), "row": json.loads(entry.line)})
+        out.emit_json(
+            {
+                "index": entry.index,
+                "lakefs_commit": entry.row.lakefs_commit,
+                "leaf_hash": _b64(leaf_hash(entry.line)),
+                "row": json.loads(entry.line),
+            }
+        )
     else:
-        sys.stdout.buffer.write(entry.line + b"\n")
+        write_out(entry.line + b"\n")
 
 
 @handle_errors
@@ -249,7 +265,9 @@ def prove(
             out.emit_json(
                 {
                     "index": entry.index,
-                    "size": signed.checkpoint.size,
+                    "tree_size": signed.checkpoint.size,
+                    "size": signed.checkpoint.size,  # alias of tree_size, one release
+                    "root": _b64(signed.checkpoint.root),
                     "lakefs_commit": entry.row.lakefs_commit,
                     "leaf_hash": _b64(leaf_hash(entry.line)),
                     "proof": [_b64(h) for h in proof.hashes],
@@ -258,7 +276,7 @@ def prove(
                 }
             )
         else:
-            sys.stdout.buffer.write(format_tlog_proof(proof))
+            write_out(format_tlog_proof(proof))
         return
     if size is not None:
         raise out.fail("--size goes with an inclusion proof; use --to", EXIT_USAGE)
@@ -271,15 +289,17 @@ def prove(
         out.emit_json(
             {
                 "old_size": from_size,
-                "new_size": new_size,
+                "tree_size": new_size,
+                "new_size": new_size,  # alias of tree_size, one release
                 "old_root": _b64(old.checkpoint.root) if old else None,
-                "new_root": _b64(new.checkpoint.root) if new else None,
+                "root": _b64(new.checkpoint.root) if new else None,
+                "new_root": _b64(new.checkpoint.root) if new else None,  # alias of root, one release
                 "proof": [_b64(h) for h in hashes],
             }
         )
     else:
         for h in hashes:
-            typer.echo(_b64(h))
+            echo(_b64(h))
 
 
 @handle_errors
@@ -311,12 +331,13 @@ def verify_proof(
                 "ok": True,
                 "origin": checkpoint.origin,
                 "index": index,
-                "size": checkpoint.size,
+                "tree_size": checkpoint.size,
+                "size": checkpoint.size,  # alias of tree_size, one release
                 "root": _b64(checkpoint.root),
             }
         )
     else:
-        typer.echo(
+        echo(
             f"OK: entry is leaf {index} of {checkpoint.origin} at tree size {checkpoint.size} "
             f"(root {_b64(checkpoint.root)}), signature and path verified"
         )
@@ -360,16 +381,16 @@ def verify(
     progress = show_progress if is_terminal() and not json_out else None
     report = verify_ledger(led, since=since_note, check_mirror=not no_mirror, progress=progress)
     if json_out:
-        out.emit_json(report.to_json())
+        out.emit_json(aliased(report.to_json(), {"size": "tree_size"}))
     else:
         for f in report.failures:
-            typer.echo(f"FAIL {f}", err=True)
+            echo(f"FAIL {f}", err=True)
         if report.failures_truncated:
-            typer.echo(f"FAIL ... and {report.failures_truncated} more", err=True)
+            echo(f"FAIL ... and {report.failures_truncated} more", err=True)
         for note in report.notes:
-            typer.echo(f"note: {note}")
+            echo(f"note: {note}")
         status = "OK" if report.ok else f"FAILED ({len(report.failures) + report.failures_truncated} problem(s))"
-        typer.echo(
+        echo(
             f"{status}: {report.rows_checked} rows, {report.checkpoints_checked} signed checkpoints, "
             f"{report.tiles_checked} tiles checked; tree size {report.size}, root {_b64(report.root)}"
             + (", mirror checked" if report.mirror_checked else "")
@@ -382,7 +403,7 @@ def _verify_failed_json(out: Output, where: str, message: str) -> NoReturn:
     """`verify --json` when verification could not start: still one JSON document, exit 1."""
     from ..verify import VerifyReport
 
-    out.emit_json(VerifyReport.not_started_json(where, message))
+    out.emit_json(aliased(VerifyReport.not_started_json(where, message), {"size": "tree_size"}), ok=False)
     raise out.fail(message)
 
 
@@ -400,7 +421,7 @@ def checkpoint(
     if json_out:
         out.emit_json(_checkpoint_json(signed))
     else:
-        sys.stdout.buffer.write(signed.note)
+        write_out(signed.note)
 
 
 @handle_errors
@@ -409,9 +430,9 @@ def rebuild(ledger_dir: LedgerDir = Path("."), json_out: JsonFlag = False, *, ou
     led = open_ledger(ledger_dir)
     rows = led.rebuild()
     if json_out:
-        out.emit_json({"rows": rows, "size": led.size, "root": _b64(led.root)})
+        out.emit_json({"rows": rows, "tree_size": led.size, "size": led.size, "root": _b64(led.root)})
     else:
-        typer.echo(f"rebuilt the index and tiles from {rows} rows; root matches the signed checkpoint")
+        echo(f"rebuilt the index and tiles from {rows} rows; root matches the signed checkpoint")
 
 
 @handle_errors
@@ -424,12 +445,13 @@ def recover(ledger_dir: LedgerDir = Path("."), json_out: JsonFlag = False, *, ou
             {
                 "bytes_rolled_back": report.bytes_rolled_back,
                 "rows_rolled_forward": report.rows_rolled_forward,
-                "size": report.size,
+                "tree_size": report.size,
+                "size": report.size,  # alias of tree_size, one release
                 "temporaries_removed": list(report.temporaries_removed),
             }
         )
     else:
-        typer.echo(
+        echo(
             f"recovered: rolled back {report.bytes_rolled_back} byte(s) of an unsigned append, rolled forward "
             f"{report.rows_rolled_forward} row(s) of a signed one; "
             f"signed tree size {report.size}"
@@ -452,7 +474,7 @@ def schema_cmd(
     """Print the row's JSON Schema (draft 2020-12); it is JSON with or without --json."""
     from ..schema import row_json_schema
 
-    out.emit_json(row_json_schema())
+    out.emit_json(row_json_schema(), envelope=False)  # a JSON Schema document, not a kfm envelope
 
 
 @handle_errors
@@ -470,11 +492,11 @@ def demo(
 
     result = run_demo(directory, rows=rows, say=(lambda _: None) if json_out else typer.echo)
     if json_out:
-        out.emit_json(result.to_json())
+        out.emit_json(aliased(result.to_json(), {"size": "tree_size"}), ok=result.report.ok)
     else:
         where = result.ledger
-        typer.echo(f"try: kfm get --ledger {where} --commit {result.proven_commit[:10]}")
-        typer.echo(f"     kfm verify-proof {result.proof_file} --vkey {where / 'log.vkey'} --entry {result.entry_file}")
+        echo(f"try: kfm get --ledger {where} --commit {result.proven_commit[:10]}")
+        echo(f"     kfm verify-proof {result.proof_file} --vkey {where / 'log.vkey'} --entry {result.entry_file}")
     if not result.report.ok:
         raise typer.Exit(1)
 

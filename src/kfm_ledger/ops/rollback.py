@@ -355,6 +355,8 @@ def restore_plan_bundle(
     Refused when the plan's inclusion proof did not verify (a row not proven to be in
     the log is not restored).  Never raises for a refusal: the statuses say what failed.
     """
+    import os
+
     from .bundle import (
         BundleChecksumError,
         BundleError,
@@ -364,6 +366,8 @@ def restore_plan_bundle(
     )
 
     expected = plan.row.checksums.artifact_sha256
+    # ``dest`` is reported absolute whether the restore was done or refused.
+    dest = os.path.abspath(dest)
     if not plan.proof.verified:
         why = "not restored: the row's inclusion proof does not verify"
         return BundleStatus(path, expected, None, False, why), RestoreStatus(dest, False, why)
@@ -384,9 +388,12 @@ def restore_plan_bundle(
             dest, False, e.diagnostics(), configs=tuple(e.checks)
         )
     except BundleError as e:
-        return BundleStatus(path, expected, None, False, e.diagnostics()), RestoreStatus(dest, False, e.diagnostics())
+        # Refused before or while extracting for another reason than the checksum (not a
+        # zstd stream, unreadable): say what the file's checksum is, as ``--bundle`` alone
+        # would, instead of leaving it unknown.
+        return check_plan_bundle(plan, path), RestoreStatus(dest, False, e.diagnostics())
     return BundleStatus(path, expected, report.sha256, True), RestoreStatus(
-        report.dest, True, None, None, report.members, report.files, report.bytes, report.configs
+        os.path.abspath(report.dest), True, None, None, report.members, report.files, report.bytes, report.configs
     )
 
 
@@ -420,8 +427,14 @@ def _table(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
     return out
 
 
-def render_plan(plan: RollbackPlan) -> str:
-    """The plan for a person (plain text)."""
+def render_plan(plan: RollbackPlan, withheld: str | None = None) -> str:
+    """The plan for a person (plain text).
+
+    A destructive action is shown as runnable only when nothing failed: with ``withheld``
+    (why the rollback must not go ahead), or when the plan's proof did not verify, its
+    command is replaced by the reason."""
+    if withheld is None and not plan.proof.verified:
+        withheld = f"the inclusion proof does not verify: {plan.proof.reason}"
     r = plan.row
     lines = [
         f"Rollback plan for lakeFS commit {r.lakefs_commit}",
@@ -447,6 +460,9 @@ def render_plan(plan: RollbackPlan) -> str:
     ]
     for a in plan.actions:
         tag = "DESTRUCTIVE" if a.destructive else "safe"
+        if a.destructive and withheld is not None:
+            lines.append(f"  [{a.id}, {tag}] WITHHELD, do not run it: {withheld}")
+            continue
         lines.append(f"  [{a.id}, {tag}] {a.description}")
         if a.command:
             lines.append(f"      $ {a.command}")
@@ -469,8 +485,32 @@ class RollbackOutcome:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def withheld(self) -> str | None:
+        """Why destructive actions must not be run (None when the rollback can go ahead)."""
+        return "; ".join(self.problems) if self.problems else None
+
+    def render_text(self) -> str:
+        """The plan, the bundle check and the restore, for a person; a destructive action is
+        printed as runnable only when everything passed."""
+        parts = [render_plan(self.plan, self.withheld)]
+        if self.bundle is not None:
+            parts += ["", render_bundle_status(self.bundle)]
+        if self.restore is not None:
+            parts.append(render_restore_status(self.restore))
+        if self.problems:
+            parts += ["", "NOT READY: " + self.withheld]  # type: ignore[operator]
+        return "\n".join(parts)
+
     def to_json(self) -> dict[str, Any]:
         doc = self.plan.to_json()
+        why = self.withheld
+        for action in doc["actions"]:
+            # A destructive action is never given as runnable when a check failed.
+            action["withheld"] = why if action["destructive"] else None
+            if action["destructive"] and why is not None:
+                action["command"] = None
+                action["api"] = None
         doc["bundle_check"] = self.bundle.to_json() if self.bundle else None
         doc["restore"] = self.restore.to_json() if self.restore else None
         doc["ok"] = self.ok
