@@ -401,9 +401,11 @@ class IndexOutOfRangeError(LedgerError):
 
 
 class LockedError(LedgerError):
-    """Another writer holds the ledger's lock (``key`` names the lock object)."""
+    """Another writer holds the ledger's lock (``key`` names the lock object).  Exit code 3, so that
+    a script can retry instead of raising an alarm (docs/cli.md, exit codes)."""
 
     evidence_fields = ("key",)
+    exit_code = 3
 
     def __init__(self, message: str, *, key: str | None = None) -> None:
         super().__init__(message)

@@ -167,18 +167,28 @@ def test_flags_are_shown_without_a_type() -> None:
 
 
 def test_a_held_lock_has_its_own_exit_code(ledger: Path, tmp_path: Path) -> None:
-    from kfm_ledger.cli import EXIT_LOCKED, handle_errors
+    """A real writer lock held by this process: `kfm append` in another process exits 3, says
+    so, and the library error carries the same exit code."""
+    import json as json_mod
+    import shutil
+
+    from kfm_ledger.cli import EXIT_LOCKED
     from kfm_ledger.errors import LockedError
 
-    @handle_errors
-    def locked(json_out: bool = False, *, out: object) -> None:
-        raise LockedError("the ledger is locked by another writer", key="lock")
-
-    import typer
-
-    with pytest.raises(typer.Exit) as e:
-        locked()
-    assert e.value.exit_code == EXIT_LOCKED == 3
+    copy = tmp_path / "ledger"
+    shutil.copytree(ledger, copy)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_bytes(sample_jsonl(1, start=900))
+    with Ledger.open(copy) as led, led.writer_lock(wait=0):
+        done = subprocess.run(
+            [sys.executable, "-m", "kfm_ledger", "append", str(rows), "--ledger", str(copy), "--wait", "0", "--json"],
+            capture_output=True, text=True, timeout=120,
+        )
+    assert done.returncode == EXIT_LOCKED == LockedError.exit_code == 3, done.stderr
+    assert "another writer" in done.stderr
+    assert json_mod.loads(done.stdout)["error"]["exit_code"] == 3
+    with Ledger.open(copy) as led:
+        assert led.size == Ledger.open(ledger).size  # nothing appended
 
 
 # ------------------------------------------------------------- --json envelope

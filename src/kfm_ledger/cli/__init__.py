@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from ..errors import KfmError, LockedError
+from ..errors import KfmError
 
 if TYPE_CHECKING:  # pragma: no cover
     from kfm_ledger.log.ledger import Ledger
@@ -234,7 +234,7 @@ def handle_errors(fn: F) -> F:
                 # at interpreter exit where it would print "Exception ignored ...".
                 sys.stdout.flush()
         except KfmError as e:
-            code = EXIT_LOCKED if isinstance(e, LockedError) else e.exit_code
+            code = e.exit_code  # LockedError: EXIT_LOCKED (3)
             echo(f"kfm: error: {e.diagnostics()}", err=True)
             out.error_json(type(e).__name__, str(e), code, getattr(e, "problems", None))
             raise typer.Exit(code) from None
