@@ -29,6 +29,7 @@ from . import (
     with_ok,
     write_out,
 )
+from .progress import QuietFlag, progress_reporter
 
 CsvFlag = Annotated[bool, typer.Option("--csv", help="Print CSV (with a header line) instead of a table.")]
 
@@ -56,6 +57,7 @@ def mirror(
     ] = False,
     ledger_dir: LedgerDir = Path("."),
     json_out: JsonFlag = False,
+    quiet: QuietFlag = False,
     *,
     out: Output,
 ) -> None:
@@ -65,7 +67,8 @@ def mirror(
     led = open_ledger(ledger_dir)
     try:
         if check:
-            status = check_mirror(led)
+            with progress_reporter("mirror --check", "rows", quiet=quiet) as progress:
+                status = check_mirror(led, progress=progress)
             if json_out:
                 out.emit_json(aliased(status.to_json(), {"ledger_size": "tree_size", "ledger_root": "root"}))
             elif status.ok:
@@ -75,7 +78,8 @@ def mirror(
             if not status.ok:
                 raise typer.Exit(EXIT_FAILED)
             return
-        info = write_mirror(led)
+        with progress_reporter("mirror", "rows", quiet=quiet) as progress:
+            info = write_mirror(led, progress=progress)
     finally:
         led.close()
     if json_out:

@@ -23,10 +23,10 @@ from . import (
     describe_os_error,
     echo,
     handle_errors,
-    is_terminal,
     open_ledger,
     write_out,
 )
+from .progress import QuietFlag, progress_reporter
 
 KeyFile = Annotated[
     Path | None,
@@ -149,26 +149,29 @@ def append(
     wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for another writer's lock.")] = 10.0,
     mirror: Annotated[bool, typer.Option("--mirror", help="Regenerate the Parquet mirror afterwards.")] = False,
     json_out: JsonFlag = False,
+    quiet: QuietFlag = False,
     *,
     out: Output,
 ) -> None:
     """Validate rows and append them under a new signed checkpoint (all or nothing)."""
     led = open_ledger(ledger_dir)
     signer = _signer(led, key)
-    if file == "-":
-        # Spool standard input so a large batch streams like a file.
-        import shutil
-        import tempfile
+    with progress_reporter("append", "bytes", quiet=quiet) as progress:
+        if file == "-":
+            # Spool standard input so a large batch streams like a file.
+            import shutil
+            import tempfile
 
-        with tempfile.NamedTemporaryFile(prefix="kfm-stdin-") as spool:
-            shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
-            spool.flush()
-            result = led.append_file(spool.name, signer=signer, wait=wait)
-    else:
-        result = led.append_file(file, signer=signer, wait=wait)
+            with tempfile.NamedTemporaryFile(prefix="kfm-stdin-") as spool:
+                shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+                spool.flush()
+                result = led.append_file(spool.name, signer=signer, wait=wait, progress=progress)
+        else:
+            result = led.append_file(file, signer=signer, wait=wait, progress=progress)
     from ..mirror import mirror_after_append
 
-    mirror_state = mirror_after_append(led, regenerate=mirror)
+    with progress_reporter("append: mirror", "rows", quiet=quiet or not mirror) as progress:
+        mirror_state = mirror_after_append(led, regenerate=mirror, progress=progress)
     cp = result.checkpoint.checkpoint
     if json_out:
         doc: dict[str, object] = {
@@ -352,6 +355,7 @@ def verify(
     vkey: VkeyFile = None,
     no_mirror: Annotated[bool, typer.Option("--no-mirror", help="Skip the Parquet mirror check.")] = False,
     json_out: JsonFlag = False,
+    quiet: QuietFlag = False,
     *,
     out: Output,
 ) -> None:
@@ -371,15 +375,8 @@ def verify(
             raise
         _verify_failed_json(out, "open", e.diagnostics() if isinstance(e, KfmError) else describe_os_error(e))
 
-    def show_progress(done: int, total: int) -> None:
-        pct = 100 * done // total if total else 100
-        sys.stderr.write(f"\rverifying: {pct:3d}% of {total:,} bytes")
-        if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    progress = show_progress if is_terminal() and not json_out else None
-    report = verify_ledger(led, since=since_note, check_mirror=not no_mirror, progress=progress)
+    with progress_reporter("verify", "bytes", quiet=quiet) as progress:
+        report = verify_ledger(led, since=since_note, check_mirror=not no_mirror, progress=progress)
     if json_out:
         out.emit_json(aliased(report.to_json(), {"size": "tree_size"}))
     else:
@@ -425,10 +422,13 @@ def checkpoint(
 
 
 @handle_errors
-def rebuild(ledger_dir: LedgerDir = Path("."), json_out: JsonFlag = False, *, out: Output) -> None:
+def rebuild(
+    ledger_dir: LedgerDir = Path("."), json_out: JsonFlag = False, quiet: QuietFlag = False, *, out: Output
+) -> None:
     """Recreate the commit index and every tile from the JSONL; they must match the signed checkpoint."""
     led = open_ledger(ledger_dir)
-    rows = led.rebuild()
+    with progress_reporter("rebuild", "percent", quiet=quiet) as progress:
+        rows = led.rebuild(progress=progress)
     if json_out:
         out.emit_json({"rows": rows, "tree_size": led.size, "size": led.size, "root": _b64(led.root)})
     else:

@@ -427,7 +427,8 @@ class SpooledInput:
     """Validate a JSONL input file in worker processes; keep its canonical lines in spool files.
 
     :meth:`results` yields one :class:`ChunkResult` per range of the input, in
-    order, with absolute line numbers.  Later, :meth:`copy` replays the canonical
+    order, with absolute line numbers (the k-th, from 1, is for the lines that begin in
+    bytes ``[start + (k-1) * chunk_bytes, start + k * chunk_bytes)``).  Later, :meth:`copy` replays the canonical
     bytes of chosen chunks.  The spools are anonymous temporary files (gone when
     closed, or when the process dies).  Use as a context manager.
     """
@@ -437,7 +438,7 @@ class SpooledInput:
 
         self._workers = workers or default_workers()
         self._start = start
-        self._chunk_bytes = chunk_bytes or CHUNK_BYTES
+        self.chunk_bytes = chunk_bytes or CHUNK_BYTES
         self._input = os.open(path, os.O_RDONLY)
         self._size = os.fstat(self._input).st_size
         self._spools = [tempfile.TemporaryFile(prefix="kfm-append-") for _ in range(max(1, self._workers))]
@@ -459,7 +460,7 @@ class SpooledInput:
     def results(self) -> Iterator[ChunkResult]:
         import multiprocessing
 
-        step = self._chunk_bytes
+        step = self.chunk_bytes
         ranges = [(s, min(s + step, self._size)) for s in range(self._start, self._size, step)]
         slots = multiprocessing.get_context("fork").Value("i", 0)
         spool_fds = [spool.fileno() for spool in self._spools]

@@ -17,6 +17,7 @@ from kfm_ledger.errors import InputRejected, RowProblem
 from kfm_ledger.index import CommitIndex, IndexedEntry
 
 from .append import AppendResult, append, before_last_row_problem, commit_batch, stored_commit_problem
+from .progress import Progress
 from .recovery import recover_locked
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ def append_file(
     wait: float,
     workers: int | None,
     max_problems: int,
+    progress: Progress | None = None,
 ) -> AppendResult:
     """:meth:`Ledger.append` for an input file, streamed (see :meth:`Ledger.append_file`)."""
     from . import bulk
@@ -73,7 +75,10 @@ def append_file(
     size = os.path.getsize(path)
     if _goes_in_memory(path, size, bulk.PARALLEL_THRESHOLD):
         with open(path, "rb") as f:
-            return append(led, f.read(), signer=signer, wait=wait)
+            appended = append(led, f.read(), signer=signer, wait=wait)
+        if progress is not None:
+            progress(size, size)
+        return appended
     led._check_signer(signer)
     problem = _Problems(max_problems)
     hashes = bytearray()
@@ -100,8 +105,10 @@ def append_file(
         # UNIQUE commit index once at the end instead of row by row.
         idx.begin(defer_unique=size // DEFER_UNIQUE_BYTES_PER_ROW >= old_size)
         try:
-            for result in spooled_input.results():
+            for chunk_number, result in enumerate(spooled_input.results(), 1):
                 # Helpers per chunk of about bulk.CHUNK_BYTES, never per row.
+                if progress is not None:  # chunk k is the input's bytes [bom + (k-1)*step, bom + k*step)
+                    progress(min(bom + chunk_number * spooled_input.chunk_bytes, size), size)
                 for p in result.all_problems():
                     problem(p)
                 previous = _check_chunk_order(result, previous, last, problem)

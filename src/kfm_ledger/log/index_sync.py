@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from kfm_ledger import schema
@@ -15,7 +16,9 @@ if TYPE_CHECKING:
     from .ledger import Ledger
 
 
-def catch_up_index(led: Ledger, *, limit: int | None) -> tuple[int, int, int]:
+def catch_up_index(
+    led: Ledger, *, limit: int | None, read: Callable[[Iterator[bytes]], Iterator[bytes]] | None = None
+) -> tuple[int, int, int]:
     """Index the complete lines after the index's high-water mark.
 
     Returns (rows indexed, byte offset after the last complete line, torn bytes after it).
@@ -56,7 +59,8 @@ def catch_up_index(led: Ledger, *, limit: int | None) -> tuple[int, int, int]:
             batch = []
             seen.clear()
 
-    for line, complete in split_lines(led._jsonl.iter_chunks(offset)):
+    chunks = led._jsonl.iter_chunks(offset)
+    for line, complete in split_lines(read(chunks) if read is not None else chunks):
         if not complete:
             torn = len(line)
             break

@@ -44,6 +44,7 @@ from .prover import Prover
 
 if TYPE_CHECKING:
     from .append import AppendResult
+    from .progress import Progress
     from .recovery import PendingAppend, RecoveryReport
     from .tile_writer import RightEdge
 
@@ -536,6 +537,7 @@ class Ledger:
         wait: float = 10.0,
         workers: int | None = None,
         max_problems: int = 1000,
+        progress: Progress | None = None,
     ) -> AppendResult:
         """:meth:`append` for an input file, streamed: memory does not grow with the file.
 
@@ -549,14 +551,20 @@ class Ledger:
         as :meth:`append`; otherwise the transaction is rolled back.  A JSON
         array or a single object, or a small file, goes through :meth:`append`.
         At most ``max_problems`` problems are listed.
+
+        ``progress(done, total)``, if given, is called in bytes of the input file as
+        pass 1 validates it, once per chunk of about 4 MiB (never per row); it ends with
+        ``(file size, file size)`` when every row has passed, before the write (pass 2,
+        about a quarter of the time).  An input that goes through :meth:`append` gets that
+        one final call only.
         """
         from .bulk_append import append_file
 
         return append_file(
-            self, path, signer=signer, wait=wait, workers=workers, max_problems=max_problems
+            self, path, signer=signer, wait=wait, workers=workers, max_problems=max_problems, progress=progress
         )
 
-    def rebuild(self, *, wait: float = 10.0) -> int:
+    def rebuild(self, *, wait: float = 10.0, progress: Progress | None = None) -> int:
         """Recreate the commit index and every tile from the JSONL (derived data).
 
         Signs nothing.  The rows are hashed first, without writing: if they no
@@ -564,7 +572,11 @@ class Ledger:
         nothing is touched.  Then the index is rebuilt and the tiles rewritten:
         every full tile, the partial tiles of the latest and of every earlier
         signed size that are still partial, and nothing else.  Returns the rows indexed.
+
+        ``progress(done, total)``, if given, is called in bytes of the JSONL read, counted
+        over the three passes (hash check, index, tiles): ``total`` is three times the
+        JSONL's size; once per read chunk of about 1 MiB, ending with ``(total, total)``.
         """
         from .rebuild import rebuild
 
-        return rebuild(self, wait=wait)
+        return rebuild(self, wait=wait, progress=progress)

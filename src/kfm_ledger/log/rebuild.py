@@ -13,32 +13,35 @@ from kfm_ledger.errors import CorruptLedgerError
 from .index_sync import catch_up_index
 from .layout import ENTRIES_PREFIX, INDEX_FILE, JSONL_KEY, TILES_PREFIX
 from .lines import split_lines
+from .progress import Progress, counted_chunks
 from .recovery import read_pending, recover_locked
 from .tile_writer import write_tiles
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from .ledger import Ledger
 
+    Read = Callable[[Iterator[bytes]], Iterator[bytes]]  # wraps a pass's stream of JSONL chunks
 
-def _lines_from(led: Ledger, start: int, stop: int) -> Iterator[bytes]:
+
+def _lines_from(led: Ledger, start: int, stop: int, read: Read = iter) -> Iterator[bytes]:
     e = led._raw_index().at(start)
     if e is None:
         raise CorruptLedgerError(f"commit index has no entry for leaf {start}", key=INDEX_FILE, index=start)
     n = start
-    for line, complete in split_lines(led._jsonl.iter_chunks(e.offset)):
+    for line, complete in split_lines(read(led._jsonl.iter_chunks(e.offset))):
         if n >= stop or not complete:
             break
         yield line
         n += 1
 
 
-def _check_rows(led: Ledger) -> None:
+def _check_rows(led: Ledger, read: Read = iter) -> None:
     """The rows are hashed first, without writing: they must give the signed root."""
     crange = merkle.CompactRange()
     n = 0
-    for line, complete in split_lines(led._jsonl.iter_chunks(0)):
+    for line, complete in split_lines(read(led._jsonl.iter_chunks(0))):
         if n >= led.size or not complete:
             break
         crange.append(merkle.leaf_hash(line))
@@ -59,16 +62,29 @@ def _check_rows(led: Ledger) -> None:
         )
 
 
-def rebuild(led: Ledger, *, wait: float) -> int:
+def _pass_reader(progress: Progress | None, jsonl_size: int, passes: int = 3) -> Callable[[int], Read]:
+    """``reader(k)`` wraps pass k's (0, 1, 2) chunk stream: progress in bytes read, counted over
+    the ``passes`` passes (``total`` is ``passes`` times the JSONL's size), once per chunk."""
+    total = passes * jsonl_size
+
+    def reader(k: int) -> Read:
+        return lambda chunks: counted_chunks(chunks, progress, k * jsonl_size, total)
+
+    return reader
+
+
+def rebuild(led: Ledger, *, wait: float, progress: Progress | None = None) -> int:
     """Recreate the commit index and every tile from the JSONL (see :meth:`Ledger.rebuild`)."""
     with led.writer_lock(wait=wait):
         if read_pending(led) is not None:
             recover_locked(led)  # finish or undo the interrupted append first
         else:
             led.refresh()
-        _check_rows(led)
+        jsonl_size = led._jsonl.size()
+        reader = _pass_reader(progress, jsonl_size)
+        _check_rows(led, reader(0))
         led._raw_index().reset()
-        added, _, _ = catch_up_index(led, limit=led.size)
+        added, _, _ = catch_up_index(led, limit=led.size, read=reader(1))
         written: set[str] = set()
 
         def write(key: str, data: bytes) -> None:
@@ -79,7 +95,7 @@ def rebuild(led: Ledger, *, wait: float) -> int:
             for key, data in items:
                 write(key, data)
 
-        lines = _lines_from(led, 0, led.size) if led.size else iter(())
+        lines = _lines_from(led, 0, led.size, reader(2)) if led.size else iter(())
         write_tiles(led, 0, (merkle.leaf_hash(line) for line in lines), write_many, None)
         # Partial tiles of earlier signed sizes: prefixes of today's partial tiles.
         for size in led.checkpoint_sizes():
@@ -95,4 +111,6 @@ def rebuild(led: Ledger, *, wait: float) -> int:
                 led.storage.delete(key)
         led.prover.tile_cache.clear()  # tiles were rewritten
         led._right_edge = None
+        if progress is not None:
+            progress(3 * jsonl_size, 3 * jsonl_size)
         return added

@@ -12,6 +12,7 @@ from typing import Any
 from kfm_ledger.core import merkle
 from kfm_ledger.log.layout import JSONL_KEY, MIRROR_KEY
 from kfm_ledger.log.ledger import Ledger
+from kfm_ledger.log.progress import Progress
 
 from ..errors import CorruptLedgerError
 from . import files, layout
@@ -60,8 +61,11 @@ def _write_group(writer: Any, schema: Any, parsed: Future[Any], first: int, hash
     writer.write_table(pa.Table.from_arrays(columns, schema=schema), row_group_size=count)
 
 
-def _build(ledger: Ledger) -> tuple[Any, int]:
+def _build(ledger: Ledger, progress: Progress | None = None) -> tuple[Any, int]:
     """Write the mirror into an Arrow buffer; return (buffer, rows).
+
+    ``progress(rows, tree size)`` is called once per row group read (never per row),
+    and once more, ``(tree size, tree size)``, when the last group is written.
 
     Three stages run at once, one row group each: this thread reads and hashes group
     k+2 (Python, holds the GIL), a parse thread turns group k+1 into Arrow, a write
@@ -88,10 +92,14 @@ def _build(ledger: Ledger) -> tuple[Any, int]:
                 write_pool.submit(_write_group, writer, schema, parsed, block.first_index, hashes)
             )
             rows += block.count
+            if progress is not None:
+                progress(rows, signed.size)
             while len(writes) > 2:
                 writes.popleft().result()
         while writes:
             writes.popleft().result()
+        if progress is not None:
+            progress(signed.size, signed.size)
     finally:
         for pending in writes:
             pending.cancel()
@@ -101,13 +109,14 @@ def _build(ledger: Ledger) -> tuple[Any, int]:
     return sink.getvalue(), rows
 
 
-def build_mirror(ledger: Ledger) -> bytes:
+def build_mirror(ledger: Ledger, *, progress: Progress | None = None) -> bytes:
     """The Parquet mirror of ``ledger``'s signed rows, as file bytes (deterministic).
 
     Raises :class:`CorruptLedgerError` if the lines do not hash to the signed root or
-    cannot be read with the row schema.
+    cannot be read with the row schema.  ``progress(done, total)``, if given, is called
+    in rows, once per row group (~32 MiB), ending with ``(tree size, tree size)``.
     """
-    buffer, _ = _build(ledger)
+    buffer, _ = _build(ledger, progress)
     return buffer.to_pybytes()
 
 
@@ -150,9 +159,11 @@ class MirrorInfo:
         )
 
 
-def write_mirror(ledger: Ledger) -> MirrorInfo:
-    """Regenerate the mirror and store it atomically under :data:`MIRROR_KEY`."""
-    buffer, rows = _build(ledger)
+def write_mirror(ledger: Ledger, *, progress: Progress | None = None) -> MirrorInfo:
+    """Regenerate the mirror and store it atomically under :data:`MIRROR_KEY`.
+
+    ``progress``: as for :func:`build_mirror` (rows, once per row group)."""
+    buffer, rows = _build(ledger, progress)
     view = memoryview(buffer)  # no copy: the storage writes any bytes-like object
     digest = hashlib.sha256(view).digest()
     files.write_mirror_file(ledger, view)

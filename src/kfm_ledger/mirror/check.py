@@ -11,6 +11,7 @@ from typing import Any, Literal
 from kfm_ledger.core import merkle
 from kfm_ledger.log.layout import MIRROR_KEY
 from kfm_ledger.log.ledger import Ledger
+from kfm_ledger.log.progress import Progress
 
 from ..errors import MirrorDriftError
 from . import files
@@ -83,7 +84,7 @@ def _b64(h: bytes) -> str:
     return base64.b64encode(h).decode()
 
 
-def check_mirror(ledger: Ledger, *, regenerate: bool = True) -> MirrorStatus:
+def check_mirror(ledger: Ledger, *, regenerate: bool = True, progress: Progress | None = None) -> MirrorStatus:
     """Compare the stored mirror with the ledger (the spec's "Parquet regeneration correctness").
 
     Cheap checks first, from the file's footer: readable, the kfm metadata present and
@@ -92,7 +93,8 @@ def check_mirror(ledger: Ledger, *, regenerate: bool = True) -> MirrorStatus:
     *modified*).  Then, with ``regenerate`` (the default), the file must be
     byte-identical to :func:`build_mirror`; if not, the footers and then the rows are
     compared column by column to name the first difference.  Never raises for drift:
-    see :meth:`MirrorStatus.raise_for_status`.
+    see :meth:`MirrorStatus.raise_for_status`.  ``progress``: the regeneration's, as for
+    :func:`build_mirror` (rows, once per row group); not called without a regeneration.
     """
     signed = ledger.checkpoint.checkpoint
     base = {
@@ -123,7 +125,7 @@ def check_mirror(ledger: Ledger, *, regenerate: bool = True) -> MirrorStatus:
     if not regenerate:
         return status("ok", **found)
     assert stored is not None
-    fresh = build_mirror(ledger)
+    fresh = build_mirror(ledger, progress=progress)
     if fresh == stored:
         return status("ok", regenerated=True, **found)
     return status("modified", *_explain_difference(stored, fresh, meta), regenerated=True, **found)
@@ -188,12 +190,15 @@ def verify_mirror(ledger: Ledger) -> list[str]:
 MirrorAfterAppend = Literal["absent", "stale", "regenerated"]
 
 
-def mirror_after_append(ledger: Ledger, *, regenerate: bool) -> MirrorAfterAppend:
-    """After an append: regenerate the mirror (``regenerate``), or say whether the one stored
-    now mirrors an older tree (``stale``) or there is none (``absent``)."""
+def mirror_after_append(
+    ledger: Ledger, *, regenerate: bool, progress: Progress | None = None
+) -> MirrorAfterAppend:
+    """After an append: regenerate the mirror (``regenerate``, with ``progress`` as for
+    :func:`write_mirror`), or say whether the one stored now mirrors an older tree
+    (``stale``) or there is none (``absent``)."""
     if regenerate:
         from .build import write_mirror
 
-        write_mirror(ledger)
+        write_mirror(ledger, progress=progress)
         return "regenerated"
     return "stale" if files.mirror_exists(ledger) else "absent"

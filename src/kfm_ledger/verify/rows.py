@@ -4,19 +4,18 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from kfm_ledger import schema
 from kfm_ledger.core import merkle
 from kfm_ledger.log import bulk
+from kfm_ledger.log.progress import Progress  # here: (bytes of the JSONL read, its size), per chunk
 
 from ..storage.base import AppendLog
 from . import access, since
 from .context import Run
 from .index_check import CommitChecker, RowFacts
 from .tiles import TileChecker
-
-Progress = Callable[[int, int], None]  #: (bytes read, total bytes)
 
 
 def find_signed_end(log: AppendLog, size: int) -> tuple[int, int]:
