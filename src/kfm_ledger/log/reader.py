@@ -27,7 +27,7 @@ from kfm_ledger import schema
 from kfm_ledger.core import merkle, tiles
 from kfm_ledger.errors import CorruptLedgerError, KfmError, ProofError
 
-from .layout import JSONL_KEY
+from .layout import INDEX_FILE, JSONL_KEY, MIRROR_KEY
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -283,3 +283,53 @@ def verified_blocks(ledger: Ledger, blocks: Iterable[B], data_of: Callable[[B], 
     check.finish()
     if held is not None:
         yield held
+
+
+# ------------------------------------------------------- rows a mirror named
+
+
+def lines_checked_against(ledger: Ledger, leaves: Sequence[int], leaf_hashes: Sequence[bytes] | None) -> list[bytes]:
+    """The stored lines of ``leaves`` (ascending), located by the commit index and read in a
+    few large reads; each line's leaf hash must equal ``leaf_hashes[k]``, the hash a source
+    bound to the signed checkpoint gives for that leaf (the current mirror's ``leaf_hash``
+    column); ``leaf_hashes`` None skips the check (``--unverified``).
+
+    A line that does not match is proven against the tiles (:func:`proven_entry`), so the
+    error names the row when the row was changed and the mirror when the row is the signed one.
+    """
+    located = ledger.index.at_many(leaves)
+    out: list[bytes] = []
+    k = 0
+    n = len(leaves)
+    while k < n:
+        first = located.get(leaves[k])
+        if first is None:
+            raise CorruptLedgerError(
+                f"commit index has no entry for leaf {leaves[k]}; run `kfm rebuild`", key=INDEX_FILE, index=leaves[k]
+            )
+        # One read for a run of rows close together in the file (at most 8 MiB, gaps under 64 KiB).
+        j, end = k + 1, first.offset + first.length
+        while j < n:
+            e = located.get(leaves[j])
+            if e is None or not end <= e.offset <= end + (64 << 10) or e.offset + e.length - first.offset > (8 << 20):
+                break
+            end = e.offset + e.length
+            j += 1
+        span = ledger._jsonl.read(first.offset, end - first.offset)
+        for leaf in leaves[k:j]:
+            e = located[leaf]
+            out.append(span[e.offset - first.offset : e.offset - first.offset + e.length])
+        k = j
+    if leaf_hashes is not None:
+        sha = _sha256
+        for leaf, line, expected in zip(leaves, out, leaf_hashes):
+            if sha(b"\x00" + line).digest() != expected:
+                proven_entry(ledger, leaf, line)  # raises naming the row when the row was changed
+                raise CorruptLedgerError(
+                    f"the mirror's leaf hash for row {leaf} is not the signed row's, though its metadata names "
+                    f"the current checkpoint: the mirror was modified; run `kfm mirror` to regenerate it "
+                    "(or use --source jsonl)",
+                    key=MIRROR_KEY,
+                    index=leaf,
+                )
+    return out
