@@ -48,7 +48,12 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     signer = signer_of(led)
     for a in range(0, ROWS, 150):
         led.append(rows[a : a + 150], signer=signer)
-    mirror.write_mirror(led)
+    saved = mirror.layout.ROW_GROUP_BYTES
+    mirror.layout.ROW_GROUP_BYTES = 60_000  # several row groups: matches are found group by group
+    try:
+        mirror.write_mirror(led)
+    finally:
+        mirror.layout.ROW_GROUP_BYTES = saved
     led.close()
     return d
 
@@ -67,6 +72,12 @@ SELECTORS = [
 
 def _commits(d: Path) -> list[str]:
     return [json.loads(line)["lakefs_commit"] for line in (d / JSONL).read_bytes().splitlines()]
+
+
+def test_the_mirror_has_several_row_groups(template: Path) -> None:
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(template / "rollback-index.parquet").num_row_groups > 3
 
 
 def test_created_at_text_is_not_what_the_mirror_stores(template: Path) -> None:

@@ -573,23 +573,29 @@ def _mirror_uses(ledger: Ledger, artifacts: Sequence[Artifact]) -> tuple[dict[Ar
 
     lists = sorted({_FIELDS[a.kind][0] for a in artifacts})
     data = mirror.mirror_source(ledger)
-    table = pq.read_table(
-        data if isinstance(data, str) else pa.BufferReader(data), columns=[*lists, "leaf_hash"]
-    )
-    flat: dict[str, tuple[Any, Any]] = {}
-    for name in lists:
-        column = table.column(name).combine_chunks()
-        flat[name] = (pc.list_flatten(column), pc.list_parent_indices(column))
-    uses: dict[Artifact, list[int]] = {}
-    for a in artifacts:
-        list_name, key_name, detail_name = _FIELDS[a.kind]
-        items, parents = flat[list_name]
-        mask = pc.equal(pc.struct_field(items, key_name), pa.scalar(a.key))
-        if a.detail is not None:
-            mask = pc.and_(mask, pc.equal(pc.struct_field(items, detail_name), pa.scalar(a.detail)))
-        positions = pc.unique(pc.filter(parents, mask))  # parents ascend: unique keeps the order
-        uses[a] = positions.to_pylist()
-    return uses, table.column("leaf_hash")
+    parquet = pq.ParquetFile(data if isinstance(data, str) else pa.BufferReader(data))
+    found: dict[Artifact, list[Any]] = {a: [] for a in artifacts}
+    first = 0
+    # One row group at a time: memory stays at one group's lists whatever the ledger size.
+    for group in range(parquet.num_row_groups):
+        table = parquet.read_row_group(group, columns=lists)
+        flat: dict[str, tuple[Any, Any]] = {}
+        for name in lists:
+            column = table.column(name).combine_chunks()
+            flat[name] = (pc.list_flatten(column), pc.list_parent_indices(column))
+        for a in artifacts:
+            list_name, key_name, detail_name = _FIELDS[a.kind]
+            items, parents = flat[list_name]
+            mask = pc.equal(pc.struct_field(items, key_name), pa.scalar(a.key))
+            if a.detail is not None:
+                mask = pc.and_(mask, pc.equal(pc.struct_field(items, detail_name), pa.scalar(a.detail)))
+            positions = pc.unique(pc.filter(parents, mask))  # parents ascend: unique keeps the order
+            if len(positions):
+                found[a].append(pc.add(positions.cast(pa.int64()), first))
+        first += table.num_rows
+    uses = {a: [x for chunk in chunks for x in chunk.to_pylist()] for a, chunks in found.items()}
+    leaf_hash = parquet.read(columns=["leaf_hash"]).column("leaf_hash") if any(uses.values()) else None
+    return uses, leaf_hash
 
 
 def _mirror_lines(ledger: Ledger, indexes: list[int], leaf_hash: Any) -> list[bytes]:
