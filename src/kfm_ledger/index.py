@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Protocol
 
 #: Version 2 made the UNIQUE commit index a named index, so that a bulk load can
@@ -301,6 +301,19 @@ class CommitIndex:
             (start, stop),
         ).fetchall()
         return [IndexedEntry(*r) for r in rows]
+
+    def at_many(self, leaves: Sequence[int]) -> dict[int, IndexedEntry]:
+        """Leaf -> entry for those of ``leaves`` indexed (a few queries however many)."""
+        found: dict[int, IndexedEntry] = {}
+        for start in range(0, len(leaves), 500):
+            chunk = list(leaves[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for row in self._conn.execute(
+                f"SELECT leaf, lakefs_commit, offset, length, created_at FROM entries WHERE leaf IN ({marks})",
+                chunk,
+            ):
+                found[row[0]] = IndexedEntry(*row)
+        return found
 
     def at(self, leaf: int) -> IndexedEntry | None:
         row = self._conn.execute(

@@ -36,10 +36,17 @@ EXIT_LOCKED = 3
 
 def _flags_without_type() -> None:
     """typer 0.2x shows a flag in help as ``--json <bool>``, as if it took a value (``--json
-    true`` is refused).  Show flags (``--help`` included) without a type."""
-    from typer.core import TyperOption
+    true`` is refused).  Show flags (``--help`` included) without a type.
 
-    shown = TyperOption.display_type_rich
+    A typer (or typer.core) without ``TyperOption.display_type_rich`` gets no patch: help
+    may then show ``<bool>`` after flags, but the CLI imports and works."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # pragma: no cover - a typer that moved its core module
+        return
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if not callable(shown):
+        return
 
     def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
         return None if self.is_flag else shown(self, ctx)

@@ -32,7 +32,19 @@ from . import (
 from .progress import QuietFlag, progress_reporter
 
 CsvFlag = Annotated[bool, typer.Option("--csv", help="Print CSV (with a header line) instead of a table.")]
+SourceOption = Annotated[
+    str,
+    typer.Option(
+        "--source",
+        help="Where to read rows: auto (the mirror when its metadata names the current checkpoint, "
+        "else the proven JSONL scan), mirror, jsonl.",
+    ),
+]
 
+
+def _check_source(out: Output, source: str) -> None:
+    if source not in ("auto", "mirror", "jsonl"):
+        raise out.fail(f"--source must be auto, mirror or jsonl, not {source!r}", EXIT_USAGE)
 
 
 def _emit_large_json(out: Output, value: object) -> None:
@@ -158,13 +170,7 @@ def energy(
             "--plot", help="Also draw the monthly chart to this PNG file (needs matplotlib: the extra 'plot')."
         ),
     ] = None,
-    source: Annotated[
-        str,
-        typer.Option(
-            "--source",
-            help="Where to read rows: auto (the mirror when current, else the JSONL), mirror, jsonl.",
-        ),
-    ] = "auto",
+    source: SourceOption = "auto",
     unverified: Unverified = False,
     *,
     out: Output,
@@ -173,8 +179,7 @@ def energy(
     from ..ops.energy import energy_report, plot_energy
 
     _one_format(out, csv_out, json_out)
-    if source not in ("auto", "mirror", "jsonl"):
-        raise out.fail(f"--source must be auto, mirror or jsonl, not {source!r}", EXIT_USAGE)
+    _check_source(out, source)
     led = open_ledger(ledger_dir, unverified=unverified, out=out)
     try:
         report = energy_report(led, source=source)  # type: ignore[arg-type]
@@ -227,6 +232,7 @@ def impact(
     limit: Annotated[int, typer.Option("--limit", help="Entries shown per producer in the text tree (0: all).")] = 50,
     ledger_dir: LedgerDir = Path("."),
     json_out: JsonFlag = False,
+    source: SourceOption = "auto",
     unverified: Unverified = False,
     *,
     out: Output,
@@ -249,15 +255,16 @@ def impact(
         raise out.fail("give exactly one of --commit, --index, --model, --config, --dataset", EXIT_USAGE)
     if limit < 0:
         raise out.fail("--limit must be >= 0", EXIT_USAGE)
+    _check_source(out, source)
     kind, value = given[0]
     selector = None if kind in ("commit", "index") else parse_selector(kind, value)  # type: ignore[arg-type]
     led = open_ledger(ledger_dir, unverified=unverified, out=out)
     try:
         if selector is None:
             entry = led.get(value) if kind == "commit" else led.entry(value)  # type: ignore[arg-type]
-            report = impact_of_entry(led, entry)
+            report = impact_of_entry(led, entry, source=source)  # type: ignore[arg-type]
         else:
-            report = impact_of_artifact(led, selector)
+            report = impact_of_artifact(led, selector, source=source)  # type: ignore[arg-type]
     finally:
         led.close()
     if json_out:

@@ -27,7 +27,7 @@ from kfm_ledger import schema
 from kfm_ledger.core import merkle, tiles
 from kfm_ledger.errors import CorruptLedgerError, KfmError, ProofError
 
-from .layout import JSONL_KEY
+from .layout import INDEX_FILE, JSONL_KEY, MIRROR_KEY
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -37,6 +37,11 @@ _sha256 = hashlib.sha256
 B = TypeVar("B")
 
 _SEE_ALL = "nothing was computed from it; run `kfm verify` to see every problem"
+#: For a signed row that changed: only its original bytes repair it.
+_RESTORE = (
+    "restore the row's original bytes from a backup or another copy of the ledger "
+    "(`kfm rebuild` only rebuilds derived data and cannot repair signed rows)"
+)
 
 
 def _b64(h: bytes) -> str:
@@ -52,10 +57,53 @@ def row_error(ledger: Ledger, index: int, found: bytes | None, expected: bytes |
     )
     return CorruptLedgerError(
         f"row {index} (line {index + 1} of {JSONL_KEY}) does not match the signed checkpoint "
-        f"(tree size {ledger.size}): {what}; the row was changed, moved or removed; {_SEE_ALL}",
+        f"(tree size {ledger.size}): {what}; the row at line {index + 1} no longer matches the signed tree "
+        f"(it was changed, moved or removed); {_SEE_ALL}; {_RESTORE}",
         key=JSONL_KEY,
         line=index + 1,
         index=index,
+    )
+
+
+def _whole_line(ledger: Ledger, leaf: int) -> bool:
+    """Whether the bytes the commit index gives for ``leaf`` are still one whole line."""
+    e = ledger.index.at(leaf)
+    if e is None:
+        return False
+    try:
+        before = ledger._jsonl.read(e.offset - 1, 1) if e.offset else b"\n"
+        after = ledger._jsonl.read(e.offset + e.length, 1)
+    except KfmError:
+        return False
+    return before == b"\n" and after == b"\n"
+
+
+def first_moved_row(ledger: Ledger, index: int) -> int | None:
+    """When row ``index`` is no longer a whole line where the commit index puts it, the first
+    row (<= ``index``) that is not: the one whose length changed (rows after it moved with
+    it); None when row ``index`` is in place.  A binary search: O(log n) reads."""
+    if _whole_line(ledger, index):
+        return None
+    lo, hi = 0, index  # rows before lo are in place; hi is not
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _whole_line(ledger, mid):
+            lo = mid + 1
+        else:
+            hi = mid
+    return hi
+
+
+def moved_row_error(ledger: Ledger, index: int, moved: int) -> CorruptLedgerError:
+    """Row ``index`` is not where it was signed because row ``moved`` (before it) changed length."""
+    return CorruptLedgerError(
+        f"row {index} (line {index + 1} of {JSONL_KEY}) is no longer where the commit index puts it: "
+        f"the row at line {moved + 1} (row {moved}) changed length, so it no longer matches the signed tree "
+        f"and every later row moved; {_SEE_ALL}; restore row {moved}'s original bytes from a backup or another "
+        "copy of the ledger (`kfm rebuild` only rebuilds derived data and cannot repair signed rows)",
+        key=JSONL_KEY,
+        line=moved + 1,
+        index=moved,
     )
 
 
@@ -77,6 +125,9 @@ def proven_entry(ledger: Ledger, index: int, line: bytes, asked: str | None = No
     except ProofError:
         stored = reader.read_node_hashes([(0, index)])[0]
         if stored != leaf:
+            moved = first_moved_row(ledger, index)
+            if moved is not None and moved != index:
+                raise moved_row_error(ledger, index, moved) from None
             raise row_error(ledger, index, leaf, stored) from None
         a, b = index - index % W, min(size, index - index % W + W)
         path = tiles.tile_path(0, index // W)
@@ -283,3 +334,53 @@ def verified_blocks(ledger: Ledger, blocks: Iterable[B], data_of: Callable[[B], 
     check.finish()
     if held is not None:
         yield held
+
+
+# ------------------------------------------------------- rows a mirror named
+
+
+def lines_checked_against(ledger: Ledger, leaves: Sequence[int], leaf_hashes: Sequence[bytes] | None) -> list[bytes]:
+    """The stored lines of ``leaves`` (ascending), located by the commit index and read in a
+    few large reads; each line's leaf hash must equal ``leaf_hashes[k]``, the hash a source
+    bound to the signed checkpoint gives for that leaf (the current mirror's ``leaf_hash``
+    column); ``leaf_hashes`` None skips the check (``--unverified``).
+
+    A line that does not match is proven against the tiles (:func:`proven_entry`), so the
+    error names the row when the row was changed and the mirror when the row is the signed one.
+    """
+    located = ledger.index.at_many(leaves)
+    out: list[bytes] = []
+    k = 0
+    n = len(leaves)
+    while k < n:
+        first = located.get(leaves[k])
+        if first is None:
+            raise CorruptLedgerError(
+                f"commit index has no entry for leaf {leaves[k]}; run `kfm rebuild`", key=INDEX_FILE, index=leaves[k]
+            )
+        # One read for a run of rows close together in the file (at most 8 MiB, gaps under 64 KiB).
+        j, end = k + 1, first.offset + first.length
+        while j < n:
+            e = located.get(leaves[j])
+            if e is None or not end <= e.offset <= end + (64 << 10) or e.offset + e.length - first.offset > (8 << 20):
+                break
+            end = e.offset + e.length
+            j += 1
+        span = ledger._jsonl.read(first.offset, end - first.offset)
+        for leaf in leaves[k:j]:
+            e = located[leaf]
+            out.append(span[e.offset - first.offset : e.offset - first.offset + e.length])
+        k = j
+    if leaf_hashes is not None:
+        sha = _sha256
+        for leaf, line, expected in zip(leaves, out, leaf_hashes):
+            if sha(b"\x00" + line).digest() != expected:
+                proven_entry(ledger, leaf, line)  # raises naming the row when the row was changed
+                raise CorruptLedgerError(
+                    f"the mirror's leaf hash for row {leaf} is not the signed row's, though its metadata names "
+                    f"the current checkpoint: the mirror was modified; run `kfm mirror` to regenerate it "
+                    "(or use --source jsonl)",
+                    key=MIRROR_KEY,
+                    index=leaf,
+                )
+    return out

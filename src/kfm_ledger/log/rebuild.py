@@ -49,7 +49,8 @@ def _check_rows(led: Ledger, read: Read = iter) -> None:
     if n < led.size:
         raise CorruptLedgerError(
             f"{JSONL_KEY} holds {n} complete rows but the signed checkpoint covers {led.size}: "
-            "rows were removed; nothing was rebuilt",
+            "rows were removed; nothing was rebuilt: `kfm rebuild` only rebuilds derived data and cannot "
+            "repair signed rows; restore the rows from a backup or another copy of the ledger, then run `kfm verify`",
             key=JSONL_KEY,
             line=n + 1,
             index=n,
@@ -57,7 +58,9 @@ def _check_rows(led: Ledger, read: Read = iter) -> None:
     if crange.root() != led.root:
         raise CorruptLedgerError(
             f"the rows of {JSONL_KEY} do not hash to the signed root at size {led.size}: rows were "
-            "changed; nothing was rebuilt (run `kfm verify` to find them)",
+            "changed; nothing was rebuilt: `kfm rebuild` only rebuilds derived data and cannot repair signed "
+            "rows; run `kfm verify` to find them and restore their original bytes from a backup or another "
+            "copy of the ledger",
             key=JSONL_KEY,
         )
 

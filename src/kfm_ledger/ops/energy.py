@@ -55,6 +55,7 @@ __all__ = [
     "energy_report",
     "plot_energy",
     "summarize",
+    "use_mirror",
 ]
 
 #: The ``format`` field of ``kfm report energy --json``.
@@ -393,26 +394,38 @@ def cells_from_mirror(data: Any) -> Cells:
     return cells
 
 
-def energy_report(ledger: Ledger, *, source: Source = "auto") -> EnergyReport:
-    """The energy report of ``ledger``'s signed rows (see the module docstring for ``source``)."""
+def use_mirror(ledger: Ledger, source: Source) -> bool:
+    """Whether to read the Parquet mirror for ``source`` (``report energy``, ``impact``).
+
+    ``"jsonl"``: no.  ``"auto"``: when the mirror's footer names the ledger's current
+    checkpoint (:func:`~kfm_ledger.mirror.check_mirror` without regenerating).  ``"mirror"``:
+    then too, else :class:`EnergySourceError` saying why and what to run.
+    """
     from .. import mirror
 
     if source not in ("auto", "mirror", "jsonl"):
         raise ValueError(f"unknown source {source!r}")
-    use_mirror = False
-    if source != "jsonl":
-        status = mirror.check_mirror(ledger, regenerate=False)
-        if status.ok:
-            use_mirror = True
-        elif source == "mirror":
-            raise EnergySourceError(
-                f"the mirror cannot be used: {status.state}: "
-                + "; ".join(status.problems)
-                + "; run `kfm mirror` or use --source jsonl",
-                state=status.state,
-                problems=status.problems,
-            )
-    if use_mirror:
+    if source == "jsonl":
+        return False
+    status = mirror.check_mirror(ledger, regenerate=False)
+    if status.ok:
+        return True
+    if source == "mirror":
+        raise EnergySourceError(
+            f"the mirror cannot be used: {status.state}: "
+            + "; ".join(status.problems)
+            + "; run `kfm mirror` or use --source jsonl",
+            state=status.state,
+            problems=status.problems,
+        )
+    return False
+
+
+def energy_report(ledger: Ledger, *, source: Source = "auto") -> EnergyReport:
+    """The energy report of ``ledger``'s signed rows (see the module docstring for ``source``)."""
+    from .. import mirror
+
+    if use_mirror(ledger, source):
         cells = cells_from_mirror(mirror.mirror_source(ledger))
         used = "mirror"
     else:

@@ -34,7 +34,19 @@ artifact always appears in a line as the exact bytes ``{"name":<n>,"version":<v>
 (``{"path":<p>,"sha256":<h>}``, ``{"stac":<s>,"lakefs_ref":<r>}``), with the strings
 encoded as msgspec writes them.  Large blocks of the JSONL are searched for those bytes
 (C-speed ``bytes.find``) and only the candidate lines are decoded, then checked field by
-field; a line is never counted on the byte match alone.  Only the signed rows are read.
+field; a line is never counted on the byte match alone.  Only the signed rows are read,
+and the scan is proven: the tree is recomputed from the lines while they stream
+(:mod:`kfm_ledger.log.reader`).
+
+**Where the rows are found** (``source``, as for ``kfm report energy``): ``"jsonl"`` is the
+proven scan above; ``"mirror"`` reads the Parquet mirror's list column(s) of the kinds asked
+about and its ``leaf_hash`` column, finds the matching rows there with pyarrow, then reads
+just those rows' lines from the JSONL (located by the commit index) and checks each one's
+leaf hash against the mirror's before decoding it, so the report is built from the same
+bytes, by the same code, as the scan's (the mirror's ``created_at`` is a timestamp and
+cannot give the stored text back); ``"auto"`` (the default) is the mirror when its metadata
+names the ledger's current checkpoint, else the scan.  A ``--commit`` entry itself is
+proven by its lookup (``Ledger.get``).
 """
 
 from __future__ import annotations
@@ -71,6 +83,7 @@ __all__ = [
 IMPACT_FORMAT = "kfm.impact/v1"
 
 Kind = Literal["model", "config", "dataset"]
+Source = Literal["auto", "mirror", "jsonl"]
 
 
 _encode = msgspec.json.encode
@@ -404,20 +417,25 @@ def _blocks(ledger: Ledger) -> Iterable[Any]:
     return mirror.iter_line_blocks(ledger, max_bytes=mirror.BLOCK_BYTES)
 
 
-def impact_of_artifact(ledger: Ledger, selector: Artifact) -> ImpactReport:
-    """Every signed entry that uses ``selector`` (see the module doc), grouped by producer."""
-    fragment = selector.fragment()
+def impact_of_artifact(ledger: Ledger, selector: Artifact, *, source: Source = "auto") -> ImpactReport:
+    """Every signed entry that uses ``selector`` (see the module doc), grouped by producer.
+
+    ``source``: where the rows are found (see the module doc); every source gives the same report.
+    """
+    from .energy import use_mirror
+
+    pairs: Iterable[tuple[int, Any]]
+    if use_mirror(ledger, source):
+        indexes, hashes = _mirror_uses(ledger, [selector])
+        hits = indexes[selector]
+        pairs = zip(hits, _decode_lines(_mirror_lines(ledger, hits, hashes), selector.kind))
+    else:
+        pairs = _scan_uses(ledger, selector)
     found: list[ImpactEntry] = []
-    for block in _blocks(ledger):
-        data = block.data
-        hits = list(_candidates(data, block.first_index, fragment))
-        if not hits:
-            continue
-        rows = _decode_lines([data[s:e] for _, s, e in hits], selector.kind)
-        for (index, _, _), row in zip(hits, rows):
-            links = selector.found_in(row)
-            if links:
-                found.append(_entry_of(index, row, links))
+    for index, row in pairs:
+        links = selector.found_in(row)
+        if links:
+            found.append(_entry_of(index, row, links))
     return ImpactReport(
         tree_size=ledger.size,
         root_hash=ledger.root,
@@ -429,18 +447,63 @@ def impact_of_artifact(ledger: Ledger, selector: Artifact) -> ImpactReport:
     )
 
 
-def impact_of_entry(ledger: Ledger, entry: Entry) -> ImpactReport:
+def _scan_uses(ledger: Ledger, selector: Artifact) -> Iterable[tuple[int, Any]]:
+    """(index, decoded row) of the candidate lines of the proven JSONL scan."""
+    fragment = selector.fragment()
+    for block in _blocks(ledger):
+        data = block.data
+        hits = list(_candidates(data, block.first_index, fragment))
+        if not hits:
+            continue
+        rows = _decode_lines([data[s:e] for _, s, e in hits], selector.kind)
+        yield from zip((index for index, _, _ in hits), rows)
+
+
+def impact_of_entry(ledger: Ledger, entry: Entry, *, source: Source = "auto") -> ImpactReport:
     """The later entries that use an artifact ``entry`` introduced, grouped by producer.
 
-    One pass over the signed lines: for each of the entry's artifacts, a confirmed use
-    before ``entry.index`` marks it as inherited (and stops the search for it); uses
-    after ``entry.index`` of the still-introduced ones are the dependents.
+    For each of the entry's artifacts, a confirmed use before ``entry.index`` marks it as
+    inherited (its first user's index is kept); uses after ``entry.index`` of the
+    introduced ones are the dependents.  ``entry`` is the caller's (proven by
+    ``Ledger.get``); ``source`` says where the other rows are found (see the module doc).
     """
+    from .energy import use_mirror
+
     target = entry.index
     own = artifacts_of(entry.row)
-    fragments = {a: a.fragment() for a in own}
     first_use: dict[Artifact, int] = {}  # inherited artifacts -> first user's index
     dependents: dict[int, tuple[Any, list[Artifact]]] = {}
+    if use_mirror(ledger, source):
+        uses, hashes = _mirror_uses(ledger, own)
+        later: dict[int, list[Artifact]] = {}
+        for artifact in own:
+            indexes = uses[artifact]
+            if indexes and indexes[0] < target:
+                first_use[artifact] = indexes[0]
+                continue
+            for index in indexes:
+                if index > target:
+                    later.setdefault(index, []).append(artifact)
+        wanted = sorted(later)
+        rows = _decode_lines(_mirror_lines(ledger, wanted, hashes))
+        for index, row in zip(wanted, rows):
+            links = [a for a in later[index] if a.found_in(row)]
+            if links:
+                dependents[index] = (row, links)
+    else:
+        _scan_entry(ledger, target, own, first_use, dependents)
+    return _entry_report(ledger, entry, own, first_use, dependents)
+
+
+def _scan_entry(
+    ledger: Ledger,
+    target: int,
+    own: list[Artifact],
+    first_use: dict[Artifact, int],
+    dependents: dict[int, tuple[Any, list[Artifact]]],
+) -> None:
+    """The proven JSONL scan of :func:`impact_of_entry`: fills ``first_use`` and ``dependents``."""
+    fragments = {a: a.fragment() for a in own}
     for block in _blocks(ledger):
         data = block.data
         for artifact, fragment in fragments.items():
@@ -464,6 +527,15 @@ def impact_of_entry(ledger: Ledger, entry: Entry) -> ImpactReport:
                 if slot is None:
                     slot = dependents[index] = (row, [])
                 slot[1].append(artifact)
+
+
+def _entry_report(
+    ledger: Ledger,
+    entry: Entry,
+    own: list[Artifact],
+    first_use: dict[Artifact, int],
+    dependents: dict[int, tuple[Any, list[Artifact]]],
+) -> ImpactReport:
     introduced = [a for a in own if a not in first_use]
     inherited = [InheritedArtifact(a, first_use[a]) for a in own if a in first_use]
     entries = []
@@ -481,3 +553,60 @@ def impact_of_entry(ledger: Ledger, entry: Entry) -> ImpactReport:
         inherited=tuple(inherited),
         groups=_group(entries),
     )
+
+
+# ------------------------------------------------------------------ the mirror
+
+
+def _mirror_uses(ledger: Ledger, artifacts: Sequence[Artifact]) -> tuple[dict[Artifact, list[int]], Any]:
+    """For each artifact, the ascending leaf indexes of the mirror's rows that use it (a row
+    matches as in :meth:`Artifact.found_in`); and the mirror's ``leaf_hash`` column.
+
+    Reads only the list columns of the artifacts' kinds and ``leaf_hash``.  The mirror has
+    one row per leaf in leaf order, so a row's position is its leaf index.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from .. import mirror
+
+    lists = sorted({_FIELDS[a.kind][0] for a in artifacts})
+    data = mirror.mirror_source(ledger)
+    parquet = pq.ParquetFile(data if isinstance(data, str) else pa.BufferReader(data))
+    found: dict[Artifact, list[Any]] = {a: [] for a in artifacts}
+    first = 0
+    # One row group at a time: memory stays at one group's lists whatever the ledger size.
+    for group in range(parquet.num_row_groups):
+        table = parquet.read_row_group(group, columns=lists)
+        flat: dict[str, tuple[Any, Any]] = {}
+        for name in lists:
+            column = table.column(name).combine_chunks()
+            flat[name] = (pc.list_flatten(column), pc.list_parent_indices(column))
+        for a in artifacts:
+            list_name, key_name, detail_name = _FIELDS[a.kind]
+            items, parents = flat[list_name]
+            mask = pc.equal(pc.struct_field(items, key_name), pa.scalar(a.key))
+            if a.detail is not None:
+                mask = pc.and_(mask, pc.equal(pc.struct_field(items, detail_name), pa.scalar(a.detail)))
+            positions = pc.unique(pc.filter(parents, mask))  # parents ascend: unique keeps the order
+            if len(positions):
+                found[a].append(pc.add(positions.cast(pa.int64()), first))
+        first += table.num_rows
+    uses = {a: [x for chunk in chunks for x in chunk.to_pylist()] for a, chunks in found.items()}
+    leaf_hash = parquet.read(columns=["leaf_hash"]).column("leaf_hash") if any(uses.values()) else None
+    return uses, leaf_hash
+
+
+def _mirror_lines(ledger: Ledger, indexes: list[int], leaf_hash: Any) -> list[bytes]:
+    """The signed lines of ``indexes`` (ascending), each checked against the mirror's leaf hash
+    for it (skipped with ``--unverified``), so that the report is built from the same bytes
+    as the JSONL scan's."""
+    from ..log.reader import lines_checked_against
+
+    if not indexes:
+        return []
+    hashes = None
+    if ledger.verify_reads:
+        hashes = [bytes(h) for h in leaf_hash.take(indexes).to_pylist()]
+    return lines_checked_against(ledger, indexes, hashes)

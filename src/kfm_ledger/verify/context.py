@@ -23,6 +23,9 @@ class Run:
     expected_roots: dict[int, bytes] = field(default_factory=dict)
     #: the root of the checkpoint given as ``since``, while it is still to be checked
     since_root: bytes | None = None
+    #: the rows do not give a signed root (set by the row pass): signed rows were changed or
+    #: removed, so advice to rebuild derived data would not help
+    rows_changed: bool = False
 
     def fail(self, where: str, message: str) -> None:
         self.report.fail(where, message, self.limit)

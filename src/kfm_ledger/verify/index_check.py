@@ -125,4 +125,9 @@ class CommitChecker:
         """Report the index mismatches (the first with its evidence, then a count)."""
         if self.mismatches:
             more = f" (and {self.mismatches - 1} more row(s))" if self.mismatches > 1 else ""
-            self.run.fail("index", f"{self.first_mismatch}{more}; run `kfm rebuild`")
+            if self.run.rows_changed:
+                # The index was built from the signed rows; the rows moved or changed since.
+                advice = "; the rows changed, not the index: once the signed rows are restored it matches again"
+            else:
+                advice = "; run `kfm rebuild`"
+            self.run.fail("index", f"{self.first_mismatch}{more}{advice}")

@@ -133,9 +133,12 @@ class RowPass:
         expected = self.run.expected_roots[size]
         if root != expected:
             self.roots_mismatch = True
+            self.run.rows_changed = True
             self.run.fail(
                 f"checkpoint {size}",
                 f"the tree recomputed from rows 1..{size} has root "
                 f"{base64.b64encode(root).decode()}, the signed root is "
-                f"{base64.b64encode(expected).decode()}: rows were changed",
+                f"{base64.b64encode(expected).decode()}: rows were changed; restore the signed rows' original bytes "
+                "from a backup or another copy of the ledger (`kfm rebuild` only rebuilds derived data and "
+                "cannot repair signed rows)",
             )

@@ -132,7 +132,8 @@ class TileChecker:
             for leaf, key in self.mismatched_leaves:
                 self.report.fail(
                     f"line {leaf + 1}",
-                    f"this row is not the one the log signed: its leaf hash differs from {key}",
+                    f"this row is not the one the log signed: its leaf hash differs from {key}; restore "
+                    "its original bytes from a backup or another copy of the ledger",
                     self.limit,
                 )
         else:
