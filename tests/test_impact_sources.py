@@ -74,6 +74,28 @@ def _commits(d: Path) -> list[str]:
     return [json.loads(line)["lakefs_commit"] for line in (d / JSONL).read_bytes().splitlines()]
 
 
+@pytest.fixture(autouse=True, params=["mirror reads every match", "scan past one in 8"])
+def read_limit(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with the mirror path reading each match (limit 0: never fall back) and
+    with the default fallback to the proven scan when many rows match, so both paths are
+    checked against the JSONL scan."""
+    if request.param == "mirror reads every match":
+        monkeypatch.setattr(impact, "SCAN_WHEN_MORE_THAN_ONE_IN", 0)
+    return str(request.param)
+
+
+def test_many_matches_take_the_scan_few_take_the_mirror(template: Path, read_limit: str, monkeypatch) -> None:
+    calls: list[int] = []
+    real = impact._mirror_lines
+    monkeypatch.setattr(impact, "_mirror_lines", lambda led, idx, h: calls.append(len(idx)) or real(led, idx, h))
+    with Ledger.open(template) as led:
+        selector = impact.parse_selector("model", "focus-transformer")
+        report = impact.impact_of_artifact(led, selector, source="mirror")
+        matched = sum(len(g.entries) for g in report.groups)
+        assert matched * 8 > led.size  # most rows use the sample's model
+    assert calls == ([] if read_limit == "scan past one in 8" else [matched])
+
+
 def test_the_mirror_has_several_row_groups(template: Path) -> None:
     import pyarrow.parquet as pq
 

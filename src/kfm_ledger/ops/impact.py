@@ -424,12 +424,13 @@ def impact_of_artifact(ledger: Ledger, selector: Artifact, *, source: Source = "
     """
     from .energy import use_mirror
 
-    pairs: Iterable[tuple[int, Any]]
+    pairs: Iterable[tuple[int, Any]] | None = None
     if use_mirror(ledger, source):
         indexes, hashes = _mirror_uses(ledger, [selector])
         hits = indexes[selector]
-        pairs = zip(hits, _decode_lines(_mirror_lines(ledger, hits, hashes), selector.kind))
-    else:
+        if _few_enough_to_read(ledger, len(hits)):
+            pairs = zip(hits, _decode_lines(_mirror_lines(ledger, hits, hashes), selector.kind))
+    if pairs is None:
         pairs = _scan_uses(ledger, selector)
     found: list[ImpactEntry] = []
     for index, row in pairs:
@@ -473,6 +474,7 @@ def impact_of_entry(ledger: Ledger, entry: Entry, *, source: Source = "auto") ->
     own = artifacts_of(entry.row)
     first_use: dict[Artifact, int] = {}  # inherited artifacts -> first user's index
     dependents: dict[int, tuple[Any, list[Artifact]]] = {}
+    scan = True
     if use_mirror(ledger, source):
         uses, hashes = _mirror_uses(ledger, own)
         later: dict[int, list[Artifact]] = {}
@@ -485,12 +487,16 @@ def impact_of_entry(ledger: Ledger, entry: Entry, *, source: Source = "auto") ->
                 if index > target:
                     later.setdefault(index, []).append(artifact)
         wanted = sorted(later)
-        rows = _decode_lines(_mirror_lines(ledger, wanted, hashes))
-        for index, row in zip(wanted, rows):
-            links = [a for a in later[index] if a.found_in(row)]
-            if links:
-                dependents[index] = (row, links)
-    else:
+        if _few_enough_to_read(ledger, len(wanted)):
+            scan = False
+            rows = _decode_lines(_mirror_lines(ledger, wanted, hashes))
+            for index, row in zip(wanted, rows):
+                links = [a for a in later[index] if a.found_in(row)]
+                if links:
+                    dependents[index] = (row, links)
+        else:
+            first_use.clear()
+    if scan:
         _scan_entry(ledger, target, own, first_use, dependents)
     return _entry_report(ledger, entry, own, first_use, dependents)
 
@@ -556,6 +562,17 @@ def _entry_report(
 
 
 # ------------------------------------------------------------------ the mirror
+
+#: The mirror path reads each matching row from the JSONL (through the commit index) to check its
+#: bytes; past one row in this many of the ledger, the proven sequential scan of the whole JSONL
+#: is faster than those scattered reads (``--config`` matching 2/3 of 1M rows), and gives the same
+#: report.
+SCAN_WHEN_MORE_THAN_ONE_IN = 8
+
+
+def _few_enough_to_read(ledger: Ledger, rows: int) -> bool:
+    return rows * SCAN_WHEN_MORE_THAN_ONE_IN <= max(ledger.size, 1)
+
 
 
 def _mirror_uses(ledger: Ledger, artifacts: Sequence[Artifact]) -> tuple[dict[Artifact, list[int]], Any]:
