@@ -47,15 +47,21 @@ def loaded_after(statement: str) -> set[str]:
     return set(json.loads(out))
 
 
-@pytest.mark.parametrize("module", CORE_MODULES)
-def test_a_core_module_loads_no_outer_layer(module: str) -> None:
+def assert_pure(module: str, allowed_own: set[str], own_package: str, forbidden: set[str]) -> None:
+    """Importing ``module`` alone loads no kfm_ledger module outside ``own_package`` and
+    ``allowed_own``, and none of ``forbidden`` (top-level names)."""
     baseline = loaded_after("pass")
     loaded = loaded_after(f"import {module}") - baseline
     own = {m for m in loaded if m == "kfm_ledger" or m.startswith("kfm_ledger.")}
-    outer = {m for m in own - ALLOWED_OWN if not m.startswith("kfm_ledger.core.")}
+    outer = {m for m in own - allowed_own if not m.startswith(own_package + ".")}
     assert not outer, f"importing {module} loaded outer modules {sorted(outer)}"
-    heavy = {m for m in loaded if m.split(".")[0] in FORBIDDEN or m in FORBIDDEN}
+    heavy = {m for m in loaded if m.split(".")[0] in forbidden or m in forbidden}
     assert not heavy, f"importing {module} loaded {sorted(heavy)}"
+
+
+@pytest.mark.parametrize("module", CORE_MODULES)
+def test_a_core_module_loads_no_outer_layer(module: str) -> None:
+    assert_pure(module, ALLOWED_OWN, "kfm_ledger.core", FORBIDDEN)
 
 
 def test_the_whole_core_together_stays_pure() -> None:
@@ -72,13 +78,7 @@ def test_every_schema_module_is_listed() -> None:
 @pytest.mark.parametrize("module", SCHEMA_MODULES)
 def test_a_schema_module_loads_no_outer_layer(module: str) -> None:
     """schema/ is pure too (docs/architecture.md): no other layer, no I/O-bound or heavy library."""
-    baseline = loaded_after("pass")
-    loaded = loaded_after(f"import {module}") - baseline
-    own = {m for m in loaded if m == "kfm_ledger" or m.startswith("kfm_ledger.")}
-    outer = {m for m in own - SCHEMA_ALLOWED_OWN if not m.startswith("kfm_ledger.schema.")}
-    assert not outer, f"importing {module} loaded outer modules {sorted(outer)}"
-    heavy = {m for m in loaded if m.split(".")[0] in SCHEMA_FORBIDDEN or m in SCHEMA_FORBIDDEN}
-    assert not heavy, f"importing {module} loaded {sorted(heavy)}"
+    assert_pure(module, SCHEMA_ALLOWED_OWN, "kfm_ledger.schema", SCHEMA_FORBIDDEN)
 
 
 def test_the_facade_is_lazy() -> None:
