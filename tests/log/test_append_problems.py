@@ -85,3 +85,25 @@ def test_an_in_memory_batch_is_capped_too(tmp_path: Path) -> None:
     assert len(e.value.problems) == MAX_LISTED_PROBLEMS
     assert e.value.total == MAX_LISTED_PROBLEMS + 5  # a negative kwh on each line
     assert f"showing 1,000 of {e.value.total:,} problems" in str(e.value)
+
+
+def test_a_small_batch_of_many_bad_lines_stops_diagnosing_at_the_cap() -> None:
+    # Issue part 4: 6 MB of invalid lines built 3 million messages.  Past the cap each
+    # refused row is only counted (one problem at least), never diagnosed or kept.
+    import time
+
+    from kfm_ledger.errors import MAX_LISTED_PROBLEMS
+    from kfm_ledger.storage.memory import MemoryStorage
+
+    led = Ledger.init(MemoryStorage(), origin=ORIGIN)
+    bad = b'{"not": "a row", "x": 1}\n' * 50_000
+    start = time.monotonic()
+    try:
+        led.append(bad, signer=signer_of(led))
+    except InputRejected as e:
+        assert len(e.problems) <= MAX_LISTED_PROBLEMS + 20
+        assert e.total >= 50_000 and e.not_listed == e.total - len(e.problems)
+    else:  # pragma: no cover
+        raise AssertionError("accepted")
+    assert time.monotonic() - start < 20  # was about 8 s of diagnosis alone
+    assert led.size == 0

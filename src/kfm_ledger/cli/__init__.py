@@ -200,10 +200,15 @@ def open_ledger(
 ) -> Ledger:
     """The ledger at ``--ledger`` (or $KFM_LEDGER), its signature checked (with ``vkey`` when given);
     ``unverified``: its reads are not proven, and stderr (and ``out``'s JSON) says so."""
+    from kfm_ledger.inputs import MAX_KEY_FILE_BYTES, read_bounded
     from kfm_ledger.log.keys import read_text_key
     from kfm_ledger.log.ledger import Ledger
 
-    vkey_text = read_text_key(vkey.read_bytes(), str(vkey), kind="verifier key") if vkey else None
+    vkey_text = (
+        read_text_key(read_bounded(vkey, MAX_KEY_FILE_BYTES, "verifier key file"), str(vkey), kind="verifier key")
+        if vkey
+        else None
+    )
     led = Ledger.open(ledger_dir, vkey=vkey_text)
     if unverified:
         led.verify_reads = False

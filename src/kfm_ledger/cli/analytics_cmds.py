@@ -149,10 +149,16 @@ def _query_text(out: Output, sql: str | None, file: Path | None) -> str:
         # The command accepts unknown "options" as the SQL so that SQL starting with a
         # "-- comment" line works; a lone word like --jsn is still a mistyped option.
         raise out.fail(f"no such option: {sql.split('=', 1)[0]}", EXIT_USAGE)
-    if sql == "-" or (file is not None and str(file) == "-"):
-        return sys.stdin.read()
-    if file is not None:
-        return file.read_text(encoding="utf-8")
+    from ..inputs import MAX_QUERY_FILE_BYTES, read_bounded
+
+    if sql == "-" or file is not None:
+        source = "-" if sql == "-" else str(file)
+        data = read_bounded(source, MAX_QUERY_FILE_BYTES, "SQL file", stdin=sys.stdin.buffer)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            where = "standard input" if source == "-" else source
+            raise out.fail(f"the SQL in {where} is not UTF-8 text (byte {e.start})", EXIT_USAGE) from None
     return sql  # type: ignore[return-value]
 
 

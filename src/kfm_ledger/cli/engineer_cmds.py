@@ -93,7 +93,7 @@ def rollback(
             plan, str(bundle), str(restore_to), max_bytes=limit, max_files=max_files
         )
     elif bundle is not None:
-        bundle_status = check_plan_bundle(plan, str(bundle))
+        bundle_status = check_plan_bundle(plan, str(bundle), max_bytes=limit, max_files=max_files)
 
     outcome = rollback_outcome(plan, bundle_status, restore_status)
     if json_out:

@@ -321,13 +321,16 @@ def verify_proof(
     from kfm_ledger.core.keys import Verifier
     from kfm_ledger.core.tlogproof import verify_tlog_proof
 
+    from ..inputs import MAX_ENTRY_FILE_BYTES, MAX_KEY_FILE_BYTES, MAX_PROOF_FILE_BYTES, read_bounded
     from ..log.keys import read_text_key
 
-    verifiers = [Verifier.from_vkey(read_text_key(vkey.read_bytes(), str(vkey), kind="verifier key"))]
-    data = entry.read_bytes()
+    vkey_data = read_bounded(vkey, MAX_KEY_FILE_BYTES, "verifier key file")
+    verifiers = [Verifier.from_vkey(read_text_key(vkey_data, str(vkey), kind="verifier key"))]
+    data = read_bounded(entry, MAX_ENTRY_FILE_BYTES, "entry file")
     if data.endswith(b"\n"):
         data = data[:-1]
-    checkpoint, index = verify_tlog_proof(proof_file.read_bytes(), data, verifiers, origin=origin)
+    proof = read_bounded(proof_file, MAX_PROOF_FILE_BYTES, "tlog-proof file")
+    checkpoint, index = verify_tlog_proof(proof, data, verifiers, origin=origin)
     if json_out:
         out.emit_json(
             {
@@ -360,14 +363,19 @@ def verify(
     out: Output,
 ) -> None:
     """Verify the whole ledger in one streaming pass; exit 0 only when everything holds."""
+    from ..inputs import MAX_NOTE_FILE_BYTES, InputFileError, read_bounded
     from ..verify import verify_ledger
 
     try:
-        since_note = since.read_bytes() if since else None
+        since_note = read_bounded(since, MAX_NOTE_FILE_BYTES, "checkpoint file") if since else None
     except OSError as e:
         if not json_out or e.errno is None:
             raise
         _verify_failed_json(out, "since", describe_os_error(e))
+    except InputFileError as e:
+        if not json_out:
+            raise
+        _verify_failed_json(out, "since", str(e))
     try:
         led = open_ledger(ledger_dir, vkey)
     except (KfmError, OSError) as e:

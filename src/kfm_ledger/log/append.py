@@ -19,9 +19,10 @@ from kfm_ledger.core import merkle
 from kfm_ledger.core.checkpoint import Checkpoint
 from kfm_ledger.core.keys import Signer
 from kfm_ledger.core.signed_checkpoint import SignedCheckpoint, open_checkpoint, sign_checkpoint
-from kfm_ledger.errors import InputRejected, KfmError, RowProblem, StorageError
+from kfm_ledger.errors import MAX_LISTED_PROBLEMS, InputRejected, KfmError, RowProblem, StorageError
 from kfm_ledger.index import CommitIndex, IndexedEntry
 from kfm_ledger.log.checkpoint_chain import previous_size_line
+from kfm_ledger.schema.batch import check_batch_capped
 
 from .layout import CHECKPOINT_KEY, PENDING_KEY, checkpoint_key
 from .recovery import PendingAppend, recover_locked, undo_append
@@ -92,21 +93,23 @@ def append(led: Ledger, batch: bytes | Sequence[schema.Row], *, signer: Signer, 
     """Validate a batch and append it under a new signed checkpoint (see :meth:`Ledger.append`)."""
     led._check_signer(signer)
     if isinstance(batch, (bytes, bytearray, memoryview)):
-        parsed, problems = schema.check_batch(bytes(batch))
+        parsed, problems, total = check_batch_capped(bytes(batch))
     else:
         parsed, problems = schema.check_rows(batch)
+        total = len(problems)
     if problems:
         # Every problem, the ledger's rules for the rows that passed too: read-only
         # (nothing will be written, so no lock or recovery) against the signed rows,
         # and only when the stored index covers them.
-        if parsed:
+        listed = len(problems)
+        if parsed and total < MAX_LISTED_PROBLEMS:
             with contextlib.suppress(KfmError):  # the schema problems are reported anyway
                 led.refresh()
                 idx = led.stored_index()
                 if idx is not None and idx.size() >= led.size:
                     problems += ledger_problems(led, parsed, idx)
         problems.sort(key=lambda p: p.line)
-        raise InputRejected(problems)
+        raise InputRejected(problems, total=total + len(problems) - listed)
     if not parsed:
         raise InputRejected([RowProblem(1, "$", "no rows in the input")])
     with led.writer_lock(wait=wait):

@@ -16,6 +16,7 @@ from kfm_ledger.core.keys import Signer
 from kfm_ledger.errors import InputRejected, RowProblem
 from kfm_ledger.index import CommitIndex, IndexedEntry
 
+from ..inputs import open_regular
 from .append import AppendResult, append, before_last_row_problem, commit_batch, stored_commit_problem
 from .progress import Progress
 from .recovery import recover_locked
@@ -72,7 +73,8 @@ def append_file(
     from . import bulk
 
     path = os.fspath(path)
-    size = os.path.getsize(path)
+    with open_regular(path, "input file") as f:  # a FIFO or device is refused, never read
+        size = os.fstat(f.fileno()).st_size
     if _goes_in_memory(path, size, bulk.PARALLEL_THRESHOLD):
         with open(path, "rb") as f:
             appended = append(led, f.read(), signer=signer, wait=wait)

@@ -37,6 +37,14 @@ from .tile_writer import prune_partials
 if TYPE_CHECKING:
     from .ledger import Ledger
 
+#: The fewest bytes a row takes in the JSONL (``{}`` and its newline): a record claiming
+#: more rows than its byte span can hold is corrupt.
+MIN_ROW_BYTES = 3
+#: A pending-append record is one short JSON line; anything longer is not one.
+MAX_PENDING_BYTES = 4096
+_MAX_OFFSET = 1 << 63
+_PENDING_FIELDS = ("old_size", "old_end", "new_size", "new_end")
+
 
 @dataclass(frozen=True)
 class PendingAppend:
@@ -54,14 +62,31 @@ class PendingAppend:
 
     @classmethod
     def from_json(cls, data: bytes) -> PendingAppend:
+        """Parse a record strictly: exactly the four keys, integers in ``[0, 2**63)``, a batch
+        that adds rows and bytes, and no more rows than its bytes can hold
+        (:data:`MIN_ROW_BYTES` each).  ValueError otherwise: nothing is ever allocated or
+        looped over from numbers that fail these bounds."""
+        if len(data) > MAX_PENDING_BYTES:
+            raise ValueError(f"{len(data)} bytes, more than the {MAX_PENDING_BYTES} a record takes")
         obj = json.loads(data)
-        values = [obj[k] for k in ("old_size", "old_end", "new_size", "new_end")]
-        if not all(type(v) is int and v >= 0 for v in values):
-            raise ValueError("sizes and offsets must be non-negative integers")
+        if type(obj) is not dict or sorted(obj) != sorted(_PENDING_FIELDS):
+            raise ValueError(f"want exactly the keys {', '.join(_PENDING_FIELDS)}")
+        values = [obj[k] for k in _PENDING_FIELDS]
+        if not all(type(v) is int and 0 <= v < _MAX_OFFSET for v in values):
+            raise ValueError("sizes and offsets must be integers from 0 to 2**63 - 1")
         p = cls(*values)
         if not (p.old_size < p.new_size and p.old_end < p.new_end):
             raise ValueError("the batch must add rows and bytes")
+        if (p.new_size - p.old_size) * MIN_ROW_BYTES > p.new_end - p.old_end:
+            raise ValueError(
+                f"{p.new_size - p.old_size} rows cannot fit in the batch's {p.new_end - p.old_end} bytes "
+                f"(each row takes at least {MIN_ROW_BYTES})"
+            )
         return p
+
+    @property
+    def rows(self) -> int:
+        return self.new_size - self.old_size
 
 
 @dataclass(frozen=True)
@@ -164,6 +189,14 @@ def recover_locked(led: Ledger) -> RecoveryReport:
             "belong to this ledger; nothing was changed — inspect it and remove it by hand",
             key=PENDING_KEY,
         )
+    if total > pending.new_end:
+        raise CorruptLedgerError(
+            f"{JSONL_KEY} holds {total} bytes, {total - pending.new_end} more than the interrupted append "
+            f"in {PENDING_KEY} wrote (it ends at byte {pending.new_end}): bytes no kfm append accounts for; "
+            "nothing was changed — inspect them and remove them by hand",
+            key=JSONL_KEY,
+            line=led.size + 1,
+        )
     signed_note = None
     try:
         signed_note = led.storage.read(checkpoint_key(pending.new_size))
@@ -215,26 +248,59 @@ def _roll_forward(led: Ledger, pending: PendingAppend, signed_note: bytes, total
     )
 
 
+def rows_are_present(led: Ledger, pending: PendingAppend) -> bool:
+    """Whether the JSONL holds every byte the record names, so that its row count is bounded
+    by real data (:data:`MIN_ROW_BYTES` a row) and work done per row or per tile is too."""
+    return pending.new_end <= led._jsonl.size()
+
+
 def discard_temporaries_of(led: Ledger, pending: PendingAppend) -> tuple[str, ...]:
     """Temporary files an interrupted append may have left (in the folders it writes), removed."""
-    folders = {"", CHECKPOINTS_PREFIX}
-    for level, index, width in tiles.tiles_changed(pending.old_size, pending.new_size):
-        folders.add(tiles.tile_path(level, index, width).rsplit("/", 1)[0] + "/")
     try:
+        if not rows_are_present(led, pending):
+            # The record's row count is not backed by bytes: sweep the tile tree instead
+            # of computing folders from it (work bounded by what storage holds).
+            swept = led.storage.discard_stale_temporaries(["", CHECKPOINTS_PREFIX])
+            swept += led.storage.discard_stale_temporaries(["tile/"], recursive=True)
+            return tuple(sorted(swept))
+        folders = {"", CHECKPOINTS_PREFIX}
+        for level, index, width in tiles.tiles_changed(pending.old_size, pending.new_size):
+            folders.add(tiles.tile_path(level, index, width).rsplit("/", 1)[0] + "/")
         return tuple(sorted(led.storage.discard_stale_temporaries(sorted(folders))))
     except (OSError, KfmError):  # clean-up only
         return ()
 
 
+def _stored_tiles_beyond(led: Ledger, old_size: int) -> list[str]:
+    """Hash tiles in storage that hold any hash beyond the tree of ``old_size`` (listed, so
+    bounded by what storage holds, not by a record's numbers)."""
+    found = []
+    for key in led.storage.list("tile/"):
+        try:
+            level, index, width = tiles.parse_tile_path(key)
+        except KfmError:
+            continue  # entry bundles, stray names: not this append's
+        count = old_size >> (tiles.TILE_HEIGHT * level)
+        if index * tiles.TILE_WIDTH + width > count:
+            found.append(key)
+    return found
+
+
 def undo_append(led: Ledger, pending: PendingAppend) -> None:
     """Remove every trace of an unsigned append: JSONL tail, index rows, new tiles, the record."""
+    if rows_are_present(led, pending):
+        # Tiles for the new size never exist at the old size (a full tile that
+        # became full, the right edge's new width): all of them are the append's.
+        doomed = [tiles.tile_path(*t) for t in tiles.tiles_changed(pending.old_size, pending.new_size)]
+    else:
+        # Rows not all written (or a record whose numbers no bytes back): tiles may still
+        # have been written ahead of the rows; remove every one beyond the old tree.
+        doomed = _stored_tiles_beyond(led, pending.old_size)
     if led._jsonl.size() > pending.old_end:
         led._jsonl.truncate(pending.old_end)
     led._raw_index().truncate(pending.old_size, pending.old_end)
-    for level, index, width in tiles.tiles_changed(pending.old_size, pending.new_size):
-        # Tiles for the new size never exist at the old size (a full tile that
-        # became full, the right edge's new width): all of them are the append's.
-        led.storage.delete(tiles.tile_path(level, index, width))
+    for key in doomed:
+        led.storage.delete(key)
     # Their expansion records too (derived; refused on use anyway: their roots differ).
     led.prover.expansions.cut(pending.old_size // tiles.TILE_WIDTH)
     led.storage.delete(PENDING_KEY)

@@ -83,6 +83,7 @@ __all__ = [
     "ConfigMismatchError",
     "ExtractReport",
     "UnsafeArchiveError",
+    "bundle_file_cap",
     "check_configs",
     "extract_bundle",
     "parse_size",
@@ -176,15 +177,42 @@ class ExtractReport:
 # ---------------------------------------------------------------- checksums
 
 
-def sha256_file(path: str | os.PathLike[str]) -> tuple[bytes, int]:
-    """(SHA-256 digest, size) of a file, streamed in 1 MiB chunks."""
+def bundle_file_cap(max_bytes: int, max_files: int = DEFAULT_MAX_FILES) -> int:
+    """The most bytes a bundle file is hashed for: ``max_bytes`` plus the tar overhead the
+    decompressed stream is allowed (an incompressible bundle is a little larger than its data)."""
+    return max_bytes + max_files * _PER_MEMBER_OVERHEAD + _FIXED_OVERHEAD
+
+
+def sha256_file(path: str | os.PathLike[str], max_bytes: int | None = None) -> tuple[bytes, int]:
+    """(SHA-256 digest, size) of a regular file, streamed in 1 MiB chunks.
+
+    A FIFO, a device or a directory is refused (:class:`BundleError`) without reading it;
+    with ``max_bytes``, hashing stops past that many bytes (:class:`BundleLimitError`).
+    """
     h = hashlib.sha256()
     size = 0
-    with open(path, "rb") as f:
+    with _open_bundle(os.fspath(path)) as f:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
             size += len(chunk)
+            _check_file_size(os.fspath(path), size, max_bytes)
     return h.digest(), size
+
+
+def _open_bundle(bundle: str) -> IO[bytes]:
+    from ..inputs import InputFileError, open_regular
+
+    try:
+        return open_regular(bundle, "bundle")
+    except InputFileError as e:
+        raise BundleError(str(e), path=bundle) from None
+
+
+def _check_file_size(bundle: str, size: int, cap: int | None) -> None:
+    if cap is not None and size > cap:
+        raise BundleLimitError(
+            bundle, "(bundle file)", f"the file is larger than {cap:,} bytes (--max-bytes plus tar overhead)"
+        )
 
 
 def _expected_digest(expected_sha256: str, path: str) -> bytes:
@@ -193,16 +221,26 @@ def _expected_digest(expected_sha256: str, path: str) -> bytes:
     return bytes.fromhex(expected_sha256)
 
 
-def verify_bundle_sha256(path: str | os.PathLike[str], expected_sha256: str) -> BundleCheck:
+def verify_bundle_sha256(
+    path: str | os.PathLike[str],
+    expected_sha256: str,
+    *,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
+    max_files: int = DEFAULT_MAX_FILES,
+) -> BundleCheck:
     """Check a bundle file against ``checksums.artifact_sha256``.
 
     Returns the :class:`BundleCheck` when the digests are equal; raises
     :class:`BundleChecksumError` (expected vs found) when they are not, and
-    :class:`BundleError` when the file cannot be read.
+    :class:`BundleError` when the file cannot be read, is not a regular file, or is larger
+    than :func:`bundle_file_cap` of ``max_bytes`` (:class:`BundleLimitError`; None: no cap).
     """
     expected = _expected_digest(expected_sha256, os.fspath(path))
+    cap = None if max_bytes is None else bundle_file_cap(
+        _check_limit(max_bytes, "max_bytes"), _check_limit(max_files, "max_files")
+    )
     try:
-        digest, size = sha256_file(path)
+        digest, size = sha256_file(path, cap)
     except OSError as e:
         raise BundleError(f"bundle {os.fspath(path)}: cannot read: {e.strerror or e}", path=os.fspath(path)) from None
     if digest != expected:
@@ -331,12 +369,12 @@ def extract_bundle(
     _check_dest(dest_path)
 
     try:
-        f = open(bundle, "rb")
+        f = _open_bundle(bundle)
     except OSError as e:
         raise BundleError(f"bundle {bundle}: cannot read: {e.strerror or e}", path=bundle) from None
     with f:
-        # Pass 1: the checksum, before anything is written.
-        _check_checksum(f, bundle, expected, expected_sha256)
+        # Pass 1: the checksum, before anything is written (and no further than the limits allow).
+        _check_checksum(f, bundle, expected, expected_sha256, bundle_file_cap(max_bytes, max_files))
 
         # Pass 2: extract into a staging directory next to DEST, hashing again.
         try:
@@ -371,11 +409,14 @@ def extract_bundle(
     )
 
 
-def _check_checksum(f: IO[bytes], bundle: str, expected: bytes, expected_sha256: str) -> None:
-    """Pass 1: hash the whole bundle and compare, then rewind ``f`` for pass 2."""
+def _check_checksum(f: IO[bytes], bundle: str, expected: bytes, expected_sha256: str, cap: int) -> None:
+    """Pass 1: hash the whole bundle (at most ``cap`` bytes) and compare, then rewind ``f`` for pass 2."""
     h = hashlib.sha256()
+    size = 0
     while chunk := f.read(_CHUNK):
         h.update(chunk)
+        size += len(chunk)
+        _check_file_size(bundle, size, cap)
     if h.digest() != expected:
         raise BundleChecksumError(bundle, expected_sha256, h.hexdigest())
     f.seek(0)

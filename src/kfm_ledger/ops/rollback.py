@@ -333,13 +333,23 @@ class RestoreStatus:
         }
 
 
-def check_plan_bundle(plan: RollbackPlan, path: str) -> BundleStatus:
-    """Stream the bundle file and compare its SHA-256 with the plan's; never raises for a mismatch."""
-    from .bundle import BundleChecksumError, BundleError, verify_bundle_sha256
+def check_plan_bundle(
+    plan: RollbackPlan, path: str, *, max_bytes: int | None = None, max_files: int | None = None
+) -> BundleStatus:
+    """Stream the bundle file and compare its SHA-256 with the plan's; never raises for a mismatch.
+
+    Hashing stops past ``max_bytes`` (default :data:`~.bundle.DEFAULT_MAX_BYTES`) plus the
+    tar overhead allowance; a FIFO or device is refused unread."""
+    from .bundle import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, BundleChecksumError, BundleError, verify_bundle_sha256
 
     expected = plan.row.checksums.artifact_sha256
     try:
-        check = verify_bundle_sha256(path, expected)
+        check = verify_bundle_sha256(
+            path,
+            expected,
+            max_bytes=DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
+            max_files=DEFAULT_MAX_FILES if max_files is None else max_files,
+        )
     except BundleChecksumError as e:
         return BundleStatus(path, expected, e.found, False, e.diagnostics())
     except BundleError as e:

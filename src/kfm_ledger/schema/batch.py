@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import msgspec
 
-from ..errors import InputRejected, RowProblem, SchemaError
+from ..errors import MAX_LISTED_PROBLEMS, InputRejected, RowProblem, SchemaError
 from .codec import as_bytes, check_size, decode_and_encode
 from .messages import BYTE_OFFSET, show, syntax_message, too_deep_message
 from .problems import row_problems
@@ -21,6 +21,7 @@ from .rows import ENCODER, Row
 __all__ = [
     "backwards_problem",
     "check_batch",
+    "check_batch_capped",
     "check_rows",
     "parse_batch",
     "parse_rows",
@@ -62,25 +63,36 @@ def check_batch(data: bytes | str) -> tuple[list[tuple[int, Row, bytes]], list[R
 
     For callers that check more (the ledger's rules) before they report.
     """
+    rows, problems, _ = check_batch_capped(data, None)
+    return rows, problems
+
+
+def check_batch_capped(
+    data: bytes | str, limit: int | None = MAX_LISTED_PROBLEMS
+) -> tuple[list[tuple[int, Row, bytes]], list[RowProblem], int]:
+    """:func:`check_batch` that stops collecting problems at ``limit``: the rows that passed,
+    at most about ``limit`` problems (line order) and the total found.  Past the cap a row
+    that fails counts as one problem, without its detailed diagnosis (which costs far more
+    than the check), so refusing millions of bad lines stays fast and small."""
     try:
         raw = _as_batch_bytes(data)
     except InputRejected as e:
-        return [], list(e.problems)
+        return [], list(e.problems), e.total
     bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
     start = _skip_space(raw, bom)
     if start == len(raw):
-        return [], []
+        return [], [], 0
     problems: list[RowProblem] = []
-    items: list[tuple[int, bytes]]
+    items: Iterable[tuple[int, bytes]]
     if raw[start] == ord("["):
         items = _array_items(raw, start, problems)
     elif raw[start] == ord("{") and _is_one_object(raw, start):
         items = _single_item(raw, start, problems)
     else:
         items = _jsonl_items(raw, bom)
-    rows = _validate_items(items, problems)
+    rows, unlisted = _validate_items(items, problems, limit)
     problems.sort(key=lambda p: p.line)
-    return rows, problems
+    return rows, problems, len(problems) + unlisted
 
 
 def parse_rows(rows: Sequence[Row]) -> list[tuple[int, Row, bytes]]:
@@ -107,39 +119,52 @@ def check_rows(rows: Sequence[Row]) -> tuple[list[tuple[int, Row, bytes]], list[
             items.append((number, ENCODER.encode(row)))
         except (TypeError, ValueError, msgspec.EncodeError) as e:
             problems.append(RowProblem(number, "$", f"cannot encode the row as JSON: {e}"))
-    result = _validate_items(items, problems)
+    result, _ = _validate_items(items, problems, None)
     problems.sort(key=lambda p: p.line)
     return result, problems
 
 
 def _validate_items(
-    items: list[tuple[int, bytes]], problems: list[RowProblem]
-) -> list[tuple[int, Row, bytes]]:
-    """Validate each (line, raw row) and the batch rules; append problems, return the good rows."""
+    items: Iterable[tuple[int, bytes]], problems: list[RowProblem], limit: int | None
+) -> tuple[list[tuple[int, Row, bytes]], int]:
+    """Validate each (line, raw row) and the batch rules; append problems (up to about
+    ``limit``; past it each is only counted), return the good rows and the count not listed."""
     result: list[tuple[int, Row, bytes]] = []
     first_line_of: dict[str, int] = {}
     previous: tuple[int, datetime.datetime, str] | None = None  # line, time, text
+    unlisted = 0
+
+    def add(problem: RowProblem) -> None:
+        nonlocal unlisted
+        if limit is None or len(problems) < limit:
+            problems.append(problem)
+        else:
+            unlisted += 1
+
     for line, item in items:
         try:
             row, canonical, created = decode_and_encode(item)
         except SchemaError as e:
-            problems += [RowProblem(line, p.path, p.message) for p in row_problems(item, e)]
+            if limit is not None and len(problems) >= limit:
+                unlisted += 1  # one problem at least; its diagnosis is not needed any more
+            else:
+                problems += [RowProblem(line, p.path, p.message) for p in row_problems(item, e)]
             continue
         try:
             check_size(canonical)
         except SchemaError as e:
-            problems.append(RowProblem(line, e.path, e.message))
+            add(RowProblem(line, e.path, e.message))
             continue
         commit = row.lakefs_commit
         if commit in first_line_of:
-            problems.append(repeated_commit_problem(line, commit, first_line_of[commit]))
+            add(repeated_commit_problem(line, commit, first_line_of[commit]))
         else:
             first_line_of[commit] = line
         if previous is not None and created < previous[1]:
-            problems.append(backwards_problem(line, row.created_at, previous[0], previous[2]))
+            add(backwards_problem(line, row.created_at, previous[0], previous[2]))
         previous = (line, created, row.created_at)
         result.append((line, row, canonical))
-    return result
+    return result, unlisted
 
 
 def repeated_commit_problem(line: int, commit: str, first_line: int) -> RowProblem:
@@ -232,10 +257,18 @@ def _single_item(raw: bytes, start: int, problems: list[RowProblem]) -> list[tup
     return [(_line_of_byte(raw, start), raw[start:])]
 
 
-def _jsonl_items(raw: bytes, bom: int) -> list[tuple[int, bytes]]:
-    """The non-blank lines of JSONL with their 1-based line numbers."""
-    lines = raw[bom:].split(b"\n") if bom else raw.split(b"\n")
-    return [(number, line) for number, line in enumerate(lines, start=1) if line.strip(_SPACE)]
+def _jsonl_items(raw: bytes, bom: int) -> Iterator[tuple[int, bytes]]:
+    """The non-blank lines of JSONL with their 1-based line numbers (one at a time)."""
+    pos, number, end = bom, 1, len(raw)
+    while pos <= end:
+        k = raw.find(b"\n", pos)
+        if k < 0:
+            k = end
+        line = raw[pos:k]
+        if line.strip(_SPACE):
+            yield number, line
+        number += 1
+        pos = k + 1
 
 
 def _array_items(raw: bytes, start: int, problems: list[RowProblem]) -> list[tuple[int, bytes]]:

@@ -94,7 +94,6 @@ def _verify(
     commits.finish()
 
     tail_bytes = tail.measure_tail(run, log, signed_end, total)
-    log.close()
     if progress is not None:
         progress(total, total)
     if rows.rows == ledger.size:
@@ -104,7 +103,8 @@ def _verify(
             beyond_ok=run.pending_append is not None,
             signed_sizes=[k for k in run.expected_roots if k <= ledger.size],
         )
-        tail.check_unaccounted_tail(run, tail_bytes, signed_end)
+        tail.check_tail(run, log, tail_bytes, signed_end, total)
+    log.close()
     tail.check_pending_append_fits(run, signed_end)
     since.prove_extends(run)
     if check_mirror:
