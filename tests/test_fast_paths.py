@@ -518,3 +518,45 @@ def test_workers_run_when_kfm_is_pid_1(tmp_path: Path) -> None:
     if out.returncode != 0 and "unshare" in out.stderr:
         pytest.skip(f"unshare not permitted here: {out.stderr.strip()}")
     assert (out.returncode, out.stdout.strip()) == (0, "2"), out.stderr
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        (b'Z","producer"', b'.0Z","producer"'),
+        (b'Z","producer"', b'.000000Z","producer"'),
+        (b'Z","producer"', b'.250000Z","producer"'),
+    ],
+)
+def test_one_spelling_per_instant_on_both_paths(old: bytes, new: bytes) -> None:
+    """created_at: no zero fraction, no trailing zeros, on the fast and the general path;
+    such a stored row (from before the rule) is still read."""
+    line = LINES[5].replace(old, new, 1)
+    assert line != LINES[5]
+    assert schema.canonical_line_fields(line) is None
+    assert general(line) is None
+    with pytest.raises(SchemaError, match=r"\$\.created_at"):
+        schema.canonicalize(line)
+    row = schema.decode_canonical_line(line)  # a stored row: read
+    from kfm_ledger.schema.codec import legacy_spelling
+
+    assert "created_at" in (legacy_spelling(row) or "")
+    assert schema.decode_row(line) == row
+
+
+def test_commit_ids_are_lower_case_on_both_paths() -> None:
+    row = schema.decode_row(LINES[7])
+    upper = LINES[7].replace(row.lakefs_commit.encode(), row.lakefs_commit.upper().encode())
+    assert upper != LINES[7]
+    assert schema.canonical_line_fields(upper) is None
+    assert general(upper) is None
+    with pytest.raises(SchemaError, match=r"\$\.lakefs_commit: .*lower-case"):
+        schema.canonicalize(upper)
+    stored = schema.decode_canonical_line(upper)  # a stored row: read, and named
+    from kfm_ledger.schema.codec import canonical_timestamp, legacy_spelling
+
+    assert "not lower-case" in (legacy_spelling(stored) or "")
+    assert legacy_spelling(row) is None
+    assert canonical_timestamp("2025-01-01T00:00:00.250000Z") == "2025-01-01T00:00:00.25Z"
+    assert canonical_timestamp("2025-01-01T00:00:00.0Z") == "2025-01-01T00:00:00Z"
+    assert canonical_timestamp("2025-01-01T00:00:00Z") == "2025-01-01T00:00:00Z"

@@ -1,7 +1,8 @@
 """`kfm impact` reads the Parquet mirror when it is current and gives exactly the JSONL scan's answer.
 
 A 400-row ledger on disk (sample rows, some with fractional created_at written with
-trailing zeros, which the mirror's timestamp column cannot tell apart) and its mirror;
+trailing zeros, which the mirror's timestamp column cannot tell apart: rows an earlier
+version appended, before created_at had one spelling per instant) and its mirror;
 every selector kind and --commit, through the library and the CLI, must give the same
 JSON from ``--source mirror``, ``--source jsonl`` and ``--source auto``.
 """
@@ -46,8 +47,13 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     led = Ledger.init(d, origin=ORIGIN)
     rows = _rows()
     signer = signer_of(led)
-    for a in range(0, ROWS, 150):
-        led.append(rows[a : a + 150], signer=signer)
+    # The rows an earlier version accepted: append them with the rules stored rows are read with.
+    from kfm_ledger.schema import checked, codec
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(codec, "ROW_SHAPE", checked.STORED_ROW_SHAPE)
+        for a in range(0, ROWS, 150):
+            led.append(rows[a : a + 150], signer=signer)
     saved = mirror.layout.ROW_GROUP_BYTES
     mirror.layout.ROW_GROUP_BYTES = 60_000  # several row groups: matches are found group by group
     try:

@@ -187,11 +187,81 @@ def test_query_is_sandboxed(hand_mirrored: Ledger, tmp_path: Path) -> None:
         "SET enable_external_access = true",
         f"ATTACH '{tmp_path / 'x.db'}'",
     ):
-        with pytest.raises(query.QueryError, match="the query failed"):
+        with pytest.raises(query.QueryError, match=r"the query failed|refused a"):
             query.run_query(hand_mirrored, sql)
     assert not out.exists() and not (tmp_path / "x.db").exists()
     with pytest.raises(query.QueryError, match="rollback_indx"):
         query.run_query(hand_mirrored, "SELECT * FROM rollback_indx")
+
+
+@pytest.fixture
+def doorstep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory holding what DuckDB's default temp directory would expose."""
+    cwd = tmp_path / "cwd"
+    (cwd / ".tmp").mkdir(parents=True)
+    (cwd / ".tmp" / "secret").write_text("topsecret\n")
+    (cwd / "data.csv").write_text("a,b\n1,2\n")
+    monkeypatch.chdir(cwd)
+    return cwd
+
+
+# Every statement a sandboxed query must not run, and what it would touch.
+_DOORS = (
+    "SELECT * FROM read_text('./.tmp/secret')",
+    "SELECT * FROM read_text('.tmp/secret')",
+    "SELECT * FROM read_text('.tmp/*')",
+    "SELECT * FROM read_blob('./.tmp/secret')",
+    "SELECT * FROM read_csv('data.csv')",
+    "SELECT * FROM read_csv('./.tmp/x.csv')",
+    "SELECT * FROM glob('./.tmp/*')",
+    "COPY (SELECT 1) TO './.tmp/x.csv'",
+    "COPY (SELECT 1) TO 'out.csv'",
+    "SELECT 1; COPY (SELECT 1) TO './.tmp/x.csv'",
+    "SELECT 1; SELECT 2",
+    "ATTACH 'x.db'",
+    "ATTACH './.tmp/x.db'",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "SET temp_directory = '.tmp'",
+    "SET enable_external_access = true",
+    "SET allowed_directories = ['.']",
+    "SET threads = 1",
+    "RESET temp_directory",
+    "PRAGMA threads = 1",
+    "PRAGMA enable_external_access",
+    "CREATE TABLE t AS SELECT 1",
+    "EXPORT DATABASE 'exported'",
+    "CALL pragma_version()",
+)
+
+
+@pytest.mark.parametrize("sql", _DOORS)
+def test_query_sandbox_has_no_door(hand_mirrored: Ledger, doorstep: Path, sql: str) -> None:
+    before = sorted(str(p.relative_to(doorstep)) for p in doorstep.rglob("*"))
+    with pytest.raises(query.QueryError) as e:
+        query.run_query(hand_mirrored, sql)
+    assert "topsecret" not in str(e.value)
+    assert sorted(str(p.relative_to(doorstep)) for p in doorstep.rglob("*")) == before
+
+
+def test_query_sandbox_refuses_reads_even_as_one_select(hand_mirrored: Ledger, doorstep: Path) -> None:
+    """The statement check is one wall; DuckDB's own sandbox is the other (no temp dir)."""
+    for sql in (
+        "SELECT * FROM read_text('./.tmp/secret')",
+        "SELECT * FROM read_csv('data.csv')",
+        "SELECT * FROM read_text('/etc/hostname')",
+    ):
+        with pytest.raises(query.QueryError, match=r"the query failed: .*ermission"):
+            query.run_query(hand_mirrored, sql)
+    r = query.run_query(hand_mirrored, "SELECT current_setting('temp_directory') AS t")
+    assert r.rows == (("",),)
+    r = query.run_query(hand_mirrored, "SELECT current_setting('allowed_directories') AS d")
+    assert r.rows[0][0] in ([], "[]", "")
+    # The ordinary audits still run, also as DESCRIBE / EXPLAIN / a trailing semicolon.
+    n = query.run_query(hand_mirrored, "SELECT count(*) FROM rollback_index;").rows[0][0]
+    assert n == query.run_query(hand_mirrored, "SELECT count(*) FROM rollback_index").rows[0][0] > 0
+    query.run_query(hand_mirrored, "DESCRIBE rollback_index")
+    query.run_query(hand_mirrored, "EXPLAIN SELECT * FROM rollback_index")
 
 
 def test_query_on_memory_storage() -> None:

@@ -17,6 +17,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 
+from kfm_ledger.core.redact import HIDDEN_KEY_TEXT, holds_private_key
 from kfm_ledger.errors import FormatError
 
 __all__ = ["MAX_TREE_SIZE", "Checkpoint"]
@@ -33,6 +34,8 @@ _DIGITS = frozenset("0123456789")
 
 
 def _show(text: str, limit: int = 60) -> str:
+    if holds_private_key(text):  # never echo a private key passed where a checkpoint belongs
+        return HIDDEN_KEY_TEXT
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 

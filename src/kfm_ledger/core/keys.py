@@ -40,6 +40,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, ClassVar, Self
 
 from kfm_ledger.core.checkpoint import Checkpoint
+from kfm_ledger.core.redact import HIDDEN_KEY_TEXT, holds_private_key
 from kfm_ledger.errors import BadSignatureError, FormatError, KeyFormatError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -118,8 +119,18 @@ def _b64encode(data: bytes) -> str:
 
 
 def _show(text: str, limit: int = 60) -> str:
-    """``repr`` of a piece of found text for an error message, cut to ``limit`` characters."""
+    """``repr`` of a piece of found text for an error message, cut to ``limit`` characters.
+
+    Text holding a private key is never shown (:data:`HIDDEN_KEY_TEXT` instead).
+    """
+    if holds_private_key(text):
+        return HIDDEN_KEY_TEXT
     return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _evidence(text: str) -> str:
+    """``text`` as a ``found`` evidence value: hidden when it holds a private key."""
+    return HIDDEN_KEY_TEXT if holds_private_key(text) else text
 
 
 def key_id(name: str, alg: int, public_key: bytes) -> bytes:
@@ -160,7 +171,7 @@ def check_key_name(name: str) -> None:
         raise KeyFormatError(
             f"{problem}: {_show(name) if shown else type(name).__name__}",
             what="key name",
-            found=name if shown else None,
+            found=_evidence(name) if shown else None,
         )
 
 
@@ -249,13 +260,15 @@ class Verifier:
         parts = text.split("+", 2)
         if len(parts) != 3:
             raise KeyFormatError(
-                f"verifier key {_show(text)} is not <name>+<key ID>+<base64 key>", what="verifier key", found=text
+                f"verifier key {_show(text)} is not <name>+<key ID>+<base64 key>",
+                what="verifier key",
+                found=_evidence(text),
             )
         name, hex_id, key64 = parts
         problem = _name_problem(name)
         if problem is not None:
             raise KeyFormatError(
-                f"verifier key {_show(text)}: {problem}", what="verifier key", field="name", found=name
+                f"verifier key {_show(text)}: {problem}", what="verifier key", field="name", found=_evidence(name)
             )
         claimed = _check_hex_key_id(hex_id, f"verifier key for {name!r}", "verifier key")
         try:

@@ -36,6 +36,7 @@ from kfm_ledger.core.keys import (
     _show,
     check_key_name,
 )
+from kfm_ledger.core.redact import HIDDEN_KEY_TEXT, holds_private_key
 from kfm_ledger.errors import (
     AmbiguousKeyError,
     KeyFormatError,
@@ -151,7 +152,8 @@ def _check_note_text(text: str) -> None:
 
 def _bad_signature_line(message: str, line: int, text: str, field: str | None = None) -> MalformedNoteError:
     """The error for signature line ``line`` (1-based, of the whole note) whose text is ``text``."""
-    return MalformedNoteError(message, what="signed note", line=line, field=field, found=text)
+    found = HIDDEN_KEY_TEXT if holds_private_key(text) else text
+    return MalformedNoteError(message, what="signed note", line=line, field=field, found=found)
 
 
 def parse_note(data: bytes) -> Note:

@@ -26,6 +26,7 @@ from kfm_ledger.core import merkle
 from kfm_ledger.core.checkpoint import Checkpoint
 from kfm_ledger.core.keys import Verifier
 from kfm_ledger.core.note import MAX_NOTE_SIZE
+from kfm_ledger.core.redact import HIDDEN_KEY_TEXT, holds_private_key
 from kfm_ledger.core.signed_checkpoint import open_checkpoint, parse_unverified
 from kfm_ledger.errors import FormatError, RootMismatchError
 
@@ -50,7 +51,10 @@ _DIGITS = frozenset(b"0123456789")
 
 
 def _show(raw: bytes, limit: int = 60) -> str:
+    """``repr`` of found bytes for an error message; private key text is never shown."""
     text = raw.decode("utf-8", errors="replace")
+    if holds_private_key(text):
+        return HIDDEN_KEY_TEXT
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 

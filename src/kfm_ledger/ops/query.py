@@ -12,9 +12,16 @@ another tree: run ``kfm mirror``.  This check reads only the file's footer; a mi
 hand-edited behind consistent metadata is caught by ``kfm mirror --check`` and
 ``kfm verify``, which compare it with a regeneration.
 
-**Sandbox.**  The DuckDB session can read the mirror file and nothing else: external
-access is disabled (no other files, no network, no ``COPY ... TO``, no ``ATTACH``) and
-the configuration is locked, so an audit query cannot change anything.
+**Sandbox.**  The DuckDB session can read the mirror file and nothing else: the SQL
+text must be exactly one ``SELECT``-style statement (``SELECT``, ``WITH``, ``FROM``,
+``VALUES``, ``DESCRIBE``, ``SHOW``, ``SUMMARIZE``) or an ``EXPLAIN`` of one; temp files are
+disabled (DuckDB otherwise adds its temp directory, ``./.tmp`` for an in-memory
+database, to the directories a sandboxed query may read and write); external access is
+disabled (no other files, no network, no ``COPY ... TO``, no ``ATTACH``, no
+``INSTALL``/``LOAD``) and the configuration is locked (no ``SET``/``PRAGMA`` changes), so
+an audit query cannot read or change anything else, whatever the working directory
+holds.  Without temp files a query whose intermediate state exceeds DuckDB's memory
+limit fails rather than spilling to disk.
 
 DuckDB is an optional extra: ``pip install 'kfm-ledger[query]'``;
 :class:`MissingExtraError` says so when it is absent.
@@ -185,6 +192,30 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+#: Statement types ``kfm query`` runs (by name of ``duckdb.StatementType``).
+_QUERY_STATEMENTS = frozenset({"SELECT", "EXPLAIN"})
+
+
+def _check_statement(duckdb: Any, con: Any, sql: str) -> None:
+    """Refuse SQL that is not exactly one ``SELECT``-style statement (or its ``EXPLAIN``)."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as e:
+        raise QueryError(f"the query failed: {e}", sql=sql) from None
+    if len(statements) != 1:
+        raise QueryError(
+            f"kfm query runs exactly one SELECT-style statement; the SQL holds {len(statements)}",
+            sql=sql,
+        )
+    kind = getattr(statements[0].type, "name", str(statements[0].type))
+    if kind not in _QUERY_STATEMENTS:
+        raise QueryError(
+            f"kfm query runs one SELECT-style statement (SELECT, WITH, FROM, DESCRIBE, SHOW, "
+            f"SUMMARIZE, EXPLAIN); refused a {kind} statement",
+            sql=sql,
+        )
+
+
 def run_query(ledger: Ledger, sql: str) -> QueryResult:
     """Run ``sql`` over the ledger's mirror (table ``rollback_index``) and fetch every row.
 
@@ -199,7 +230,11 @@ def run_query(ledger: Ledger, sql: str) -> QueryResult:
     duckdb = require_extra("duckdb", "query", "kfm query")
     con = duckdb.connect(":memory:")
     try:
+        _check_statement(duckdb, con, sql)
         con.execute("SET TimeZone = 'UTC'")
+        # No temp files: DuckDB adds its temp directory (./.tmp for an in-memory
+        # database) to the directories a sandboxed query may read and write.
+        con.execute("SET temp_directory = ''")
         source = mirror_source(ledger)
         if isinstance(source, str):
             path = source
@@ -211,6 +246,7 @@ def run_query(ledger: Ledger, sql: str) -> QueryResult:
 
             table = pq.read_table(pa.BufferReader(source))
             con.register(TABLE_NAME, table)
+        con.execute("SET allowed_directories = []")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         try:

@@ -31,12 +31,19 @@ re-encoded to be hashed; :func:`encode_row` of a decoded stored line reproduces 
 * ``lakefs_branch``: letters, digits, ``_ - . /``, starting with a letter, digit or
   ``_``, at most 256 characters (a superset of lakeFS's ``^\\w[-\\w]*$`` that also
   admits ``release/v1``-style names).
-* ``lakefs_commit``: 1 to 128 letters, digits, ``- _ .``, not ``.`` or ``..``: it names
-  the bundle file ``rollback-registry/artifacts/<lakefs_commit>.tar.zst``.
+* ``lakefs_commit``: 1 to 128 lower-case letters, digits, ``- _ .``, not ``.`` or ``..``: it names
+  the bundle file ``rollback-registry/artifacts/<lakefs_commit>.tar.zst`` (one case, so
+  two ids cannot name one file on a case-insensitive store).
 * ``created_at``: RFC 3339 §5.6 in UTC, ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``: upper-case
   ``T`` and ``Z`` required (no numeric offsets, not even ``+00:00``), at most six
-  fractional digits (so a :class:`datetime.datetime` holds it exactly), and a real
-  date and time (no Feb 30, no hour 24, no leap second ``:60``).
+  fractional digits (so a :class:`datetime.datetime` holds it exactly), one spelling
+  per instant (no fraction when it is zero, else no trailing zeros: ``...:00Z``,
+  ``...:00.25Z``; never ``...:00.0Z`` or ``...:00.250000Z``), and a real date and time
+  (no Feb 30, no hour 24, no leap second ``:60``).  Rows stored before the commit case
+  and this spelling were enforced are still read (:func:`decode_row` and
+  :func:`decode_canonical_line` use :data:`.rules.STORED_STRING_RULES`); new rows
+  (:func:`canonicalize`, :func:`encode_row`, :func:`parse_batch`, the fast path) are
+  held to these rules.
 * ``configs[].sha256``, ``checksums.artifact_sha256``: exactly 64 lower-case hex digits.
 * ``artifact_uri``, ``models[].uri``, ``signatures.in_toto``: ``s3://<bucket>/<key>``
   with an S3 bucket name (3-63 of ``a-z 0-9 . -``, starting and ending with a letter or

@@ -16,12 +16,12 @@ from typing import Annotated, Any
 import msgspec
 
 from .rows import Row
-from .rules import NUMBER_FIELDS, STRING_RULES
+from .rules import NUMBER_FIELDS, STORED_STRING_RULES, STRING_RULES, Rule
 
-__all__ = ["CHECKED_ROW", "ROW_SHAPE", "joined"]
+__all__ = ["CHECKED_ROW", "ROW_SHAPE", "STORED_CHECKED_ROW", "STORED_ROW_SHAPE", "joined"]
 
 
-def _checked_twin(cls: type[msgspec.Struct], made: dict[type, Any]) -> Any:
+def _checked_twin(cls: type[msgspec.Struct], made: dict[type, Any], rules: dict[str, Rule] = STRING_RULES) -> Any:
     """A copy of struct ``cls`` whose leaf fields carry the rules as msgspec.Meta."""
     if cls in made:
         return made[cls]
@@ -29,7 +29,7 @@ def _checked_twin(cls: type[msgspec.Struct], made: dict[type, Any]) -> Any:
     for info in msgspec.structs.fields(cls):
         tp: Any = info.type
         if tp is str:
-            rule = STRING_RULES[info.name]
+            rule = rules[info.name]
             extra = {"format": "date-time"} if info.name == "created_at" else None
             tp = Annotated[
                 str, msgspec.Meta(pattern=rule.pattern, description=rule.description, extra_json_schema=extra)
@@ -37,9 +37,9 @@ def _checked_twin(cls: type[msgspec.Struct], made: dict[type, Any]) -> Any:
         elif tp is float:
             tp = Annotated[float, msgspec.Meta(ge=0, description=NUMBER_FIELDS[info.name])]
         elif getattr(tp, "__origin__", None) is list:
-            tp = list[_checked_twin(tp.__args__[0], made)]  # type: ignore[misc]
+            tp = list[_checked_twin(tp.__args__[0], made, rules)]  # type: ignore[misc]
         else:
-            tp = _checked_twin(tp, made)
+            tp = _checked_twin(tp, made, rules)
         fields.append((info.name, tp))
     twin = msgspec.defstruct(
         cls.__name__, fields, frozen=True, forbid_unknown_fields=True, kw_only=True, module=__name__
@@ -50,16 +50,18 @@ def _checked_twin(cls: type[msgspec.Struct], made: dict[type, Any]) -> Any:
 
 
 CHECKED_ROW: Any = _checked_twin(Row, {})
+#: The twin with the rules stored rows are read with (:data:`.rules.STORED_STRING_RULES`).
+STORED_CHECKED_ROW: Any = _checked_twin(Row, {}, STORED_STRING_RULES)
 
 
-def _inline(field: str) -> str:
+def _inline_with(field: str, rules: dict[str, Rule]) -> str:
     """A rule's pattern without its anchors, for the combined regex.
 
     Fields are separated by NUL there (no field may contain a control character), so
     the one ``\\Z`` inside a pattern (lakefs_commit's "not '.' or '..'" lookahead, the
     commit being followed by a separator) becomes ``\\x00``.
     """
-    pattern = STRING_RULES[field].pattern
+    pattern = rules[field].pattern
     assert pattern.startswith("^") and pattern.endswith(r"\Z")
     return pattern[1:-2].replace(r"\Z", r"\x00")
 
@@ -67,25 +69,34 @@ def _inline(field: str) -> str:
 # The whole row's strings joined as joined() does: the eight top-level strings with NUL
 # between them; then each data_snapshot element after \x01, each model after \x02, each
 # config after \x03 (their fields NUL-separated); then \x04 artifact_sha256 NUL in_toto.
-ROW_SHAPE = re.compile(
-    r"\x00".join(
-        _inline(f)
-        for f in (
-            "lakefs_repo",
-            "lakefs_branch",
-            "lakefs_commit",
-            "created_at",
-            "producer",
-            "openlineage_run_id",
-            "otel_trace_id",
-            "artifact_uri",
+def _row_shape(rules: dict[str, Rule]) -> Any:
+    def inline(field: str) -> str:
+        return _inline_with(field, rules)
+
+    return re.compile(
+        r"\x00".join(
+            inline(f)
+            for f in (
+                "lakefs_repo",
+                "lakefs_branch",
+                "lakefs_commit",
+                "created_at",
+                "producer",
+                "openlineage_run_id",
+                "otel_trace_id",
+                "artifact_uri",
+            )
         )
-    )
-    + r"(?:\x01" + _inline("stac") + r"\x00" + _inline("lakefs_ref") + ")*"
-    + r"(?:\x02" + _inline("name") + r"\x00" + _inline("version") + r"\x00" + _inline("uri") + ")*"
-    + r"(?:\x03" + _inline("path") + r"\x00" + _inline("sha256") + ")*"
-    + r"\x04" + _inline("artifact_sha256") + r"\x00" + _inline("in_toto")
-).fullmatch
+        + r"(?:\x01" + inline("stac") + r"\x00" + inline("lakefs_ref") + ")*"
+        + r"(?:\x02" + inline("name") + r"\x00" + inline("version") + r"\x00" + inline("uri") + ")*"
+        + r"(?:\x03" + inline("path") + r"\x00" + inline("sha256") + ")*"
+        + r"\x04" + inline("artifact_sha256") + r"\x00" + inline("in_toto")
+    ).fullmatch
+
+
+ROW_SHAPE = _row_shape(STRING_RULES)
+#: ROW_SHAPE with the rules stored rows are read with.
+STORED_ROW_SHAPE = _row_shape(STORED_STRING_RULES)
 
 
 def joined(row: Row) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from ..errors import SchemaError
-from .checked import CHECKED_ROW, ROW_SHAPE, joined
+from .checked import CHECKED_ROW, ROW_SHAPE, STORED_CHECKED_ROW, STORED_ROW_SHAPE, joined
 from .fast_path import canonical_line_fields
 from .messages import friendly_validation_error, show, syntax_message, too_deep_message
 from .rows import ENCODER, ROW_DECODER, Row
@@ -21,30 +21,36 @@ from .timestamps import timestamp_to_datetime
 
 __all__ = [
     "as_bytes",
+    "canonical_timestamp",
     "canonicalize",
     "check_size",
     "decode_and_encode",
     "decode_canonical_line",
     "decode_row",
     "encode_row",
+    "legacy_spelling",
 ]
 
 _CHECKED_DECODER = msgspec.json.Decoder(CHECKED_ROW)
+_STORED_CHECKED_DECODER = msgspec.json.Decoder(STORED_CHECKED_ROW)
 
 # ------------------------------------------------------------------- decoding
 
 
 def decode_row(data: bytes | str) -> Row:
-    """Decode and validate one row (one JSON object).
+    """Decode and validate one row (one JSON object), as a stored row is read.
 
-    Strict: every rule in the module docstring.  Raises :class:`SchemaError` with the
+    Strict: every rule in the module docstring, except that the two spellings rows
+    stored before those rules were tightened may hold are read (an upper-case
+    ``lakefs_commit``; a ``created_at`` fraction of zeros or with trailing zeros):
+    :func:`canonicalize`, :func:`encode_row` and every append refuse them.  Raises :class:`SchemaError` with the
     JSON path of the first problem and the value found there.  Surrounding whitespace is
     allowed.  The line size limit is not checked here (see :func:`canonicalize`).
     """
     raw = as_bytes(data)
     if canonical_line_fields(raw) is not None:  # every rule holds already (stored lines)
         return ROW_DECODER.decode(raw)
-    row, _, _ = decode_and_encode(raw)
+    row, _, _ = decode_and_encode(raw, stored=True)
     return row
 
 
@@ -83,17 +89,44 @@ def decode_canonical_line(line: bytes) -> Row:
     For re-reading a ledger: equivalent to ``decode_row(line)`` plus
     ``encode_row(row) == line`` plus the size limit, at the cost of one validation.
     Raises :class:`SchemaError` (at ``$`` when the bytes are valid but not canonical).
+    Like :func:`decode_row`, reads the older spellings of ``lakefs_commit`` and
+    ``created_at`` (:func:`legacy_spelling` names them).
     """
     line = as_bytes(line)
     if len(line) <= MAX_LINE_BYTES and canonical_line_fields(line) is not None:
         return ROW_DECODER.decode(line)  # valid and canonical by construction
-    row, canonical, _ = decode_and_encode(line)
+    row, canonical, _ = decode_and_encode(line, stored=True)
     if canonical != line:
         raise SchemaError(
             "$", "not in canonical form: compact JSON in schema field order expected"
         )
     check_size(canonical)
     return row
+
+
+def legacy_spelling(row: Row) -> str | None:
+    """What in a row (valid as stored) a new row could not hold, or None.
+
+    Rows stored before ``lakefs_commit`` had one case and ``created_at`` one spelling
+    per instant are read, never appended; ``kfm verify`` notes them with this text.
+    """
+    found = []
+    commit = row.lakefs_commit
+    if commit != commit.lower():
+        found.append(f"lakefs_commit {commit!r} is not lower-case (new rows: {commit.lower()!r})")
+    created = row.created_at
+    if "." in created and created[-2] == "0":
+        one = canonical_timestamp(created)
+        found.append(f"created_at {created!r} is not the instant's one spelling (new rows: {one!r})")
+    return "; ".join(found) or None
+
+
+def canonical_timestamp(created_at: str) -> str:
+    """``created_at`` (schema form, old spellings included) in its one spelling per instant."""
+    if len(created_at) <= 20:
+        return created_at
+    fraction = created_at[20:-1].rstrip("0")
+    return created_at[:19] + ("." + fraction if fraction else "") + "Z"
 
 
 def as_bytes(data: bytes | str) -> bytes:
@@ -118,8 +151,12 @@ def check_size(canonical: bytes) -> None:
         )
 
 
-def decode_and_encode(raw: bytes) -> tuple[Row, bytes, datetime.datetime]:
-    """Decode ``raw`` as a Row, run the checks msgspec cannot; return (row, canonical, created_at)."""
+def decode_and_encode(raw: bytes, *, stored: bool = False) -> tuple[Row, bytes, datetime.datetime]:
+    """Decode ``raw`` as a Row, run the checks msgspec cannot; return (row, canonical, created_at).
+
+    ``stored``: read with the rules stored rows are held to (:data:`.rules.STORED_STRING_RULES`),
+    not the rules for new rows.
+    """
     try:
         row = ROW_DECODER.decode(raw)
     except msgspec.ValidationError as e:
@@ -129,8 +166,9 @@ def decode_and_encode(raw: bytes) -> tuple[Row, bytes, datetime.datetime]:
     except RecursionError:
         raise SchemaError("$", too_deep_message(raw, 0)[1]) from None
     energy = row.energy_carbon
-    if ROW_SHAPE(joined(row)) is None or not (energy.kwh >= 0 and energy.co2e_kg >= 0):
-        raise _diagnose(raw)
+    shape = STORED_ROW_SHAPE if stored else ROW_SHAPE
+    if shape(joined(row)) is None or not (energy.kwh >= 0 and energy.co2e_kg >= 0):
+        raise _diagnose(raw, stored)
     canonical = ENCODER.encode(row)
     # Duplicate keys: msgspec keeps the last one silently.  Cheap screen: without "\u"
     # escapes, every '"' inside a string must be written '\"', so the input holds at least
@@ -153,10 +191,10 @@ def decode_and_encode(raw: bytes) -> tuple[Row, bytes, datetime.datetime]:
     return row, canonical, created
 
 
-def _diagnose(raw: bytes) -> SchemaError:
+def _diagnose(raw: bytes, stored: bool = False) -> SchemaError:
     """Which field broke a rule: decode again with the checked twin (error path only)."""
     try:
-        _CHECKED_DECODER.decode(raw)
+        (_STORED_CHECKED_DECODER if stored else _CHECKED_DECODER).decode(raw)
     except msgspec.ValidationError as e:
         return friendly_validation_error(str(e), raw)
     # Unreachable while ROW_SHAPE and the twin state the same rules.

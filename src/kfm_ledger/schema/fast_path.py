@@ -44,11 +44,12 @@ def _json_array(field: str, element: str) -> str:
     return f'"{field}":\\[(?:{element}(?:,{element})*)?\\]'
 
 
-# created_at with the calendar checked as far as a regex can cheaply: days 29-31 are
+# created_at in its one spelling (no zero fraction, no trailing zeros: the rule's own
+# fraction), with the calendar checked as far as a regex can cheaply: days 29-31 are
 # checked against the real calendar afterwards.
 _TIMESTAMP_FAST = (
     r"(?!0000)[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
-    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?Z"
+    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{0,5}[1-9])?Z"
 )
 # A non-negative decimal with a '.', the only form the fast path takes; that it is the
 # canonical spelling of its value is checked afterwards (msgspec writes 1e-05 as 0.00001).

@@ -16,6 +16,7 @@ __all__ = [
     "NUMBER_EXPECTED",
     "NUMBER_FIELDS",
     "SCHEMA_ID",
+    "STORED_STRING_RULES",
     "STRING_RULES",
     "TIMESTAMP_PATTERN",
     "Rule",
@@ -42,8 +43,15 @@ SCHEMA_ID = "urn:kfm:schemas:rollback-registry-index:row:v11.2.2"
 _CONTROL = r"\x00-\x1f\x7f-\x9f"  # C0, DEL, C1
 _TEXT = r"^[^\s" + _CONTROL + r"](?:[^" + _CONTROL + r"]*[^\s" + _CONTROL + r"])?\Z"
 _BRANCH = r"^[A-Za-z0-9_][A-Za-z0-9_./-]{0,255}\Z"
-_COMMIT = r"^(?!\.\.?\Z)[A-Za-z0-9._-]{1,128}\Z"
-TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z\Z"
+# Commit ids are lower-case (as git and lakeFS print them): one spelling per commit, and
+# bundle names that cannot collide on a case-insensitive store.
+_COMMIT = r"^(?!\.\.?\Z)[a-z0-9._-]{1,128}\Z"
+# One spelling per instant: no fraction when it is zero, else 1-6 digits without
+# trailing zeros ("...:00Z", "...:00.25Z"; never "...:00.0Z" or "...:00.250000Z").
+TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{0,5}[1-9])?Z\Z"
+# What rows stored before those two rules were tightened may hold (read, never appended).
+_STORED_COMMIT = r"^(?!\.\.?\Z)[A-Za-z0-9._-]{1,128}\Z"
+STORED_TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z\Z"
 _SHA256 = r"^[0-9a-f]{64}\Z"
 _BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
 _KEY = r"[^\s/" + _CONTROL + r"][^\s" + _CONTROL + r"]*"
@@ -80,14 +88,16 @@ STRING_RULES: dict[str, Rule] = {
     ),
     "lakefs_commit": Rule(
         _COMMIT,
-        "a lakeFS commit id: 1 to 128 letters, digits, '-', '_' or '.' (not '.' or '..')",
-        "lakeFS commit id; names the bundle rollback-registry/artifacts/<lakefs_commit>.tar.zst.",
+        "a lakeFS commit id: 1 to 128 lower-case letters, digits, '-', '_' or '.' (not '.' or '..')",
+        "lakeFS commit id, lower-case; names the bundle rollback-registry/artifacts/<lakefs_commit>.tar.zst.",
     ),
     "created_at": Rule(
         TIMESTAMP_PATTERN,
-        "an RFC 3339 UTC timestamp ending in 'Z' "
-        "(YYYY-MM-DDTHH:MM:SS[.ffffff]Z, at most 6 fractional digits)",
-        "RFC 3339 UTC timestamp YYYY-MM-DDTHH:MM:SS[.ffffff]Z.",
+        "an RFC 3339 UTC timestamp ending in 'Z' in its one spelling "
+        "(YYYY-MM-DDTHH:MM:SS[.ffffff]Z: no fraction when it is zero, "
+        "else 1 to 6 fractional digits without trailing zeros)",
+        "RFC 3339 UTC timestamp YYYY-MM-DDTHH:MM:SS[.ffffff]Z; no fraction when it is zero, "
+        "else 1 to 6 digits without trailing zeros.",
     ),
     "producer": _TEXT_RULE,
     "openlineage_run_id": _TEXT_RULE,
@@ -114,6 +124,15 @@ STRING_RULES: dict[str, Rule] = {
     "sha256": _SHA256_RULE,
     "artifact_sha256": _SHA256_RULE,
     "in_toto": Rule(_S3_URI, "an s3://<bucket>/<key> URI", "s3:// URI of the in-toto / SLSA attestation."),
+}
+#: The rules a stored row is read with: :data:`STRING_RULES` with the wider
+#: ``lakefs_commit`` and ``created_at`` patterns that rows appended before those two rules
+#: were tightened may hold (upper-case commit ids; ``.0`` or trailing-zero fractions).  New rows are
+#: held to :data:`STRING_RULES`; ``kfm verify`` notes stored rows that only pass these.
+STORED_STRING_RULES: dict[str, Rule] = {
+    **STRING_RULES,
+    "lakefs_commit": STRING_RULES["lakefs_commit"]._replace(pattern=_STORED_COMMIT),
+    "created_at": STRING_RULES["created_at"]._replace(pattern=STORED_TIMESTAMP_PATTERN),
 }
 NUMBER_EXPECTED = "a finite number >= 0"
 NUMBER_FIELDS = {"kwh": "Energy used, kWh (>= 0).", "co2e_kg": "Emissions, kg CO2e (>= 0)."}

@@ -11,7 +11,7 @@ import re
 from ..errors import SchemaError
 from .messages import show
 from .rows import Row
-from .rules import STRING_RULES, TIMESTAMP_PATTERN
+from .rules import STORED_TIMESTAMP_PATTERN, STRING_RULES
 
 __all__ = ["created_at_datetime", "created_at_order_key", "parse_created_at", "timestamp_to_datetime"]
 
@@ -34,8 +34,9 @@ _UTC = datetime.UTC
 def parse_created_at(text: str) -> datetime.datetime:
     """Parse a ``created_at`` value into an aware UTC datetime.
 
-    Accepts exactly the schema's form ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z`` (RFC 3339 §5.6,
-    UTC, at most six fractional digits, so the result is exact).  Raises
+    Accepts the schema's form ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z`` (RFC 3339 §5.6, UTC, at
+    most six fractional digits, so the result is exact), also in the older spellings a
+    stored row may hold (``.0``, trailing zeros): it parses, it does not police spelling.  Raises
     :class:`SchemaError` at ``$.created_at`` when the text does not have that form or is
     not a real date and time.
     """
@@ -53,7 +54,7 @@ def created_at_datetime(row: Row) -> datetime.datetime:
     return timestamp_to_datetime(row.created_at)
 
 
-_TIMESTAMP_RE = re.compile(TIMESTAMP_PATTERN)
+_TIMESTAMP_RE = re.compile(STORED_TIMESTAMP_PATTERN)
 
 
 def timestamp_to_datetime(text: str) -> datetime.datetime:
