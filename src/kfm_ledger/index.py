@@ -58,6 +58,15 @@ class SqliteFileIndex:
         self.path = os.fspath(path)
 
     def connect(self) -> sqlite3.Connection:
+        # sqlite3 opens the database (and its -wal, -shm, -journal) by path and Python's
+        # sqlite3.connect cannot pass SQLITE_OPEN_NOFOLLOW (nor does a file: URI): each is
+        # checked with lstat right before, and a symbolic link or non-regular file is
+        # refused (StorageError naming it).  A race with someone writing the directory in
+        # between remains (docs/operations.md, "Hostile ledger directory").
+        from kfm_ledger.storage.local import check_regular_path
+
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            check_regular_path(self.path + suffix, key=os.path.basename(self.path) + suffix)
         return sqlite3.connect(self.path, isolation_level=None)
 
     def discard(self) -> None:

@@ -228,10 +228,10 @@ def _fail_the_publish(store: Storage, monkeypatch: pytest.MonkeyPatch, atomic_ke
     target = os.path.realpath(local_path_of(store, atomic_key) or "")
     real_replace = os.replace
 
-    def replace(src: str, dst: str) -> None:
-        if os.path.realpath(dst) == target:
+    def replace(src: str, dst: str, **at: int) -> None:  # the local backend renames inside a folder's fd
+        if os.path.realpath(dst) == target or ("dst_dir_fd" in at and dst == os.path.basename(target)):
             raise OSError("injected: the publish fails")
-        real_replace(src, dst)
+        real_replace(src, dst, **at)
 
     monkeypatch.setattr(os, "replace", replace)
     return OSError

@@ -80,10 +80,10 @@ def init(
     out: Output,
 ) -> None:
     """Create a ledger: empty JSONL, log.vkey, log.key (mode 0600) and the signed size-0 checkpoint."""
-    from ..log.keys import load_signer
+    from ..log.keys import load_signer_file
     from ..log.ledger import Ledger
 
-    signer = load_signer(key.read_bytes(), str(key)) if key else None
+    signer = load_signer_file(key) if key else None  # a regular file only its owner may read
     try:
         ledger_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from kfm_ledger.core.keys import Signer
 from kfm_ledger.errors import KeyFormatError, NotALedgerError, ObjectNotFoundError
-from kfm_ledger.storage import local_path_of
+from kfm_ledger.storage import local_path_of, read_private_of
+from kfm_ledger.storage.local import check_private_mode, read_regular_file
 
 from .layout import SKEY_KEY
 
@@ -41,9 +42,16 @@ def load_signer(data: bytes, what: str = SKEY_KEY) -> Signer:
 
 
 def load_signer_file(path: str | os.PathLike[str]) -> Signer:
-    """A Signer from a key file on disk."""
-    with open(path, "rb") as f:
-        return load_signer(f.read(), os.fspath(path))
+    """A Signer from a key file on disk (``--key FILE``, ``$KFM_KEY``).
+
+    Like ssh: the path may be a symbolic link (the user named it), but what it reaches
+    must be a regular file that neither group nor others may access (``chmod 600``), else
+    :class:`~kfm_ledger.errors.StorageError` naming the path and the fix.  (The ledger's own
+    ``log.key`` is read through the storage, which follows no link inside the ledger.)
+    """
+    data, st = read_regular_file(path, follow=True)
+    check_private_mode(st, os.fspath(path))
+    return load_signer(data, os.fspath(path))
 
 
 def default_signer(storage: Storage, key_file: str | os.PathLike[str] | None = None) -> Signer:
@@ -55,7 +63,7 @@ def default_signer(storage: Storage, key_file: str | os.PathLike[str] | None = N
     if key_file is not None:
         return load_signer_file(key_file)
     try:
-        return load_signer(storage.read(SKEY_KEY))
+        return load_signer(read_private_of(storage, SKEY_KEY))
     except ObjectNotFoundError:
         raise NotALedgerError(
             f"no signing key: {SKEY_KEY} is not in the ledger; pass --key FILE or set KFM_KEY",
@@ -63,9 +71,13 @@ def default_signer(storage: Storage, key_file: str | os.PathLike[str] | None = N
         ) from None
 
 
+#: A key file is always a new file, never written through a link.
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
 def write_private_key_file(path: str | os.PathLike[str], text: str) -> None:
     """Create a private key file, mode 0600; refuses (FileExistsError) to overwrite one."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, _NEW_FILE, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
 
@@ -80,7 +92,7 @@ def write_key_pair(
     """
     write_private_key_file(key_file, private_key_text + "\n")
     try:
-        with os.fdopen(os.open(vkey_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "w") as f:
+        with os.fdopen(os.open(vkey_file, _NEW_FILE, 0o644), "w") as f:
             f.write(vkey_text + "\n")
     except OSError:
         os.unlink(key_file)  # no private key without its verifier key

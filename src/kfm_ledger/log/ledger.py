@@ -34,7 +34,15 @@ from kfm_ledger.errors import (
     StorageError,
 )
 from kfm_ledger.index import CommitIndex, IndexedEntry, IndexLocation, SqliteFileIndex
-from kfm_ledger.storage import IndexLocator, LocalFiles, LocalStorage, Storage, local_dir_of, local_path_of
+from kfm_ledger.storage import (
+    IndexLocator,
+    LocalFiles,
+    LocalStorage,
+    Storage,
+    local_dir_of,
+    local_path_of,
+    read_private_of,
+)
 
 from .index_sync import catch_up_index
 from .keys import load_signer, read_text_key
@@ -136,6 +144,10 @@ class Ledger:
         storage = open_storage(location)
         if storage.exists(CHECKPOINT_KEY):
             raise LedgerExistsError(f"a ledger already exists in {storage.describe()}", path=local_dir_of(storage))
+        if isinstance(storage, LocalStorage):
+            # A directory someone else made or filled may hold planted links or files: refused
+            # unless it is new, empty (and ours), or what a crashed init of ours left.
+            storage.check_new_ledger_dir()
         log = storage.append_log(JSONL_KEY)
         try:
             if log.size():
@@ -146,7 +158,7 @@ class Ledger:
                 )
             if signer is None and storage.exists(SKEY_KEY):
                 # An init that crashed before its checkpoint: finish it with the key it made.
-                signer = load_signer(storage.read(SKEY_KEY))
+                signer = load_signer(read_private_of(storage, SKEY_KEY))
                 store_key = False
             generated = signer is None
             if signer is None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
-from kfm_ledger.log.layout import MIRROR_KEY
+from kfm_ledger.log.layout import JSONL_KEY, MIRROR_KEY
 from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.storage import local_path_of
+from kfm_ledger.storage.local import check_regular_path, open_regular_path
 
 
 def open_local_jsonl(ledger: Ledger) -> BinaryIO | None:
@@ -21,7 +22,8 @@ def open_local_jsonl(ledger: Ledger) -> BinaryIO | None:
     path = ledger.jsonl_path
     if path is None:
         return None
-    return open(path, "rb", buffering=0)
+    # Never through a link, never a FIFO or device (StorageError naming the path).
+    return open(open_regular_path(path, JSONL_KEY), "rb", buffering=0)
 
 
 def mirror_local_path(ledger: Ledger) -> str | None:
@@ -45,4 +47,9 @@ def write_mirror_file(ledger: Ledger, data: memoryview) -> None:
 def mirror_source(ledger: Ledger) -> str | bytes:
     """The stored mirror for a reader (pyarrow, DuckDB): its local path, else its bytes."""
     path = mirror_local_path(ledger)
-    return path if path is not None else read_mirror_file(ledger)
+    if path is None:
+        return read_mirror_file(ledger)
+    # pyarrow and DuckDB open the mirror by path: a link or non-regular file there is refused
+    # right before (StorageError naming it); see docs/operations.md, "Hostile ledger directory".
+    check_regular_path(path, MIRROR_KEY)
+    return path

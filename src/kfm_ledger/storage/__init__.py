@@ -9,10 +9,12 @@ from .base import (
     IndexLocator,
     LocalFiles,
     ObjectStore,
+    PrivateObjects,
     Publisher,
     Storage,
     local_dir_of,
     local_path_of,
+    read_private_of,
 )
 from .local import LocalStorage
 from .memory import MemoryStorage, SimulatedCrash
@@ -26,9 +28,11 @@ __all__ = [
     "LocalStorage",
     "MemoryStorage",
     "ObjectStore",
+    "PrivateObjects",
     "Publisher",
     "SimulatedCrash",
     "Storage",
     "local_dir_of",
     "local_path_of",
+    "read_private_of",
 ]

@@ -41,6 +41,18 @@ an explicit ``index=`` (see :func:`kfm_ledger.log.ledger.index_location_for`).
 Backends with local files implement :class:`LocalFiles` (bulk readers hand a
 path to worker processes or pyarrow); callers check
 ``isinstance(storage, LocalFiles)`` and otherwise stream.
+
+No key leaves the storage: a backend with local files treats its directory as
+possibly hostile (someone else may write into it).  It never follows a symbolic
+link inside it, in a folder or at the object itself, and opens only regular
+files: a link, a FIFO, a device or a directory where an object should be is
+refused with :class:`~kfm_ledger.errors.StorageError` naming the path, for every
+read, write, append log and the lock (:meth:`ObjectStore.exists` answers True for
+it, so that nothing is written over it unseen).  Its temporary files are new
+files (``O_EXCL``, never through a link) under unpredictable names; replacing or
+deleting an object replaces or removes a link there, never its target.  A
+private key is read with :meth:`PrivateObjects.read_private` where the backend
+has it: refused unless only its owner can access it.
 """
 
 from __future__ import annotations
@@ -204,6 +216,20 @@ class IndexLocator(Protocol):
 
     def index_location(self) -> IndexLocation:
         """Where the derived commit index of a ledger on this storage lives."""
+
+
+@runtime_checkable
+class PrivateObjects(Protocol):
+    """Optional capability: secrets (a private key) are read with a check of who may read them."""
+
+    def read_private(self, key: str) -> bytes:
+        """The secret's bytes; :class:`~kfm_ledger.errors.StorageError` (naming the fix) if a group or
+        others may read it, :class:`~kfm_ledger.errors.ObjectNotFoundError` if absent."""
+
+
+def read_private_of(storage: ObjectStore, key: str) -> bytes:
+    """A secret object's bytes: :meth:`PrivateObjects.read_private` where the backend checks them, else ``read``."""
+    return storage.read_private(key) if isinstance(storage, PrivateObjects) else storage.read(key)
 
 
 def local_path_of(storage: object, key: str) -> str | None:
