@@ -17,6 +17,7 @@ from kfm_ledger.errors import CorruptLedgerError
 from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.log.recovery import PendingAppend
 from kfm_ledger.sample import sample_jsonl
+from kfm_ledger.storage import local_dir_of
 from kfm_ledger.verify import verify_ledger
 
 from conftest import ORIGIN, fill, signer_of
@@ -33,7 +34,7 @@ def led(tmp_path: Path) -> Ledger:
 
 
 def _plant(led: Ledger, tail: bytes, *, new_size: int | None = None, new_end: int | None = None) -> dict:
-    d = Path(led.storage.local_path(""))
+    d = Path(str(local_dir_of(led.storage)))
     jsonl = d / JSONL
     old_end = jsonl.stat().st_size
     with jsonl.open("ab") as f:
@@ -51,7 +52,7 @@ def _plant(led: Ledger, tail: bytes, *, new_size: int | None = None, new_end: in
 def _cli(led: Ledger, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     return subprocess.run(
-        [sys.executable, "-m", "kfm_ledger", *args, "--ledger", led.storage.local_path("")],
+        [sys.executable, "-m", "kfm_ledger", *args, "--ledger", str(local_dir_of(led.storage))],
         capture_output=True, text=True, env=env, timeout=120,
     )
 
@@ -115,7 +116,7 @@ def test_more_rows_than_recorded_or_fewer_fail(led: Ledger) -> None:
 
 
 def test_a_finished_record_does_not_cover_later_bytes(led: Ledger) -> None:
-    d = Path(led.storage.local_path(""))
+    d = Path(str(local_dir_of(led.storage)))
     end = (d / JSONL).stat().st_size
     with (d / JSONL).open("ab") as f:
         f.write(sample_jsonl(1, start=3))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -153,7 +154,11 @@ class Output:
         ``envelope``: a document without ``ok`` gets ``"ok": ok`` (docs/cli.md, "JSON
         envelope"); only documents in another standard's format (JSON Schema, JSON-LD) opt out."""
         doc = self.stamp(with_ok(value, ok)) if envelope else value
-        echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        try:
+            text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False)
+        except ValueError:  # inf or nan (an overflowed sum): JSON has no such numbers, so null
+            text = json.dumps(_finite(doc), indent=2, ensure_ascii=False)
+        echo(text)
         self.emitted = True
 
     def mark_json_emitted(self) -> None:
@@ -175,6 +180,17 @@ class Output:
         echo(f"kfm: error: {message}", err=True)
         self.error_json("UsageError" if code == EXIT_USAGE else "Failed", message, code)
         return typer.Exit(code)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON has no Infinity or NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def with_ok(value: Any, ok: bool = True) -> Any:
@@ -305,6 +321,20 @@ def _register_all() -> None:
 _register_all()
 
 
+def _not_utf8(args: list[str]) -> str | None:
+    """The first argument that was not valid UTF-8 (Python keeps such bytes as lone
+    surrogates, which no later step could encode), shown with its bad bytes escaped."""
+    for number, arg in enumerate(args, 1):
+        if any("\udc80" <= ch <= "\udcff" for ch in arg):
+            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            return f"argument {number} ({shown!r}) is not valid UTF-8; kfm takes UTF-8 text arguments"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `kfm` console script."""
+    problem = _not_utf8(sys.argv[1:] if argv is None else argv)
+    if problem is not None:
+        sys.stderr.write(f"kfm: error: {problem}\n")
+        raise SystemExit(EXIT_USAGE)
     app(args=argv, prog_name="kfm")

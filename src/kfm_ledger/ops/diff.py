@@ -21,6 +21,7 @@ additions and changes).  Pure: no I/O.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -128,7 +129,10 @@ class NumberDelta:
 
     @property
     def percent(self) -> float | None:
-        return None if self.a == 0 else (self.b - self.a) / self.a * 100.0
+        if self.a == 0:
+            return None
+        pct = (self.b - self.a) / self.a * 100.0
+        return pct if math.isfinite(pct) else None  # e.g. from a subnormal kwh: no Infinity in JSON
 
     def to_json(self) -> dict[str, Any]:
         pct = self.percent

@@ -240,8 +240,20 @@ Cells = dict[tuple[str, str, str], tuple[list[float], list[float]]]
 
 
 def _round(x: float) -> float:
+    if not math.isfinite(x):
+        return x  # a sum that overflowed a double stays inf (null in JSON, "inf" in text)
     r = round(x, DECIMALS)
     return 0.0 if r == 0 else r  # no -0.0
+
+
+def _fsum(values: Iterable[float]) -> float:
+    """:func:`math.fsum`, or +-inf where the exact sum does not fit a double (rows of
+    ``kwh: 1.7976931348623157e308``): a report shows the overflow instead of dying."""
+    values = list(values)
+    try:
+        return math.fsum(values)
+    except OverflowError:
+        return sum(values)
 
 
 def _month_range(first: str, last: str) -> list[str]:
@@ -258,17 +270,22 @@ def _slope(values: Sequence[float]) -> float | None:
     n = len(values)
     if n < 2:
         return None
+    if not all(map(math.isfinite, values)):
+        return None  # no trend through an overflowed month
     x_mean = (n - 1) / 2
-    y_mean = math.fsum(values) / n
-    num = math.fsum((i - x_mean) * (v - y_mean) for i, v in enumerate(values))
+    y_mean = _fsum(values) / n
+    num = _fsum((i - x_mean) * (v - y_mean) for i, v in enumerate(values))
     den = math.fsum((i - x_mean) ** 2 for i in range(n))
-    return _round(num / den)
+    slope = num / den
+    return _round(slope) if math.isfinite(slope) else None
 
 
 def _change(cur: float, prev: float | None) -> tuple[float | None, float | None]:
-    if prev is None:
+    if prev is None or not (math.isfinite(cur) and math.isfinite(prev)):
         return None, None
-    return _round(cur - prev), (None if prev == 0 else _round((cur - prev) / prev * 100.0))
+    delta = cur - prev
+    pct = None if prev == 0 else delta / prev * 100.0
+    return _round(delta), (None if pct is None or not math.isfinite(pct) else _round(pct))
 
 
 def summarize(cells: Cells, *, tree_size: int, root: bytes, source: str) -> EnergyReport:
@@ -286,7 +303,7 @@ def summarize(cells: Cells, *, tree_size: int, root: bytes, source: str) -> Ener
 
     def groups(index: int) -> tuple[EnergyGroup, ...]:
         made = [
-            EnergyGroup(name, n, _round(math.fsum(k)), _round(math.fsum(c))) for name, (n, k, c) in group(index).items()
+            EnergyGroup(name, n, _round(_fsum(k)), _round(_fsum(c))) for name, (n, k, c) in group(index).items()
         ]
         return tuple(sorted(made, key=lambda g: (-g.co2e_kg, -g.kwh, g.key)))
 
@@ -296,7 +313,7 @@ def summarize(cells: Cells, *, tree_size: int, root: bytes, source: str) -> Ener
     if by_month_raw:
         for month in _month_range(min(by_month_raw), max(by_month_raw)):
             n, k, c = by_month_raw.get(month, (0, [], []))
-            kwh, co2e = _round(math.fsum(k)), _round(math.fsum(c))
+            kwh, co2e = _round(_fsum(k)), _round(_fsum(c))
             kc, kp = _change(kwh, prev[0] if prev else None)
             cc, cp = _change(co2e, prev[1] if prev else None)
             months.append(MonthEnergy(month, n, kwh, co2e, kc, kp, cc, cp))
@@ -308,8 +325,8 @@ def summarize(cells: Cells, *, tree_size: int, root: bytes, source: str) -> Ener
         root=root,
         source=source,
         rows=len(all_kwh),
-        total_kwh=_round(math.fsum(all_kwh)),
-        total_co2e_kg=_round(math.fsum(all_co2e)),
+        total_kwh=_round(_fsum(all_kwh)),
+        total_co2e_kg=_round(_fsum(all_co2e)),
         by_producer=groups(0),
         by_month=tuple(months),
         by_branch=groups(2),
@@ -482,8 +499,8 @@ def _periods(months: Sequence[MonthEnergy], in_progress: str | None) -> tuple[st
                 i,
                 j - i,
                 length,
-                math.fsum(m.kwh for m in members) / len(members),
-                math.fsum(m.co2e_kg for m in members) / len(members),
+                _fsum(m.kwh for m in members) / len(members),
+                _fsum(m.co2e_kg for m in members) / len(members),
                 partial=len(members) < length or any(m.month == in_progress for m in members),
             )
         )
@@ -540,6 +557,10 @@ def plot_energy(report: EnergyReport, *, as_of: datetime.datetime | None = None)
         ):
             centres = [p.first + (p.months - 1) / 2 for p in periods]
             widths = [0.8 * p.months if p.length == 1 else p.months - 0.2 for p in periods]
+            if not all(map(math.isfinite, values)):  # a sum past the largest double: no bar, a note
+                values = [v if math.isfinite(v) else math.nan for v in values]
+                ax.text(0.99, 0.97, "a period's sum overflows a double: not drawn", transform=ax.transAxes,
+                        ha="right", va="top", fontsize="small", color="firebrick")
             bars = ax.bar(centres, values, width=widths, color=colour,
                           label=f"{name} per month" + ("" if unit == "month" else f" (average of each {unit})"))
             for bar, p in zip(bars, periods):
@@ -552,15 +573,16 @@ def plot_energy(report: EnergyReport, *, as_of: datetime.datetime | None = None)
             if slope is not None:
                 ys = [m.kwh if name == "kWh" else m.co2e_kg for m in full]
                 mean_x = (len(ys) - 1) / 2
-                mean_y = math.fsum(ys) / len(ys)
+                mean_y = _fsum(ys) / len(ys)
                 xs = [0, len(ys) - 1]
                 note = f"; {in_progress} in progress, left out" if in_progress else ""
                 ax.plot(xs, [mean_y + slope * (x - mean_x) for x in xs], color="black", linestyle="--",
                         label=f"trend {slope:+,.3f} {name}/month per month ({len(ys)} full months{note})")
             ax.set_ylabel(f"{name} per month")
-            top = max(values + [0.0])
+            top = max([v for v in values if math.isfinite(v)] + [0.0])
             if top > 0:
-                ax.set_ylim(0, top * 1.45)  # headroom: the legend never hides a bar
+                headroom = top * 1.45  # the legend never hides a bar
+                ax.set_ylim(0, headroom if math.isfinite(headroom) else top)
             ax.legend(loc="upper left", fontsize="small")
         step = max(1, math.ceil(len(periods) / MAX_TICK_LABELS))
         shown = periods[::step]
