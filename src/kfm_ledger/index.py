@@ -136,6 +136,19 @@ class CommitIndex:
         conn.executescript(_DDL)
         if version is None:
             self._set_meta({"schema_version": SCHEMA_VERSION, "size": "0", "end_offset": "0"})
+        elif not self._commit_index_is_unique():
+            # Checked, not assumed: `CREATE UNIQUE INDEX IF NOT EXISTS` is skipped when a plain
+            # index of the same name was put in its place, which would hide repeated commits.
+            # Derived data: start again from the JSONL.
+            self.reset()
+
+    def _commit_index_is_unique(self) -> bool:
+        """Whether ``entries_commit`` is a UNIQUE index on exactly ``entries(lakefs_commit)``."""
+        for _seq, name, unique, *_ in self._conn.execute("PRAGMA index_list(entries)"):
+            if name == "entries_commit":
+                columns = [row[2] for row in self._conn.execute("PRAGMA index_info(entries_commit)")]
+                return bool(unique) and columns == ["lakefs_commit"]
+        return False
 
     # -- meta ------------------------------------------------------------
     def _meta(self, key: str) -> str | None:

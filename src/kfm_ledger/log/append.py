@@ -56,12 +56,12 @@ def stored_commit_problem(line: int, commit: str, leaf: int, *, same_bytes: bool
     )
 
 
-def before_last_row_problem(line: int, created_at: str, last: IndexedEntry) -> RowProblem:
+def before_last_row_problem(line: int, created_at: str, last_created_at: str, last_leaf: int) -> RowProblem:
     """The ledger rule "created_at never goes backwards", broken by a batch's first row."""
     return RowProblem(
         line,
         "$.created_at",
-        f"{created_at} is earlier than the last row's created_at {last.created_at} (index {last.leaf}); "
+        f"{created_at} is earlier than the last row's created_at {last_created_at} (index {last_leaf}); "
         "created_at never goes backwards",
     )
 
@@ -80,11 +80,14 @@ def ledger_problems(led: Ledger, parsed: list[tuple[int, schema.Row, bytes]], id
             same = led._entry_at(idx.at(leaf)).line == line  # type: ignore[arg-type]
             problems.append(stored_commit_problem(line_no, row.lakefs_commit, leaf, same_bytes=same))
     if old_size:
-        last = idx.at(old_size - 1)
-        if last is not None:
-            line_no, row, _ = parsed[0]
-            if schema.created_at_datetime(row) < schema.parse_created_at(last.created_at):
-                problems.append(before_last_row_problem(line_no, row.created_at, last))
+        # The last signed row's created_at from the row's own bytes, not from the index's
+        # created_at column (derived data): recovery, run before every append, checked that
+        # these bytes hash to the last leaf (recovery.signed_end), which the append then
+        # builds on only if the tiles give the signed root.
+        last_row = led._entry_at(idx.at(old_size - 1))  # type: ignore[arg-type]
+        line_no, row, _ = parsed[0]
+        if schema.created_at_datetime(row) < schema.created_at_datetime(last_row.row):
+            problems.append(before_last_row_problem(line_no, row.created_at, last_row.row.created_at, old_size - 1))
     problems.sort(key=lambda p: p.line)
     return problems
 

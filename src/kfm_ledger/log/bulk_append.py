@@ -99,7 +99,10 @@ def append_file(
         old_size = led.size
         old_end = led._jsonl.size()
         idx = led._raw_index()
-        last = idx.at(old_size - 1) if old_size else None
+        # The last signed row's created_at from its own bytes (checked against the last leaf by
+        # recovery), not from the index's derived created_at column.
+        last_entry = idx.at(old_size - 1) if old_size else None
+        last = (last_entry.leaf, led._entry_at(last_entry).row.created_at) if last_entry is not None else None
         previous: tuple[int, str] | None = None
         seq = 0
         spooled = 0
@@ -159,20 +162,21 @@ def _goes_in_memory(path: str, size: int, threshold: int) -> bool:
 def _check_chunk_order(
     result: ChunkResult,
     previous: tuple[int, str] | None,
-    last: IndexedEntry | None,
+    last: tuple[int, str] | None,
     problem: Callable[[RowProblem], None],
 ) -> tuple[int, str] | None:
     """created_at never goes backwards across chunks (a worker checked within its chunk):
     compare this chunk's first row with the previous chunk's last row, or with the ledger's
-    last row for the first chunk.  Returns the new ``previous``."""
+    last row ``(leaf, created_at)`` for the first chunk.  Returns the new ``previous``."""
     if result.first_created is not None:
         first_line, first_text = result.first_created
         first_key = schema.created_at_order_key(first_text)
         if previous is not None and first_key < schema.created_at_order_key(previous[1]):
             problem(schema.backwards_problem(first_line, first_text, *previous))
         elif previous is None and last is not None:
-            if first_key < schema.created_at_order_key(last.created_at):
-                problem(before_last_row_problem(first_line, first_text, last))
+            last_leaf, last_created = last
+            if first_key < schema.created_at_order_key(last_created):
+                problem(before_last_row_problem(first_line, first_text, last_created, last_leaf))
         previous = result.last_created
     return previous
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from ..errors import KfmError
 from ..index import CommitIndex
 from .context import Run
 
@@ -13,24 +14,27 @@ RowFacts = tuple[str, int, int, int]
 
 
 def open_index(run: Run) -> CommitIndex | None:
-    """The commit index to check the rows against, or None (with a note saying why not)."""
+    """The commit index to check every row against, brought up to date first when it is behind
+    or does not open (derived data: rebuilt from the signed rows); None, with a failure saying
+    why, when it cannot be checked (hardening issue: verify fails, not notes, then)."""
     ledger = run.ledger
     index = ledger.stored_index()
-    if index is None:
-        run.note(
-            "the commit index does not open (derived data: it is rebuilt on the next lookup, or by `kfm rebuild`)"
-        )
-    elif index.size() > ledger.size and run.pending_append is None:
+    if index is not None and index.size() > ledger.size and run.pending_append is None:
         run.note(
             f"the commit index lists {index.size()} rows, more than the {ledger.size} signed: the extra entries "
-            "are dropped by the next writer or `kfm rebuild`"
+            "are dropped by the next writer or `kfm rebuild`, and no answer uses them"
         )
-    if index is not None and index.size() < ledger.size:
-        run.note(
-            f"the commit index covers {index.size()} of {ledger.size} rows (derived data: it is caught up "
-            "on the next lookup, or by `kfm rebuild`); not checked"
-        )
-        index = None
+    if index is not None and index.size() >= ledger.size:
+        return index
+    why = "does not open" if index is None else f"covers {index.size()} of {ledger.size} rows"
+    try:
+        # Re-entrant when verify holds the writer lock; never waits for another writer.
+        with ledger.writer_lock(wait=0):
+            index = ledger.index
+    except (KfmError, OSError, sqlite3.Error) as e:
+        run.fail("index", f"the commit index {why} and could not be brought up to date to be checked: {e}")
+        return None
+    run.note(f"the commit index {why}: it was brought up to date from the signed rows, then checked")
     return index
 
 
