@@ -98,7 +98,7 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--max-batch", type=int, default=20000)
-    ap.add_argument("--rotate", type=int, default=50, help="start a new ledger every N trials")
+    ap.add_argument("--rotate", type=int, default=10, help="start a new ledger every N trials")
     ap.add_argument("--dir", default=None, help="work directory (default: a temporary one, removed)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
