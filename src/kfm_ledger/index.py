@@ -117,6 +117,11 @@ class IndexedEntry(NamedTuple):
     created_at: str
 
 
+def _is_count(value: str | None) -> bool:
+    """Whether a meta value is a high-water mark as written: a non-negative decimal integer (or absent)."""
+    return value is None or (value.isascii() and value.isdigit() and len(value) <= 19)
+
+
 class CommitIndex:
     """Commit -> leaf lookups over a SQLite connection (from an :class:`IndexLocation`)."""
 
@@ -136,6 +141,8 @@ class CommitIndex:
         conn.executescript(_DDL)
         if version is None:
             self._set_meta({"schema_version": SCHEMA_VERSION, "size": "0", "end_offset": "0"})
+        elif not all(_is_count(self._meta(key)) for key in ("size", "end_offset")):
+            self.reset()  # damaged high-water marks: derived data, rebuilt from the JSONL
         elif not self._commit_index_is_unique():
             # Checked, not assumed: `CREATE UNIQUE INDEX IF NOT EXISTS` is skipped when a plain
             # index of the same name was put in its place, which would hide repeated commits.

@@ -68,7 +68,10 @@ class PendingAppend:
         looped over from numbers that fail these bounds."""
         if len(data) > MAX_PENDING_BYTES:
             raise ValueError(f"{len(data)} bytes, more than the {MAX_PENDING_BYTES} a record takes")
-        obj = json.loads(data)
+        try:
+            obj = json.loads(data)
+        except RecursionError:  # "[[[[..." within the size bound: not a record
+            raise ValueError("nested too deeply to be a record") from None
         if type(obj) is not dict or sorted(obj) != sorted(_PENDING_FIELDS):
             raise ValueError(f"want exactly the keys {', '.join(_PENDING_FIELDS)}")
         values = [obj[k] for k in _PENDING_FIELDS]
