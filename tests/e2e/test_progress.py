@@ -81,6 +81,8 @@ def test_a_long_append_prints_progress_lines_on_a_non_terminal_stderr(appended) 
         (["rebuild"], "rebuild"),
         (["mirror"], "mirror"),
         (["mirror", "--check"], "mirror --check"),
+        (["report", "energy", "--source", "jsonl"], "report energy"),
+        (["impact", "--model", "focus-transformer", "--source", "jsonl"], "impact"),
     ],
 )
 def test_verify_rebuild_mirror_print_progress_lines(appended, args: list[str], command: str) -> None:

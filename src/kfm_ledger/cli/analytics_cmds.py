@@ -178,6 +178,7 @@ def energy(
     ] = None,
     source: SourceOption = "auto",
     unverified: Unverified = False,
+    quiet: QuietFlag = False,
     *,
     out: Output,
 ) -> None:
@@ -188,7 +189,8 @@ def energy(
     _check_source(out, source)
     led = open_ledger(ledger_dir, unverified=unverified, out=out)
     try:
-        report = energy_report(led, source=source)  # type: ignore[arg-type]
+        with progress_reporter("report energy", "rows", quiet=quiet) as progress:
+            report = energy_report(led, source=source, progress=progress)  # type: ignore[arg-type]
     finally:
         led.close()
     if plot is not None:
@@ -240,6 +242,7 @@ def impact(
     json_out: JsonFlag = False,
     source: SourceOption = "auto",
     unverified: Unverified = False,
+    quiet: QuietFlag = False,
     *,
     out: Output,
 ) -> None:
@@ -266,11 +269,12 @@ def impact(
     selector = None if kind in ("commit", "index") else parse_selector(kind, value)  # type: ignore[arg-type]
     led = open_ledger(ledger_dir, unverified=unverified, out=out)
     try:
-        if selector is None:
-            entry = led.get(value) if kind == "commit" else led.entry(value)  # type: ignore[arg-type]
-            report = impact_of_entry(led, entry, source=source)  # type: ignore[arg-type]
-        else:
-            report = impact_of_artifact(led, selector, source=source)  # type: ignore[arg-type]
+        with progress_reporter("impact", "rows", quiet=quiet) as progress:
+            if selector is None:
+                entry = led.get(value) if kind == "commit" else led.entry(value)  # type: ignore[arg-type]
+                report = impact_of_entry(led, entry, source=source, progress=progress)  # type: ignore[arg-type]
+            else:
+                report = impact_of_artifact(led, selector, source=source, progress=progress)  # type: ignore[arg-type]
     finally:
         led.close()
     if json_out:

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 from kfm_ledger.log.layout import INDEX_FILE, JSONL_KEY
 from kfm_ledger.log.ledger import Ledger
+from kfm_ledger.log.progress import Progress
 
 from ..errors import CorruptLedgerError
 from . import files
@@ -22,18 +23,26 @@ class LineBlock(NamedTuple):
 
 
 def iter_line_blocks(
-    ledger: Ledger, *, max_bytes: int = BLOCK_BYTES, verified: bool | None = None
+    ledger: Ledger,
+    *,
+    max_bytes: int = BLOCK_BYTES,
+    verified: bool | None = None,
+    progress: Progress | None = None,
 ) -> Iterator[LineBlock]:
     """Stream the signed lines (leaves ``0 .. ledger.size - 1``) in blocks, proven.
 
     Proven unless ``verified`` is False (default: ``ledger.verify_reads``): see
-    :func:`iter_hashed_blocks`.
+    :func:`iter_hashed_blocks`.  ``progress(rows done, rows)`` is called once per block.
     """
     if not (ledger.verify_reads if verified is None else verified):
-        yield from _raw_line_blocks(ledger, max_bytes)
-        return
-    for block, _ in iter_hashed_blocks(ledger, max_bytes=max_bytes):
+        blocks: Iterator[LineBlock] = _raw_line_blocks(ledger, max_bytes)
+    else:
+        blocks = (block for block, _ in iter_hashed_blocks(ledger, max_bytes=max_bytes))
+    total = ledger.size
+    for block in blocks:
         yield block
+        if progress is not None:
+            progress(block.first_index + block.count, total)
 
 
 def iter_hashed_blocks(ledger: Ledger, *, max_bytes: int = BLOCK_BYTES) -> Iterator[tuple[LineBlock, bytes]]:

@@ -39,6 +39,7 @@ from typing import Any, Literal
 import msgspec
 
 from kfm_ledger.log.ledger import Ledger
+from kfm_ledger.log.progress import Progress
 
 from ..errors import EnergySourceError
 
@@ -438,15 +439,16 @@ def use_mirror(ledger: Ledger, source: Source) -> bool:
     return False
 
 
-def energy_report(ledger: Ledger, *, source: Source = "auto") -> EnergyReport:
-    """The energy report of ``ledger``'s signed rows (see the module docstring for ``source``)."""
+def energy_report(ledger: Ledger, *, source: Source = "auto", progress: Progress | None = None) -> EnergyReport:
+    """The energy report of ``ledger``'s signed rows (see the module docstring for ``source``);
+    ``progress(rows done, rows)`` is called per block of a JSONL scan."""
     from .. import mirror
 
     if use_mirror(ledger, source):
         cells = cells_from_mirror(mirror.mirror_source(ledger))
         used = "mirror"
     else:
-        blocks = mirror.iter_line_blocks(ledger, max_bytes=mirror.BLOCK_BYTES)
+        blocks = mirror.iter_line_blocks(ledger, max_bytes=mirror.BLOCK_BYTES, progress=progress)
         cells = cells_from_jsonl(block.data for block in blocks)
         used = "jsonl"
     return summarize(cells, tree_size=ledger.size, root=ledger.root, source=used)

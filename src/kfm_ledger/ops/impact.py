@@ -61,6 +61,7 @@ from typing import Any, Literal
 import msgspec
 
 from kfm_ledger.log.ledger import Ledger
+from kfm_ledger.log.progress import Progress
 
 from ..errors import SelectorError
 from ..schema import Entry
@@ -411,13 +412,15 @@ def _group(entries: Iterable[ImpactEntry]) -> tuple[ProducerGroup, ...]:
     return tuple(ProducerGroup(p, tuple(sorted(es, key=lambda x: x.index))) for p, es in sorted(by.items()))
 
 
-def _blocks(ledger: Ledger) -> Iterable[Any]:
+def _blocks(ledger: Ledger, progress: Progress | None = None) -> Iterable[Any]:
     from .. import mirror
 
-    return mirror.iter_line_blocks(ledger, max_bytes=mirror.BLOCK_BYTES)
+    return mirror.iter_line_blocks(ledger, max_bytes=mirror.BLOCK_BYTES, progress=progress)
 
 
-def impact_of_artifact(ledger: Ledger, selector: Artifact, *, source: Source = "auto") -> ImpactReport:
+def impact_of_artifact(
+    ledger: Ledger, selector: Artifact, *, source: Source = "auto", progress: Progress | None = None
+) -> ImpactReport:
     """Every signed entry that uses ``selector`` (see the module doc), grouped by producer.
 
     ``source``: where the rows are found (see the module doc); every source gives the same report.
@@ -431,7 +434,7 @@ def impact_of_artifact(ledger: Ledger, selector: Artifact, *, source: Source = "
         if _few_enough_to_read(ledger, len(hits)):
             pairs = zip(hits, _decode_lines(_mirror_lines(ledger, hits, hashes), selector.kind))
     if pairs is None:
-        pairs = _scan_uses(ledger, selector)
+        pairs = _scan_uses(ledger, selector, progress)
     found: list[ImpactEntry] = []
     for index, row in pairs:
         links = selector.found_in(row)
@@ -448,10 +451,10 @@ def impact_of_artifact(ledger: Ledger, selector: Artifact, *, source: Source = "
     )
 
 
-def _scan_uses(ledger: Ledger, selector: Artifact) -> Iterable[tuple[int, Any]]:
+def _scan_uses(ledger: Ledger, selector: Artifact, progress: Progress | None) -> Iterable[tuple[int, Any]]:
     """(index, decoded row) of the candidate lines of the proven JSONL scan."""
     fragment = selector.fragment()
-    for block in _blocks(ledger):
+    for block in _blocks(ledger, progress):
         data = block.data
         hits = list(_candidates(data, block.first_index, fragment))
         if not hits:
@@ -460,7 +463,9 @@ def _scan_uses(ledger: Ledger, selector: Artifact) -> Iterable[tuple[int, Any]]:
         yield from zip((index for index, _, _ in hits), rows)
 
 
-def impact_of_entry(ledger: Ledger, entry: Entry, *, source: Source = "auto") -> ImpactReport:
+def impact_of_entry(
+    ledger: Ledger, entry: Entry, *, source: Source = "auto", progress: Progress | None = None
+) -> ImpactReport:
     """The later entries that use an artifact ``entry`` introduced, grouped by producer.
 
     For each of the entry's artifacts, a confirmed use before ``entry.index`` marks it as
@@ -497,7 +502,7 @@ def impact_of_entry(ledger: Ledger, entry: Entry, *, source: Source = "auto") ->
         else:
             first_use.clear()
     if scan:
-        _scan_entry(ledger, target, own, first_use, dependents)
+        _scan_entry(ledger, target, own, first_use, dependents, progress)
     return _entry_report(ledger, entry, own, first_use, dependents)
 
 
@@ -507,10 +512,11 @@ def _scan_entry(
     own: list[Artifact],
     first_use: dict[Artifact, int],
     dependents: dict[int, tuple[Any, list[Artifact]]],
+    progress: Progress | None = None,
 ) -> None:
     """The proven JSONL scan of :func:`impact_of_entry`: fills ``first_use`` and ``dependents``."""
     fragments = {a: a.fragment() for a in own}
-    for block in _blocks(ledger):
+    for block in _blocks(ledger, progress):
         data = block.data
         for artifact, fragment in fragments.items():
             if artifact in first_use:
