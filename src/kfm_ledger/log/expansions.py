@@ -80,6 +80,18 @@ class ExpansionStore:
             self._log = self._storage.append_log(self._key)
         return self._log
 
+    def problem(self) -> str | None:
+        """Why the stored file cannot be used (a symbolic link, not a regular file, unreadable), or
+        None when it is absent or opens.  Reads and writes swallow this (derived data: the tiles
+        answer); ``kfm verify`` reports it."""
+        try:
+            if self._log is None and not self._storage.exists(self._key):
+                return None
+            self._open()
+        except (OSError, KfmError) as e:
+            return str(e)
+        return None
+
     def read(self, tile_index: int) -> bytes | None:
         """The stored record of full level-0 tile ``tile_index``, if the file has one."""
         at = tile_index * EXPANSION_BYTES

@@ -466,6 +466,10 @@ class Ledger:
         """The stored expansion record of full level-0 tile ``tile_index`` (derived data), if any."""
         return self.prover.expansions.read(tile_index)
 
+    def expansion_store_problem(self) -> str | None:
+        """Why ``tile-expansions.bin`` cannot be used (e.g. a planted symbolic link), or None."""
+        return self.prover.expansions.problem()
+
     def checkpoint_sizes(self) -> list[int]:
         """Every tree size the log has signed a checkpoint for, ascending."""
         return self.prover.checkpoint_sizes()

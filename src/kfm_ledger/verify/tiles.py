@@ -139,6 +139,14 @@ class TileChecker:
         else:
             for where, message in self.tile_failures:
                 self.report.fail(where, message + ("" if "rebuild" in message else "; run `kfm rebuild`"), self.limit)
+        refused = self.ledger.expansion_store_problem()
+        if refused is not None:
+            self.report.fail(
+                EXPANSIONS_KEY,
+                f"{refused}; it is never used as it is (proofs read the tiles): remove it, and `kfm rebuild` "
+                "recreates it",
+                self.limit,
+            )
         if self.bad_expansions:
             self.report.notes.append(
                 f"{EXPANSIONS_KEY}: {len(self.bad_expansions)} record(s) torn or stale (first: record "
