@@ -54,3 +54,15 @@ def test_read_text_key_wants_one_line_of_utf8() -> None:
     with pytest.raises(KeyFormatError):
         read_text_key(b"a\nb\n", "k")
     assert read_text_key(b"  one \n", "k") == "one"
+
+
+def test_a_key_file_past_the_size_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    from kfm_ledger.errors import StorageError
+    from kfm_ledger.inputs import MAX_KEY_FILE_BYTES
+    from kfm_ledger.log.keys import load_signer_file
+
+    big = tmp_path / "big.key"
+    big.write_bytes(b"P" * (MAX_KEY_FILE_BYTES + 1))
+    big.chmod(0o600)
+    with pytest.raises(StorageError, match=f"more than the {MAX_KEY_FILE_BYTES}"):
+        load_signer_file(big)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from kfm_ledger.core.keys import Signer
 from kfm_ledger.errors import KeyFormatError, NotALedgerError, ObjectNotFoundError
+from kfm_ledger.inputs import MAX_KEY_FILE_BYTES
 from kfm_ledger.storage import local_path_of, read_private_of
 from kfm_ledger.storage.local import check_private_mode, read_regular_file
 
@@ -49,7 +50,7 @@ def load_signer_file(path: str | os.PathLike[str]) -> Signer:
     :class:`~kfm_ledger.errors.StorageError` naming the path and the fix.  (The ledger's own
     ``log.key`` is read through the storage, which follows no link inside the ledger.)
     """
-    data, st = read_regular_file(path, follow=True)
+    data, st = read_regular_file(path, follow=True, limit=MAX_KEY_FILE_BYTES)
     check_private_mode(st, os.fspath(path))
     return load_signer(data, os.fspath(path))
 

@@ -164,12 +164,15 @@ def open_regular_path(path: str | os.PathLike[str], key: str | None = None) -> i
     return fd
 
 
-def read_regular_file(path: str | os.PathLike[str], *, follow: bool = False) -> tuple[bytes, os.stat_result]:
+def read_regular_file(
+    path: str | os.PathLike[str], *, follow: bool = False, limit: int | None = None
+) -> tuple[bytes, os.stat_result]:
     """A whole file's bytes and its ``fstat``, refusing anything but a regular file.
 
     ``follow=False`` also refuses a symbolic link at ``path`` itself (StorageError naming
-    the path); a FIFO never blocks the read.  For files kfm opens by path outside a storage
-    (key files, the mirror and the JSONL handed to readers).
+    the path); a FIFO never blocks the read; with ``limit``, a file of more bytes is refused
+    before it is read.  For files kfm opens by path outside a storage (key files, the mirror
+    and the JSONL handed to readers).
     """
     p = os.fspath(path)
     flags = os.O_RDONLY | _CLOEXEC | os.O_NONBLOCK | (0 if follow else _NOFOLLOW)
@@ -181,6 +184,9 @@ def read_regular_file(path: str | os.PathLike[str], *, follow: bool = False) -> 
         raise
     st = _check_regular(fd, p, None, inside=False)
     try:
+        if limit is not None and st.st_size > limit:
+            why = f"it is {st.st_size} bytes, more than the {limit} such a file may hold"
+            raise _refusal(p, None, why, inside=False)
         return _read_fd(fd, st.st_size), st
     finally:
         os.close(fd)
