@@ -218,6 +218,20 @@ def test_restore_refusals_are_reported_not_raised(ledger: Ledger, tmp_path: Path
     assert not (tmp_path / "r").exists()
 
 
+def test_a_bundle_file_past_the_limits_is_not_reported_as_checksum_ok(ledger: Ledger, tmp_path: Path) -> None:
+    """Refused while being hashed (the file cap), its checksum was never established."""
+    import os
+
+    bundle = tmp_path / "big.tar.zst"
+    bundle.write_bytes(os.urandom(2 << 20))  # 2 MiB: past max_bytes + the tar allowance below
+    commit = append_bundle_row(ledger, hashlib.sha256(bundle.read_bytes()).hexdigest(), [])
+    plan = plan_rollback(ledger, commit)
+    b_status, r_status = restore_plan_bundle(plan, str(bundle), str(tmp_path / "r"), max_bytes=10, max_files=1)
+    assert not b_status.ok and b_status.found_sha256 is None
+    assert "larger than" in (b_status.error or "") and not r_status.ok
+    assert not (tmp_path / "r").exists()
+
+
 def test_no_restore_when_the_proof_fails(ledger: Ledger, tmp_path: Path) -> None:
     bundle = tmp_path / "b.tar.zst"
     digest = write_bundle(bundle, {"a": b"a"})

@@ -22,6 +22,7 @@ __all__ = [
     "BadSignatureError",
     "BundleChecksumError",
     "BundleError",
+    "BundleFileTooLargeError",
     "BundleLimitError",
     "CommitNotFoundError",
     "ConfigMismatchError",
@@ -586,6 +587,12 @@ class UnsafeArchiveError(BundleError):
 
 class BundleLimitError(UnsafeArchiveError):
     """The archive exceeds the member count or uncompressed size limit."""
+
+
+class BundleFileTooLargeError(BundleLimitError):
+    """The bundle file itself is larger than the restore's limits allow: it was refused while
+    being hashed, so its checksum was never established (unlike the other archive refusals,
+    which come after the checksum matched)."""
 
 
 class _ConfigCheckLike(Protocol):

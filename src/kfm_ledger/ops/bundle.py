@@ -66,6 +66,7 @@ from typing import IO, Any, cast
 from ..errors import (
     BundleChecksumError,
     BundleError,
+    BundleFileTooLargeError,
     BundleLimitError,
     ConfigMismatchError,
     UnsafeArchiveError,
@@ -78,6 +79,7 @@ __all__ = [
     "BundleCheck",
     "BundleChecksumError",
     "BundleError",
+    "BundleFileTooLargeError",
     "BundleLimitError",
     "ConfigCheck",
     "ConfigMismatchError",
@@ -210,7 +212,7 @@ def _open_bundle(bundle: str) -> IO[bytes]:
 
 def _check_file_size(bundle: str, size: int, cap: int | None) -> None:
     if cap is not None and size > cap:
-        raise BundleLimitError(
+        raise BundleFileTooLargeError(
             bundle, "(bundle file)", f"the file is larger than {cap:,} bytes (--max-bytes plus tar overhead)"
         )
 

@@ -370,6 +370,7 @@ def restore_plan_bundle(
     from .bundle import (
         BundleChecksumError,
         BundleError,
+        BundleFileTooLargeError,
         ConfigMismatchError,
         UnsafeArchiveError,
         extract_bundle,
@@ -389,7 +390,11 @@ def restore_plan_bundle(
     except BundleChecksumError as e:
         bundle = BundleStatus(path, expected, e.found, False, e.diagnostics())
         return bundle, RestoreStatus(dest, False, e.diagnostics())
-    except UnsafeArchiveError as e:
+    except BundleFileTooLargeError as e:  # refused while hashing: its checksum is unknown
+        return BundleStatus(path, expected, None, False, e.diagnostics()), RestoreStatus(
+            dest, False, e.diagnostics()
+        )
+    except UnsafeArchiveError as e:  # refused after the checksum matched
         return BundleStatus(path, expected, expected, True), RestoreStatus(
             dest, False, e.diagnostics(), refused_member=e.member
         )
