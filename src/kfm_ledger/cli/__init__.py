@@ -228,7 +228,7 @@ def open_ledger(
     led = Ledger.open(ledger_dir, vkey=vkey_text)
     if unverified:
         led.verify_reads = False
-        typer.echo("kfm: warning: unverified: the rows read were not checked against the signed checkpoint", err=True)
+        echo("kfm: warning: unverified: the rows read were not checked against the signed checkpoint", err=True)
         if out is not None:
             out.unverified = True
     return led
@@ -304,10 +304,6 @@ def _silence_standard_streams() -> None:
         except (OSError, ValueError):  # not a real file (a test runner's capture)
             pass
     os.close(devnull)
-
-
-def is_terminal() -> bool:
-    return sys.stderr.isatty()
 
 
 def _register_all() -> None:

@@ -20,15 +20,16 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import typer
 
+from kfm_ledger.log.progress import Progress
+
 from . import echo
 
 Unit = Literal["bytes", "rows", "percent"]
-Progress = Callable[[int, int], None]
 
 QuietFlag = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress on stderr (no bar, no progress lines).")

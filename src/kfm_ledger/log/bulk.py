@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from kfm_ledger import schema
 from kfm_ledger.errors import RowProblem, SchemaError
+from kfm_ledger.schema.codec import check_size, decode_and_encode
 
 #: Size of a chunk handed to a worker.
 CHUNK_BYTES = 4 << 20
@@ -102,7 +103,7 @@ def validate_input_chunk(first_line: int, data: bytes) -> ChunkResult:
     result = ChunkResult(first_line=first_line, line_count=len(lines))
     fast = schema.canonical_line_fields
     order_key = schema.created_at_order_key
-    general = schema._decode_and_encode  # the batch parser's own path
+    general = decode_and_encode  # the batch parser's own path
     sha = hashlib.sha256
     problems = result.problems
     out: list[bytes] = []
@@ -128,7 +129,7 @@ def validate_input_chunk(first_line: int, data: bytes) -> ChunkResult:
                 continue
             line = canonical
             try:
-                schema._check_size(line)
+                check_size(line)
             except SchemaError as e:
                 problems.append(RowProblem(number, e.path, e.message))
                 continue

@@ -91,19 +91,13 @@ from .batch import (
     parse_rows,
     repeated_commit_problem,
 )
-from .codec import canonicalize, check_size, decode_and_encode, decode_canonical_line, decode_row, encode_row
+from .codec import canonicalize, decode_canonical_line, decode_row, encode_row
 from .fast_path import canonical_line_fields
 from .json_schema import row_json_schema
 from .problems import row_problems
 from .rows import Checksums, Config, DataSnapshot, EnergyCarbon, Entry, Model, Row, Signatures
 from .rules import MAX_LINE_BYTES, SCHEMA_ID
 from .timestamps import created_at_datetime, created_at_order_key, parse_created_at
-
-# The general decode-and-encode path and the size check, which kfm_ledger.log.bulk uses under
-# these names (they are kfm_ledger.schema.codec's decode_and_encode and check_size).
-_decode_and_encode = decode_and_encode
-_check_size = check_size
-del decode_and_encode, check_size
 
 __all__ = [
     "MAX_LINE_BYTES",
