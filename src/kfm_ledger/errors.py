@@ -25,6 +25,7 @@ __all__ = [
     "BundleFileTooLargeError",
     "BundleLimitError",
     "CommitNotFoundError",
+    "ConfigFileError",
     "ConfigMismatchError",
     "CorruptLedgerError",
     "EnergySourceError",
@@ -448,6 +449,21 @@ class MissingExtraError(KfmError):
             f"{what} needs the Python package {module!r}, which is not installed: "
             f"pip install 'kfm-ledger[{extra}]'"
         )
+
+
+class ConfigFileError(KfmError):
+    """The configuration file (``kfm.toml``) is unreadable or breaks its schema (docs/configuration.md).
+
+    ``path`` names the file, ``key`` the section or key that is wrong (``attestation.identity[0].san``).
+    """
+
+    exit_code = 2
+    evidence_fields = ("path", "key")
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.key = key
 
 
 class StorageError(KfmError):
