@@ -15,12 +15,15 @@ from __future__ import annotations
 import itertools
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple, Protocol
 
+from kfm_ledger.index_seal import bucket_of, term
+
 #: Version 2 made the UNIQUE commit index a named index, so that a bulk load can
-#: drop it and build it once at the end.  An index of another version is rebuilt.
-SCHEMA_VERSION = "2"
+#: drop it and build it once at the end.  Version 3 added each entry's seal bucket
+#: (:mod:`kfm_ledger.index_seal`) and the ``seal`` table.  An index of another version is rebuilt.
+SCHEMA_VERSION = "3"
 
 _COMMIT_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS entries_commit ON entries(lakefs_commit)"
 _DDL = f"""
@@ -29,10 +32,58 @@ CREATE TABLE IF NOT EXISTS entries (
     lakefs_commit TEXT NOT NULL,
     offset INTEGER NOT NULL,
     length INTEGER NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    bucket INTEGER NOT NULL
 );
 {_COMMIT_INDEX};
+CREATE INDEX IF NOT EXISTS entries_bucket ON entries(bucket);
+CREATE TABLE IF NOT EXISTS seal (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    size INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    sums BLOB NOT NULL,
+    mac BLOB NOT NULL
+);
 """
+_INSERT = (
+    "INSERT INTO entries(leaf, lakefs_commit, offset, length, created_at, bucket) VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+class SealDelta:
+    """The seal terms of the entries inserted while it is attached (:meth:`CommitIndex.track`):
+    bucket -> sum of the new entries' terms (not reduced)."""
+
+    __slots__ = ("key", "sums")
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self.sums: dict[int, int] = {}
+
+
+def _with_buckets(
+    entries: Iterable[tuple[int, str, int, int, str]], delta: SealDelta | None
+) -> Iterator[tuple[int, str, int, int, str, int]]:
+    """(leaf, commit, offset, length, created_at) rows with their seal bucket appended
+    (and their terms added to ``delta``)."""
+    if delta is None:
+        for leaf, commit, offset, length, created_at in entries:
+            yield leaf, commit, offset, length, created_at, bucket_of(commit)
+        return
+    key, sums = delta.key, delta.sums
+    for leaf, commit, offset, length, created_at in entries:
+        b = bucket_of(commit)
+        sums[b] = sums.get(b, 0) + term(key, leaf, commit, created_at)
+        yield leaf, commit, offset, length, created_at, b
+
+
+class Seal(NamedTuple):
+    """The stored seal: the signed tree it describes, the per-bucket sums, their MAC (unchecked)."""
+
+    size: int
+    root: bytes
+    sums: bytes
+    mac: bytes
 _META_DDL = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 
 
@@ -128,6 +179,8 @@ class CommitIndex:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._deferred = False
+        #: While set (:meth:`track`), inserted entries' seal terms are added to it.
+        self.delta: SealDelta | None = None
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -187,11 +240,7 @@ class CommitIndex:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(
-                "INSERT INTO entries(leaf, lakefs_commit, offset, length, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                entries,
-            )
+            conn.executemany(_INSERT, _with_buckets(entries, self.delta))
             self._set_meta({"size": str(size), "end_offset": str(end_offset)})
             conn.execute("COMMIT")
         except BaseException:
@@ -219,11 +268,8 @@ class CommitIndex:
         already indexed (unless the check is deferred to :meth:`finish_inserts`).
         """
         before = self._conn.total_changes
-        verb = "INSERT" if self._deferred else "INSERT OR IGNORE"
-        self._conn.executemany(
-            f"{verb} INTO entries(leaf, lakefs_commit, offset, length, created_at) VALUES (?, ?, ?, ?, ?)",
-            entries,
-        )
+        sql = _INSERT if self._deferred else _INSERT.replace("INSERT", "INSERT OR IGNORE", 1)
+        self._conn.executemany(sql, _with_buckets(entries, self.delta))
         return self._conn.total_changes - before
 
     def finish_inserts(self, *, limit: int) -> list[tuple[str, list[int]]]:
@@ -279,10 +325,47 @@ class CommitIndex:
 
     def reset(self) -> None:
         """Forget everything (the index is rebuilt from the JSONL afterwards)."""
-        self._conn.executescript("DROP TABLE IF EXISTS entries; DROP TABLE IF EXISTS meta;")
+        self._conn.executescript("DROP TABLE IF EXISTS entries; DROP TABLE IF EXISTS meta; DROP TABLE IF EXISTS seal;")
         self._conn.execute(_META_DDL)
         self._conn.executescript(_DDL)
         self._set_meta({"schema_version": SCHEMA_VERSION, "size": "0", "end_offset": "0"})
+
+    # -- the seal (kfm_ledger.index_seal) ----------------------------------
+    def track(self, key: bytes | None) -> SealDelta | None:
+        """Collect the seal terms of the entries inserted from now on (None: stop)."""
+        self.delta = SealDelta(key) if key is not None else None
+        return self.delta
+
+    def seal(self) -> Seal | None:
+        """The stored seal as it is (its MAC is the caller's to check), or None."""
+        row = self._conn.execute("SELECT size, root, sums, mac FROM seal WHERE id = 0").fetchone()
+        if row is None or not isinstance(row[0], int) or not all(isinstance(v, bytes) for v in row[1:]):
+            return None
+        return Seal(*row)
+
+    def write_seal(self, seal: Seal) -> None:
+        """Store the seal (replacing the one before), in its own transaction."""
+        self._conn.execute(
+            "INSERT OR REPLACE INTO seal(id, size, root, sums, mac) VALUES (0, ?, ?, ?, ?)", tuple(seal)
+        )
+
+    def bucket_entries(self, bucket: int, *, below: int) -> list[tuple[int, str, str]]:
+        """(leaf, commit, created_at) of the entries in ``bucket`` with leaf < ``below``."""
+        return self._conn.execute(
+            "SELECT leaf, lakefs_commit, created_at FROM entries WHERE bucket = ? AND leaf < ?", (bucket, below)
+        ).fetchall()
+
+    def bucketed_entries(self, *, below: int) -> Iterator[tuple[int, int, str, str]]:
+        """(bucket, leaf, commit, created_at) of every entry with leaf < ``below``."""
+        yield from self._conn.execute(
+            "SELECT bucket, leaf, lakefs_commit, created_at FROM entries WHERE leaf < ?", (below,)
+        )
+
+    def seal_entries(self, *, below: int) -> Iterator[tuple[int, str, str]]:
+        """(leaf, commit, created_at) of every entry with leaf < ``below``, in leaf order."""
+        yield from self._conn.execute(
+            "SELECT leaf, lakefs_commit, created_at FROM entries WHERE leaf < ? ORDER BY leaf", (below,)
+        )
 
     # -- lookups ---------------------------------------------------------
     def lookup(self, lakefs_commit: str) -> IndexedEntry | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -20,10 +21,11 @@ from kfm_ledger.core.checkpoint import Checkpoint
 from kfm_ledger.core.keys import Signer
 from kfm_ledger.core.signed_checkpoint import SignedCheckpoint, open_checkpoint, sign_checkpoint
 from kfm_ledger.errors import MAX_LISTED_PROBLEMS, InputRejected, KfmError, RowProblem, StorageError
-from kfm_ledger.index import CommitIndex, IndexedEntry
+from kfm_ledger.index import IndexedEntry
 from kfm_ledger.log.checkpoint_chain import previous_size_line
 from kfm_ledger.schema.batch import check_batch_capped
 
+from .index_guard import IndexChanged, SealedIndex, check_seal, reseal, seal_appended, sealed_index
 from .layout import CHECKPOINT_KEY, PENDING_KEY, checkpoint_key
 from .recovery import PendingAppend, recover_locked, undo_append
 from .tile_writer import TilesWritten, delete_partials, refuse_tiles_in_the_way, write_tiles
@@ -66,18 +68,27 @@ def before_last_row_problem(line: int, created_at: str, last_created_at: str, la
     )
 
 
-def ledger_problems(led: Ledger, parsed: list[tuple[int, schema.Row, bytes]], idx: CommitIndex) -> list[RowProblem]:
-    """The ledger-wide invariants: one row per commit; created_at not before the last row's."""
+def ledger_problems(
+    led: Ledger, parsed: list[tuple[int, schema.Row, bytes]], sealed: SealedIndex
+) -> list[RowProblem]:
+    """The ledger-wide invariants: one row per commit; created_at not before the last row's.
+
+    Which commits are stored comes from the index's buckets after their sums are checked
+    against the seal (:mod:`.index_guard`; :class:`IndexChanged` if one disagrees), so an
+    edited index can neither hide a stored commit nor invent one.
+    """
     old_size = led.size
+    idx = sealed.idx
     problems: list[RowProblem] = []
-    # Signed rows only: entries beyond the signed size belong to an append not yet
-    # signed (another writer between steps 3 and 5, or one that crashed there).
-    found = idx.lookup_many([row.lakefs_commit for _, row, _ in parsed])
-    existing = {commit: leaf for commit, leaf in found.items() if leaf < old_size}
+    # Signed rows only (the seal's buckets are read below the signed size): entries beyond
+    # it belong to an append not yet signed.
+    existing = sealed.stored(row.lakefs_commit for _, row, _ in parsed)
     for line_no, row, line in parsed:
         if row.lakefs_commit in existing:
             leaf = existing[row.lakefs_commit]
-            same = led._entry_at(idx.at(leaf)).line == line  # type: ignore[arg-type]
+            same = False
+            with contextlib.suppress(KfmError):  # a hint only: the row at that leaf, proven
+                same = led.entry(leaf).line == line
             problems.append(stored_commit_problem(line_no, row.lakefs_commit, leaf, same_bytes=same))
     if old_size:
         # The last signed row's created_at from the row's own bytes, not from the index's
@@ -106,11 +117,14 @@ def append(led: Ledger, batch: bytes | Sequence[schema.Row], *, signer: Signer, 
         # and only when the stored index covers them.
         listed = len(problems)
         if parsed and total < MAX_LISTED_PROBLEMS:
-            with contextlib.suppress(KfmError):  # the schema problems are reported anyway
+            # Read-only (nothing will be written, so no lock or recovery), and only from an
+            # index whose seal describes the signed tree and whose buckets check.
+            with contextlib.suppress(KfmError, IndexChanged, sqlite3.Error):
                 led.refresh()
                 idx = led.stored_index()
-                if idx is not None and idx.size() >= led.size:
-                    problems += ledger_problems(led, parsed, idx)
+                sealed = check_seal(led, idx, signer) if idx is not None else None
+                if sealed is not None:
+                    problems += ledger_problems(led, parsed, sealed)
         problems.sort(key=lambda p: p.line)
         raise InputRejected(problems, total=total + len(problems) - listed)
     if not parsed:
@@ -118,10 +132,16 @@ def append(led: Ledger, batch: bytes | Sequence[schema.Row], *, signer: Signer, 
     with led.writer_lock(wait=wait):
         recovery = recover_locked(led)
         old_size = led.size
-        idx = led._raw_index()
-        problems = ledger_problems(led, parsed, idx)
+        sealed = sealed_index(led, signer)
+        try:
+            problems = ledger_problems(led, parsed, sealed)
+        except (IndexChanged, sqlite3.Error):
+            # Edited behind kfm's back: never answer from it; rebuilt from the proven rows.
+            sealed = reseal(led, signer)
+            problems = ledger_problems(led, parsed, sealed)
         if problems:
             raise InputRejected(problems)
+        idx = sealed.idx
         new_size = old_size + len(parsed)
         payload = b"".join(line + b"\n" for _, _, line in parsed)
 
@@ -131,18 +151,24 @@ def append(led: Ledger, batch: bytes | Sequence[schema.Row], *, signer: Signer, 
                 yield IndexedEntry(old_size + i, row.lakefs_commit, pos, len(line), row.created_at)
                 pos += len(line) + 1
 
-        return commit_batch(
-            led,
-            new_size=new_size,
-            payload_size=len(payload),
-            write_rows=lambda: led._jsonl.append(payload),
-            write_index=lambda old_end: idx.add(
-                index_entries(old_end), size=new_size, end_offset=old_end + len(payload)
-            ),
-            leaf_hashes=(merkle.leaf_hash(line) for _, _, line in parsed),
-            signer=signer,
-            recovered=recovery.rows_rolled_forward,
-        )
+        idx.track(sealed.key)  # the new entries' seal terms, sealed once the batch is signed
+        try:
+            result = commit_batch(
+                led,
+                new_size=new_size,
+                payload_size=len(payload),
+                write_rows=lambda: led._jsonl.append(payload),
+                write_index=lambda old_end: idx.add(
+                    index_entries(old_end), size=new_size, end_offset=old_end + len(payload)
+                ),
+                leaf_hashes=(merkle.leaf_hash(line) for _, _, line in parsed),
+                signer=signer,
+                recovered=recovery.rows_rolled_forward,
+            )
+            seal_appended(led, sealed, new_size)
+        finally:
+            idx.delta = None
+        return result
 
 
 def commit_batch(

@@ -18,6 +18,7 @@ from kfm_ledger.index import CommitIndex, IndexedEntry
 
 from ..inputs import open_regular
 from .append import AppendResult, append, before_last_row_problem, commit_batch, stored_commit_problem
+from .index_guard import IndexChanged, reseal, seal_appended, sealed_index
 from .progress import Progress
 from .recovery import recover_locked
 
@@ -57,8 +58,6 @@ class _Problems:
             raise InputRejected(self.found, total=len(self.found) + self.more, limit=self.limit)
 
 
-# Over 80 lines: pass 1 (collect every chunk's facts inside one index transaction)
-# and pass 2 (write) share the open transaction, the spools and the collected hashes.
 def append_file(
     led: Ledger,
     path: str | os.PathLike[str],
@@ -69,7 +68,37 @@ def append_file(
     max_problems: int,
     progress: Progress | None = None,
 ) -> AppendResult:
-    """:meth:`Ledger.append` for an input file, streamed (see :meth:`Ledger.append_file`)."""
+    """:meth:`Ledger.append` for an input file, streamed (see :meth:`Ledger.append_file`).
+
+    A commit index found edited behind kfm's back (its seal, :mod:`.index_guard`) is
+    rebuilt from the proven rows and the append run again, once.
+    """
+
+    def run() -> AppendResult:
+        return _append_file(
+            led, path, signer=signer, wait=wait, workers=workers, max_problems=max_problems, progress=progress
+        )
+
+    try:
+        return run()
+    except IndexChanged:
+        with led.writer_lock(wait=wait):
+            reseal(led, signer)
+    return run()
+
+
+# Over 80 lines: pass 1 (collect every chunk's facts inside one index transaction)
+# and pass 2 (write) share the open transaction, the spools and the collected hashes.
+def _append_file(
+    led: Ledger,
+    path: str | os.PathLike[str],
+    *,
+    signer: Signer,
+    wait: float,
+    workers: int | None,
+    max_problems: int,
+    progress: Progress | None = None,
+) -> AppendResult:
     from . import bulk
 
     path = os.fspath(path)
@@ -98,7 +127,8 @@ def append_file(
         recovery = recover_locked(led)
         old_size = led.size
         old_end = led._jsonl.size()
-        idx = led._raw_index()
+        sealed = sealed_index(led, signer)  # the index's seal checked (or the index rebuilt)
+        idx = sealed.idx
         # The last signed row's created_at from its own bytes (checked against the last leaf by
         # recovery), not from the index's derived created_at column.
         last_entry = idx.at(old_size - 1) if old_size else None
@@ -109,6 +139,7 @@ def append_file(
         # A batch at least as large as the ledger (by a rough 1 KB a row) builds the
         # UNIQUE commit index once at the end instead of row by row.
         idx.begin(defer_unique=size // DEFER_UNIQUE_BYTES_PER_ROW >= old_size)
+        delta = idx.track(sealed.key)
         try:
             for chunk_number, result in enumerate(spooled_input.results(), 1):
                 # Helpers per chunk of about bulk.CHUNK_BYTES, never per row.
@@ -125,6 +156,8 @@ def append_file(
                     hashes += result.leaf_hashes
             for commit, leaves in idx.finish_inserts(limit=max_problems + 1):
                 _report_repeated_leaves(commit, leaves, lines, old_size, problem)
+            if delta is not None:  # every bucket the batch touched holds the sealed entries
+                sealed.check(delta.sums.keys())
             problem.raise_if_any()
             if seq == 0:
                 raise InputRejected([RowProblem(1, "$", "no rows in the input")])
@@ -137,7 +170,7 @@ def append_file(
                 # later fsync the wait for it).
                 spooled_input.close()
 
-            return commit_batch(
+            appended = commit_batch(
                 led,
                 new_size=new_size,
                 payload_size=spooled,
@@ -147,7 +180,10 @@ def append_file(
                 signer=signer,
                 recovered=recovery.rows_rolled_forward,
             )
+            seal_appended(led, sealed, new_size)
+            return appended
         finally:
+            idx.delta = None
             idx.rollback_if_open()
 
 

@@ -31,11 +31,13 @@ def catch_up_index(
         # The JSONL is shorter than what was indexed: not ours to guess why.
         idx.reset()
     size, offset = idx.size(), idx.end_offset()
-    last_created = None
-    if size:
-        prev = idx.at(size - 1)
-        if prev is not None:
-            last_created = schema.parse_created_at(prev.created_at)
+    prev = idx.at(size - 1) if size else None
+    if size and (prev is None or prev.offset + prev.length + 1 != offset):
+        # The high-water marks disagree with the entries (an edited meta, deleted entries):
+        # derived data, started again from the JSONL rather than caught up from a wrong place.
+        idx.reset()
+        size, offset, prev = 0, 0, None
+    last_created = schema.parse_created_at(prev.created_at) if prev is not None else None
     batch: list[IndexedEntry] = []
     seen: dict[str, int] = {}
     added = 0

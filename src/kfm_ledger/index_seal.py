@@ -1,0 +1,128 @@
+"""The commit index's seal: a keyed check that lets the writer trust the index's "not stored".
+
+The commit index (:mod:`kfm_ledger.index`) is derived data anyone with write access to
+the ledger directory can edit.  Readers never need to trust it (every row they return is
+proven against the signed tree), but append's "one row per lakeFS commit" rule asks the
+index a question whose *negative* answer cannot be proven row by row: "is commit X
+stored?".  The seal makes that answer sound at O(n / BUCKETS) cost per lookup:
+
+* Entries fall into :data:`BUCKETS` buckets by the SHA-256 of their commit id
+  (:func:`bucket_of`, unkeyed: readers that index rows need it too).
+* Per bucket, an order-independent keyed multiset hash: the sum modulo 2**256 of
+  :func:`term` (keyed BLAKE2b, RFC 7693 §2.5 keyed mode, over leaf, commit and
+  created_at) of its entries.  Adding rows adds their terms.
+* The table of sums is authenticated with HMAC-SHA256 (RFC 2104) over the tree size and
+  root of the signed checkpoint it describes: :func:`seal_mac`.
+* The key is derived from the log's signing key (:func:`seal_key`): only the writer can
+  compute terms or seal a table, so an edit of the index (an entry renamed, moved, deleted,
+  added; an old copy of the file; an edited table) makes some bucket's recomputed sum or
+  the table's MAC disagree, except with probability about 2**-256.
+
+docs/operations.md ("The commit index's seal") has the threat model and what happens
+when a check fails.  Pure: bytes and integers in and out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from collections.abc import Iterable
+from typing import Protocol
+
+#: Number of buckets (a power of two; 4096 keeps a bucket at ~250 entries at 1M rows
+#: and the table at 128 KiB).
+BUCKETS = 4096
+_BUCKET_SHIFT = 16 - (BUCKETS - 1).bit_length()  # the top 12 bits of a 16-bit prefix
+_MODULUS = 1 << 256
+_SUM_BYTES = 32
+TABLE_BYTES = BUCKETS * _SUM_BYTES
+
+#: Domain separation: the message whose signature seeds the key can never be a signed
+#: note's text (a NUL byte is not allowed in one, c2sp.org/signed-note), nor a
+#: cosignature message (those start with "cosignature/v1").
+_KEY_MESSAGE = b"kfm-ledger\x00commit index seal key\x00v1"
+_HKDF_INFO = b"kfm-ledger commit index seal v1"
+_MAC_LABEL = b"kfm-ledger\x00commit index seal table\x00v1\x00"
+
+
+class _Signs(Protocol):
+    def sign(self, message: bytes) -> bytes: ...
+
+
+def hkdf_sha256(ikm: bytes, *, salt: bytes, info: bytes, length: int = 32) -> bytes:
+    """HKDF-SHA256 (RFC 5869 §2.2 extract, §2.3 expand)."""
+    prk = hmac.digest(salt or b"\x00" * 32, ikm, "sha256")
+    out, block = b"", b""
+    for counter in range(1, -(-length // 32) + 1):
+        block = hmac.digest(prk, block + info + bytes([counter]), "sha256")
+        out += block
+    return out[:length]
+
+
+def seal_key(signer: _Signs) -> bytes:
+    """The 32-byte seal key of the log's signing key.
+
+    HKDF-SHA256 (RFC 5869) whose input keying material is the signer's Ed25519 signature
+    (RFC 8032 §5.1.6: deterministic) of a fixed message no note or cosignature can be:
+    only the holder of the signing key can compute it, and the private seed itself is never
+    touched outside the key object.
+    """
+    return hkdf_sha256(signer.sign(_KEY_MESSAGE), salt=b"kfm-ledger", info=_HKDF_INFO)
+
+
+def bucket_of(commit: str) -> int:
+    """The bucket of a commit id: the top 12 bits of SHA-256(commit)."""
+    digest = hashlib.sha256(commit.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:2], "big") >> _BUCKET_SHIFT
+
+
+def term(key: bytes, leaf: int, commit: str, created_at: str) -> int:
+    """The keyed hash of one index entry as an integer below 2**256.
+
+    Injective encoding: leaf (8 bytes), the commit's length (4 bytes), the commit, then
+    created_at (both UTF-8).
+    """
+    c = commit.encode("utf-8", "surrogatepass")
+    message = struct.pack(">QI", leaf & 0xFFFF_FFFF_FFFF_FFFF, len(c)) + c + created_at.encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(message, key=key, digest_size=_SUM_BYTES).digest(), "big")
+
+
+def bucket_sum(key: bytes, entries: Iterable[tuple[int, str, str]]) -> int:
+    """The sum modulo 2**256 of the terms of (leaf, commit, created_at) entries."""
+    total = 0
+    for leaf, commit, created_at in entries:
+        total += term(key, leaf, commit, created_at)
+    return total % _MODULUS
+
+
+class SealTable:
+    """The per-bucket sums (a multiset hash of each bucket's entries): 32-byte big-endian
+    integers, bucket by bucket, updated in place (only the touched buckets are decoded)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes | bytearray | None = None) -> None:
+        if data is not None and len(data) != TABLE_BYTES:
+            raise ValueError(f"seal table is {len(data)} bytes, expected {TABLE_BYTES}")
+        self.data = bytearray(data) if data is not None else bytearray(TABLE_BYTES)
+
+    def get(self, bucket: int) -> int:
+        return int.from_bytes(self.data[bucket * _SUM_BYTES : (bucket + 1) * _SUM_BYTES], "big")
+
+    def put(self, bucket: int, value: int) -> None:
+        self.data[bucket * _SUM_BYTES : (bucket + 1) * _SUM_BYTES] = (value % _MODULUS).to_bytes(_SUM_BYTES, "big")
+
+    def add(self, key: bytes, entries: Iterable[tuple[int, str, str]]) -> None:
+        """Add (leaf, commit, created_at) entries' terms to their buckets."""
+        sums: dict[int, int] = {}
+        for leaf, commit, created_at in entries:
+            b = bucket_of(commit)
+            sums[b] = sums.get(b, 0) + term(key, leaf, commit, created_at)
+        for b, value in sums.items():
+            self.put(b, self.get(b) + value)
+
+
+def seal_mac(key: bytes, size: int, root: bytes, table: bytes) -> bytes:
+    """HMAC-SHA256 over the signed tree (size, root) a table describes and the table."""
+    return hmac.digest(key, _MAC_LABEL + struct.pack(">Q", size) + root + table, "sha256")
