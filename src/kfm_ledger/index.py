@@ -18,7 +18,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple, Protocol
 
-from kfm_ledger.index_seal import bucket_of, term
+from kfm_ledger.index_seal import add_terms, buckets_of
 
 #: Version 2 made the UNIQUE commit index a named index, so that a bulk load can
 #: drop it and build it once at the end.  Version 3 added each entry's seal bucket
@@ -26,6 +26,7 @@ from kfm_ledger.index_seal import bucket_of, term
 SCHEMA_VERSION = "3"
 
 _COMMIT_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS entries_commit ON entries(lakefs_commit)"
+_BUCKET_INDEX = "CREATE INDEX IF NOT EXISTS entries_bucket ON entries(bucket)"
 _DDL = f"""
 CREATE TABLE IF NOT EXISTS entries (
     leaf INTEGER PRIMARY KEY,
@@ -36,7 +37,7 @@ CREATE TABLE IF NOT EXISTS entries (
     bucket INTEGER NOT NULL
 );
 {_COMMIT_INDEX};
-CREATE INDEX IF NOT EXISTS entries_bucket ON entries(bucket);
+{_BUCKET_INDEX};
 CREATE TABLE IF NOT EXISTS seal (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     size INTEGER NOT NULL,
@@ -64,17 +65,15 @@ class SealDelta:
 def _with_buckets(
     entries: Iterable[tuple[int, str, int, int, str]], delta: SealDelta | None
 ) -> Iterator[tuple[int, str, int, int, str, int]]:
-    """(leaf, commit, offset, length, created_at) rows with their seal bucket appended
-    (and their terms added to ``delta``)."""
-    if delta is None:
-        for leaf, commit, offset, length, created_at in entries:
-            yield leaf, commit, offset, length, created_at, bucket_of(commit)
-        return
-    key, sums = delta.key, delta.sums
-    for leaf, commit, offset, length, created_at in entries:
-        b = bucket_of(commit)
-        sums[b] = sums.get(b, 0) + term(key, leaf, commit, created_at)
-        yield leaf, commit, offset, length, created_at, b
+    """(leaf, commit, offset, length, created_at) rows with their seal bucket appended (and
+    their terms added to ``delta``), 10,000 rows at a time, hashed with C-level maps."""
+    it = iter(entries)
+    while chunk := list(itertools.islice(it, 10_000)):
+        leaves, commits, offsets, lengths, created = zip(*chunk)
+        buckets = buckets_of(commits)
+        if delta is not None:
+            add_terms(delta.key, delta.sums, leaves, commits, created, buckets)
+        yield from zip(leaves, commits, offsets, lengths, created, buckets)
 
 
 class Seal(NamedTuple):
@@ -256,10 +255,14 @@ class CommitIndex:
         a random B-tree insert per row, about three times faster when the batch is
         at least as large as the ledger.  A rollback restores the index.
         """
+        # A large batch inserts into the B-trees of two indexes at scattered places: a page
+        # cache of up to 64 MiB (instead of 2) keeps their pages in memory (about half the CPU).
+        self._conn.execute("PRAGMA cache_size = -65536")
         self._conn.execute("BEGIN IMMEDIATE")
         self._deferred = defer_unique
         if defer_unique:
             self._conn.execute("DROP INDEX entries_commit")
+            self._conn.execute("DROP INDEX entries_bucket")
 
     def insert_new(self, entries: Iterable[tuple[int, str, int, int, str]]) -> int:
         """Insert (leaf, commit, offset, length, created_at) rows inside :meth:`begin`.
@@ -283,6 +286,7 @@ class CommitIndex:
             return []
         try:
             self._conn.execute(_COMMIT_INDEX)
+            self._conn.execute(_BUCKET_INDEX)
         except sqlite3.IntegrityError:
             rows = self._conn.execute(
                 "SELECT lakefs_commit, group_concat(leaf) FROM entries GROUP BY lakefs_commit HAVING count(*) > 1 "

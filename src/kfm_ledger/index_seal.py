@@ -6,7 +6,7 @@ proven against the signed tree), but append's "one row per lakeFS commit" rule a
 index a question whose *negative* answer cannot be proven row by row: "is commit X
 stored?".  The seal makes that answer sound at O(n / BUCKETS) cost per lookup:
 
-* Entries fall into :data:`BUCKETS` buckets by the SHA-256 of their commit id
+* Entries fall into :data:`BUCKETS` buckets by a checksum of their commit id
   (:func:`bucket_of`, unkeyed: readers that index rows need it too).
 * Per bucket, an order-independent keyed multiset hash: the sum modulo 2**256 of
   :func:`term` (keyed BLAKE2b, RFC 7693 §2.5 keyed mode, over leaf, commit and
@@ -24,16 +24,20 @@ when a check fails.  Pure: bytes and integers in and out.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import itertools
+import operator
 import struct
-from collections.abc import Iterable
+import zlib
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 #: Number of buckets (a power of two; 4096 keeps a bucket at ~250 entries at 1M rows
 #: and the table at 128 KiB).
 BUCKETS = 4096
-_BUCKET_SHIFT = 16 - (BUCKETS - 1).bit_length()  # the top 12 bits of a 16-bit prefix
+_BUCKET_SHIFT = 32 - (BUCKETS - 1).bit_length()  # the top 12 bits of a CRC-32
 _MODULUS = 1 << 256
 _SUM_BYTES = 32
 TABLE_BYTES = BUCKETS * _SUM_BYTES
@@ -72,28 +76,55 @@ def seal_key(signer: _Signs) -> bytes:
 
 
 def bucket_of(commit: str) -> int:
-    """The bucket of a commit id: the top 12 bits of SHA-256(commit)."""
-    digest = hashlib.sha256(commit.encode("utf-8", "surrogatepass")).digest()
-    return int.from_bytes(digest[:2], "big") >> _BUCKET_SHIFT
+    """The bucket of a commit id: the top 12 bits of the CRC-32 (ISO-HDLC, zlib's) of its UTF-8.
+
+    Not keyed and not cryptographic: a bucket only decides how much of the index a check
+    reads (commit ids are lakeFS's hashes, so buckets stay even); soundness is the terms'.
+    """
+    return zlib.crc32(commit.encode()) >> _BUCKET_SHIFT
+
+
+def buckets_of(commits: Iterable[str]) -> list[int]:
+    """:func:`bucket_of` of each commit (C-level maps: no Python code per commit)."""
+    return list(map(operator.rshift, map(zlib.crc32, map(str.encode, commits)), itertools.repeat(_BUCKET_SHIFT)))
 
 
 def term(key: bytes, leaf: int, commit: str, created_at: str) -> int:
     """The keyed hash of one index entry as an integer below 2**256.
 
-    Injective encoding: leaf (8 bytes), the commit's length (4 bytes), the commit, then
-    created_at (both UTF-8).
+    Message: the leaf in decimal, NUL, the commit, NUL, created_at (UTF-8).  Rows' commits
+    and created_at values hold no NUL (schema), so the message of a stored row determines
+    its fields, and any other entry (an edited one) has another message.
     """
-    c = commit.encode("utf-8", "surrogatepass")
-    message = struct.pack(">QI", leaf & 0xFFFF_FFFF_FFFF_FFFF, len(c)) + c + created_at.encode("utf-8", "surrogatepass")
+    message = b"%d\x00%s\x00%s" % (leaf, commit.encode(), created_at.encode())
     return int.from_bytes(hashlib.blake2b(message, key=key, digest_size=_SUM_BYTES).digest(), "big")
 
 
-def bucket_sum(key: bytes, entries: Iterable[tuple[int, str, str]]) -> int:
+def add_terms(
+    key: bytes, sums: dict[int, int], leaves: Iterable[int], commits: Iterable[str], created: Iterable[str],
+    buckets: Iterable[int],
+) -> None:
+    """Add the terms of the entries (leaves[i], commits[i], created[i]) to ``sums[buckets[i]]``
+    (unreduced), with C-level maps for the per-entry hashing."""
+    messages = map(
+        bytes.__mod__, itertools.repeat(b"%d\x00%s\x00%s"),
+        zip(leaves, map(str.encode, commits), map(str.encode, created)),
+    )
+    mac = functools.partial(hashlib.blake2b, key=key, digest_size=_SUM_BYTES)
+    values = map(int.from_bytes, map(operator.methodcaller("digest"), map(mac, messages)))
+    get = sums.get
+    for bucket, value in zip(buckets, values):
+        sums[bucket] = get(bucket, 0) + value
+
+
+def bucket_sum(key: bytes, entries: Sequence[tuple[int, str, str]]) -> int:
     """The sum modulo 2**256 of the terms of (leaf, commit, created_at) entries."""
-    total = 0
-    for leaf, commit, created_at in entries:
-        total += term(key, leaf, commit, created_at)
-    return total % _MODULUS
+    if not entries:
+        return 0
+    leaves, commits, created = zip(*entries)
+    sums: dict[int, int] = {}
+    add_terms(key, sums, leaves, commits, created, itertools.repeat(0))
+    return sums[0] % _MODULUS
 
 
 class SealTable:
@@ -116,11 +147,21 @@ class SealTable:
     def add(self, key: bytes, entries: Iterable[tuple[int, str, str]]) -> None:
         """Add (leaf, commit, created_at) entries' terms to their buckets."""
         sums: dict[int, int] = {}
-        for leaf, commit, created_at in entries:
-            b = bucket_of(commit)
-            sums[b] = sums.get(b, 0) + term(key, leaf, commit, created_at)
+        for chunk in _batched(entries):
+            leaves, commits, created = zip(*chunk)
+            add_terms(key, sums, leaves, commits, created, buckets_of(commits))
+        self.add_sums(sums)
+
+    def add_sums(self, sums: dict[int, int]) -> None:
+        """Add per-bucket sums (from :func:`add_terms`)."""
         for b, value in sums.items():
             self.put(b, self.get(b) + value)
+
+
+def _batched(entries: Iterable[tuple[int, str, str]], n: int = 10_000) -> Iterable[tuple[tuple[int, str, str], ...]]:
+    it = iter(entries)
+    while chunk := tuple(itertools.islice(it, n)):
+        yield chunk
 
 
 def seal_mac(key: bytes, size: int, root: bytes, table: bytes) -> bytes:

@@ -82,15 +82,20 @@ class SealedIndex:
             if bucket_sum(self.key, entries) != self.table.get(bucket):
                 raise IndexChanged(bucket)
 
-    def _entries(self, buckets: Iterable[int]) -> Iterable[tuple[int, list[tuple[int, str, str]]]]:
+    def _entries(self, buckets: Iterable[int]) -> list[tuple[int, list[tuple[int, str, str]]]]:
+        """(bucket, its entries below the sealed size) for each of ``buckets``; an index that
+        cannot be read as the schema says (a hostile edit) is :class:`IndexChanged` too."""
         buckets = sorted(buckets)
-        if len(buckets) < _SCAN_ALL_BUCKETS:
-            return ((b, self.idx.bucket_entries(b, below=self.size)) for b in buckets)
-        grouped: dict[int, list[tuple[int, str, str]]] = {b: [] for b in buckets}
-        for bucket, leaf, commit, created_at in self.idx.bucketed_entries(below=self.size):
-            if bucket in grouped:
-                grouped[bucket].append((leaf, commit, created_at))
-        return grouped.items()
+        try:
+            if len(buckets) < _SCAN_ALL_BUCKETS:
+                return [(b, self.idx.bucket_entries(b, below=self.size)) for b in buckets]
+            grouped: dict[int, list[tuple[int, str, str]]] = {b: [] for b in buckets}
+            for bucket, leaf, commit, created_at in self.idx.bucketed_entries(below=self.size):
+                if bucket in grouped:
+                    grouped[bucket].append((leaf, commit, created_at))
+        except (sqlite3.Error, TypeError, ValueError, AttributeError) as e:
+            raise IndexChanged(str(e)) from None
+        return list(grouped.items())
 
 
 def check_seal(led: Ledger, idx: CommitIndex, signer: Signer) -> SealedIndex | None:
