@@ -67,6 +67,7 @@ def main() -> None:
         ms.append((time.perf_counter() - t) * 1000)
     ms.sort()
     p90 = ms[len(ms) * 9 // 10]
+    p90 = ms[len(ms) * 9 // 10]
     print(f"one-row append at {led.size} rows: median {statistics.median(ms):.2f} ms  p90 {p90:.2f} ms")
 
 
