@@ -101,6 +101,14 @@ class IndexLocation(Protocol):
     def discard(self) -> None: ...
 
 
+_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
+def _race_hook(stage: str, path: str) -> None:
+    """Runs between the checks and the opening of the index's files (tests replace it to
+    plant a link in that window); does nothing."""
+
+
 class SqliteFileIndex:
     """The index in a SQLite file (a local ledger's ``<dir>/index.sqlite``, with its WAL files)."""
 
@@ -108,19 +116,66 @@ class SqliteFileIndex:
         self.path = os.fspath(path)
 
     def connect(self) -> sqlite3.Connection:
-        # sqlite3 opens the database (and its -wal, -shm, -journal) by path and Python's
-        # sqlite3.connect cannot pass SQLITE_OPEN_NOFOLLOW (nor does a file: URI): each is
-        # checked with lstat right before, and a symbolic link or non-regular file is
-        # refused (StorageError naming it).  A race with someone writing the directory in
-        # between remains (docs/operations.md, "Hostile ledger directory").
+        """A connection to the file; a symbolic link or non-regular file in its place is refused.
+
+        Python's sqlite3 opens the database (and its -wal, -shm) by path and cannot pass
+        SQLITE_OPEN_NOFOLLOW, so each is checked with lstat before, the connection made to
+        open all three at once (WAL mode and a read), and then the files it opened are
+        checked to be the ones at those paths: on Linux through ``/proc/self/fd`` (each
+        descriptor naming one of them must be that very file, and there must be one for
+        each), elsewhere by lstat again.  StorageError names the path.
+        """
         from kfm_ledger.storage.local import check_regular_path
 
-        for suffix in ("", "-wal", "-shm", "-journal"):
+        for suffix in _SUFFIXES:
             check_regular_path(self.path + suffix, key=os.path.basename(self.path) + suffix)
-        return sqlite3.connect(self.path, isolation_level=None)
+        _race_hook("before-open", self.path)
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            wal = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            _race_hook("after-open", self.path)
+            self._check_opened(wal)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _check_opened(self, wal: bool) -> None:
+        """The files the connection opened are the regular files at our paths (see :meth:`connect`)."""
+        from kfm_ledger.errors import StorageError
+        from kfm_ledger.storage.local import check_regular_path
+
+        for suffix in _SUFFIXES:  # still no link and nothing but a regular file there
+            check_regular_path(self.path + suffix, key=os.path.basename(self.path) + suffix)
+        if not os.path.isdir("/proc/self/fd"):
+            return  # the lstat checks above are all there is (docs/operations.md)
+        real = os.path.join(os.path.realpath(os.path.dirname(self.path) or "."), os.path.basename(self.path))
+        wanted = {real + suffix: suffix for suffix in (("", "-wal", "-shm") if wal else ("",))}
+        seen: set[str] = set()
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{name}")
+                if target not in wanted:
+                    continue
+                opened = os.stat(f"/proc/self/fd/{name}")
+                there = os.lstat(self.path + wanted[target])
+            except OSError:
+                continue  # a descriptor closed meanwhile (another thread): not one of ours
+            if (opened.st_dev, opened.st_ino) != (there.st_dev, there.st_ino):
+                break
+            seen.add(target)
+        if seen != set(wanted):
+            missing = sorted(os.path.basename(self.path) + wanted[t] for t in set(wanted) - seen)
+            raise StorageError(
+                f"refusing {self.path}: the file SQLite opened for {', '.join(missing) or 'the index'} is not the "
+                "regular file at that path (a link or another file was put in its place while it was opened); "
+                "kfm never follows a link inside a ledger (inspect the directory, then remove what is not kfm's)",
+                key=os.path.basename(self.path),
+            )
 
     def discard(self) -> None:
-        for suffix in ("", "-wal", "-shm", "-journal"):
+        for suffix in _SUFFIXES:
             try:
                 os.unlink(self.path + suffix)
             except FileNotFoundError:

@@ -74,24 +74,32 @@ def append_file(
     rebuilt from the proven rows and the append run again, once.
     """
 
-    def run() -> AppendResult:
-        return _append_file(
-            led, path, signer=signer, wait=wait, workers=workers, max_problems=max_problems, progress=progress
-        )
+    name = os.fspath(path)
+    # Opened once (a FIFO or device is refused, never read) and read only through this
+    # descriptor: on Linux the workers open its /proc/self/fd path, the very file checked.
+    with open_regular(name, "input file") as f:
+        source = f"/proc/self/fd/{f.fileno()}" if os.path.isdir("/proc/self/fd") else name
 
-    try:
+        def run() -> AppendResult:
+            return _append_file(
+                led, f.fileno(), source, signer=signer, wait=wait, workers=workers, max_problems=max_problems,
+                progress=progress,
+            )
+
+        try:
+            return run()
+        except IndexChanged:
+            with led.writer_lock(wait=wait):
+                reseal(led, signer)
         return run()
-    except IndexChanged:
-        with led.writer_lock(wait=wait):
-            reseal(led, signer)
-    return run()
 
 
 # Over 80 lines: pass 1 (collect every chunk's facts inside one index transaction)
 # and pass 2 (write) share the open transaction, the spools and the collected hashes.
 def _append_file(
     led: Ledger,
-    path: str | os.PathLike[str],
+    fd: int,
+    path: str,
     *,
     signer: Signer,
     wait: float,
@@ -101,12 +109,9 @@ def _append_file(
 ) -> AppendResult:
     from . import bulk
 
-    path = os.fspath(path)
-    with open_regular(path, "input file") as f:  # a FIFO or device is refused, never read
-        size = os.fstat(f.fileno()).st_size
-    if _goes_in_memory(path, size, bulk.PARALLEL_THRESHOLD):
-        with open(path, "rb") as f:
-            appended = append(led, f.read(), signer=signer, wait=wait)
+    size = os.fstat(fd).st_size
+    if _goes_in_memory(fd, size, bulk.PARALLEL_THRESHOLD):
+        appended = append(led, _read_all(fd, size), signer=signer, wait=wait)
         if progress is not None:
             progress(size, size)
         return appended
@@ -115,8 +120,7 @@ def _append_file(
     hashes = bytearray()
     lines = array.array("q")  # input line of each row, by position in the batch
     spooled_chunks: list[tuple[int, int, int]] = []
-    with open(path, "rb") as f:
-        bom = 3 if f.read(3) == b"\xef\xbb\xbf" else 0  # a UTF-8 byte order mark is ignored
+    bom = 3 if os.pread(fd, 3, 0) == b"\xef\xbb\xbf" else 0  # a UTF-8 byte order mark is ignored
     # The writer lock is held for the whole append: the batch's index entries go
     # into the commit index inside one open transaction while the workers
     # validate (the index's UNIQUE commit column finds repeats, in the batch and
@@ -187,11 +191,19 @@ def _append_file(
             idx.rollback_if_open()
 
 
-def _goes_in_memory(path: str, size: int, threshold: int) -> bool:
+def _read_all(fd: int, size: int) -> bytes:
+    """The whole input through its descriptor (from byte 0, whatever the file offset)."""
+    parts, offset = [], 0
+    while chunk := os.pread(fd, max(size - offset, 1 << 20), offset):
+        parts.append(chunk)
+        offset += len(chunk)
+    return b"".join(parts)
+
+
+def _goes_in_memory(fd: int, size: int, threshold: int) -> bool:
     """Whether the input takes :func:`append`'s in-memory path: a small file, a JSON array or
     an empty input."""
-    with open(path, "rb") as f:
-        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    head = os.pread(fd, 4096, 0).lstrip(b"\xef\xbb\xbf \t\r\n")
     return size < threshold or head[:1] == b"[" or not head
 
 

@@ -8,6 +8,8 @@ only here, so how it reaches the storage is decided in this module alone.
 
 from __future__ import annotations
 
+import os
+import weakref
 from typing import BinaryIO
 
 from kfm_ledger.log.layout import JSONL_KEY, MIRROR_KEY
@@ -45,11 +47,21 @@ def write_mirror_file(ledger: Ledger, data: memoryview) -> None:
 
 
 def mirror_source(ledger: Ledger) -> str | bytes:
-    """The stored mirror for a reader (pyarrow, DuckDB): its local path, else its bytes."""
+    """The stored mirror for a reader (pyarrow, DuckDB): a path to open, else its bytes.
+
+    pyarrow and DuckDB open files by path.  The mirror is opened here once, without
+    following a link and refused unless a regular file (StorageError naming it); on Linux
+    the path handed out is that descriptor's ``/proc/self/fd/N``, so the readers open the
+    very file that was checked, whatever is put at the mirror's path meanwhile (the
+    descriptor stays open while the ledger object lives).  Elsewhere the path itself, checked
+    right before (docs/operations.md, "Hostile ledger directory").
+    """
     path = mirror_local_path(ledger)
     if path is None:
         return read_mirror_file(ledger)
-    # pyarrow and DuckDB open the mirror by path: a link or non-regular file there is refused
-    # right before (StorageError naming it); see docs/operations.md, "Hostile ledger directory".
-    check_regular_path(path, MIRROR_KEY)
-    return path
+    if not os.path.isdir("/proc/self/fd"):
+        check_regular_path(path, MIRROR_KEY)
+        return path
+    fd = open_regular_path(path, MIRROR_KEY)
+    weakref.finalize(ledger, os.close, fd)
+    return f"/proc/self/fd/{fd}"

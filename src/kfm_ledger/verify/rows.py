@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Iterator
 
 from kfm_ledger import schema
@@ -11,7 +12,9 @@ from kfm_ledger.core import merkle
 from kfm_ledger.log import bulk
 from kfm_ledger.log.progress import Progress  # here: (bytes of the JSONL read, its size), per chunk
 
+from ..log.layout import JSONL_KEY
 from ..storage.base import AppendLog
+from ..storage.local import open_regular_path
 from . import access, since
 from .context import Run
 from .index_check import CommitChecker, RowFacts
@@ -68,10 +71,21 @@ class RowPass:
         parallel = self.signed_end >= bulk.PARALLEL_THRESHOLD
         local = access.jsonl_local_path(self.run.ledger)
         if local is not None and self.signed_end:
-            # The workers read their byte ranges of the file themselves.
-            return bulk.validate_stored_file(local, self.signed_end, parallel=parallel)
+            return self._local_results(local, parallel)
         chunks = bulk.iter_line_chunks(self.log.iter_chunks(0, end=self.signed_end), bulk.CHUNK_BYTES)
         return bulk.map_ordered(bulk.validate_stored_chunk, chunks, parallel=parallel)
+
+    def _local_results(self, local: str, parallel: bool) -> Iterator[bulk.ChunkResult]:
+        """The workers read their byte ranges of the file themselves.  It is opened here once,
+        without following a link and only if a regular file (StorageError naming it); on Linux
+        the workers open that descriptor's ``/proc/self/fd/N``, the very file checked, whatever
+        is put at the JSONL's path meanwhile."""
+        fd = open_regular_path(local, JSONL_KEY)
+        try:
+            path = f"/proc/self/fd/{fd}" if os.path.isdir("/proc/self/fd") else local
+            yield from bulk.validate_stored_file(path, self.signed_end, parallel=parallel)
+        finally:
+            os.close(fd)
 
     def run_pass(self) -> None:
         for result in self._results():
