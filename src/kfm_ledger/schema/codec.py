@@ -29,6 +29,7 @@ __all__ = [
     "decode_row",
     "encode_row",
     "legacy_spelling",
+    "legacy_spelling_of",
 ]
 
 _CHECKED_DECODER = msgspec.json.Decoder(CHECKED_ROW)
@@ -110,11 +111,14 @@ def legacy_spelling(row: Row) -> str | None:
     Rows stored before ``lakefs_commit`` had one case and ``created_at`` one spelling
     per instant are read, never appended; ``kfm verify`` notes them with this text.
     """
+    return legacy_spelling_of(row.lakefs_commit, row.created_at)
+
+
+def legacy_spelling_of(commit: str, created: str) -> str | None:
+    """:func:`legacy_spelling` from a row's commit and created_at."""
     found = []
-    commit = row.lakefs_commit
     if commit != commit.lower():
         found.append(f"lakefs_commit {commit!r} is not lower-case (new rows: {commit.lower()!r})")
-    created = row.created_at
     if "." in created and created[-2] == "0":
         one = canonical_timestamp(created)
         found.append(f"created_at {created!r} is not the instant's one spelling (new rows: {one!r})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from collections.abc import Iterator
 
 from kfm_ledger import schema
@@ -13,6 +14,7 @@ from kfm_ledger.log import bulk
 from kfm_ledger.log.progress import Progress  # here: (bytes of the JSONL read, its size), per chunk
 
 from ..log.layout import JSONL_KEY
+from ..schema.codec import legacy_spelling_of
 from ..storage.base import AppendLog
 from ..storage.local import open_regular_path
 from . import access, since
@@ -37,6 +39,10 @@ def find_signed_end(log: AppendLog, size: int) -> tuple[int, int]:
         lines += count
         offset += len(chunk)
     return -1, lines
+
+
+#: A created_at whose fraction ends in a zero (an instant's earlier spellings).
+_LEGACY_CREATED = re.compile(r"\.[0-9]*0Z")
 
 
 class RowPass:
@@ -66,6 +72,8 @@ class RowPass:
         self.roots_mismatch = False
         self.offset = 0
         self.rows = 0
+        self.legacy = 0  #: valid rows with a spelling today's input rules would canonicalize
+        self.legacy_first: tuple[int, str] | None = None  #: (line, what) of the first
 
     def _results(self) -> Iterator[bulk.ChunkResult]:
         parallel = self.signed_end >= bulk.PARALLEL_THRESHOLD
@@ -90,8 +98,30 @@ class RowPass:
     def run_pass(self) -> None:
         for result in self._results():
             self._check_chunk(result)
+            self._find_legacy(result)
             if self.progress is not None:
                 self.progress(self.offset, self.total)
+        if self.legacy:
+            first_line, what = self.legacy_first  # type: ignore[misc]
+            self.run.note(
+                f"{self.legacy} stored row(s) spell lakefs_commit or created_at as rows appended before today's "
+                f"input rules (one case per commit, one spelling per instant) could; first at line {first_line}: "
+                f"{what}. They are read and proven as stored; a new row cannot use these spellings "
+                "(docs/formats.md)"
+            )
+
+    def _find_legacy(self, result: bulk.ChunkResult) -> None:
+        """Count the valid rows with a legacy spelling (schema.codec.legacy_spelling): a scan of
+        the chunk's joined text first, so a chunk without any costs two C-level searches."""
+        commits, created = result.commit_text, result.created_text
+        if commits == commits.lower() and _LEGACY_CREATED.search(created) is None:
+            return
+        for k, (commit, created_at) in enumerate(zip(result.commits, result.created_at)):
+            what = legacy_spelling_of(commit, created_at)
+            if what is not None:
+                self.legacy += 1
+                if self.legacy_first is None:
+                    self.legacy_first = (result.lines[k], what)
 
     def _check_chunk(self, result: bulk.ChunkResult) -> None:
         run = self.run
