@@ -290,7 +290,8 @@ def test_an_index_of_the_previous_layout_is_rebuilt(tmp_path: Path) -> None:
     led.close()
     conn = sqlite3.connect(tmp_path / "l" / "index.sqlite")
     conn.executescript(
-        "DROP INDEX entries_commit; CREATE TABLE old AS SELECT * FROM entries; DROP TABLE entries; "
+        "DROP INDEX entries_commit; CREATE TABLE old AS SELECT leaf, lakefs_commit, offset, length, created_at "
+        "FROM entries; DROP TABLE entries; DROP TABLE seal; "
         "CREATE TABLE entries (leaf INTEGER PRIMARY KEY, lakefs_commit TEXT NOT NULL UNIQUE, "
         "offset INTEGER NOT NULL, length INTEGER NOT NULL, created_at TEXT NOT NULL); "
         "INSERT INTO entries SELECT * FROM old; DROP TABLE old; "
@@ -303,7 +304,7 @@ def test_an_index_of_the_previous_layout_is_rebuilt(tmp_path: Path) -> None:
     fill(led, 5)
     assert verify_ledger(led).ok
     conn = sqlite3.connect(tmp_path / "l" / "index.sqlite")
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
     assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'entries_commit'").fetchone() == (1,)
     conn.close()
 
