@@ -123,19 +123,31 @@ class InputRejected(KfmError):
     field; ``total`` is how many were found in all (``>= len(problems)``; a caller that
     stopped collecting early passes the count it had).  Every entry of ``problems`` is a
     problem of the input: the "not listed" count is ``total - len(problems)``, never an entry.
+    ``total_exact`` is False when ``total`` is a lower bound (past the cap rows are counted
+    as one problem each, undiagnosed); the message then says "at least".
     """
 
-    evidence_fields = ("problems", "total")
+    evidence_fields = ("problems", "total", "total_exact")
 
     def __init__(
-        self, problems: Sequence[RowProblem], *, total: int | None = None, limit: int = MAX_LISTED_PROBLEMS
+        self,
+        problems: Sequence[RowProblem],
+        *,
+        total: int | None = None,
+        limit: int = MAX_LISTED_PROBLEMS,
+        exact: bool = True,
     ) -> None:
         found = list(problems)
         self.total = max(total or 0, len(found))
+        self.total_exact = exact
         self.problems = found[: max(limit, 1)]
         head = "; ".join(str(p) for p in self.problems[:3])
-        more = f" (and {self.total - 3:,} more)" if self.total > 3 else ""
+        more = f" (and {self._least}{self.total - 3:,} more)" if self.total > 3 else ""
         super().__init__(f"input refused, nothing was written: {self._count()}: {head}{more}")
+
+    @property
+    def _least(self) -> str:
+        return "" if self.total_exact else "at least "
 
     @property
     def not_listed(self) -> int:
@@ -144,15 +156,16 @@ class InputRejected(KfmError):
 
     def _count(self) -> str:
         if self.not_listed:
-            return f"showing {len(self.problems):,} of {self.total:,} problems"
-        return f"{self.total:,} problem(s)"
+            return f"showing {len(self.problems):,} of {self._least}{self.total:,} problems"
+        return f"{self._least}{self.total:,} problem(s)"
 
     def diagnostics(self) -> str:
         lines = [f"input refused: {self._count()}; nothing was written"]
         lines += [f"  {p}" for p in self.problems]
         if self.not_listed:
             lines.append(
-                f"  ({self.not_listed:,} more problem(s) not listed: at most {len(self.problems):,} are listed; "
+                f"  ({self._least}{self.not_listed:,} more problem(s) not listed: at most {len(self.problems):,} "
+                "are listed; "
                 "fix these and run again to see the rest)"
             )
         return "\n".join(lines)

@@ -352,6 +352,11 @@ class CommitIndex:
         self._deferred = False
         return []
 
+    def repeated_rows(self) -> int:
+        """How many entries repeat a commit held by an earlier one (inside a deferred bulk load)."""
+        row = self._conn.execute("SELECT count(*) - count(DISTINCT lakefs_commit) FROM entries").fetchone()
+        return int(row[0])
+
     def commit(self, *, size: int, end_offset: int) -> None:
         """Move the high-water marks and commit the bulk transaction."""
         if self._deferred:

@@ -23,7 +23,7 @@ from kfm_ledger.core.signed_checkpoint import SignedCheckpoint, open_checkpoint,
 from kfm_ledger.errors import MAX_LISTED_PROBLEMS, InputRejected, KfmError, RowProblem, StorageError
 from kfm_ledger.index import IndexedEntry
 from kfm_ledger.log.checkpoint_chain import previous_size_line
-from kfm_ledger.schema.batch import check_batch_capped
+from kfm_ledger.schema.batch import check_batch_counted
 
 from .index_guard import IndexChanged, SealedIndex, check_seal, reseal, seal_appended, sealed_index
 from .layout import CHECKPOINT_KEY, PENDING_KEY, checkpoint_key
@@ -103,30 +103,44 @@ def ledger_problems(
     return problems
 
 
-def append(led: Ledger, batch: bytes | Sequence[schema.Row], *, signer: Signer, wait: float) -> AppendResult:
-    """Validate a batch and append it under a new signed checkpoint (see :meth:`Ledger.append`)."""
+def append(
+    led: Ledger,
+    batch: bytes | Sequence[schema.Row],
+    *,
+    signer: Signer,
+    wait: float,
+    max_problems: int = MAX_LISTED_PROBLEMS,
+) -> AppendResult:
+    """Validate a batch and append it under a new signed checkpoint (see :meth:`Ledger.append`).
+
+    A refusal lists at most ``max_problems`` problems (the first in line order) and counts
+    them all: exactly, unless rows past the cap were counted undiagnosed (one problem each)
+    or the ledger's rules could not be checked read-only (then ``total_exact`` is False).
+    """
     led._check_signer(signer)
+    exact = True
     if isinstance(batch, (bytes, bytearray, memoryview)):
-        parsed, problems, total = check_batch_capped(bytes(batch))
+        parsed, problems, total, exact = check_batch_counted(bytes(batch), max_problems)
     else:
         parsed, problems = schema.check_rows(batch)
         total = len(problems)
     if problems:
-        # Every problem, the ledger's rules for the rows that passed too: read-only
-        # (nothing will be written, so no lock or recovery) against the signed rows,
-        # and only when the stored index covers them.
+        # Every problem, the ledger's rules for the rows that passed too: read-only (nothing
+        # will be written, so no lock or recovery) against the signed rows, and only from an
+        # index whose seal describes the signed tree and whose buckets check.
         listed = len(problems)
-        if parsed and total < MAX_LISTED_PROBLEMS:
-            # Read-only (nothing will be written, so no lock or recovery), and only from an
-            # index whose seal describes the signed tree and whose buckets check.
+        if parsed:
+            checked = False
             with contextlib.suppress(KfmError, IndexChanged, sqlite3.Error):
                 led.refresh()
                 idx = led.stored_index()
                 sealed = check_seal(led, idx, signer) if idx is not None else None
                 if sealed is not None:
                     problems += ledger_problems(led, parsed, sealed)
+                    checked = True
+            exact = exact and checked
         problems.sort(key=lambda p: p.line)
-        raise InputRejected(problems, total=total + len(problems) - listed)
+        raise InputRejected(problems, total=total + len(problems) - listed, limit=max_problems, exact=exact)
     if not parsed:
         raise InputRejected([RowProblem(1, "$", "no rows in the input")])
     with led.writer_lock(wait=wait):
@@ -140,7 +154,7 @@ def append(led: Ledger, batch: bytes | Sequence[schema.Row], *, signer: Signer, 
             sealed = reseal(led, signer)
             problems = ledger_problems(led, parsed, sealed)
         if problems:
-            raise InputRejected(problems)
+            raise InputRejected(problems, limit=max_problems)
         idx = sealed.idx
         new_size = old_size + len(parsed)
         payload = b"".join(line + b"\n" for _, _, line in parsed)

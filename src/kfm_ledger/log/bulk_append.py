@@ -111,7 +111,7 @@ def _append_file(
 
     size = os.fstat(fd).st_size
     if _goes_in_memory(fd, size, bulk.PARALLEL_THRESHOLD):
-        appended = append(led, _read_all(fd, size), signer=signer, wait=wait)
+        appended = append(led, _read_all(fd, size), signer=signer, wait=wait, max_problems=max_problems)
         if progress is not None:
             progress(size, size)
         return appended
@@ -158,8 +158,11 @@ def _append_file(
                 if not problem.found and result.spool is not None:
                     spooled_chunks.append(result.spool)
                     hashes += result.leaf_hashes
-            for commit, leaves in idx.finish_inserts(limit=max_problems + 1):
+            repeats = idx.finish_inserts(limit=max_problems + 1)
+            for commit, leaves in repeats:
                 _report_repeated_leaves(commit, leaves, lines, old_size, problem)
+            if len(repeats) > max_problems:  # not all named: count the rest (one problem per extra row)
+                problem.more += idx.repeated_rows() - sum(len(leaves) - 1 for _, leaves in repeats)
             if delta is not None:  # every bucket the batch touched holds the sealed entries
                 sealed.check(delta.sums.keys())
             problem.raise_if_any()

@@ -101,6 +101,8 @@ class SealedIndex:
 def check_seal(led: Ledger, idx: CommitIndex, signer: Signer) -> SealedIndex | None:
     """The index with a seal that describes the signed tree, or None (no repair; no lock needed)."""
     key = seal_key(signer)
+    if led.size == 0:  # the empty tree: nothing is stored, whatever the index holds
+        return SealedIndex(idx, key, SealTable(), 0, led.root)
     try:
         table = _valid_table(idx.seal(), key, led.size, led.root)
     except sqlite3.Error:

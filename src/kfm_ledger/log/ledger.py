@@ -530,20 +530,23 @@ class Ledger:
                 report, temporaries_removed=tuple(sorted(set(report.temporaries_removed) | set(swept)))
             )
 
-    def append(self, batch: bytes | Sequence[schema.Row], *, signer: Signer, wait: float = 10.0) -> AppendResult:
+    def append(
+        self, batch: bytes | Sequence[schema.Row], *, signer: Signer, wait: float = 10.0, max_problems: int = 1000
+    ) -> AppendResult:
         """Validate a batch and append it under a new signed checkpoint.
 
         ``batch`` is input bytes (one JSON object, a JSON array or JSONL) or rows.
         Everything is validated before anything is written: on any problem
-        :class:`~kfm_ledger.errors.InputRejected` lists every one (line, field,
-        why) and the ledger is unchanged.  All or nothing: an append that fails
+        :class:`~kfm_ledger.errors.InputRejected` lists them (line, field, why; at most
+        ``max_problems``, and counts them all: ``total``, with ``total_exact``) and the
+        ledger is unchanged.  All or nothing: an append that fails
         or is killed before its checkpoint is signed leaves no row behind.  One
         writer at a time: waits up to ``wait`` seconds for the lock, then raises
         LockedError.
         """
         from .append import append
 
-        return append(self, batch, signer=signer, wait=wait)
+        return append(self, batch, signer=signer, wait=wait, max_problems=max_problems)
 
     def append_file(
         self,

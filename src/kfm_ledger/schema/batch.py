@@ -22,6 +22,7 @@ __all__ = [
     "backwards_problem",
     "check_batch",
     "check_batch_capped",
+    "check_batch_counted",
     "check_rows",
     "parse_batch",
     "parse_rows",
@@ -74,14 +75,23 @@ def check_batch_capped(
     at most about ``limit`` problems (line order) and the total found.  Past the cap a row
     that fails counts as one problem, without its detailed diagnosis (which costs far more
     than the check), so refusing millions of bad lines stays fast and small."""
+    rows, problems, total, _ = check_batch_counted(data, limit)
+    return rows, problems, total
+
+
+def check_batch_counted(
+    data: bytes | str, limit: int | None = MAX_LISTED_PROBLEMS
+) -> tuple[list[tuple[int, Row, bytes]], list[RowProblem], int, bool]:
+    """:func:`check_batch_capped` and whether the total is exact: False when a failing row
+    past the cap was counted as one problem without being diagnosed (a lower bound)."""
     try:
         raw = _as_batch_bytes(data)
     except InputRejected as e:
-        return [], list(e.problems), e.total
+        return [], list(e.problems), e.total, True
     bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
     start = _skip_space(raw, bom)
     if start == len(raw):
-        return [], [], 0
+        return [], [], 0, True
     problems: list[RowProblem] = []
     items: Iterable[tuple[int, bytes]]
     if raw[start] == ord("["):
@@ -90,9 +100,9 @@ def check_batch_capped(
         items = _single_item(raw, start, problems)
     else:
         items = _jsonl_items(raw, bom)
-    rows, unlisted = _validate_items(items, problems, limit)
+    rows, unlisted, undiagnosed = _validate_items(items, problems, limit)
     problems.sort(key=lambda p: p.line)
-    return rows, problems, len(problems) + unlisted
+    return rows, problems, len(problems) + unlisted, not undiagnosed
 
 
 def parse_rows(rows: Sequence[Row]) -> list[tuple[int, Row, bytes]]:
@@ -119,20 +129,22 @@ def check_rows(rows: Sequence[Row]) -> tuple[list[tuple[int, Row, bytes]], list[
             items.append((number, ENCODER.encode(row)))
         except (TypeError, ValueError, msgspec.EncodeError) as e:
             problems.append(RowProblem(number, "$", f"cannot encode the row as JSON: {e}"))
-    result, _ = _validate_items(items, problems, None)
+    result, _, _ = _validate_items(items, problems, None)
     problems.sort(key=lambda p: p.line)
     return result, problems
 
 
 def _validate_items(
     items: Iterable[tuple[int, bytes]], problems: list[RowProblem], limit: int | None
-) -> tuple[list[tuple[int, Row, bytes]], int]:
+) -> tuple[list[tuple[int, Row, bytes]], int, int]:
     """Validate each (line, raw row) and the batch rules; append problems (up to about
-    ``limit``; past it each is only counted), return the good rows and the count not listed."""
+    ``limit``; past it each is only counted), return the good rows, the count not listed
+    and how many of those were failing rows counted as one problem without a diagnosis."""
     result: list[tuple[int, Row, bytes]] = []
     first_line_of: dict[str, int] = {}
     previous: tuple[int, datetime.datetime, str] | None = None  # line, time, text
     unlisted = 0
+    undiagnosed = 0
 
     def add(problem: RowProblem) -> None:
         nonlocal unlisted
@@ -147,6 +159,7 @@ def _validate_items(
         except SchemaError as e:
             if limit is not None and len(problems) >= limit:
                 unlisted += 1  # one problem at least; its diagnosis is not needed any more
+                undiagnosed += 1
             else:
                 problems += [RowProblem(line, p.path, p.message) for p in row_problems(item, e)]
             continue
@@ -164,7 +177,7 @@ def _validate_items(
             add(backwards_problem(line, row.created_at, previous[0], previous[2]))
         previous = (line, created, row.created_at)
         result.append((line, row, canonical))
-    return result, unlisted
+    return result, unlisted, undiagnosed
 
 
 def repeated_commit_problem(line: int, commit: str, first_line: int) -> RowProblem:
