@@ -296,3 +296,18 @@ def test_the_index_file_keeps_a_bucket_per_entry(ledger: Path) -> None:
         idx = CommitIndex(conn)
         rows = list(idx.bucketed_entries(below=N))
         assert len(rows) == N and all(b == bucket_of(c) for b, _, c, _ in rows)
+
+
+@pytest.mark.parametrize(
+    ("statement", "shown"),
+    [
+        ("UPDATE entries SET created_at = '1970-01-01T00:00:00Z' WHERE leaf = 4", "created_at '1970-01-01T00:00:00Z'"),
+        ("UPDATE entries SET bucket = (bucket + 1) % 4096 WHERE leaf = 4", "bucket"),
+    ],
+    ids=["created_at", "bucket"],
+)
+def test_verify_checks_the_created_at_and_bucket_columns(ledger: Path, statement: str, shown: str) -> None:
+    sql(ledger, statement)
+    report = verify_ledger(Ledger.open(ledger))
+    assert not report.ok and [f.where for f in report.failures] == ["index"]
+    assert "at index 4" in report.failures[0].message and shown in report.failures[0].message

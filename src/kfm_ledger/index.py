@@ -478,6 +478,12 @@ class CommitIndex:
         ).fetchall()
         return [IndexedEntry(*r) for r in rows]
 
+    def range_buckets(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """(leaf, seal bucket) for leaves [start, stop), in leaf order."""
+        return self._conn.execute(
+            "SELECT leaf, bucket FROM entries WHERE leaf >= ? AND leaf < ? ORDER BY leaf", (start, stop)
+        ).fetchall()
+
     def at_many(self, leaves: Sequence[int]) -> dict[int, IndexedEntry]:
         """Leaf -> entry for those of ``leaves`` indexed (a few queries however many)."""
         found: dict[int, IndexedEntry] = {}

@@ -7,10 +7,11 @@ import sqlite3
 
 from ..errors import KfmError
 from ..index import CommitIndex
+from ..index_seal import buckets_of
 from .context import Run
 
-#: (lakeFS commit, leaf, byte offset, line length) of one valid row
-RowFacts = tuple[str, int, int, int]
+#: (lakeFS commit, leaf, byte offset, line length, created_at) of one valid row
+RowFacts = tuple[str, int, int, int, str]
 
 
 def open_index(run: Run) -> CommitIndex | None:
@@ -77,17 +78,29 @@ class CommitChecker:
     def _compare_with_index(self, index: CommitIndex, batch: list[RowFacts]) -> list[RowFacts]:
         """Compare the batch with the index; return the rows still to check for repeats."""
         rest = batch
-        entries = {e.leaf: e for e in index.range(batch[0][1], batch[-1][1] + 1)}
-        for k, (commit, leaf, at, length) in enumerate(batch):
+        first, stop = batch[0][1], batch[-1][1] + 1
+        entries = {e.leaf: e for e in index.range(first, stop)}
+        # Each entry's seal bucket (index_seal.bucket_of of its commit) is checked too.
+        buckets = dict(index.range_buckets(first, stop))
+        expected = dict(zip((f[1] for f in batch), buckets_of(f[0] for f in batch)))
+        for k, (commit, leaf, at, length, created_at) in enumerate(batch):
             e = entries.get(leaf)
-            if e is not None and (e.lakefs_commit, e.offset, e.length) == (commit, at, length):
+            if (
+                e is not None
+                and (e.lakefs_commit, e.offset, e.length, e.created_at) == (commit, at, length, created_at)
+                and buckets.get(leaf) == expected[leaf]
+            ):
                 continue
             self.mismatches += 1
             if self.mismatches == 1:  # the first one, with the evidence; then a count
-                got = "nothing" if e is None else f"{e.lakefs_commit!r}, bytes {e.offset}+{e.length}"
+                got = (
+                    "nothing" if e is None
+                    else f"{e.lakefs_commit!r}, bytes {e.offset}+{e.length}, created_at {e.created_at!r}, "
+                    f"bucket {buckets.get(leaf)!r}"
+                )
                 self.first_mismatch = (
                     f"the commit index has {got} at index {leaf}, but the row there is {commit!r}, "
-                    f"bytes {at}+{length}"
+                    f"bytes {at}+{length}, created_at {created_at!r} (bucket {expected[leaf]})"
                 )
             if self.unique_by_index:
                 self.unique_by_index = False
@@ -111,10 +124,10 @@ class CommitChecker:
     def _find_repeats(self, rest: list[RowFacts]) -> None:
         seen = self.seen
         before = seen.total_changes
-        seen.executemany("INSERT OR IGNORE INTO c VALUES (?, ?)", [(c, leaf) for c, leaf, _, _ in rest])
+        seen.executemany("INSERT OR IGNORE INTO c VALUES (?, ?)", [(c, leaf) for c, leaf, _, _, _ in rest])
         if seen.total_changes - before != len(rest):
             # Some commit was seen before: find which, row by row (rare).
-            for commit, leaf, _, _ in rest:
+            for commit, leaf, _, _, _ in rest:
                 first = seen.execute("SELECT line FROM c WHERE commit_id = ?", (commit,)).fetchone()[0]
                 if first != leaf:
                     self.run.fail(

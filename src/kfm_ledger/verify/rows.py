@@ -141,7 +141,7 @@ class RowPass:
         # computed only at a size that has one to compare with (a signed size, the saved one).
         batch: list[RowFacts] = []
         append_fact = batch.append
-        valid = dict(zip(result.lines, result.commits))
+        valid = dict(zip(result.lines, zip(result.commits, result.created_at)))
         leaf_hashes = result.leaf_hashes
         line_lengths = result.line_lengths
         first_line = result.first_line
@@ -153,7 +153,7 @@ class RowPass:
         n = self.rows
         offset = self.offset
         for k in range(result.rows):
-            commit = valid.get(first_line + k)
+            fields = valid.get(first_line + k)
             length = line_lengths[k]
             add_nodes(crange.append(leaf_hashes[32 * k : 32 * k + 32]))
             size = crange.size
@@ -161,8 +161,8 @@ class RowPass:
                 self._check_signed_root(size)
             if size == since_size:
                 since.check_prefix_root(run, size, crange.root())
-            if commit is not None:
-                append_fact((commit, n, offset, length))
+            if fields is not None:
+                append_fact((fields[0], n, offset, length, fields[1]))
             else:
                 invalid_row(n)
             n += 1
