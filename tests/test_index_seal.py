@@ -160,7 +160,18 @@ def renamed_with_bucket(ledger: Path) -> None:
     sql(ledger, f"UPDATE entries SET lakefs_commit = '{new}', bucket = {bucket_of(new)} WHERE leaf = 5")
 
 
+def entries_a_view(ledger: Path) -> None:
+    # A view in place of the table (over a renamed copy with one entry renamed).
+    sql(
+        ledger,
+        "ALTER TABLE entries RENAME TO e2",
+        "UPDATE e2 SET lakefs_commit = lakefs_commit || '0' WHERE leaf = 5",
+        "CREATE VIEW entries AS SELECT * FROM e2",
+    )
+
+
 EDITS: dict[str, Callable[[Path], None]] = {
+    "view": entries_a_view,
     "swap": swap,
     "rename": rename,
     "rename-and-rebucket": renamed_with_bucket,

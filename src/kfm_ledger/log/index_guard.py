@@ -133,7 +133,8 @@ def reseal(led: Ledger, signer: Signer) -> SealedIndex:
     try:
         idx.reset()
     except sqlite3.Error:  # a schema edited past what reset() drops: start from an empty file
-        led.close()
+        idx.close()
+        led._index = None
         led.index_location.discard()
         idx = led._raw_index()
     catch_up_index(led, limit=led.size)
