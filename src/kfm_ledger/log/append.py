@@ -78,7 +78,6 @@ def ledger_problems(
     edited index can neither hide a stored commit nor invent one.
     """
     old_size = led.size
-    idx = sealed.idx
     problems: list[RowProblem] = []
     # Signed rows only (the seal's buckets are read below the signed size): entries beyond
     # it belong to an append not yet signed.
@@ -91,11 +90,11 @@ def ledger_problems(
                 same = led.entry(leaf).line == line
             problems.append(stored_commit_problem(line_no, row.lakefs_commit, leaf, same_bytes=same))
     if old_size:
-        # The last signed row's created_at from the row's own bytes, not from the index's
-        # created_at column (derived data): recovery, run before every append, checked that
-        # these bytes hash to the last leaf (recovery.signed_end), which the append then
-        # builds on only if the tiles give the signed root.
-        last_row = led._entry_at(idx.at(old_size - 1))  # type: ignore[arg-type]
+        # The last signed row's created_at from the row's own bytes, proven (its leaf hash and
+        # an inclusion proof against the signed root), not from the index's created_at column
+        # (derived data).  Under the writer lock recovery checked them already; the read-only
+        # check of a refused batch has only this proof.
+        last_row = led.entry(old_size - 1, verified=True)
         line_no, row, _ = parsed[0]
         if schema.created_at_datetime(row) < schema.created_at_datetime(last_row.row):
             problems.append(before_last_row_problem(line_no, row.created_at, last_row.row.created_at, old_size - 1))
