@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from kfm_ledger import schema
 from kfm_ledger.core import merkle
@@ -102,6 +102,35 @@ def ledger_problems(
     return problems
 
 
+def refuse(
+    led: Ledger,
+    parsed: list[tuple[int, schema.Row, bytes]],
+    problems: list[RowProblem],
+    *,
+    signer: Signer,
+    total: int,
+    exact: bool,
+    max_problems: int,
+) -> NoReturn:
+    """Raise InputRejected for a batch with schema problems, with the ledger's rules for the
+    rows that passed too: read-only (nothing will be written, so no lock or recovery) against
+    the signed rows, and only from an index whose seal describes the signed tree and whose
+    buckets check (else the count is a lower bound)."""
+    listed = len(problems)
+    if parsed:
+        checked = False
+        with contextlib.suppress(KfmError, IndexChanged, sqlite3.Error):
+            led.refresh()
+            idx = led.stored_index()
+            sealed = check_seal(led, idx, signer) if idx is not None else None
+            if sealed is not None:
+                problems += ledger_problems(led, parsed, sealed)
+                checked = True
+        exact = exact and checked
+    problems.sort(key=lambda p: p.line)
+    raise InputRejected(problems, total=total + len(problems) - listed, limit=max_problems, exact=exact)
+
+
 def append(
     led: Ledger,
     batch: bytes | Sequence[schema.Row],
@@ -124,22 +153,7 @@ def append(
         parsed, problems = schema.check_rows(batch)
         total = len(problems)
     if problems:
-        # Every problem, the ledger's rules for the rows that passed too: read-only (nothing
-        # will be written, so no lock or recovery) against the signed rows, and only from an
-        # index whose seal describes the signed tree and whose buckets check.
-        listed = len(problems)
-        if parsed:
-            checked = False
-            with contextlib.suppress(KfmError, IndexChanged, sqlite3.Error):
-                led.refresh()
-                idx = led.stored_index()
-                sealed = check_seal(led, idx, signer) if idx is not None else None
-                if sealed is not None:
-                    problems += ledger_problems(led, parsed, sealed)
-                    checked = True
-            exact = exact and checked
-        problems.sort(key=lambda p: p.line)
-        raise InputRejected(problems, total=total + len(problems) - listed, limit=max_problems, exact=exact)
+        refuse(led, parsed, problems, signer=signer, total=total, exact=exact, max_problems=max_problems)
     if not parsed:
         raise InputRejected([RowProblem(1, "$", "no rows in the input")])
     with led.writer_lock(wait=wait):
