@@ -322,3 +322,38 @@ def test_verify_checks_the_created_at_and_bucket_columns(ledger: Path, statement
     report = verify_ledger(Ledger.open(ledger))
     assert not report.ok and [f.where for f in report.failures] == ["index"]
     assert "at index 4" in report.failures[0].message and shown in report.failures[0].message
+
+
+def renamed_to_a_new_commit(ledger: Path) -> str:
+    """Leaf 5's entry renamed to a commit that is not stored, left in leaf 5's bucket: the
+    index claims that commit is stored (and its UNIQUE column would refuse the insert)."""
+    new = sample_jsonl(1, start=N)
+    commit = commit_of(new)
+    sql(ledger, f"UPDATE entries SET lakefs_commit = '{commit}' WHERE leaf = 5")
+    return commit
+
+
+def commit_of(line: bytes) -> str:
+    from kfm_ledger.schema import decode_row
+
+    return decode_row(line.rstrip(b"\n")).lakefs_commit
+
+
+def test_an_entry_claiming_a_new_commit_never_refuses_it(ledger: Path) -> None:
+    renamed_to_a_new_commit(ledger)
+    led = Ledger.open(ledger)
+    result = led.append(sample_jsonl(1, start=N), signer=signer_of(led))  # healed, then accepted
+    assert result.first_index == N and verify_ledger(Ledger.open(ledger)).ok
+
+
+@pytest.mark.parametrize("rows", [3, 60], ids=["row-by-row-unique", "deferred-unique"])
+def test_an_entry_claiming_a_new_commit_never_refuses_it_on_the_bulk_path(
+    ledger: Path, tmp_path: Path, monkeypatch, rows: int
+) -> None:
+    monkeypatch.setattr(bulk, "PARALLEL_THRESHOLD", 1)
+    monkeypatch.setattr(bulk, "CHUNK_BYTES", 32 << 10)
+    renamed_to_a_new_commit(ledger)
+    (tmp_path / "rows.jsonl").write_bytes(sample_jsonl(rows, start=N))
+    led = Ledger.open(ledger)
+    assert led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2).count == rows
+    assert verify_ledger(Ledger.open(ledger)).ok

@@ -39,6 +39,8 @@ class _Problems:
         self.found: list[RowProblem] = []
         self.more = 0
         self._commit_lines: set[int] = set()  # lines already reported for a repeated commit
+        #: (commit, leaf) the index said is already stored: confirmed from the sealed buckets
+        self.claims: list[tuple[str, int]] = []
 
     def __call__(self, p: RowProblem) -> None:
         if p.path == "$.lakefs_commit":
@@ -165,6 +167,10 @@ def _append_file(
                 problem.more += idx.repeated_rows() - sum(len(leaves) - 1 for _, leaves in repeats)
             if delta is not None:  # every bucket the batch touched holds the sealed entries
                 sealed.check(delta.sums.keys())
+            if problem.claims:  # "already stored" only where a checked bucket says so
+                stored = sealed.stored(commit for commit, _ in problem.claims)
+                if any(stored.get(commit) != leaf for commit, leaf in problem.claims):
+                    raise IndexChanged("an entry outside its bucket")
             problem.raise_if_any()
             if seq == 0:
                 raise InputRejected([RowProblem(1, "$", "no rows in the input")])
@@ -239,7 +245,7 @@ def _index_chunk(
     first_offset: int,
     lines: array.array[int],
     old_size: int,
-    problem: Callable[[RowProblem], None],
+    problem: _Problems,
 ) -> int:
     """Insert a chunk's rows (leaf ``first_leaf`` on, JSONL offset ``first_offset`` on) into the
     open commit index, name the rows whose commit it already held, then add the chunk's input
@@ -265,7 +271,7 @@ def _report_repeats(
     chunk_lines: array.array[int],
     old_size: int,
     idx: CommitIndex,
-    problem: Callable[[RowProblem], None],
+    problem: _Problems,
 ) -> None:
     """Name the rows of a chunk whose commit the index already held (rare path).
 
@@ -289,7 +295,7 @@ def _report_repeated_leaves(
     leaves: list[int],
     lines: array.array[int],
     old_size: int,
-    problem: Callable[[RowProblem], None],
+    problem: _Problems,
     line_of: Callable[[int], int] | None = None,
 ) -> None:
     """One problem for each but the first of ``leaves`` (sorted), all rows of one commit."""
@@ -297,6 +303,7 @@ def _report_repeated_leaves(
     first = leaves[0]
     for leaf in leaves[1:]:
         if first < old_size:
+            problem.claims.append((commit, first))
             problem(stored_commit_problem(line_of(leaf), commit, first))
         else:
             problem(schema.repeated_commit_problem(line_of(leaf), commit, line_of(first)))

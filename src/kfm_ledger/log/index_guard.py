@@ -73,6 +73,14 @@ class SealedIndex:
             for leaf, commit, _ in entries:
                 if commit in names:
                     found[commit] = leaf
+        # An entry for one of them outside its bucket (its bucket column edited) is not in
+        # the signed rows' multiset, but its UNIQUE commit would refuse the insert: an edit.
+        try:
+            listed = self.idx.lookup_many([c for names in wanted.values() for c in names])
+        except sqlite3.Error as e:
+            raise IndexChanged(str(e)) from None
+        if any(leaf < self.size and found.get(commit) != leaf for commit, leaf in listed.items()):
+            raise IndexChanged("an entry outside its bucket")
         return found
 
     def check(self, buckets: Iterable[int]) -> None:
