@@ -69,7 +69,7 @@ def before_last_row_problem(line: int, created_at: str, last_created_at: str, la
 
 
 def ledger_problems(
-    led: Ledger, parsed: list[tuple[int, schema.Row, bytes]], sealed: SealedIndex
+    led: Ledger, parsed: list[tuple[int, schema.Row, bytes]], sealed: SealedIndex, *, locked: bool = True
 ) -> list[RowProblem]:
     """The ledger-wide invariants: one row per commit; created_at not before the last row's.
 
@@ -90,11 +90,15 @@ def ledger_problems(
                 same = led.entry(leaf).line == line
             problems.append(stored_commit_problem(line_no, row.lakefs_commit, leaf, same_bytes=same))
     if old_size:
-        # The last signed row's created_at from the row's own bytes, proven (its leaf hash and
-        # an inclusion proof against the signed root), not from the index's created_at column
-        # (derived data).  Under the writer lock recovery checked them already; the read-only
-        # check of a refused batch has only this proof.
-        last_row = led.entry(old_size - 1, verified=True)
+        # The last signed row's created_at from the row's own bytes, not from the index's
+        # created_at column (derived data).  Under the writer lock, recovery (run before every
+        # append) checked that the bytes the index points at hash to the last leaf
+        # (recovery.signed_end), which the append then builds on only if the tiles give the
+        # signed root; the read-only check of a refused batch proves them (an inclusion proof).
+        if locked:
+            last_row = led._entry_at(sealed.idx.at(old_size - 1))  # type: ignore[arg-type]
+        else:
+            last_row = led.entry(old_size - 1, verified=True)
         line_no, row, _ = parsed[0]
         if schema.created_at_datetime(row) < schema.created_at_datetime(last_row.row):
             problems.append(before_last_row_problem(line_no, row.created_at, last_row.row.created_at, old_size - 1))
@@ -124,7 +128,7 @@ def refuse(
             idx = led.stored_index()
             sealed = check_seal(led, idx, signer) if idx is not None else None
             if sealed is not None:
-                problems += ledger_problems(led, parsed, sealed)
+                problems += ledger_problems(led, parsed, sealed, locked=False)
                 checked = True
         exact = exact and checked
     problems.sort(key=lambda p: p.line)
