@@ -26,7 +26,7 @@ from kfm_ledger.index_seal import add_terms, buckets_of
 SCHEMA_VERSION = "3"
 
 _COMMIT_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS entries_commit ON entries(lakefs_commit)"
-_BUCKET_INDEX = "CREATE INDEX IF NOT EXISTS entries_bucket ON entries(bucket)"
+_BUCKET_INDEX = "CREATE INDEX IF NOT EXISTS entries_bucket ON entries(bucket, lakefs_commit, created_at)"
 _DDL = f"""
 CREATE TABLE IF NOT EXISTS entries (
     leaf INTEGER PRIMARY KEY,

@@ -70,9 +70,19 @@ def seal_key(signer: _Signs) -> bytes:
     HKDF-SHA256 (RFC 5869) whose input keying material is the signer's Ed25519 signature
     (RFC 8032 §5.1.6: deterministic) of a fixed message no note or cosignature can be:
     only the holder of the signing key can compute it, and the private seed itself is never
-    touched outside the key object.
+    touched outside the key object.  Kept for the signer object's life (a few per process).
     """
-    return hkdf_sha256(signer.sign(_KEY_MESSAGE), salt=b"kfm-ledger", info=_HKDF_INFO)
+    cached = _KEYS.get(id(signer))
+    if cached is not None and cached[0] is signer:
+        return cached[1]
+    key = hkdf_sha256(signer.sign(_KEY_MESSAGE), salt=b"kfm-ledger", info=_HKDF_INFO)
+    if len(_KEYS) >= 8:
+        _KEYS.clear()
+    _KEYS[id(signer)] = (signer, key)
+    return key
+
+
+_KEYS: dict[int, tuple[_Signs, bytes]] = {}
 
 
 def bucket_of(commit: str) -> int:
