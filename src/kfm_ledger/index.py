@@ -233,6 +233,7 @@ class CommitIndex:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._deferred = False
+        self._deferred_buckets = False
         #: While set (:meth:`track`), inserted entries' seal terms are added to it.
         self.delta: SealDelta | None = None
         try:
@@ -302,7 +303,7 @@ class CommitIndex:
             raise
 
     # -- a bulk append's transaction ---------------------------------------
-    def begin(self, *, defer_unique: bool = False) -> None:
+    def begin(self, *, defer_unique: bool = False, defer_buckets: bool | None = None) -> None:
         """Open the transaction a bulk append fills with :meth:`insert_new`.
 
         With ``defer_unique`` the UNIQUE commit index is dropped inside the
@@ -315,8 +316,10 @@ class CommitIndex:
         self._conn.execute("PRAGMA cache_size = -65536")
         self._conn.execute("BEGIN IMMEDIATE")
         self._deferred = defer_unique
+        self._deferred_buckets = defer_unique if defer_buckets is None else defer_buckets
         if defer_unique:
             self._conn.execute("DROP INDEX entries_commit")
+        if self._deferred_buckets:
             self._conn.execute("DROP INDEX entries_bucket")
 
     def insert_new(self, entries: Iterable[tuple[int, str, int, int, str]]) -> int:
@@ -337,11 +340,13 @@ class CommitIndex:
         leaves (at most ``limit`` repeats); ``[]`` means every commit is unique and
         the index is built.  Without a deferred index, returns ``[]``.
         """
+        if self._deferred_buckets:
+            self._conn.execute(_BUCKET_INDEX)  # one sort instead of scattered inserts
+            self._deferred_buckets = False
         if not self._deferred:
             return []
         try:
             self._conn.execute(_COMMIT_INDEX)
-            self._conn.execute(_BUCKET_INDEX)
         except sqlite3.IntegrityError:
             rows = self._conn.execute(
                 "SELECT lakefs_commit, group_concat(leaf) FROM entries GROUP BY lakefs_commit HAVING count(*) > 1 "
@@ -359,14 +364,14 @@ class CommitIndex:
 
     def commit(self, *, size: int, end_offset: int) -> None:
         """Move the high-water marks and commit the bulk transaction."""
-        if self._deferred:
-            raise RuntimeError("finish_inserts() must build the commit index before commit()")
+        if self._deferred or self._deferred_buckets:
+            raise RuntimeError("finish_inserts() must build the deferred indexes before commit()")
         self._set_meta({"size": str(size), "end_offset": str(end_offset)})
         self._conn.execute("COMMIT")
 
     def rollback_if_open(self) -> None:
         """Abandon an open transaction (a refused or failed bulk append)."""
-        self._deferred = False  # the rollback restores a dropped index
+        self._deferred = self._deferred_buckets = False  # the rollback restores a dropped index
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
 
