@@ -8,7 +8,7 @@ stored?".  The seal makes that answer sound at O(n / BUCKETS) cost per lookup:
 
 * Entries fall into :data:`BUCKETS` buckets by a checksum of their commit id
   (:func:`bucket_of`, unkeyed: readers that index rows need it too).
-* Per bucket, an order-independent keyed multiset hash: the sum modulo 2**256 of
+* Per bucket, an order-independent keyed multiset hash: the sum modulo 2**128 of
   :func:`term` (keyed BLAKE2b, RFC 7693 §2.5 keyed mode, over leaf, commit and
   created_at) of its entries.  Adding rows adds their terms.
 * The table of sums is authenticated with HMAC-SHA256 (RFC 2104) over the tree size and
@@ -16,7 +16,7 @@ stored?".  The seal makes that answer sound at O(n / BUCKETS) cost per lookup:
 * The key is derived from the log's signing key (:func:`seal_key`): only the writer can
   compute terms or seal a table, so an edit of the index (an entry renamed, moved, deleted,
   added; an old copy of the file; an edited table) makes some bucket's recomputed sum or
-  the table's MAC disagree, except with probability about 2**-256.
+  the table's MAC disagree, except with probability about 2**-128.
 
 docs/operations.md ("The commit index's seal") has the threat model and what happens
 when a check fails.  Pure: bytes and integers in and out.
@@ -35,11 +35,13 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 #: Number of buckets (a power of two; 4096 keeps a bucket at ~250 entries at 1M rows
-#: and the table at 128 KiB).
+#: and the table at 64 KiB).
 BUCKETS = 4096
 _BUCKET_SHIFT = 32 - (BUCKETS - 1).bit_length()  # the top 12 bits of a CRC-32
-_MODULUS = 1 << 256
-_SUM_BYTES = 32
+#: Sums and terms are 128-bit: a changed multiset goes unnoticed with probability 2**-128
+#: (the terms are unknown without the key), and the table stays 64 KiB (written every append).
+MODULUS = 1 << 128
+_SUM_BYTES = 16
 TABLE_BYTES = BUCKETS * _SUM_BYTES
 
 #: Domain separation: the message whose signature seeds the key can never be a signed
@@ -100,7 +102,7 @@ def buckets_of(commits: Iterable[str]) -> list[int]:
 
 
 def term(key: bytes, leaf: int, commit: str, created_at: str) -> int:
-    """The keyed hash of one index entry as an integer below 2**256.
+    """The keyed hash of one index entry as an integer below 2**128.
 
     Message: the leaf in decimal, NUL, the commit, NUL, created_at (UTF-8).  Rows' commits
     and created_at values hold no NUL (schema), so the message of a stored row determines
@@ -128,13 +130,13 @@ def add_terms(
 
 
 def bucket_sum(key: bytes, entries: Sequence[tuple[int, str, str]]) -> int:
-    """The sum modulo 2**256 of the terms of (leaf, commit, created_at) entries."""
+    """The sum modulo 2**128 of the terms of (leaf, commit, created_at) entries."""
     if not entries:
         return 0
     leaves, commits, created = zip(*entries)
     sums: dict[int, int] = {}
     add_terms(key, sums, leaves, commits, created, itertools.repeat(0))
-    return sums[0] % _MODULUS
+    return sums[0] % MODULUS
 
 
 class SealTable:
@@ -152,7 +154,7 @@ class SealTable:
         return int.from_bytes(self.data[bucket * _SUM_BYTES : (bucket + 1) * _SUM_BYTES], "big")
 
     def put(self, bucket: int, value: int) -> None:
-        self.data[bucket * _SUM_BYTES : (bucket + 1) * _SUM_BYTES] = (value % _MODULUS).to_bytes(_SUM_BYTES, "big")
+        self.data[bucket * _SUM_BYTES : (bucket + 1) * _SUM_BYTES] = (value % MODULUS).to_bytes(_SUM_BYTES, "big")
 
     def add(self, key: bytes, entries: Iterable[tuple[int, str, str]]) -> None:
         """Add (leaf, commit, created_at) entries' terms to their buckets."""

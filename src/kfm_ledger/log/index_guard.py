@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from kfm_ledger.core.keys import Signer
 from kfm_ledger.errors import CorruptLedgerError
 from kfm_ledger.index import CommitIndex, Seal
-from kfm_ledger.index_seal import BUCKETS, SealTable, add_terms, bucket_of, bucket_sum, seal_key, seal_mac
+from kfm_ledger.index_seal import BUCKETS, MODULUS, SealTable, add_terms, bucket_of, bucket_sum, seal_key, seal_mac
 
 from .index_sync import catch_up_index
 from .layout import INDEX_FILE
@@ -104,7 +104,7 @@ class SealedIndex:
         except (sqlite3.Error, TypeError, ValueError, AttributeError) as e:
             raise IndexChanged(str(e)) from None
         for bucket in buckets:
-            if sums.get(bucket, 0) % (1 << 256) != self.table.get(bucket):
+            if sums.get(bucket, 0) % MODULUS != self.table.get(bucket):
                 raise IndexChanged(bucket)
 
     def _entries(self, buckets: Iterable[int]) -> list[tuple[int, list[tuple[int, str, str]]]]:
