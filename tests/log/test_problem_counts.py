@@ -100,3 +100,18 @@ def test_a_small_file_is_capped_like_a_large_one(tmp_path: Path) -> None:
     with pytest.raises(InputRejected) as e:  # under the bulk threshold: the in-memory path
         led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), max_problems=3)
     assert len(e.value.problems) == 3 and e.value.total >= 4
+
+
+def test_the_cli_json_carries_the_total_and_whether_it_is_exact(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from kfm_ledger.cli import app
+
+    Ledger.init(tmp_path / "l", origin=ORIGIN).close()
+    (tmp_path / "bad.jsonl").write_bytes(b"\n".join(two_problems(i) for i in range(3)) + b"\n")
+    result = CliRunner().invoke(app, ["append", str(tmp_path / "bad.jsonl"), "--ledger", str(tmp_path / "l"), "--json"])
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert (doc["total"], doc["total_exact"], len(doc["problems"])) == (6, True, 6)

@@ -165,13 +165,21 @@ class Output:
         """For commands that print their JSON document by other means than :meth:`emit_json`."""
         self.emitted = True
 
-    def error_json(self, kind: str, message: str, code: int, problems: list[Any] | None = None) -> None:
-        """With --json, a failure is a JSON document on stdout too (unless one was printed already)."""
+    def error_json(
+        self, kind: str, message: str, code: int, problems: list[Any] | None = None, error: Any = None
+    ) -> None:
+        """With --json, a failure is a JSON document on stdout too (unless one was printed already).
+
+        A refused input (``error`` an InputRejected) also gives ``total`` and ``total_exact``
+        (False: the total is a lower bound)."""
         if not self.json or self.emitted:
             return
         doc: dict[str, Any] = {"ok": False, "error": {"type": kind, "message": message, "exit_code": code}}
         if problems is not None:
             doc["problems"] = [{"line": p.line, "path": p.path, "message": p.message} for p in problems]
+        if hasattr(error, "total_exact"):
+            doc["total"] = error.total
+            doc["total_exact"] = error.total_exact
         self.emit_json(doc)
 
     def fail(self, message: str, code: int = EXIT_FAILED) -> typer.Exit:
@@ -264,7 +272,7 @@ def handle_errors(fn: F) -> F:
         except KfmError as e:
             code = e.exit_code  # LockedError: EXIT_LOCKED (3)
             echo(f"kfm: error: {e.diagnostics()}", err=True)
-            out.error_json(type(e).__name__, str(e), code, getattr(e, "problems", None))
+            out.error_json(type(e).__name__, str(e), code, getattr(e, "problems", None), e)
             raise typer.Exit(code) from None
         except BrokenPipeError:
             _silence_standard_streams()
