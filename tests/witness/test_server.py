@@ -117,7 +117,7 @@ def test_monitoring_prefix_checkpoint(fresh: tuple[Env, WitnessProcess]) -> None
 
 
 def test_oversize_bodies(env: tuple[Env, WitnessProcess]) -> None:
-    e, w = env
+    _, w = env
     big = b"old 0\n\n" + b"x" * (MAX_REQUEST_BYTES + 1)
     assert w.post(big)[0] == 413
     # Chunked, no Content-Length: cut off as it streams.
@@ -213,7 +213,8 @@ done = []
 for size in range(int(sys.argv[5]), 400, 7):
     old = 0
     while old <= size:
-        conn.request("POST", "/add-checkpoint", body=format_add_checkpoint(old, log.proof(old, size), log.checkpoint(size)))
+        body = format_add_checkpoint(old, log.proof(old, size), log.checkpoint(size))
+        conn.request("POST", "/add-checkpoint", body=body)
         r = conn.getresponse(); b = r.read()
         if r.status == 409:
             old = int(b); continue

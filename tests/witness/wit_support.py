@@ -83,7 +83,8 @@ class WitnessProcess:
         line = self._first_line()
         if " listening on " not in line:
             self.stop()
-            raise RuntimeError(f"witness did not start: {line!r} {self.proc.stderr.read().decode() if self.proc.stderr else ''}")
+            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            raise RuntimeError(f"witness did not start: {line!r} {err}")
         self.url = line.split(" listening on ")[1].split(" ")[0]
         self.port = int(self.url.rsplit(":", 1)[1])
 
