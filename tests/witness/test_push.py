@@ -137,7 +137,9 @@ def test_409_answer_is_followed(s: Setup) -> None:
     s.config(s.witness.url, ledger=clone)
     res = kfm("witness-push", "--ledger", clone, "--json")
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output)["witnesses"][0]["old_size"] == 300
+    doc = json.loads(res.output)  # the --json envelope (docs/cli.md)
+    assert doc["ok"] is True and doc["tree_size"] == 300
+    assert doc["witnesses"][0]["old_size"] == 300 and doc["witnesses"][0]["ok"] is True
 
 
 def test_witness_ahead_of_the_ledger_is_reported(s: Setup) -> None:
@@ -157,6 +159,7 @@ def test_a_fork_is_refused(s: Setup) -> None:
     assert kfm("append", s.tmp / "b.jsonl", "--ledger", fork).exit_code == 0
     res = kfm("witness-push", "--ledger", fork, "--json")
     assert res.exit_code == 1
+    assert json.loads(res.output)["ok"] is False
     (result,) = json.loads(res.output)["witnesses"]
     assert result["status"] == 422 and "same size 350" in result["error"]
     assert not _cosigs((fork / "checkpoint").read_bytes(), s.cosigner)
