@@ -58,7 +58,9 @@ def _bodies(origin: str, seed: str, per_log: int) -> list[bytes]:
     return out
 
 
-def _client(port: int, logs: list[tuple[str, str]], per_log: int, start_at: float, queue: multiprocessing.Queue) -> None:
+def _client(
+    port: int, logs: list[tuple[str, str]], per_log: int, start_at: float, queue: multiprocessing.Queue
+) -> None:
     bodies = [(origin, _bodies(origin, key, per_log)) for origin, key in logs]
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     latencies: list[float] = []
@@ -119,7 +121,9 @@ def growing_logs(port: int, logs: list[tuple[str, str]], per_log: int, clients: 
           f"latency p50 {statistics.median(latencies) * 1e3:.2f} ms, p99 {latencies[int(n * 0.99)] * 1e3:.2f} ms")
 
 
-def wrk_same_checkpoint(port: int, logs: list[tuple[str, str]], per_log: int, tmp: Path, args: argparse.Namespace) -> None:
+def wrk_same_checkpoint(
+    port: int, logs: list[tuple[str, str]], per_log: int, tmp: Path, args: argparse.Namespace
+) -> None:
     wrk = shutil.which("wrk")
     if wrk is None:
         print("wrk: not installed (apt-get install wrk); skipped")

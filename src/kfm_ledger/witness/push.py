@@ -37,10 +37,19 @@ from kfm_ledger.log.ledger import Ledger
 
 from .client import Conflict, WitnessClient
 
-__all__ = ["MAX_ATTEMPTS", "PushResult", "last_cosigned_size", "push_checkpoint", "store_cosignatures"]
+__all__ = [
+    "MAX_ATTEMPTS",
+    "MAX_SCANNED_CHECKPOINTS",
+    "PushResult",
+    "last_cosigned_size",
+    "push_checkpoint",
+    "store_cosignatures",
+]
 
 #: Requests made to one witness for one checkpoint (the first, then one per 409 answer).
 MAX_ATTEMPTS = 3
+#: Stored checkpoints read, newest first, to find the size a witness last cosigned.
+MAX_SCANNED_CHECKPOINTS = 64
 
 
 @dataclass
@@ -77,10 +86,12 @@ def _has_cosignature(note: bytes, verifier: Verifier) -> bool:
 
 def last_cosigned_size(ledger: Ledger, verifier: Verifier) -> int:
     """The largest signed size whose stored checkpoint carries a signature line from the witness
-    key ``verifier`` (0 if none).  Only a starting guess: the witness corrects it with 409."""
+    key ``verifier`` (0 if none), among the latest :data:`MAX_SCANNED_CHECKPOINTS` signed sizes.
+    Only a starting guess: the witness corrects it with 409, so a log with many checkpoints and
+    a new witness costs one more request, not a read of every checkpoint."""
     if _has_cosignature(ledger.checkpoint.note, verifier):
         return ledger.size
-    for size in reversed(ledger.checkpoint_sizes()):
+    for size in reversed(ledger.checkpoint_sizes()[-MAX_SCANNED_CHECKPOINTS:]):
         try:
             note = ledger.storage.read(checkpoint_key(size))
         except ObjectNotFoundError:
@@ -99,7 +110,7 @@ def store_cosignatures(ledger: Ledger, size: int, verifier: Verifier, sigs: Sequ
     with ledger.writer_lock(wait=60.0):
         key = checkpoint_key(size)
         kept = ledger.storage.read(key)
-        signed = open_checkpoint(kept, [ledger.verifier], origin=ledger.origin)
+        open_checkpoint(kept, [ledger.verifier], origin=ledger.origin)  # the log's own note, or refused
         text = parse_note(kept).text
         for sig in sigs:
             verify_cosignature(verifier, text, sig)
@@ -108,7 +119,6 @@ def store_cosignatures(ledger: Ledger, size: int, verifier: Verifier, sigs: Sequ
             published = ledger.storage.read(CHECKPOINT_KEY)
             if parse_note(published).text == text:
                 changed = _replace_with_more(ledger, CHECKPOINT_KEY, published, sigs) or changed
-        del signed
         ledger.refresh()
         return changed
 
