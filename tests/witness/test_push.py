@@ -241,3 +241,25 @@ def test_store_cosignatures_refuses_a_bad_one(s: Setup, template: Path) -> None:
     assert _cosigs((s.ledger / "checkpoints" / "157").read_bytes(), s.cosigner)
     assert _cosigs((s.ledger / "checkpoint").read_bytes(), s.cosigner) == [newer]
     led.close()
+
+
+def test_last_cosigned_size_reads_only_the_latest_checkpoints(tmp_path: Path) -> None:
+    from kfm_ledger.witness.push import MAX_SCANNED_CHECKPOINTS
+
+    led = Ledger.init(tmp_path / "many", origin=ORIGIN)
+    fill(led, *([1] * (MAX_SCANNED_CHECKPOINTS + 6)))  # checkpoints 0 .. 70
+    cosigner = CosignatureSigner.generate("witness.test/scan")
+    v = cosigner.verifier()
+
+    def cosign(size: int) -> None:
+        text = parse_note((tmp_path / "many" / "checkpoints" / str(size)).read_bytes()).text
+        store_cosignatures(led, size, v, [cosigner.cosign(text, 1_800_000_000)])
+
+    assert last_cosigned_size(led, v) == 0
+    cosign(3)  # older than the window: not looked at (a 409 would name it)
+    assert last_cosigned_size(led, v) == 0
+    cosign(60)
+    assert last_cosigned_size(led, v) == 60
+    cosign(led.size)
+    assert last_cosigned_size(led, v) == led.size
+    led.close()
