@@ -257,3 +257,19 @@ def test_service_refuses_a_log_without_a_log_key(tmp_path: Path, cosigner: Cosig
     with pytest.raises(ValueError):
         WitnessService(cosigner, {"log.test/x": [Signer.generate("other").verifier()]}, state)
     state.close()
+
+
+def test_timestamps_never_go_backwards(tmp_path: Path, log: FakeLog, cosigner: CosignatureSigner) -> None:
+    clock = [NOW]
+    state = WitnessState(tmp_path / "clock")
+    svc = WitnessService(cosigner, {log.origin: [log.signer.verifier()]}, state, clock=lambda: clock[0])
+    text = parse_note(log.checkpoint(5)).text
+    (sig,) = parse_signature_lines(_ok(svc, log.request(0, 5)))
+    assert verify_cosignature(cosigner.verifier(), text, sig) == NOW
+    clock[0] = NOW - 3600  # the clock stepped back an hour
+    (sig,) = parse_signature_lines(_ok(svc, log.request(5, 9)))
+    assert verify_cosignature(cosigner.verifier(), parse_note(log.checkpoint(9)).text, sig) == NOW
+    clock[0] = 0.4  # a broken clock: the timestamp is still never zero, nor older
+    (sig,) = parse_signature_lines(_ok(svc, log.request(9, 9)))
+    assert verify_cosignature(cosigner.verifier(), parse_note(log.checkpoint(9)).text, sig) == NOW
+    state.close()

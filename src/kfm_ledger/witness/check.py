@@ -56,6 +56,7 @@ class Accepted:
 
     request: AddCheckpointRequest
     expected_size: int
+    previous: LogState | None = None  #: the state the check saw (None: never cosigned)
 
 
 def log_keys(trusted: Sequence[Verifier], origin: str) -> list[Verifier]:
@@ -117,7 +118,7 @@ def check_request(
     problem = _consistency_problem(request, checkpoint, state)
     if problem is not None:
         return Answer.text(422, problem)
-    return Accepted(request=request, expected_size=current)
+    return Accepted(request=request, expected_size=current, previous=state)
 
 
 def _consistency_problem(request: AddCheckpointRequest, checkpoint: Checkpoint, state: LogState | None) -> str | None:

@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from kfm_ledger.core.cosignature import CosignatureSigner
-from kfm_ledger.core.keys import Verifier
+from kfm_ledger.core.keys import TIMESTAMP_SIZE, Verifier
 from kfm_ledger.core.note import Note, NoteSignature, parse_note
-from kfm_ledger.errors import WitnessRequestError
+from kfm_ledger.errors import KfmError, WitnessRequestError
 
 from .check import TEXT, Accepted, Answer, LogState, check_request, log_keys
 from .protocol import CONTENT_TYPE_SIZE, format_signature_lines, format_tlog_size, parse_add_checkpoint
@@ -81,7 +81,9 @@ class WitnessService:
     def _cosign_and_store(self, accepted: Accepted) -> Answer:
         request = accepted.request
         checkpoint = request.checkpoint
-        timestamp = max(1, int(self.clock()))  # "the timestamp MUST NOT be zero"
+        # "The timestamp MUST NOT be zero"; and never before the last cosignature of this log:
+        # a clock stepped back must not make a later statement look older than an earlier one.
+        timestamp = max(1, int(self.clock()), self._last_timestamp(accepted.previous))
         note = parse_note(request.note)
         cosignature = self.signer.cosign(note.text, timestamp)
         keys = {(v.name, v.key_id) for v in self.logs[checkpoint.origin]}
@@ -93,6 +95,17 @@ class WitnessService:
             current = self.state.load(checkpoint.origin)
             return Answer(409, format_tlog_size(current.size if current else 0), CONTENT_TYPE_SIZE)
         return Answer(200, format_signature_lines([cosignature]))
+
+    def _last_timestamp(self, previous: LogState | None) -> int:
+        """The timestamp of this witness's cosignature on the stored checkpoint (0 if none)."""
+        if previous is None:
+            return 0
+        try:
+            sigs = parse_note(previous.note).signatures
+        except KfmError:
+            return 0
+        mine = [s for s in sigs if (s.name, s.key_id) == (self.signer.name, self.signer.key_id)]
+        return max((int.from_bytes(s.signature[:TIMESTAMP_SIZE], "big") for s in mine), default=0)
 
     def monitoring_checkpoint(self, hex_hash: str) -> Answer:
         """``GET <monitoring prefix>/<origin hash>/checkpoint``: the latest checkpoint cosigned for
