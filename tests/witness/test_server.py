@@ -304,3 +304,24 @@ def test_witness_init(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "kfm_ledger", "witness", "init", "--name", "w.test/x",
                           "--key-out", str(key)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and "refusing to overwrite" in res.stderr
+
+
+def test_witness_state_command(tmp_path: Path) -> None:
+    import json
+
+    e = Env(tmp_path)
+    kfm = [sys.executable, "-m", "kfm_ledger", "witness", "state", "--state", str(e.state)]
+    res = subprocess.run(kfm, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "no witness state" in res.stderr
+    w = e.start()
+    try:
+        assert w.post(e.log.request(0, 21))[0] == 200
+        assert w.post(format_add_checkpoint(21, [], e.log.checkpoint(21, root=b"\5" * 32)))[0] == 422
+    finally:
+        w.stop()
+    res = subprocess.run([*kfm, "--json"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    (doc,) = json.loads(res.stdout)["logs"]
+    assert (doc["origin"], doc["tree_size"], doc["refusals"]) == (e.log.origin, 21, 1)
+    res = subprocess.run(kfm, capture_output=True, text=True, timeout=60)
+    assert f"{e.log.origin}: tree size 21" in res.stdout and "1 refused request(s) kept" in res.stdout

@@ -105,6 +105,41 @@ def witness_serve(
     serve(listen=listen, state_dir=state, logs=logs, signer=signer, announce=announce, log_level=log_level)
 
 
+@handle_errors
+def witness_state(
+    state: Annotated[Path, typer.Option("--state", help="Directory of the witness's state (witness.sqlite).")],
+    json_out: JsonFlag = False,
+    *,
+    out: Output,
+) -> None:
+    """Print what the witness holds: per log, the latest cosigned size and root, and refused requests kept."""
+    import base64
+    import datetime
+
+    from ..witness.state import STATE_FILE, WitnessState
+
+    if not (state / STATE_FILE).is_file():
+        raise out.fail(f"no witness state in {state} (no {STATE_FILE})")
+    store = WitnessState(state)
+    try:
+        rows = store.summary()
+    finally:
+        store.close()
+    if json_out:
+        out.emit_json({"logs": [
+            {"origin": r.origin, "tree_size": r.size, "root": base64.b64encode(r.root).decode(),
+             "updated_at": r.updated_at, "refusals": r.refusals}
+            for r in rows
+        ]})
+        return
+    if not rows:
+        echo("no checkpoint cosigned yet")
+    for r in rows:
+        when = datetime.datetime.fromtimestamp(r.updated_at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        echo(f"{r.origin}: tree size {r.size}, root {base64.b64encode(r.root).decode()}, cosigned {when}"
+             + (f"; {r.refusals} refused request(s) kept" if r.refusals else ""))
+
+
 def _load_witnesses(out: Output, ledger_dir: Path, config: Path | None):  # -> tuple[WitnessEndpoint, ...]
     from ..config import load_config, resolve_config_path
 
@@ -153,5 +188,6 @@ def witness_push(
 def register(app: typer.Typer) -> None:
     witness_app.command("init")(witness_init)
     witness_app.command("serve")(witness_serve)
+    witness_app.command("state")(witness_state)
     app.add_typer(witness_app, name="witness")
     app.command("witness-push")(witness_push)

@@ -21,11 +21,12 @@ import os
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .check import LogState
 
-__all__ = ["STATE_FILE", "WitnessState"]
+__all__ = ["STATE_FILE", "LogSummary", "WitnessState"]
 
 #: The state database's name inside ``--state DIR``.
 STATE_FILE = "witness.sqlite"
@@ -50,6 +51,18 @@ CREATE TABLE IF NOT EXISTS refusals (
 );
 CREATE INDEX IF NOT EXISTS refusals_by_origin ON refusals (origin, id);
 """
+
+
+@dataclass(frozen=True)
+class LogSummary:
+    """One log's state: the latest cosigned size and root, when (POSIX seconds), and how many
+    refused requests are kept."""
+
+    origin: str
+    size: int
+    root: bytes
+    updated_at: int
+    refusals: int
 
 
 class WitnessState:
@@ -94,6 +107,14 @@ class WitnessState:
         """Every log the witness has cosigned for."""
         rows = self._connect().execute("SELECT origin, size, root, note FROM logs ORDER BY origin").fetchall()
         return [LogState(origin=r[0], size=int(r[1]), root=bytes(r[2]), note=bytes(r[3])) for r in rows]
+
+    def summary(self) -> list[LogSummary]:
+        """What ``kfm witness state`` prints: one :class:`LogSummary` per origin."""
+        rows = self._connect().execute(
+            "SELECT l.origin, l.size, l.root, l.updated_at, "
+            "(SELECT count(*) FROM refusals r WHERE r.origin = l.origin) FROM logs l ORDER BY l.origin"
+        ).fetchall()
+        return [LogSummary(str(r[0]), int(r[1]), bytes(r[2]), int(r[3]), int(r[4])) for r in rows]
 
     def compare_and_swap(self, expected_size: int, new: LogState) -> bool:
         """Store ``new`` as the origin's state if its stored size is still ``expected_size``
