@@ -231,10 +231,16 @@ def test_store_cosignatures_refuses_a_bad_one(s: Setup, template: Path) -> None:
     assert (s.ledger / "checkpoint").read_bytes() == before
     assert store_cosignatures(led, 300, s.cosigner.verifier(), [good])
     assert not store_cosignatures(led, 300, s.cosigner.verifier(), [good])  # nothing new
-    # A newer cosignature from the same key replaces the older one.
+    # A newer cosignature from the same key: the note keeps the first (only ever more lines).
     newer = s.cosigner.cosign(text, 1_800_000_100)
+    assert not store_cosignatures(led, 300, s.cosigner.verifier(), [newer])
+    assert _cosigs((s.ledger / "checkpoint").read_bytes(), s.cosigner) == [good]
+    # A line from the witness's key that does not verify is replaced by a good one.
+    note = (s.ledger / "checkpoint").read_bytes()
+    (s.ledger / "checkpoint").write_bytes(note.replace(good.line().encode(), bad.line().encode()))
     assert store_cosignatures(led, 300, s.cosigner.verifier(), [newer])
     assert _cosigs((s.ledger / "checkpoint").read_bytes(), s.cosigner) == [newer]
+    assert _cosigs((s.ledger / "checkpoints" / "300").read_bytes(), s.cosigner) == [good]
     # An older size: only checkpoints/<size> changes.
     old_text = parse_note((s.ledger / "checkpoints" / "157").read_bytes()).text
     assert store_cosignatures(led, 157, s.cosigner.verifier(), [s.cosigner.cosign(old_text, 1_800_000_000)])

@@ -162,9 +162,9 @@ def append(
     """Validate rows and append them under a new signed checkpoint (all or nothing)."""
     led = open_ledger(ledger_dir)
     if witness:
-        from .witness_cmds import _load_witnesses
+        from .witness_cmds import load_witnesses
 
-        _load_witnesses(out, ledger_dir, config)  # a usage error before anything is appended
+        load_witnesses(out, ledger_dir, config)  # a usage error before anything is appended
     signer = _signer(led, key)
     with progress_reporter("append", "bytes", quiet=quiet) as progress:
         if file == "-":

@@ -140,7 +140,7 @@ def witness_state(
              + (f"; {r.refusals} refused request(s) kept" if r.refusals else ""))
 
 
-def _load_witnesses(out: Output, ledger_dir: Path, config: Path | None):  # -> tuple[WitnessEndpoint, ...]
+def load_witnesses(out: Output, ledger_dir: Path, config: Path | None):  # -> tuple[WitnessEndpoint, ...]
     from ..config import load_config, resolve_config_path
 
     path = resolve_config_path(config, ledger_dir)
@@ -156,7 +156,7 @@ def push_and_report(out: Output, led: Ledger, ledger_dir: Path, config: Path | N
     """Push the ledger's checkpoint to the configured witnesses; print one line each (text mode)."""
     from ..witness.push import push_checkpoint
 
-    results = push_checkpoint(led, _load_witnesses(out, ledger_dir, config), timeout=timeout)
+    results = push_checkpoint(led, load_witnesses(out, ledger_dir, config), timeout=timeout)
     if not json_out:
         for r in results:
             if r.ok:

@@ -15,7 +15,7 @@ For each ``[[witness]]`` of ``kfm.toml``:
 
 Storing keeps the ledger's invariants: under the writer lock; the note's text and the log's
 own signature line stay byte for byte, only cosignature lines are added (one per witness key:
-a newer one replaces an older one from the same key); each object is replaced whole
+a note already holding a valid cosignature from that witness is not rewritten); each object is replaced whole
 (``write_atomic``), ``checkpoints/<size>`` before ``checkpoint``; every reader of a checkpoint
 ignores signature lines from keys it was not given (c2sp.org/signed-note §Signatures).
 """
@@ -114,17 +114,35 @@ def store_cosignatures(ledger: Ledger, size: int, verifier: Verifier, sigs: Sequ
         text = parse_note(kept).text
         for sig in sigs:
             verify_cosignature(verifier, text, sig)
-        changed = _replace_with_more(ledger, key, kept, sigs)
+        changed = _replace_with_more(ledger, key, kept, verifier, sigs)
         with contextlib.suppress(ObjectNotFoundError):
             published = ledger.storage.read(CHECKPOINT_KEY)
             if parse_note(published).text == text:
-                changed = _replace_with_more(ledger, CHECKPOINT_KEY, published, sigs) or changed
+                changed = _replace_with_more(ledger, CHECKPOINT_KEY, published, verifier, sigs) or changed
         ledger.refresh()
         return changed
 
 
-def _replace_with_more(ledger: Ledger, key: str, note: bytes, sigs: Sequence[NoteSignature]) -> bool:
-    """Replace ``key`` (holding ``note``) by the same note with ``sigs`` added (write_atomic)."""
+def _holds_valid_cosignature(note: bytes, verifier: Verifier) -> bool:
+    parsed = parse_note(note)
+    for sig in parsed.signatures:
+        if (sig.name, sig.key_id) == (verifier.name, verifier.key_id):
+            with contextlib.suppress(KfmError):
+                verify_cosignature(verifier, parsed.text, sig)
+                return True
+    return False
+
+
+def _replace_with_more(
+    ledger: Ledger, key: str, note: bytes, verifier: Verifier, sigs: Sequence[NoteSignature]
+) -> bool:
+    """Replace ``key`` (holding ``note``) by the same note with ``sigs`` added (write_atomic).
+
+    Only ever a superset of the signature lines: a note that already holds a valid cosignature
+    from this witness is left as it is (so pushing the same checkpoint again never grows it); a
+    line from the witness's key that does not verify is the one thing replaced."""
+    if _holds_valid_cosignature(note, verifier):
+        return False
     merged = add_signatures(note, sigs)
     if merged == note:
         return False
