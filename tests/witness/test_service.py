@@ -273,3 +273,12 @@ def test_timestamps_never_go_backwards(tmp_path: Path, log: FakeLog, cosigner: C
     (sig,) = parse_signature_lines(_ok(svc, log.request(9, 9)))
     assert verify_cosignature(cosigner.verifier(), parse_note(log.checkpoint(9)).text, sig) == NOW
     state.close()
+
+
+def test_state_that_cannot_be_opened(tmp_path: Path) -> None:
+    from kfm_ledger.errors import StorageError
+
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "witness.sqlite").write_bytes(b"this is not a database, " * 100)
+    with pytest.raises(StorageError, match="cannot open the witness state"):
+        WitnessState(tmp_path / "s")

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kfm_ledger.errors import StorageError
+
 from .check import LogState
 
 __all__ = ["STATE_FILE", "LogSummary", "WitnessState"]
@@ -79,7 +81,10 @@ class WitnessState:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
-        self._connect()
+        try:
+            self._connect()
+        except sqlite3.Error as e:
+            raise StorageError(f"cannot open the witness state {self.path}: {e}", key=STATE_FILE) from None
 
     def _connect(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
