@@ -75,9 +75,11 @@ def witness_serve(
     key: Annotated[Path, typer.Option("--key", help="The witness's private cosigning key file (mode 0600).")],
     log: Annotated[
         list[str],
-        typer.Option("--log", help="A log to witness: ORIGIN=VKEYFILE (the log's verifier key). Repeatable."),
+        typer.Option("--log", metavar="ORIGIN=VKEYFILE",
+                     help="A log to witness and its verifier key file. Repeatable."),
     ],
-    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on (port 0: any free port).")] = (
+    listen: Annotated[str, typer.Option("--listen", metavar="HOST:PORT",
+                                        help="Where to listen (port 0: any free port).")] = (
         "127.0.0.1:7380"
     ),
     log_level: Annotated[
