@@ -282,3 +282,27 @@ def test_state_that_cannot_be_opened(tmp_path: Path) -> None:
     (tmp_path / "s" / "witness.sqlite").write_bytes(b"this is not a database, " * 100)
     with pytest.raises(StorageError, match="cannot open the witness state"):
         WitnessState(tmp_path / "s")
+
+
+def test_a_log_with_two_keys(tmp_path: Path, log: FakeLog, cosigner: CosignatureSigner) -> None:
+    """tlog-witness: "The submitted checkpoint MAY include multiple signatures"; a log may have
+    several trusted keys: any one verifying is enough, but every trusted one present must verify."""
+    from kfm_ledger.core.note import NoteSignature, add_signatures
+
+    second = Signer.generate(log.origin)
+    state = WitnessState(tmp_path / "two")
+    svc = WitnessService(cosigner, {log.origin: [log.signer.verifier(), second.verifier()]}, state,
+                         clock=lambda: NOW)
+    text = parse_note(log.checkpoint(4)).text
+    both = add_signatures(log.checkpoint(4), [NoteSignature(second.name, second.key_id, second.sign(text.encode()))])
+    _ok(svc, format_add_checkpoint(0, [], both))
+    stored = svc.state.load(log.origin)
+    assert stored is not None
+    assert [s.key_id for s in parse_note(stored.note).signatures] == [log.signer.key_id, second.key_id,
+                                                                      cosigner.key_id]
+    _ok(svc, format_add_checkpoint(4, log.proof(4, 8), log.checkpoint(8, signer=second)))  # the second key alone
+    text9 = parse_note(log.checkpoint(9)).text
+    broken = add_signatures(log.checkpoint(9), [NoteSignature(second.name, second.key_id, bytes(64))])
+    assert svc.add_checkpoint(format_add_checkpoint(8, log.proof(8, 9), broken)).status == 403
+    assert text9.startswith(log.origin)
+    state.close()
