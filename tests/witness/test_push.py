@@ -269,3 +269,24 @@ def test_last_cosigned_size_reads_only_the_latest_checkpoints(tmp_path: Path) ->
     cosign(led.size)
     assert last_cosigned_size(led, v) == led.size
     led.close()
+
+
+def test_two_witnesses_one_down(s: Setup) -> None:
+    """Each witness is tried; the one that answers has its cosignature stored, the one that is down
+    is reported, and the exit code says not every witness cosigned."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    down = sock.getsockname()[1]
+    sock.close()
+    other_key = CosignatureSigner.generate("witness.test/down")
+    (s.tmp / "down.vkey").write_text(other_key.verifier().vkey_text())
+    (s.ledger / "kfm.toml").write_text(
+        f'[[witness]]\nurl = "http://127.0.0.1:{down}"\nvkey = "{s.tmp / "down.vkey"}"\n\n'
+        f'[[witness]]\nurl = "{s.witness.url}"\nvkey = "{s.vkey}"\n'
+    )
+    res = kfm("witness-push", "--ledger", s.ledger, "--json")
+    assert res.exit_code == 1
+    doc = json.loads(res.output)
+    assert [w["ok"] for w in doc["witnesses"]] == [False, True] and doc["ok"] is False
+    assert "cannot reach" in doc["witnesses"][0]["error"]
+    assert len(_cosigs((s.ledger / "checkpoint").read_bytes(), s.cosigner)) == 1
