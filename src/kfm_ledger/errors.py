@@ -56,6 +56,8 @@ __all__ = [
     "UnknownKeyError",
     "UnsafeArchiveError",
     "VerificationError",
+    "WitnessError",
+    "WitnessRequestError",
 ]
 
 
@@ -643,3 +645,29 @@ class ConfigMismatchError(BundleError, VerificationError):
         lines = [f"bundle {self.path}: {len(bad)} of {len(self.checks)} config(s) do not match; nothing was restored"]
         lines += [f"  {c.describe()}" for c in bad]
         return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- witness
+
+
+class WitnessRequestError(FormatError):
+    """An ``add-checkpoint`` request body does not follow c2sp.org/tlog-witness (a witness answers
+    400 Bad Request); ``line`` names the 1-based line of the body, ``field`` the part."""
+
+
+class WitnessError(KfmError):
+    """A witness refused or failed a checkpoint the log sent it (c2sp.org/tlog-witness).
+
+    ``url`` is the witness's submission URL, ``status`` the HTTP status it answered (``None``
+    when it could not be reached), ``found`` the start of its answer body.
+    """
+
+    evidence_fields = ("url", "status", "found")
+
+    def __init__(
+        self, message: str, *, url: str | None = None, status: int | None = None, found: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+        self.found = found

@@ -148,6 +148,12 @@ def append(
     key: KeyFile = None,
     wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for another writer's lock.")] = 10.0,
     mirror: Annotated[bool, typer.Option("--mirror", help="Regenerate the Parquet mirror afterwards.")] = False,
+    witness: Annotated[
+        bool, typer.Option("--witness", help="Then send the new checkpoint to the [[witness]]es of kfm.toml.")
+    ] = False,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="kfm.toml for --witness (default: $KFM_CONFIG, <ledger>/kfm.toml).")
+    ] = None,
     json_out: JsonFlag = False,
     quiet: QuietFlag = False,
     *,
@@ -155,6 +161,10 @@ def append(
 ) -> None:
     """Validate rows and append them under a new signed checkpoint (all or nothing)."""
     led = open_ledger(ledger_dir)
+    if witness:
+        from .witness_cmds import load_witnesses
+
+        load_witnesses(out, ledger_dir, config)  # a usage error before anything is appended
     signer = _signer(led, key)
     with progress_reporter("append", "bytes", quiet=quiet) as progress:
         if file == "-":
@@ -173,15 +183,22 @@ def append(
     with progress_reporter("append: mirror", "rows", quiet=quiet or not mirror) as progress:
         mirror_state = mirror_after_append(led, regenerate=mirror, progress=progress)
     cp = result.checkpoint.checkpoint
+    pushed = None
+    if witness:
+        from .witness_cmds import push_and_report
+
+        pushed = push_and_report(out, led, ledger_dir, config, 10.0, json_out)
     if json_out:
         doc: dict[str, object] = {
             "appended": result.count,
             "first_index": result.first_index,
             "recovered": result.recovered,
-            "checkpoint": _checkpoint_json(result.checkpoint),
+            "checkpoint": _checkpoint_json(led.checkpoint if witness else result.checkpoint),
             "mirror": mirror_state,
         }
-        out.emit_json(doc)
+        if pushed is not None:
+            doc["witnesses"] = [r.to_json() for r in pushed]
+        out.emit_json(doc, ok=pushed is None or all(r.ok for r in pushed))
     else:
         if result.recovered:
             echo(f"recovered {result.recovered} row(s) left by an interrupted append")
@@ -194,6 +211,10 @@ def append(
                 "note: the Parquet mirror now mirrors an older tree; run `kfm mirror` to refresh it "
                 "(or append with --mirror)"
             )
+    if pushed is not None and not all(r.ok for r in pushed):
+        echo("kfm: error: the rows ARE appended and signed, but a witness did not cosign; "
+             "retry with `kfm witness-push`", err=True)
+        raise typer.Exit(1)
 
 
 @handle_errors
@@ -357,6 +378,11 @@ def verify(
     ] = None,
     vkey: VkeyFile = None,
     no_mirror: Annotated[bool, typer.Option("--no-mirror", help="Skip the Parquet mirror check.")] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="kfm.toml whose [[witness]] keys check the cosignatures held "
+                     "(default: $KFM_CONFIG, else <ledger>/kfm.toml).", show_default=False),
+    ] = None,
     json_out: JsonFlag = False,
     quiet: QuietFlag = False,
     *,
@@ -383,8 +409,11 @@ def verify(
             raise
         _verify_failed_json(out, "open", e.diagnostics() if isinstance(e, KfmError) else describe_os_error(e))
 
+    witnesses = _witness_keys(ledger_dir, config)
     with progress_reporter("verify", "bytes", quiet=quiet) as progress:
-        report = verify_ledger(led, since=since_note, check_mirror=not no_mirror, progress=progress)
+        report = verify_ledger(
+            led, since=since_note, check_mirror=not no_mirror, progress=progress, witnesses=witnesses
+        )
     if json_out:
         out.emit_json(aliased(report.to_json(), {"size": "tree_size"}))
     else:
@@ -402,6 +431,15 @@ def verify(
         )
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _witness_keys(ledger_dir: Path, config: Path | None) -> list:  # -> list[Verifier]
+    """The [[witness]] verifier keys of kfm.toml (none without a configuration file)."""
+    from kfm_ledger.core.keys import Verifier
+
+    from ..config import load_config, resolve_config_path
+
+    return [Verifier.from_vkey(w.vkey) for w in load_config(resolve_config_path(config, ledger_dir)).witnesses]
 
 
 def _verify_failed_json(out: Output, where: str, message: str) -> NoReturn:
