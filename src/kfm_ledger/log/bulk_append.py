@@ -8,7 +8,7 @@ from __future__ import annotations
 import array
 import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from kfm_ledger import schema
@@ -18,6 +18,7 @@ from kfm_ledger.index import CommitIndex, IndexedEntry
 
 from ..inputs import open_regular
 from .append import AppendResult, append, before_last_row_problem, commit_batch, stored_commit_problem
+from .entries import Piece
 from .progress import Progress
 from .recovery import recover_locked
 
@@ -86,6 +87,8 @@ def append_file(
     hashes = bytearray()
     lines = array.array("q")  # input line of each row, by position in the batch
     spooled_chunks: list[tuple[int, int, int]] = []
+    #: per chunk, where its entry-bundle encoding is spooled and its rows' lengths
+    entry_chunks: list[tuple[tuple[int, int, int], array.array[int]]] = []
     with open(path, "rb") as f:
         bom = 3 if f.read(3) == b"\xef\xbb\xbf" else 0  # a UTF-8 byte order mark is ignored
     # The writer lock is held for the whole append: the batch's index entries go
@@ -120,8 +123,9 @@ def append_file(
                 count = _index_chunk(idx, result, old_size + seq, old_end + spooled, lines, old_size, problem)
                 seq += count
                 spooled += sum(result.lengths) + count
-                if not problem.found and result.spool is not None:
+                if not problem.found and result.spool is not None and result.entries_spool is not None:
                     spooled_chunks.append(result.spool)
+                    entry_chunks.append((result.entries_spool, result.lengths))
                     hashes += result.leaf_hashes
             for commit, leaves in idx.finish_inserts(limit=max_problems + 1):
                 _report_repeated_leaves(commit, leaves, lines, old_size, problem)
@@ -137,6 +141,11 @@ def append_file(
                 # later fsync the wait for it).
                 spooled_input.close()
 
+            def entry_pieces() -> Iterator[Piece]:
+                # Read by the tile thread while the rows are copied (the entry spools stay open).
+                for where, lengths in entry_chunks:
+                    yield spooled_input.read_entries(where), lengths
+
             return commit_batch(
                 led,
                 new_size=new_size,
@@ -144,6 +153,7 @@ def append_file(
                 write_rows=write_rows,
                 write_index=lambda _old_end: idx.commit(size=new_size, end_offset=old_end + spooled),
                 leaf_hashes=hashes,
+                entries=entry_pieces,
                 signer=signer,
                 recovered=recovery.rows_rolled_forward,
             )
