@@ -58,10 +58,6 @@ class ChunkResult:
     backwards: list[tuple[int, str, int, str]] = field(default_factory=list)
     #: input mode, read by a worker: (spool slot, offset, length) of the canonical lines
     spool: tuple[int, int, int] | None = None
-    #: input mode, with ``encode_entries``: the rows as entries of a c2sp.org/tlog-tiles entry
-    #: bundle (uint16 length, bytes, ...), in order; a worker spools them (``entries_spool``)
-    entries: bytes = b""
-    entries_spool: tuple[int, int, int] | None = None
 
     def all_problems(self) -> list[RowProblem]:
         """Every problem found, in line order (input mode)."""
@@ -94,11 +90,8 @@ class ChunkResult:
         return self.created_text.split("\n") if self.created_text else []
 
 
-def validate_input_chunk(first_line: int, data: bytes, *, encode_entries: bool = False) -> ChunkResult:
+def validate_input_chunk(first_line: int, data: bytes) -> ChunkResult:
     """Validate JSONL input lines (any key order or spacing): canonicalise, hash, check.
-
-    With ``encode_entries`` the valid rows are also encoded as entry-bundle entries
-    (:attr:`ChunkResult.entries`), so that a bulk append's bundles are slices of them.
 
     Each line takes the canonical fast path (:func:`schema.canonical_line_fields`)
     when it can, the general path otherwise; both apply the same rules.  A commit
@@ -153,8 +146,6 @@ def validate_input_chunk(first_line: int, data: bytes, *, encode_entries: bool =
         created.append(created_at)
         numbers.append(number)
         lengths.append(len(line))
-    if encode_entries:
-        result.entries = b"".join([b for line in out for b in (len(line).to_bytes(2, "big"), line)])
     out.append(b"")
     result.canonical = b"\n".join(out)
     result.leaf_hashes = b"".join(hashes)
@@ -311,27 +302,16 @@ def _in_order(
 # spool file of its own.  Only the per-row facts travel back through the pipe: the
 # input and the canonical bytes, gigabytes at a million rows, never do.
 
-_WORKER: dict[str, int] = {}  # in a worker: the input fd, its spool fds and slot
+_WORKER: dict[str, int] = {}  # in a worker: the input fd, its spool fd and slot
 
 
-def _start_input_worker(
-    input_fd: int, spool_fds: list[tuple[int, int]], slots: object, parent: int, in_worker: bool
-) -> None:
+def _start_input_worker(input_fd: int, spool_fds: list[int], slots: object, parent: int, in_worker: bool) -> None:
     if in_worker:
         _die_with_parent(parent)
     with slots.get_lock():  # type: ignore[attr-defined]
         slot = slots.value  # type: ignore[attr-defined]
         slots.value += 1  # type: ignore[attr-defined]
-    _WORKER.update(input=input_fd, spool=spool_fds[slot][0], entries=spool_fds[slot][1], slot=slot)
-
-
-def _spool(fd: int, data: bytes) -> tuple[int, int]:
-    """Append ``data`` to a spool file: (offset, length)."""
-    offset = os.lseek(fd, 0, os.SEEK_END)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    return offset, len(data)
+    _WORKER.update(input=input_fd, spool=spool_fds[slot], slot=slot)
 
 
 def read_lines_in_range(fd: int, start: int, end: int, file_start: int) -> bytes:
@@ -364,13 +344,15 @@ def _validate_input_range(start: int, end: int, file_start: int) -> ChunkResult:
     Line numbers in the result count from 1 at the range's first line (the
     caller rebases them: only it knows how many lines came before).
     """
-    result = validate_input_chunk(
-        1, read_lines_in_range(_WORKER["input"], start, end, file_start), encode_entries=True
-    )
-    slot = _WORKER["slot"]
-    result.spool = (slot, *_spool(_WORKER["spool"], result.canonical))
-    result.entries_spool = (slot, *_spool(_WORKER["entries"], result.entries))
-    result.canonical = result.entries = b""
+    result = validate_input_chunk(1, read_lines_in_range(_WORKER["input"], start, end, file_start))
+    spool = _WORKER["spool"]
+    offset = os.lseek(spool, 0, os.SEEK_END)
+    view = memoryview(result.canonical)
+    length = len(view)
+    while view:
+        view = view[os.write(spool, view) :]
+    result.canonical = b""
+    result.spool = (_WORKER["slot"], offset, length)
     return result
 
 
@@ -461,24 +443,14 @@ class SpooledInput:
         self._input = os.open(path, os.O_RDONLY)
         self._size = os.fstat(self._input).st_size
         self._spools = [tempfile.TemporaryFile(prefix="kfm-append-") for _ in range(max(1, self._workers))]
-        #: the rows' entry-bundle encoding (kept until the bundles are written: :meth:`close_entries`)
-        self._entry_spools = [tempfile.TemporaryFile(prefix="kfm-entries-") for _ in range(max(1, self._workers))]
 
     def __enter__(self) -> SpooledInput:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-        self.close_entries()
-
-    def close_entries(self) -> None:
-        """Drop the entry spools (after the bundles are written)."""
-        for spool in self._entry_spools:
-            spool.close()
-        self._entry_spools = []
 
     def close(self) -> None:
-        """Drop the input and the canonical-row spools (the entry spools stay: :meth:`close_entries`)."""
         for spool in self._spools:
             spool.close()
         self._spools = []
@@ -492,7 +464,7 @@ class SpooledInput:
         step = self.chunk_bytes
         ranges = [(s, min(s + step, self._size)) for s in range(self._start, self._size, step)]
         slots = multiprocessing.get_context("fork").Value("i", 0)
-        spool_fds = [(spool.fileno(), entries.fileno()) for spool, entries in zip(self._spools, self._entry_spools)]
+        spool_fds = [spool.fileno() for spool in self._spools]
         return _map_ranges(
             _validate_input_range,
             [(start, end, self._start) for start, end in ranges],
@@ -504,17 +476,7 @@ class SpooledInput:
     def copy(self, spool: tuple[int, int, int], append: Callable[[bytes], None], piece: int = 4 << 20) -> None:
         """Pass a chunk's canonical bytes (its :attr:`ChunkResult.spool`) to ``append`` in pieces."""
         slot, offset, length = spool
-        self._copy(self._spools[slot].fileno(), slot, offset, length, append, piece)
-
-    def read_entries(self, spool: tuple[int, int, int]) -> bytes:
-        """A chunk's entry-bundle encoding (its :attr:`ChunkResult.entries_spool`)."""
-        slot, offset, length = spool
-        parts: list[bytes] = []
-        self._copy(self._entry_spools[slot].fileno(), slot, offset, length, parts.append, length or 1)
-        return b"".join(parts)
-
-    @staticmethod
-    def _copy(fd: int, slot: int, offset: int, length: int, append: Callable[[bytes], None], piece: int) -> None:
+        fd = self._spools[slot].fileno()
         end = offset + length
         while offset < end:
             data = os.pread(fd, min(piece, end - offset), offset)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import array
 import itertools
 import os
+import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ from kfm_ledger.index import CommitIndex, IndexedEntry
 
 from ..inputs import open_regular
 from .append import AppendResult, append, before_last_row_problem, commit_batch, stored_commit_problem
-from .entries import Piece
+from .entries import Piece, pieces_from_lines
 from .progress import Progress
 from .recovery import recover_locked
 
@@ -87,8 +88,6 @@ def append_file(
     hashes = bytearray()
     lines = array.array("q")  # input line of each row, by position in the batch
     spooled_chunks: list[tuple[int, int, int]] = []
-    #: per chunk, where its entry-bundle encoding is spooled and its rows' lengths
-    entry_chunks: list[tuple[tuple[int, int, int], array.array[int]]] = []
     with open(path, "rb") as f:
         bom = 3 if f.read(3) == b"\xef\xbb\xbf" else 0  # a UTF-8 byte order mark is ignored
     # The writer lock is held for the whole append: the batch's index entries go
@@ -123,9 +122,8 @@ def append_file(
                 count = _index_chunk(idx, result, old_size + seq, old_end + spooled, lines, old_size, problem)
                 seq += count
                 spooled += sum(result.lengths) + count
-                if not problem.found and result.spool is not None and result.entries_spool is not None:
+                if not problem.found and result.spool is not None:
                     spooled_chunks.append(result.spool)
-                    entry_chunks.append((result.entries_spool, result.lengths))
                     hashes += result.leaf_hashes
             for commit, leaves in idx.finish_inserts(limit=max_problems + 1):
                 _report_repeated_leaves(commit, leaves, lines, old_size, problem)
@@ -134,17 +132,24 @@ def append_file(
                 raise InputRejected([RowProblem(1, "$", "no rows in the input")])
             new_size = old_size + seq
 
+            rows_copied = threading.Event()
+
             def write_rows() -> None:
-                for chunk in spooled_chunks:
-                    spooled_input.copy(chunk, led._jsonl.append)
-                # Dropping the spools now spares the disk their write-back (and every
-                # later fsync the wait for it).
-                spooled_input.close()
+                try:
+                    for chunk in spooled_chunks:
+                        spooled_input.copy(chunk, led._jsonl.append)
+                    # Dropping the spools now spares the disk their write-back (and every
+                    # later fsync the wait for it).
+                    spooled_input.close()
+                finally:
+                    rows_copied.set()  # (a failed copy: the bundle writer then finds rows missing)
 
             def entry_pieces() -> Iterator[Piece]:
-                # Read by the tile thread while the rows are copied (the entry spools stay open).
-                for where, lengths in entry_chunks:
-                    yield spooled_input.read_entries(where), lengths
+                # The entry bundles are cut from the canonical rows just copied to the JSONL (read
+                # back from the page cache by the tile thread while the rows are synced and indexed):
+                # spooling a second copy of the rows cost more in disk write-back (docs/entry-bundles.md).
+                rows_copied.wait()
+                return pieces_from_lines(led._jsonl.iter_chunks(old_end, end=old_end + spooled), seq)
 
             return commit_batch(
                 led,

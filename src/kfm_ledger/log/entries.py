@@ -14,7 +14,7 @@ The API (also used by the network server and other storage backends):
   proven against the signed checkpoint (a missing partial bundle falls back to the full one);
 * :func:`read_bundle` - one bundle's entries as stored (unchecked), with the same fallback;
 * :func:`batch_bundles` - the ``(key, bytes)`` objects a batch of entries appended after
-  ``old_size`` creates; :func:`encode_pieces` turns rows into its input;
+  ``old_size`` creates; :func:`encode_pieces` and :func:`pieces_from_lines` make its input;
 * :func:`has_entry_bundles` - whether a ledger keeps bundles (a ledger made by a version
   before them has none until ``kfm rebuild`` adds them; appends then write none either);
 * :func:`bundles_changed`, :func:`delete_partial_bundles`, :func:`prune_partial_bundles`,
@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING
 
 from kfm_ledger.core import merkle, tiles
 from kfm_ledger.core.entry_bundle import bundle_width, decode_entry_bundle
-from kfm_ledger.errors import CorruptLedgerError, FormatError, KfmError, ObjectNotFoundError
+from kfm_ledger.errors import CorruptLedgerError, FormatError, KfmError, ObjectNotFoundError, StorageError
 
-from .layout import ENTRIES_PREFIX
+from .layout import ENTRIES_PREFIX, JSONL_KEY
 
 if TYPE_CHECKING:
     from kfm_ledger.storage import Storage
@@ -47,6 +47,7 @@ __all__ = [
     "edge_bundle_key",
     "encode_pieces",
     "has_entry_bundles",
+    "pieces_from_lines",
     "prune_partial_bundles",
     "read_bundle",
     "read_entries",
@@ -98,6 +99,28 @@ def encode_pieces(entries: Iterable[bytes]) -> list[Piece]:
     return [(data, lengths)]
 
 
+def pieces_from_lines(chunks: Iterable[bytes], count: int) -> Iterator[Piece]:
+    """:data:`Piece` values for the ``count`` newline-terminated rows in a byte stream (the JSONL
+    bytes a batch appended), one per chunk of the stream.  StorageError when the stream does
+    not hold exactly ``count`` whole rows (the rows were not all written)."""
+    rest = b""
+    seen = 0
+    for chunk in chunks:
+        lines = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
+        rest = lines.pop()
+        if lines:
+            seen += len(lines)
+            lengths = [len(line) for line in lines]
+            data = b"".join([b for n, line in zip(lengths, lines) for b in (n.to_bytes(2, "big"), line)])
+            yield data, lengths
+    if rest or seen != count:
+        raise StorageError(
+            f"the batch's rows in {JSONL_KEY} are {seen} whole rows{' and a partial one' if rest else ''}, "
+            f"not the {count} appended: nothing was signed",
+            key=JSONL_KEY,
+        )
+
+
 def batch_bundles(old_size: int, head: bytes, pieces: Iterable[Piece]) -> Iterator[tuple[str, bytes]]:
     """The bundles a batch appended after ``old_size`` creates, as ``(key, bytes)``, in order.
 
@@ -123,7 +146,7 @@ def batch_bundles(old_size: int, head: bytes, pieces: Iterable[Piece]) -> Iterat
                 yield tiles.entries_path(index), bytes(buf)
                 index, count = index + 1, 0
                 buf = bytearray()
-    if count:
+    if count and (index, count) != (old_size // W, old_size % W):  # a partial bundle with new entries
         yield tiles.entries_path(index, count), bytes(buf)
 
 
