@@ -205,3 +205,31 @@ def test_no_bundles_at_all_is_a_note_not_a_failure(copy: Path) -> None:
     ]
     code, doc = cli_verify(copy)
     assert code == 0 and doc["notes"] == report.notes
+
+
+def test_an_append_refuses_a_symlink_at_the_edge_bundle(copy: Path, tmp_path: Path) -> None:
+    edge = copy / "tile/entries/001.p/64"
+    target = tmp_path / "elsewhere"
+    target.write_bytes(edge.read_bytes())
+    edge.unlink()
+    edge.symlink_to(target)
+    led = Ledger.open(copy)
+    try:
+        with pytest.raises(KfmError, match="symbolic link"):
+            fill(led, 5)
+        assert led.size == 320
+    finally:
+        led.close()
+    assert sorted(p.name for p in (copy / "tile/entries/001.p").iterdir()) == ["54", "64"]
+
+
+def test_an_append_refuses_a_symlink_planted_where_its_bundle_goes(copy: Path, tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").write_bytes(b"")
+    (copy / "tile/entries/001.p/69").symlink_to(tmp_path / "elsewhere")
+    led = Ledger.open(copy)
+    try:
+        with pytest.raises(CorruptLedgerError, match=r"entry bundle tile/entries/001\.p/69 already exists beyond"):
+            fill(led, 5)
+        assert led.size == 320
+    finally:
+        led.close()
