@@ -138,6 +138,11 @@ def batch_bundles(old_size: int, head: bytes, pieces: Iterable[Piece]) -> Iterat
             raise ValueError(f"an encoded piece is {len(data)} bytes, its lengths say {offsets[-1]}")
         pos, n = 0, len(lengths)
         while pos < n:
+            if count == 0 and n - pos >= W:  # a whole bundle inside the piece: one slice, one copy
+                yield tiles.entries_path(index), data[offsets[pos] : offsets[pos + W]]
+                index += 1
+                pos += W
+                continue
             take = min(W - count, n - pos)
             buf += data[offsets[pos] : offsets[pos + take]]
             pos += take
