@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 
 from kfm_ledger.core import merkle, tiles
 from kfm_ledger.core.entry_bundle import decode_entry_bundle
+from kfm_ledger.log.entries import encode_entries
 from kfm_ledger.log.layout import ENTRIES_PREFIX, JSONL_KEY
 
 from ..errors import FormatError, KfmError
@@ -86,8 +87,9 @@ def _bundles_of_rows(log: AppendLog, size: int) -> Iterator[list[bytes]]:
 
 
 def _encoded(rows: list[bytes]) -> bytes:
-    """The bundle of ``rows`` (:func:`encode_entry_bundle` without its per-entry checks)."""
-    return b"".join([b for row in rows for b in (len(row).to_bytes(2, "big"), row)])
+    """The bundle of ``rows`` (:func:`~kfm_ledger.core.entry_bundle.encode_entry_bundle` without its
+    per-entry checks; OverflowError for a row over 65,535 bytes)."""
+    return encode_entries(rows, list(map(len, rows)))
 
 
 def _compare(run: Run, key: str, rows: list[bytes], index: int) -> None:
