@@ -70,7 +70,7 @@ def _bundles_of_rows(log: AppendLog, size: int) -> Iterator[list[bytes]]:
     rest = b""
     rows: list[bytes] = []
     n = 0
-    for chunk in log.iter_chunks(0, 4 << 20):
+    for chunk in log.iter_chunks(0, 1 << 20):
         lines = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
         rest = lines.pop()
         rows += lines[: size - n]
