@@ -19,6 +19,7 @@ from typing import Protocol
 __all__ = [
     "AmbiguousCommitError",
     "AmbiguousKeyError",
+    "AttestationError",
     "BadSignatureError",
     "BundleChecksumError",
     "BundleError",
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigFileError",
     "ConfigMismatchError",
     "CorruptLedgerError",
+    "DeepCheckFailed",
     "EnergySourceError",
     "FormatError",
     "ImmutableObjectError",
@@ -48,6 +50,7 @@ __all__ = [
     "OriginMismatchError",
     "ProofError",
     "QueryError",
+    "ResolveError",
     "RootMismatchError",
     "RowProblem",
     "SchemaError",
@@ -643,3 +646,67 @@ class ConfigMismatchError(BundleError, VerificationError):
         lines = [f"bundle {self.path}: {len(bad)} of {len(self.checks)} config(s) do not match; nothing was restored"]
         lines += [f"  {c.describe()}" for c in bad]
         return "\n".join(lines)
+
+
+# ------------------------------------------------------------ supply chain (docs/supply-chain.md)
+
+
+class ResolveError(KfmError):
+    """What a row points at could not be fetched: ``uri`` as the row has it, ``location`` where the
+    ``[resolve]`` mappings sent it, ``reason`` why (missing, not a regular file, over the size cap,
+    a network error after the retries)."""
+
+    evidence_fields = ("uri", "location", "reason")
+
+    def __init__(self, uri: str, reason: str, *, location: str | None = None) -> None:
+        where = f" (resolved to {location})" if location is not None and location != uri else ""
+        super().__init__(f"cannot fetch {uri}{where}: {reason}")
+        self.uri = uri
+        self.location = location
+        self.reason = reason
+
+
+class AttestationError(VerificationError):
+    """An attestation does not verify: ``kind`` is what it was detected as (``dsse``,
+    ``intoto-jsonl``, ``sigstore-bundle``), ``expected``/``found`` the values compared when the
+    failure is a mismatch.  ``unsupported`` marks what cannot be verified offline (never ``ok``)."""
+
+    evidence_fields = ("kind", "expected", "found")
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str | None = None,
+        expected: str | None = None,
+        found: str | None = None,
+        unsupported: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.expected = expected
+        self.found = found
+        self.unsupported = unsupported
+
+
+class _DeepReportLike(Protocol):
+    """What :class:`DeepCheckFailed` reads of a ``kfm_ledger.verify.deep.DeepReport``."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    def failure_lines(self) -> list[str]: ...
+
+
+class DeepCheckFailed(VerificationError):
+    """``kfm append --deep`` / ``kfm rollback --bundle``: a supply-chain check did not pass; nothing
+    was written.  ``report`` is the per-row ``DeepReport``."""
+
+    evidence_fields = ("report",)
+
+    def __init__(self, message: str, report: _DeepReportLike) -> None:
+        super().__init__(message)
+        self.report = report
+
+    def diagnostics(self) -> str:
+        return "\n".join([str(self), *(f"  {line}" for line in self.report.failure_lines())])
