@@ -197,7 +197,7 @@ class Resolver:
             view = memoryview(buf)
             while True:
                 try:
-                    n = f.readinto(buf)
+                    n = f.readinto(buf)  # type: ignore[attr-defined]
                 except OSError as e:
                     raise ResolveError(uri, f"cannot read: {e.strerror or e}", location=path) from None
                 if not n:
