@@ -697,6 +697,10 @@ class _DeepReportLike(Protocol):
 
     def failure_lines(self) -> list[str]: ...
 
+    def render_text(self, *, all_rows: bool = False) -> str: ...
+
+    def to_json(self, *, all_rows: bool = False) -> dict[str, object]: ...
+
 
 class DeepCheckFailed(VerificationError):
     """``kfm append --deep`` / ``kfm rollback --bundle``: a supply-chain check did not pass; nothing

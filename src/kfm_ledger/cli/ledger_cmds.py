@@ -26,6 +26,16 @@ from . import (
     open_ledger,
     write_out,
 )
+from .deep_cmds import (
+    AllowUnsupportedFlag,
+    AllRowsFlag,
+    CacheOpt,
+    ConfigOpt,
+    ConfigsDirOpt,
+    DeepFlag,
+    load_kfm_config,
+    print_deep_report,
+)
 from .progress import QuietFlag, progress_reporter
 
 KeyFile = Annotated[
@@ -150,14 +160,41 @@ def append(
     mirror: Annotated[bool, typer.Option("--mirror", help="Regenerate the Parquet mirror afterwards.")] = False,
     json_out: JsonFlag = False,
     quiet: QuietFlag = False,
+    deep: Annotated[bool, typer.Option("--deep", help="Run the supply-chain checks on the new rows first; a batch "
+                                       "with a failing row is refused whole (docs/supply-chain.md).")] = False,
+    allow_unsupported: AllowUnsupportedFlag = False,
+    configs_dir: ConfigsDirOpt = None,
+    cache: CacheOpt = None,
+    config: ConfigOpt = None,
     *,
     out: Output,
 ) -> None:
     """Validate rows and append them under a new signed checkpoint (all or nothing)."""
+    deep_only = [n for n, v in (("--allow-unsupported", allow_unsupported), ("--configs", configs_dir),
+                                ("--cache", cache), ("--config", config)) if v]
+    if deep_only and not deep:
+        raise out.fail(f"{deep_only[0]} needs --deep", EXIT_USAGE)
     led = open_ledger(ledger_dir)
     signer = _signer(led, key)
+    deep_report = None
     with progress_reporter("append", "bytes", quiet=quiet) as progress:
-        if file == "-":
+        if deep:
+            from ..errors import DeepCheckFailed
+            from ..verify.deep import append_deep
+
+            cfg = load_kfm_config(config, ledger_dir)
+            try:
+                result, deep_report = append_deep(
+                    led, file, signer=signer, config=cfg, wait=wait, configs_dir=configs_dir, cache_dir=cache,
+                    allow_unsupported=allow_unsupported, stdin=sys.stdin.buffer)
+            except DeepCheckFailed as e:
+                if json_out:
+                    out.emit_json({"ok": False, "error": {"type": "DeepCheckFailed", "message": str(e),
+                                                          "exit_code": 1}, "deep": e.report.to_json()})
+                else:
+                    echo(e.report.render_text())
+                raise
+        elif file == "-":
             # Spool standard input so a large batch streams like a file.
             import shutil
             import tempfile
@@ -181,8 +218,12 @@ def append(
             "checkpoint": _checkpoint_json(result.checkpoint),
             "mirror": mirror_state,
         }
+        if deep_report is not None:
+            doc["deep"] = deep_report.to_json()
         out.emit_json(doc)
     else:
+        if deep_report is not None:
+            echo(deep_report.render_text())
         if result.recovered:
             echo(f"recovered {result.recovered} row(s) left by an interrupted append")
         echo(
@@ -359,12 +400,31 @@ def verify(
     no_mirror: Annotated[bool, typer.Option("--no-mirror", help="Skip the Parquet mirror check.")] = False,
     json_out: JsonFlag = False,
     quiet: QuietFlag = False,
+    deep: DeepFlag = False,
+    commit: Annotated[str | None, typer.Option("--commit", help="With --deep: only this row (commit id or "
+                                               "unique prefix).", show_default=False)] = None,
+    all_rows: AllRowsFlag = False,
+    allow_unsupported: AllowUnsupportedFlag = False,
+    configs_dir: ConfigsDirOpt = None,
+    cache: CacheOpt = None,
+    config: ConfigOpt = None,
     *,
     out: Output,
 ) -> None:
-    """Verify the whole ledger in one streaming pass; exit 0 only when everything holds."""
+    """Verify the whole ledger in one streaming pass; exit 0 only when everything holds.
+
+    With --deep: the supply-chain checks of what the rows point at instead (docs/supply-chain.md)."""
     from ..inputs import MAX_NOTE_FILE_BYTES, InputFileError, read_bounded
     from ..verify import verify_ledger
+
+    deep_only = [n for n, v in (("--commit", commit), ("--all-rows", all_rows), ("--allow-unsupported",
+                 allow_unsupported), ("--configs", configs_dir), ("--cache", cache), ("--config", config)) if v]
+    if deep_only and not deep:
+        raise out.fail(f"{deep_only[0]} needs --deep", EXIT_USAGE)
+    if deep:
+        _verify_deep(out, ledger_dir, since, vkey, commit, all_rows, allow_unsupported, configs_dir, cache, config,
+                     json_out, quiet)
+        return
 
     try:
         since_note = read_bounded(since, MAX_NOTE_FILE_BYTES, "checkpoint file") if since else None
@@ -402,6 +462,24 @@ def verify(
         )
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _verify_deep(out: Output, ledger_dir: Path, since: Path | None, vkey: Path | None, commit: str | None,
+                 all_rows: bool, allow_unsupported: bool, configs_dir: Path | None, cache: Path | None,
+                 config: Path | None, json_out: bool, quiet: bool) -> None:
+    """``kfm verify --deep``: :func:`kfm_ledger.verify.deep.verify_deep`, printed."""
+    from ..inputs import MAX_NOTE_FILE_BYTES, read_bounded
+    from ..verify.deep import verify_deep
+
+    if since is not None and commit is not None:
+        raise out.fail("give at most one of --since and --commit", EXIT_USAGE)
+    since_note = read_bounded(since, MAX_NOTE_FILE_BYTES, "checkpoint file") if since else None
+    led = open_ledger(ledger_dir, vkey)
+    cfg = load_kfm_config(config, ledger_dir)
+    with progress_reporter("verify --deep", "rows", quiet=quiet) as progress:
+        report = verify_deep(led, cfg, since=since_note, commit=commit, configs_dir=configs_dir, cache_dir=cache,
+                             allow_unsupported=allow_unsupported, progress=progress)
+    print_deep_report(out, report, all_rows=all_rows, json_out=json_out)
 
 
 def _verify_failed_json(out: Output, where: str, message: str) -> NoReturn:

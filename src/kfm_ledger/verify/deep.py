@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..attest import AttestationVerifier
 from ..config import KfmConfig
@@ -36,10 +36,12 @@ from .deep_checks import (
 )
 
 if TYPE_CHECKING:
+    from ..core.keys import Signer
+    from ..log.append import AppendResult
     from ..log.ledger import Ledger
     from ..log.progress import Progress
 
-__all__ = ["CHECKS", "DeepReport", "DeepVerifier", "RowResult", "check_rows", "verify_deep"]
+__all__ = ["CHECKS", "DeepReport", "DeepVerifier", "RowResult", "append_deep", "check_rows", "verify_deep"]
 
 #: The checks, in the order they are run and reported.
 CHECKS = ("artifact", "attestation", "stac", "lakefs_ref", "configs", "energy")
@@ -258,3 +260,49 @@ def check_rows(
                       allow_unsupported=allow_unsupported)
     report.first, report.stop = first_index, first_index + len(rows)
     return report
+
+
+#: The largest batch ``kfm append --deep`` reads (it checks and appends the same bytes).
+MAX_DEEP_BATCH_BYTES = 256 * 1024 * 1024
+
+
+def append_deep(
+    ledger: Ledger,
+    path: str | os.PathLike[str],
+    *,
+    signer: Signer,
+    config: KfmConfig,
+    wait: float = 10.0,
+    configs_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    resolver: Resolver | None = None,
+    allow_unsupported: bool = False,
+    workers: int | None = None,
+    stdin: BinaryIO | None = None,
+) -> tuple[AppendResult, DeepReport]:
+    """``kfm append --deep``: validate the batch (InputRejected as ``append``), run the supply-chain
+    checks on every row, and append the very bytes checked only when the report is ok.
+
+    A failing row refuses the whole batch with :class:`~kfm_ledger.errors.DeepCheckFailed`
+    (its ``report`` names each row and check); the ledger is not touched.  ``path`` ``-``
+    reads ``stdin``.  Batches larger than :data:`MAX_DEEP_BATCH_BYTES` are refused.
+    """
+    from ..errors import DeepCheckFailed, InputRejected, RowProblem
+    from ..inputs import read_bounded
+    from ..schema import parse_batch
+
+    data = read_bounded(path, MAX_DEEP_BATCH_BYTES, "append input (--deep)", stdin=stdin)
+    parsed = parse_batch(data)
+    if not parsed:
+        raise InputRejected([RowProblem(1, "$", "no rows in the input")])
+    deep = DeepVerifier(config, resolver=resolver, cache_dir=cache_dir, configs_dir=configs_dir)
+    report = check_rows([row for _, row, _ in parsed], config, first_index=ledger.size, deep=deep, workers=workers,
+                        allow_unsupported=allow_unsupported)
+    if not report.ok:
+        bad = report.failing_rows()
+        raise DeepCheckFailed(
+            f"append --deep refused the batch: {len(bad)} of {len(parsed)} row(s) failed the supply-chain checks "
+            "(nothing was written)",
+            report,
+        )
+    return ledger.append(data, signer=signer, wait=wait), report
