@@ -472,7 +472,7 @@ class ConfigFileError(KfmError):
 class StorageError(KfmError):
     """The storage backend failed (I/O error, missing object); ``key`` names the object."""
 
-    evidence_fields = ("key",)
+    evidence_fields: tuple[str, ...] = ("key",)
 
     def __init__(self, message: str, *, key: str | None = None) -> None:
         super().__init__(message)
@@ -488,6 +488,50 @@ class ObjectNotFoundError(StorageError):
 
 class ImmutableObjectError(StorageError):
     """An immutable object (a full tile, a stored checkpoint) was rewritten with other bytes."""
+
+
+class PreconditionFailedError(StorageError):
+    """A conditional write lost the race: the object changed (or vanished, or appeared) since it was read.
+
+    Raised by an ``If-Match`` update whose ETag no longer matches (HTTP 412, or 404 when the
+    object is gone) and by an ``If-None-Match: *`` create whose object exists.  ``key`` names
+    the object, ``expected`` the ETag the write was conditioned on (``None`` for a create).
+    """
+
+    evidence_fields: tuple[str, ...] = ("key", "expected")
+
+    def __init__(self, message: str, *, key: str | None = None, expected: str | None = None) -> None:
+        super().__init__(message, key=key)
+        self.expected = expected
+
+
+class ObjectTooLargeError(StorageError):
+    """An object is larger than the reader's cap (``limit`` bytes); ``size`` is what was found (at least)."""
+
+    evidence_fields: tuple[str, ...] = ("key", "size", "limit")
+
+    def __init__(
+        self, message: str, *, key: str | None = None, size: int | None = None, limit: int | None = None
+    ) -> None:
+        super().__init__(message, key=key)
+        self.size = size
+        self.limit = limit
+
+
+class S3LocationError(KfmError):
+    """An ``s3://bucket/prefix`` location or the S3 connection settings are not usable (a usage error).
+
+    ``location`` is what was given, ``field`` what is wrong in it (``bucket``, ``prefix``,
+    ``endpoint_url``, ``allow_http``, ...).
+    """
+
+    exit_code = 2
+    evidence_fields = ("location", "field")
+
+    def __init__(self, message: str, *, location: str | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.location = location
+        self.field = field
 
 
 # ------------------------------------------------------- mirror and operations
