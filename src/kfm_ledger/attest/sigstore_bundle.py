@@ -211,8 +211,25 @@ class SigstoreVerifier:
                 )
             ptype, payload = verifier.verify_dsse(bundle, self.policy)
         except SigstoreError as e:
-            raise AttestationError(f"Sigstore bundle does not verify: {e}", kind="sigstore-bundle") from None
+            why = str(e)
+            if "valid at validation time" in why or "expired" in why:
+                cert = bundle.signing_certificate
+                when = _integrated_time(doc)
+                why += (f" (the certificate of {signer} is valid from {cert.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ} "
+                        f"to {cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}; the log entry was integrated at {when}: "
+                        "expired or not yet valid when signed)")
+            raise AttestationError(f"Sigstore bundle does not verify: {why}", kind="sigstore-bundle") from None
         return ptype, payload, signer
+
+
+def _integrated_time(doc: dict[str, Any]) -> str:
+    import datetime as dt
+
+    try:
+        t = int(doc["verificationMaterial"]["tlogEntries"][0]["integratedTime"])
+        return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError, OSError):
+        return "an unknown time"
 
 
 def _entry_kind_supported(doc: dict[str, Any]) -> None:
