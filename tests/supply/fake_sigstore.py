@@ -80,13 +80,14 @@ class Instance:
                                   "validFor": {"start": "2020-01-01T00:00:00Z"}},
                     "logId": {"keyId": _b64(hashlib.sha256(_spki(key)).digest())}}
 
+        ca_der = _b64(self.ca_cert.public_bytes(serialization.Encoding.DER))
         return {
             "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
             "tlogs": [log(self.rekor_key, "https://rekor.kfm.test")],
             "certificateAuthorities": [{
                 "subject": {"organization": "kfm-test", "commonName": "kfm-test-fulcio"},
                 "uri": "https://fulcio.kfm.test",
-                "certChain": {"certificates": [{"rawBytes": _b64(self.ca_cert.public_bytes(serialization.Encoding.DER))}]},
+                "certChain": {"certificates": [{"rawBytes": ca_der}]},
                 "validFor": {"start": "2020-01-01T00:00:00Z"},
             }],
             "ctlogs": [log(self.ct_key, "https://ctfe.kfm.test")],
