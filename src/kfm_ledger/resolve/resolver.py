@@ -205,11 +205,35 @@ class Resolver:
                 yield bytes(view[:n]) if n < _CHUNK else bytes(buf)
 
     def _local_digest(self, uri: str, path: str, cap: int) -> Digest:
+        """Hash a local file with one reused buffer and no copies (``readinto`` + ``memoryview``;
+        hashlib releases the GIL on large updates, so worker threads hash in parallel)."""
+        from ..inputs import InputFileError, open_regular
+
+        try:
+            f = open_regular(path, "file")
+        except InputFileError as e:
+            raise ResolveError(uri, f"{path} is not a regular file ({e}); refused unread", location=path) from None
+        except FileNotFoundError:
+            raise ResolveError(uri, "no such file", location=path) from None
+        except OSError as e:
+            raise ResolveError(uri, f"cannot open: {e.strerror or e}", location=path) from None
         h = hashlib.sha256()
         size = 0
-        for chunk in self._capped(uri, path, self._local_chunks(uri, path), cap):
-            h.update(chunk)
-            size += len(chunk)
+        buf = bytearray(_CHUNK)
+        view = memoryview(buf)
+        with f:
+            while True:
+                try:
+                    n = f.readinto(buf)  # type: ignore[attr-defined]
+                except OSError as e:
+                    raise ResolveError(uri, f"cannot read: {e.strerror or e}", location=path) from None
+                if not n:
+                    break
+                size += n
+                if size > cap:
+                    raise ResolveError(uri, f"larger than the limit of {cap:,} bytes (stopped reading)",
+                                       location=path)
+                h.update(view[:n])
         return Digest(uri, path, h.hexdigest(), size, path=Path(path))
 
     @staticmethod

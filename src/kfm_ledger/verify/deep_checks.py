@@ -91,7 +91,7 @@ def check_attestation(row: Row, resolver: Resolver, verifier: AttestationVerifie
 
 def check_stac(row: Row, resolver: Resolver) -> list[CheckResult]:
     """``stac``: one result per ``data_snapshot[]`` element (skipped when there is none)."""
-    from .stac_schema import StacProblem, validate_stac
+    from .stac_schema import StacProblem, validate_stac_cached
 
     if not row.data_snapshot:
         return [CheckResult("stac", "skipped", "the row has no data_snapshot")]
@@ -100,7 +100,7 @@ def check_stac(row: Row, resolver: Resolver) -> list[CheckResult]:
         label = f"data_snapshot[{n}].stac"
         try:
             data = resolver.read(snap.stac, max_bytes=DEFAULT_MAX_DOCUMENT_BYTES)
-            kind = validate_stac(data)
+            kind = validate_stac_cached(data)
         except KfmError as e:
             out.append(CheckResult("stac", "failed", f"{label}: expected a STAC document; {_reason(e)}", snap.stac))
         except StacProblem as e:

@@ -16,7 +16,7 @@ import functools
 import json
 from typing import Any
 
-__all__ = ["STAC_VERSIONS", "StacProblem", "validate_stac"]
+__all__ = ["STAC_VERSIONS", "StacProblem", "validate_stac", "validate_stac_cached"]
 
 #: stac_version values checked against the shipped core schemas.
 STAC_VERSIONS = ("1.0.0", "1.1.0")
@@ -106,3 +106,28 @@ def _best(errors: list[Any]) -> Any:
     from jsonschema.exceptions import best_match
 
     return best_match(errors) or errors[0]
+
+
+_CACHE: dict[bytes, str | StacProblem] = {}
+_CACHE_MAX = 4096
+
+
+def validate_stac_cached(data: bytes) -> str:
+    """:func:`validate_stac`, remembered by the SHA-256 of ``data`` (rows of one collection share
+    their STAC documents; validation is a pure function of the bytes).  Thread-safe enough: a
+    race validates twice, never answers wrongly."""
+    import hashlib
+
+    key = hashlib.sha256(data).digest()
+    hit = _CACHE.get(key)
+    if hit is None:
+        try:
+            hit = validate_stac(data)
+        except StacProblem as e:
+            hit = e
+        if len(_CACHE) >= _CACHE_MAX:
+            _CACHE.clear()
+        _CACHE[key] = hit
+    if isinstance(hit, StacProblem):
+        raise StacProblem(str(hit), unsupported=hit.unsupported)
+    return hit
