@@ -216,3 +216,37 @@ def test_allow_unsupported(world: World, tmp_path: Path) -> None:
     assert not check_rows([row], world.config()).ok
     allowed = check_rows([row], world.config(), allow_unsupported=True)
     assert allowed.ok and "unsupported allowed" in allowed.render_text()
+
+
+# ------------------------------------------------------------------ fuzz (parsers of outside input)
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_fuzz_lakefs_ref_parser(text: str) -> None:
+    try:
+        repo, ref, path = parse_lakefs_ref(text)
+    except ValueError:
+        return
+    assert text.startswith(f"lakefs://{repo}@{ref}") and ".." not in (path or "").split("/")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=200),
+                 st.builds(lambda d: json.dumps(d).encode(),
+                           st.dictionaries(st.sampled_from(["type", "stac_version", "id", "links", "description",
+                                                            "license", "extent", "geometry", "properties"]),
+                                           st.one_of(st.none(), st.text(max_size=8),
+                                                     st.sampled_from(["Catalog", "Collection", "Feature",
+                                                                      "1.0.0", "1.1.0"]),
+                                                     st.lists(st.integers(), max_size=3)), max_size=8))))
+def test_fuzz_stac_validation_only_raises_stac_problem(data: bytes) -> None:
+    from kfm_ledger.verify.stac_schema import StacProblem, validate_stac
+
+    try:
+        assert validate_stac(data) in ("Catalog", "Collection", "Item")
+    except StacProblem:
+        pass

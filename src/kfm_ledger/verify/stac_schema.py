@@ -77,7 +77,7 @@ def validate_stac(data: bytes) -> str:
     if not isinstance(doc, dict):
         raise StacProblem(f"valid JSON but not STAC: a JSON {type(doc).__name__}, not an object")
     kind = doc.get("type")
-    if kind not in _KINDS:
+    if not isinstance(kind, str) or kind not in _KINDS:
         raise StacProblem(f"valid JSON but not STAC: type {kind!r} is not Catalog, Collection or Feature (Item)")
     version = doc.get("stac_version")
     if not isinstance(version, str):
