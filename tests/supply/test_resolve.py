@@ -199,3 +199,13 @@ def test_fetch_downloads_remote_into_a_directory(http_server: tuple[str, type[_H
     r = Resolver(mappings={"s3://kfm/": f"{base}/"})
     d = r.fetch("s3://kfm/b/c.tar.zst", tmp_path)
     assert d.path == tmp_path / "c.tar.zst" and d.path.read_bytes() == b"bundle" and d.sha256 == _sha(b"bundle")
+
+
+def test_read_at_exactly_the_cap(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"a" * 100)
+    r = Resolver()
+    assert r.read(str(tmp_path / "f"), max_bytes=100) == b"a" * 100
+    with pytest.raises(ResolveError, match="larger than the limit of 99 bytes"):
+        r.read(str(tmp_path / "f"), max_bytes=99)
+    (tmp_path / "empty").write_bytes(b"")
+    assert r.read(str(tmp_path / "empty")) == b""

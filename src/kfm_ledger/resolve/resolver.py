@@ -21,7 +21,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from ..errors import ResolveError
 from .cache import ContentCache
@@ -145,10 +145,23 @@ class Resolver:
         """The bytes at ``uri`` (at most ``max_bytes``, else ResolveError)."""
         kind, location = self._source(uri)
         if kind == "local":
-            parts: list[bytes] = []
-            for chunk in self._capped(uri, location, self._local_chunks(uri, location), max_bytes):
-                parts.append(chunk)
-            return b"".join(parts)
+            with self._open_local(uri, location) as f:
+                try:
+                    # Buffers sized from the file (a grown file is read on), never from the cap.
+                    want = min(os.fstat(f.fileno()).st_size, max_bytes) + 1
+                    data = f.read(want)
+                    while len(data) == want and len(data) <= max_bytes:
+                        more = f.read(min(len(data), max_bytes + 1 - len(data)))
+                        if not more:
+                            break
+                        data += more
+                        want = len(data)
+                except OSError as e:
+                    raise ResolveError(uri, f"cannot read: {e.strerror or e}", location=location) from None
+            if len(data) > max_bytes:
+                raise ResolveError(uri, f"larger than the limit of {max_bytes:,} bytes (stopped reading)",
+                                   location=location)
+            return data
 
         def attempt() -> bytes:
             return b"".join(self._capped(uri, location, self._remote_chunks(uri, kind, location), max_bytes))
@@ -181,42 +194,24 @@ class Resolver:
         return self._retrying(uri, location, attempt)
 
     # ------------------------------------------------------------------ local
-    def _local_chunks(self, uri: str, path: str) -> Iterator[bytes]:
+    @staticmethod
+    def _open_local(uri: str, path: str) -> BinaryIO:
+        """``path`` opened for reading if it is a regular file (refused unread otherwise)."""
         from ..inputs import InputFileError, open_regular
 
         try:
-            f = open_regular(path, "file")
+            return open_regular(path, "file")
         except InputFileError as e:
             raise ResolveError(uri, f"{path} is not a regular file ({e}); refused unread", location=path) from None
         except FileNotFoundError:
             raise ResolveError(uri, "no such file", location=path) from None
         except OSError as e:
             raise ResolveError(uri, f"cannot open: {e.strerror or e}", location=path) from None
-        with f:
-            buf = bytearray(_CHUNK)
-            view = memoryview(buf)
-            while True:
-                try:
-                    n = f.readinto(buf)  # type: ignore[attr-defined]
-                except OSError as e:
-                    raise ResolveError(uri, f"cannot read: {e.strerror or e}", location=path) from None
-                if not n:
-                    return
-                yield bytes(view[:n]) if n < _CHUNK else bytes(buf)
 
     def _local_digest(self, uri: str, path: str, cap: int) -> Digest:
         """Hash a local file with one reused buffer and no copies (``readinto`` + ``memoryview``;
         hashlib releases the GIL on large updates, so worker threads hash in parallel)."""
-        from ..inputs import InputFileError, open_regular
-
-        try:
-            f = open_regular(path, "file")
-        except InputFileError as e:
-            raise ResolveError(uri, f"{path} is not a regular file ({e}); refused unread", location=path) from None
-        except FileNotFoundError:
-            raise ResolveError(uri, "no such file", location=path) from None
-        except OSError as e:
-            raise ResolveError(uri, f"cannot open: {e.strerror or e}", location=path) from None
+        f = self._open_local(uri, path)
         h = hashlib.sha256()
         size = 0
         buf = bytearray(_CHUNK)
