@@ -126,3 +126,48 @@ def test_bad_trusted_root_is_a_config_error(instance: Instance, tmp_path: Path) 
     v = _verifier(bad)
     with pytest.raises(ConfigFileError, match="not a usable trusted root"):
         v.verify(instance.bundle(statement(SHA)), SHA)
+
+
+# ------------------------------------------------------------------ fuzz: damaged bundles never pass, never raise
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_PATHS = [
+    ("verificationMaterial", "certificate", "rawBytes"),
+    ("verificationMaterial", "tlogEntries", 0, "canonicalizedBody"),
+    ("verificationMaterial", "tlogEntries", 0, "integratedTime"),
+    ("verificationMaterial", "tlogEntries", 0, "inclusionProof", "rootHash"),
+    ("verificationMaterial", "tlogEntries", 0, "inclusionProof", "checkpoint", "envelope"),
+    ("verificationMaterial", "tlogEntries", 0, "inclusionPromise", "signedEntryTimestamp"),
+    ("verificationMaterial", "tlogEntries", 0, "kindVersion", "version"),
+    ("verificationMaterial", "tlogEntries", 0, "logId", "keyId"),
+    ("dsseEnvelope", "payload"),
+    ("dsseEnvelope", "payloadType"),
+    ("dsseEnvelope", "signatures", 0, "sig"),
+    ("mediaType",),
+]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(_PATHS), st.one_of(st.none(), st.text(max_size=12), st.integers(), st.just("AAAA"),
+                                         st.just([]), st.just({})))
+def test_fuzz_damaged_bundle(instance: Instance, root_file: Path, path: tuple, value: object) -> None:
+    doc = json.loads(GOOD[0] if GOOD else _good(instance))
+    node = doc
+    for key in path[:-1]:
+        node = node[key]
+    if value is None:
+        node.pop(path[-1], None) if isinstance(node, dict) else None
+    else:
+        node[path[-1]] = value
+    r = _verifier(root_file).verify(json.dumps(doc).encode(), SHA)
+    assert r.status in ("failed", "unsupported"), (path, value, r)
+
+
+GOOD: list[bytes] = []
+
+
+def _good(instance: Instance) -> bytes:
+    GOOD.append(instance.bundle(statement(SHA)))
+    return GOOD[0]

@@ -153,7 +153,7 @@ def verify_envelope(env: Envelope, keys: Sequence[PublicKey]) -> PublicKey:
         for key in keys:
             if key.verify(sig, message):
                 return key
-    if all(cert is not None for _, _, cert in env.signatures) and not keys:
+    if all(cert is not None for _, _, cert in env.signatures):
         raise AttestationError(
             "DSSE envelope signed with a Sigstore certificate but without a transparency-log entry: "
             "its signing time cannot be established offline (use the Sigstore bundle instead)",

@@ -210,6 +210,9 @@ class SigstoreVerifier:
                     kind="sigstore-bundle",
                 )
             ptype, payload = verifier.verify_dsse(bundle, self.policy)
+        except (ValueError, TypeError) as e:  # malformed parts that sigstore does not wrap in its errors
+            raise AttestationError(f"Sigstore bundle does not verify: malformed: {e}",
+                                   kind="sigstore-bundle") from None
         except SigstoreError as e:
             why = str(e)
             if "valid at validation time" in why or "expired" in why:
