@@ -32,6 +32,9 @@ SAN = "https://github.com/kfm/registry/.github/workflows/release.yml@refs/heads/
 REPO = "https://github.com/kfm/registry"
 REF = "refs/heads/main"
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
+V02 = "application/vnd.dev.sigstore.bundle+json;version=0.2"
+V01 = "application/vnd.dev.sigstore.bundle+json;version=0.1"
 
 
 def _b64(b: bytes) -> str:
@@ -148,8 +151,8 @@ class Instance:
     # ------------------------------------------------------------------ bundles
     def bundle(self, statement: dict[str, Any], *, signing_key: Any = None, cert_key: Any = None,
                cert: x509.Certificate | None = None, integrated: dt.datetime | None = None,
-               tamper_payload: bool = False, **leaf_kw: Any) -> bytes:
-        """A v0.3 bundle: ``statement`` in a DSSE envelope signed by ``signing_key`` (default: the
+               tamper_payload: bool = False, media_type: str = V03, **leaf_kw: Any) -> bytes:
+        """A bundle (``media_type``, default v0.3): ``statement`` in a DSSE envelope signed by ``signing_key`` (the
         certificate's key), logged as a Rekor dsse/0.0.1 entry at ``integrated`` (default: now)."""
         cert_key = cert_key or ec.generate_private_key(ec.SECP256R1())
         cert = cert or self.leaf(cert_key, **leaf_kw)
@@ -166,6 +169,45 @@ class Instance:
                                 "verifier": _b64(cert.public_bytes(serialization.Encoding.PEM))}],
             },
         })
+        if tamper_payload:
+            changed = json.loads(payload)
+            changed["predicate"]["runDetails"]["builder"]["id"] = "https://evil.example/builder"
+            payload = json.dumps(changed).encode()
+        doc = {
+            "mediaType": media_type,
+            "verificationMaterial": self._material(cert, body, integrated, media_type),
+            "dsseEnvelope": {"payload": _b64(payload), "payloadType": payload_type,
+                             "signatures": [{"sig": _b64(sig), "keyid": ""}]},
+        }
+        return json.dumps(doc).encode()
+
+
+    def message_bundle(self, artifact_sha256: str, *, media_type: str = V03) -> bytes:
+        """A message-signature bundle over the artifact digest, logged as hashedrekord/0.0.1."""
+        from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = self.leaf(key)
+        digest = bytes.fromhex(artifact_sha256)
+        sig = key.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+        body = rfc8785.dumps({
+            "apiVersion": "0.0.1", "kind": "hashedrekord",
+            "spec": {"data": {"hash": {"algorithm": "sha256", "value": artifact_sha256}},
+                     "signature": {"content": _b64(sig),
+                                   "publicKey": {"content": _b64(cert.public_bytes(serialization.Encoding.PEM))}}},
+        })
+        doc = {
+            "mediaType": media_type,
+            "verificationMaterial": self._material(cert, body, None, media_type, kind="hashedrekord"),
+            "messageSignature": {"messageDigest": {"algorithm": "SHA2_256", "digest": _b64(digest)},
+                                 "signature": _b64(sig)},
+        }
+        return json.dumps(doc).encode()
+
+    def _material(self, cert: x509.Certificate, body: bytes, integrated: dt.datetime | None, media_type: str,
+                  *, kind: str = "dsse") -> dict[str, Any]:
+        """The verification material: the certificate and a Rekor entry for ``body`` in a one-leaf
+        tree, with an inclusion promise (SET) and a signed checkpoint."""
         when = int((integrated or NOW).timestamp())
         log_id = hashlib.sha256(_spki(self.rekor_key)).digest()
         set_sig = self.rekor_key.sign(rfc8785.dumps({"body": _b64(body), "integratedTime": when,
@@ -175,28 +217,21 @@ class Instance:
         note = f"rekor.kfm.test - 1\n1\n{_b64(root)}\n"
         note_sig = self.rekor_key.sign(note.encode(), ec.ECDSA(hashes.SHA256()))
         checkpoint = note + "\n" + f"\u2014 rekor.kfm.test {_b64(log_id[:4] + note_sig)}\n"
-        if tamper_payload:
-            changed = json.loads(payload)
-            changed["predicate"]["runDetails"]["builder"]["id"] = "https://evil.example/builder"
-            payload = json.dumps(changed).encode()
-        doc = {
-            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
-            "verificationMaterial": {
-                "certificate": {"rawBytes": _b64(cert.public_bytes(serialization.Encoding.DER))},
-                "tlogEntries": [{
-                    "logIndex": "0", "logId": {"keyId": _b64(log_id)},
-                    "kindVersion": {"kind": "dsse", "version": "0.0.1"},
-                    "integratedTime": str(when),
-                    "inclusionPromise": {"signedEntryTimestamp": _b64(set_sig)},
-                    "inclusionProof": {"logIndex": "0", "rootHash": _b64(root), "treeSize": "1", "hashes": [],
-                                       "checkpoint": {"envelope": checkpoint}},
-                    "canonicalizedBody": _b64(body),
-                }],
-            },
-            "dsseEnvelope": {"payload": _b64(payload), "payloadType": payload_type,
-                             "signatures": [{"sig": _b64(sig), "keyid": ""}]},
-        }
-        return json.dumps(doc).encode()
+        der = _b64(cert.public_bytes(serialization.Encoding.DER))
+        material: dict[str, Any] = (
+            {"certificate": {"rawBytes": der}} if media_type == V03
+            else {"x509CertificateChain": {"certificates": [{"rawBytes": der}]}}
+        )
+        material["tlogEntries"] = [{
+            "logIndex": "0", "logId": {"keyId": _b64(log_id)},
+            "kindVersion": {"kind": kind, "version": "0.0.1"},
+            "integratedTime": str(when),
+            "inclusionPromise": {"signedEntryTimestamp": _b64(set_sig)},
+            "inclusionProof": {"logIndex": "0", "rootHash": _b64(root), "treeSize": "1", "hashes": [],
+                               "checkpoint": {"envelope": checkpoint}},
+            "canonicalizedBody": _b64(body),
+        }]
+        return material
 
 
 def _der_len(n: int) -> bytes:

@@ -15,7 +15,7 @@ from kfm_ledger.attest import AttestationVerifier
 from kfm_ledger.config import AttestationIdentity, AttestationPolicy, parse_config
 from kfm_ledger.errors import ConfigFileError
 
-from .fake_sigstore import GH, NOW, REF, REPO, SAN, Instance
+from .fake_sigstore import GH, NOW, REF, REPO, SAN, V01, V02, V03, Instance
 from .helpers import statement
 
 SHA = "5e" * 32
@@ -51,6 +51,34 @@ def test_good_bundle_verifies(instance: Instance, root_file: Path) -> None:
     r = _verifier(root_file, source_repository=REPO, source_ref=REF).verify(instance.bundle(statement(SHA)), SHA)
     assert (r.status, r.kind) == ("ok", "sigstore-bundle"), r.message
     assert SAN in r.message and f"issuer {GH}" in r.message
+
+
+@pytest.mark.parametrize("media_type", [V01, V02, V03])
+def test_bundle_versions(instance: Instance, root_file: Path, media_type: str) -> None:
+    r = _verifier(root_file).verify(instance.bundle(statement(SHA), media_type=media_type), SHA)
+    assert r.status == "ok", (media_type, r.message)
+
+
+def test_message_signature_bundle_verifies_but_has_no_statement(instance: Instance, root_file: Path) -> None:
+    r = _verifier(root_file).verify(instance.message_bundle(SHA), SHA)
+    assert r.status == "failed" and "message-signature bundle" in r.message and "verifies" in r.message, r.message
+    r = _verifier(root_file).verify(instance.message_bundle(SHA), "66" * 32)  # another artifact
+    assert r.status == "failed" and "does not verify" in r.message, r.message
+
+
+def test_jsonl_of_bundles(instance: Instance, root_file: Path) -> None:
+    data = instance.bundle(statement("12" * 32)) + b"\n" + instance.bundle(statement(SHA)) + b"\n"
+    r = _verifier(root_file).verify(data, SHA)
+    assert (r.status, r.kind) == ("ok", "intoto-jsonl") and r.message.startswith("line 2 of 2"), r.message
+
+
+def test_dsse_envelope_with_only_a_certificate_is_unsupported(instance: Instance, root_file: Path) -> None:
+    """The older slsa-github-generator form: the Fulcio certificate inside the envelope, no log entry."""
+    doc = json.loads(instance.bundle(statement(SHA)))
+    env = doc["dsseEnvelope"]
+    env["signatures"][0]["cert"] = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    r = _verifier(root_file).verify(json.dumps(env).encode(), SHA)
+    assert (r.status, r.kind) == ("unsupported", "dsse") and "cannot be established offline" in r.message
 
 
 def test_san_regex_identity(instance: Instance, root_file: Path) -> None:
@@ -149,7 +177,7 @@ _PATHS = [
 ]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(_PATHS), st.one_of(st.none(), st.text(max_size=12), st.integers(), st.just("AAAA"),
                                          st.just([]), st.just({})))
 def test_fuzz_damaged_bundle(instance: Instance, root_file: Path, path: tuple, value: object) -> None:

@@ -247,6 +247,11 @@ def _entry_kind_supported(doc: dict[str, Any]) -> None:
         kv = e.get("kindVersion") if isinstance(e, dict) else None
         kind = kv.get("kind") if isinstance(kv, dict) else None
         version = kv.get("version") if isinstance(kv, dict) else None
+        if not isinstance(kind, str) or not isinstance(version, str):
+            raise AttestationError(
+                f"Sigstore bundle is malformed: a transparency-log entry has no kindVersion (found {kv!r:.80})",
+                kind="sigstore-bundle",
+            )
         if (kind, version) not in SUPPORTED_ENTRY_KINDS:
             raise AttestationError(
                 f"unsupported bundle kind: Rekor entry {kind}/{version} cannot be verified offline by sigstore "
