@@ -208,3 +208,20 @@ def test_bundle_without_path_argv_rule() -> None:
     assert bundle_without_path(["rollback", "--bundle", "--json"]) == ["rollback", "--bundle=", "--json"]
     assert bundle_without_path(["rollback", "--bundle", "b.tar.zst"]) == ["rollback", "--bundle", "b.tar.zst"]
     assert bundle_without_path(["get", "--bundle"]) == ["get", "--bundle"]
+
+
+def test_progress_lines_on_a_non_terminal_stderr(world: World, tmp_path: Path) -> None:
+    d = _ledger(tmp_path, [world.row(i) for i in range(3)])
+    r = kfm("verify", "--deep", "--ledger", str(d), "--config", str(world.config_path),
+            env={"KFM_PROGRESS_INTERVAL": "0"})
+    assert r.returncode == 0
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("kfm verify --deep: ")]
+    assert lines and "3 of 3 rows (100%)" in lines[-1], r.stderr
+    r = kfm("verify", "--deep", "--ledger", str(d), "--config", str(world.config_path), "--quiet",
+            env={"KFM_PROGRESS_INTERVAL": "0"})
+    assert r.returncode == 0 and "kfm verify --deep:" not in r.stderr
+    batch = tmp_path / "b.jsonl"
+    batch.write_bytes(encode_row(world.row(3)) + b"\n")
+    r = kfm("append", str(batch), "--deep", "--ledger", str(d), "--config", str(world.config_path),
+            env={"KFM_PROGRESS_INTERVAL": "0"})
+    assert r.returncode == 0 and "kfm append --deep: 1 of 1 rows (100%)" in r.stderr, r.stderr

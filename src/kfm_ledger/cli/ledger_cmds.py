@@ -177,7 +177,8 @@ def append(
     led = open_ledger(ledger_dir)
     signer = _signer(led, key)
     deep_report = None
-    with progress_reporter("append", "bytes", quiet=quiet) as progress:
+    with progress_reporter("append --deep" if deep else "append", "rows" if deep else "bytes",
+                           quiet=quiet) as progress:
         if deep:
             from ..errors import DeepCheckFailed
             from ..verify.deep import append_deep
@@ -186,7 +187,7 @@ def append(
             try:
                 result, deep_report = append_deep(
                     led, file, signer=signer, config=cfg, wait=wait, configs_dir=configs_dir, cache_dir=cache,
-                    allow_unsupported=allow_unsupported, stdin=sys.stdin.buffer)
+                    allow_unsupported=allow_unsupported, stdin=sys.stdin.buffer, progress=progress)
             except DeepCheckFailed as e:
                 if json_out:
                     out.emit_json({"ok": False, "error": {"type": "DeepCheckFailed", "message": str(e),

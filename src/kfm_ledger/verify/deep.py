@@ -279,6 +279,7 @@ def append_deep(
     allow_unsupported: bool = False,
     workers: int | None = None,
     stdin: BinaryIO | None = None,
+    progress: Progress | None = None,
 ) -> tuple[AppendResult, DeepReport]:
     """``kfm append --deep``: validate the batch (InputRejected as ``append``), run the supply-chain
     checks on every row, and append the very bytes checked only when the report is ok.
@@ -286,6 +287,7 @@ def append_deep(
     A failing row refuses the whole batch with :class:`~kfm_ledger.errors.DeepCheckFailed`
     (its ``report`` names each row and check); the ledger is not touched.  ``path`` ``-``
     reads ``stdin``.  Batches larger than :data:`MAX_DEEP_BATCH_BYTES` are refused.
+    ``progress(done, total)``: rows checked, per batch of rows.
     """
     from ..errors import DeepCheckFailed, InputRejected, RowProblem
     from ..inputs import read_bounded
@@ -296,8 +298,9 @@ def append_deep(
     if not parsed:
         raise InputRejected([RowProblem(1, "$", "no rows in the input")])
     deep = DeepVerifier(config, resolver=resolver, cache_dir=cache_dir, configs_dir=configs_dir)
-    report = check_rows([row for _, row, _ in parsed], config, first_index=ledger.size, deep=deep, workers=workers,
-                        allow_unsupported=allow_unsupported)
+    report = deep.run(((ledger.size + i, row) for i, (_, row, _) in enumerate(parsed)), total=len(parsed),
+                      workers=workers, progress=progress, allow_unsupported=allow_unsupported)
+    report.first, report.stop = ledger.size, ledger.size + len(parsed)
     if not report.ok:
         bad = report.failing_rows()
         raise DeepCheckFailed(
