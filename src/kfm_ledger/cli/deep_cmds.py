@@ -9,10 +9,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from . import EXIT_FAILED, Output, echo
+from . import EXIT_FAILED, EXIT_USAGE, Output, echo
 
 if TYPE_CHECKING:
     from ..config import KfmConfig
+    from ..core.keys import Signer
+    from ..log.append import AppendResult
+    from ..log.ledger import Ledger
+    from ..log.progress import Progress
     from ..verify.deep import DeepReport
 
 DeepFlag = Annotated[bool, typer.Option("--deep", help="Supply-chain checks of what each row points at: artifact "
@@ -48,3 +52,34 @@ def print_deep_report(out: Output, report: DeepReport, *, all_rows: bool, json_o
         echo(f"kfm: error: deep verification failed: {s['failed']} failed, {s['unsupported']} unsupported "
              f"check(s) in {len(report.failing_rows())} row(s)", err=True)
         raise typer.Exit(EXIT_FAILED)
+
+
+def needs_deep(out: Output, deep: bool, **given: object) -> None:
+    """Exit 2 when an option that only means something with ``--deep`` was given without it."""
+    names = {"all_rows": "--all-rows", "allow_unsupported": "--allow-unsupported", "configs": "--configs"}
+    used = [names.get(k, f"--{k}") for k, v in given.items() if v]
+    if used and not deep:
+        raise out.fail(f"{used[0]} needs --deep", EXIT_USAGE)
+
+
+def append_deep_cmd(out: Output, led: Ledger, file: str, signer: Signer, cfg: KfmConfig, wait: float,
+                    configs_dir: Path | None, cache: Path | None, allow_unsupported: bool,
+                    progress: Progress | None) -> tuple[AppendResult, DeepReport]:
+    """``kfm append --deep``: :func:`kfm_ledger.verify.deep.append_deep`; a refusal prints the per-row
+    report (stdout; JSON with ``--json``) before the error (stderr, exit 1)."""
+    import sys
+
+    from ..errors import DeepCheckFailed
+    from ..verify.deep import append_deep
+
+    try:
+        return append_deep(led, file, signer=signer, config=cfg, wait=wait, configs_dir=configs_dir,
+                           cache_dir=cache, allow_unsupported=allow_unsupported, stdin=sys.stdin.buffer,
+                           progress=progress)
+    except DeepCheckFailed as e:
+        if out.json:
+            out.emit_json({"ok": False, "error": {"type": "DeepCheckFailed", "message": str(e), "exit_code": 1},
+                           "deep": e.report.to_json()})
+        else:
+            echo(e.report.render_text())
+        raise

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..config import KfmConfig
     from ..log.ledger import Ledger
     from ..ops.fetch_bundle import FetchStatus
-    from ..ops.rollback import RollbackPlan
+    from ..ops.rollback import BundleStatus, RestoreStatus, RollbackPlan
     from ..schema import Entry
 
 from . import (
@@ -93,12 +93,7 @@ def rollback(
     """The rollback plan for a lakeFS commit, proven against the signed checkpoint."""
     from ..errors import KfmError
     from ..ops.bundle import parse_size
-    from ..ops.rollback import (
-        check_plan_bundle,
-        plan_for_entry,
-        restore_plan_bundle,
-        rollback_outcome,
-    )
+    from ..ops.rollback import plan_for_entry, rollback_outcome
 
     if restore_to is not None and bundle is None:
         raise out.fail("--restore-to needs --bundle [PATH] (the .tar.zst to restore, or none to fetch it)", EXIT_USAGE)
@@ -116,18 +111,11 @@ def rollback(
     led = open_ledger(ledger_dir)
     plan = plan_for_entry(led, one_row(out, led, commit, index))
     with contextlib.ExitStack() as stack:
-        fetched = None
-        if fetch:
-            fetched = _fetch_bundle(plan, load_kfm_config(config, ledger_dir), cache, limit, max_files,
-                                    allow_unsupported, stack)
+        fetched = _fetch_bundle(plan, load_kfm_config(config, ledger_dir), cache, limit, max_files,
+                                allow_unsupported, stack) if fetch else None
+        if fetched is not None:
             bundle = fetched.path if fetched.ok else None
-        bundle_status = restore_status = None
-        if bundle is not None and restore_to is not None:
-            bundle_status, restore_status = restore_plan_bundle(
-                plan, str(bundle), str(restore_to), max_bytes=limit, max_files=max_files
-            )
-        elif bundle is not None:
-            bundle_status = check_plan_bundle(plan, str(bundle), max_bytes=limit, max_files=max_files)
+        bundle_status, restore_status = _check_or_restore(plan, bundle, restore_to, limit, max_files)
     outcome = rollback_outcome(plan, bundle_status, restore_status, fetched=fetched)
     if json_out:
         doc = outcome.to_json()
@@ -138,6 +126,18 @@ def rollback(
         for p in outcome.problems:
             echo(f"kfm: error: {p}", err=True)
         raise typer.Exit(EXIT_FAILED)
+
+
+def _check_or_restore(plan: RollbackPlan, bundle: str | None, restore_to: Path | None, limit: int,
+                      max_files: int) -> tuple[BundleStatus | None, RestoreStatus | None]:
+    """``--bundle`` alone: the sha256 check; with ``--restore-to``: the checked restore."""
+    from ..ops.rollback import check_plan_bundle, restore_plan_bundle
+
+    if bundle is None:
+        return None, None
+    if restore_to is not None:
+        return restore_plan_bundle(plan, bundle, str(restore_to), max_bytes=limit, max_files=max_files)
+    return check_plan_bundle(plan, bundle, max_bytes=limit, max_files=max_files), None
 
 
 def _fetch_bundle(plan: RollbackPlan, cfg: KfmConfig, cache: Path | None, limit: int, max_files: int,

@@ -33,7 +33,9 @@ from .deep_cmds import (
     ConfigOpt,
     ConfigsDirOpt,
     DeepFlag,
+    append_deep_cmd,
     load_kfm_config,
+    needs_deep,
     print_deep_report,
 )
 from .progress import QuietFlag, progress_reporter
@@ -170,31 +172,15 @@ def append(
     out: Output,
 ) -> None:
     """Validate rows and append them under a new signed checkpoint (all or nothing)."""
-    deep_only = [n for n, v in (("--allow-unsupported", allow_unsupported), ("--configs", configs_dir),
-                                ("--cache", cache), ("--config", config)) if v]
-    if deep_only and not deep:
-        raise out.fail(f"{deep_only[0]} needs --deep", EXIT_USAGE)
+    needs_deep(out, deep, allow_unsupported=allow_unsupported, configs=configs_dir, cache=cache, config=config)
     led = open_ledger(ledger_dir)
     signer = _signer(led, key)
     deep_report = None
     with progress_reporter("append --deep" if deep else "append", "rows" if deep else "bytes",
                            quiet=quiet) as progress:
         if deep:
-            from ..errors import DeepCheckFailed
-            from ..verify.deep import append_deep
-
-            cfg = load_kfm_config(config, ledger_dir)
-            try:
-                result, deep_report = append_deep(
-                    led, file, signer=signer, config=cfg, wait=wait, configs_dir=configs_dir, cache_dir=cache,
-                    allow_unsupported=allow_unsupported, stdin=sys.stdin.buffer, progress=progress)
-            except DeepCheckFailed as e:
-                if json_out:
-                    out.emit_json({"ok": False, "error": {"type": "DeepCheckFailed", "message": str(e),
-                                                          "exit_code": 1}, "deep": e.report.to_json()})
-                else:
-                    echo(e.report.render_text())
-                raise
+            result, deep_report = append_deep_cmd(out, led, file, signer, load_kfm_config(config, ledger_dir), wait,
+                                                  configs_dir, cache, allow_unsupported, progress)
         elif file == "-":
             # Spool standard input so a large batch streams like a file.
             import shutil
@@ -418,10 +404,8 @@ def verify(
     from ..inputs import MAX_NOTE_FILE_BYTES, InputFileError, read_bounded
     from ..verify import verify_ledger
 
-    deep_only = [n for n, v in (("--commit", commit), ("--all-rows", all_rows), ("--allow-unsupported",
-                 allow_unsupported), ("--configs", configs_dir), ("--cache", cache), ("--config", config)) if v]
-    if deep_only and not deep:
-        raise out.fail(f"{deep_only[0]} needs --deep", EXIT_USAGE)
+    needs_deep(out, deep, commit=commit, all_rows=all_rows, allow_unsupported=allow_unsupported,
+               configs=configs_dir, cache=cache, config=config)
     if deep:
         _verify_deep(out, ledger_dir, since, vkey, commit, all_rows, allow_unsupported, configs_dir, cache, config,
                      json_out, quiet)
