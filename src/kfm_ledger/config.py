@@ -3,7 +3,8 @@
 Found by ``--config FILE``, else the ``KFM_CONFIG`` environment variable, else ``<ledger>/kfm.toml``
 for a local ledger (absent: every default).  Relative paths in the file (a trusted root, a key,
 a ``[resolve]`` target directory) are relative to the file's own directory.  Every key is
-documented in docs/configuration.md, with an example file (docs/kfm.example.toml).
+documented in docs/supply-chain.md (resolve, s3, attestation, energy; s3 also in docs/s3.md), with an
+example file (docs/kfm.example.toml).
 
 Unknown sections and keys are errors, not ignored: a typo in a security policy must not
 silently widen it.  Each error names the file, the key and what was found.

@@ -19,6 +19,7 @@ from typing import Protocol
 __all__ = [
     "AmbiguousCommitError",
     "AmbiguousKeyError",
+    "AttestationError",
     "BadSignatureError",
     "BundleChecksumError",
     "BundleError",
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigFileError",
     "ConfigMismatchError",
     "CorruptLedgerError",
+    "DeepCheckFailed",
     "EnergySourceError",
     "FormatError",
     "ImmutableObjectError",
@@ -48,6 +50,7 @@ __all__ = [
     "OriginMismatchError",
     "ProofError",
     "QueryError",
+    "ResolveError",
     "RootMismatchError",
     "RowProblem",
     "SchemaError",
@@ -471,7 +474,7 @@ class ConfigFileError(KfmError):
 class StorageError(KfmError):
     """The storage backend failed (I/O error, missing object); ``key`` names the object."""
 
-    evidence_fields = ("key",)
+    evidence_fields: tuple[str, ...] = ("key",)
 
     def __init__(self, message: str, *, key: str | None = None) -> None:
         super().__init__(message)
@@ -487,6 +490,50 @@ class ObjectNotFoundError(StorageError):
 
 class ImmutableObjectError(StorageError):
     """An immutable object (a full tile, a stored checkpoint) was rewritten with other bytes."""
+
+
+class PreconditionFailedError(StorageError):
+    """A conditional write lost the race: the object changed (or vanished, or appeared) since it was read.
+
+    Raised by an ``If-Match`` update whose ETag no longer matches (HTTP 412, or 404 when the
+    object is gone) and by an ``If-None-Match: *`` create whose object exists.  ``key`` names
+    the object, ``expected`` the ETag the write was conditioned on (``None`` for a create).
+    """
+
+    evidence_fields: tuple[str, ...] = ("key", "expected")
+
+    def __init__(self, message: str, *, key: str | None = None, expected: str | None = None) -> None:
+        super().__init__(message, key=key)
+        self.expected = expected
+
+
+class ObjectTooLargeError(StorageError):
+    """An object is larger than the reader's cap (``limit`` bytes); ``size`` is what was found (at least)."""
+
+    evidence_fields: tuple[str, ...] = ("key", "size", "limit")
+
+    def __init__(
+        self, message: str, *, key: str | None = None, size: int | None = None, limit: int | None = None
+    ) -> None:
+        super().__init__(message, key=key)
+        self.size = size
+        self.limit = limit
+
+
+class S3LocationError(KfmError):
+    """An ``s3://bucket/prefix`` location or the S3 connection settings are not usable (a usage error).
+
+    ``location`` is what was given, ``field`` what is wrong in it (``bucket``, ``prefix``,
+    ``endpoint_url``, ``allow_http``, ...).
+    """
+
+    exit_code = 2
+    evidence_fields = ("location", "field")
+
+    def __init__(self, message: str, *, location: str | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.location = location
+        self.field = field
 
 
 # ------------------------------------------------------- mirror and operations
@@ -671,3 +718,69 @@ class WitnessError(KfmError):
         self.url = url
         self.status = status
         self.found = found
+# ------------------------------------------------------------ supply chain (docs/supply-chain.md)
+
+
+class ResolveError(KfmError):
+    """What a row points at could not be fetched: ``uri`` as the row has it, ``location`` where the
+    ``[resolve]`` mappings sent it, ``reason`` why (missing, not a regular file, over the size cap,
+    a network error after the retries)."""
+
+    evidence_fields = ("uri", "location", "reason")
+
+    def __init__(self, uri: str, reason: str, *, location: str | None = None) -> None:
+        where = f" (resolved to {location})" if location is not None and location != uri else ""
+        super().__init__(f"cannot fetch {uri}{where}: {reason}")
+        self.uri = uri
+        self.location = location
+        self.reason = reason
+
+
+class AttestationError(VerificationError):
+    """An attestation does not verify: ``kind`` is what it was detected as (``dsse``,
+    ``intoto-jsonl``, ``sigstore-bundle``), ``expected``/``found`` the values compared when the
+    failure is a mismatch.  ``unsupported`` marks what cannot be verified offline (never ``ok``)."""
+
+    evidence_fields = ("kind", "expected", "found")
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str | None = None,
+        expected: str | None = None,
+        found: str | None = None,
+        unsupported: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.expected = expected
+        self.found = found
+        self.unsupported = unsupported
+
+
+class _DeepReportLike(Protocol):
+    """What :class:`DeepCheckFailed` reads of a ``kfm_ledger.verify.deep.DeepReport``."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    def failure_lines(self) -> list[str]: ...
+
+    def render_text(self, *, all_rows: bool = False) -> str: ...
+
+    def to_json(self, *, all_rows: bool = False) -> dict[str, object]: ...
+
+
+class DeepCheckFailed(VerificationError):
+    """``kfm append --deep`` / ``kfm rollback --bundle``: a supply-chain check did not pass; nothing
+    was written.  ``report`` is the per-row ``DeepReport``."""
+
+    evidence_fields = ("report",)
+
+    def __init__(self, message: str, report: _DeepReportLike) -> None:
+        super().__init__(message)
+        self.report = report
+
+    def diagnostics(self) -> str:
+        return "\n".join([str(self), *(f"  {line}" for line in self.report.failure_lines())])
