@@ -69,3 +69,21 @@ def fill(ledger: Ledger, *batches: int) -> Ledger:
         ledger.append(sample_jsonl(n, start=start), signer=signer)
         start += n
     return ledger
+
+
+# -- a real S3 server (SeaweedFS), for tests/s3 and any other folder -----------------------
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """One SeaweedFS server per test session (tests/s3/seaweed.py); skips without ``weed``."""
+    from s3.seaweed import seaweed_server
+
+    yield from seaweed_server(tmp_path_factory.mktemp("seaweedfs"))
+
+
+@pytest.fixture
+def s3_location(s3_server, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty ``s3://kfm-test/<unique prefix>`` on the session's server."""
+    import secrets
+
+    name = "".join(c if c.isalnum() else "-" for c in request.node.name)[:60].strip("-") or "test"
+    return s3_server.url(f"t/{name}-{secrets.token_hex(4)}")

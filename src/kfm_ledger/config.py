@@ -3,7 +3,8 @@
 Found by ``--config FILE``, else the ``KFM_CONFIG`` environment variable, else ``<ledger>/kfm.toml``
 for a local ledger (absent: every default).  Relative paths in the file (a trusted root, a key,
 a ``[resolve]`` target directory) are relative to the file's own directory.  Every key is
-documented in docs/configuration.md, with an example file (docs/kfm.example.toml).
+documented in docs/supply-chain.md (resolve, s3, attestation, energy; s3 also in docs/s3.md), with an
+example file (docs/kfm.example.toml).
 
 Unknown sections and keys are errors, not ignored: a typo in a security policy must not
 silently widen it.  Each error names the file, the key and what was found.
@@ -319,6 +320,18 @@ def _energy_section(value: Any, where: str) -> EnergyPolicy:
     return EnergyPolicy(co2e_per_kwh=(float(rng[0]), float(rng[1])))
 
 
+def _is_vkey_text(text: str) -> bool:
+    """Whether ``text`` is a verifier key itself rather than a file name.  A key name is often a
+    URL path (``witness.example/w1``) and base64 holds ``+`` and ``/``: only parsing tells."""
+    from kfm_ledger.core.keys import Verifier
+
+    try:
+        Verifier.from_vkey(text)
+    except KfmError:
+        return False
+    return True
+
+
 def _witness_section(value: Any, where: str, base: Path) -> tuple[WitnessEndpoint, ...]:
     out = []
     for n, item in enumerate(_array_of_tables(value, where, "witness")):
@@ -330,8 +343,8 @@ def _witness_section(value: Any, where: str, base: Path) -> tuple[WitnessEndpoin
                 f"{where}: {section}.url must be an http(s) URL, found {url!r}", path=where, key=f"{section}.url"
             )
         vkey_ref = _string(item, "vkey", where, section, required=True) or ""
-        if "+" in vkey_ref and os.sep not in vkey_ref and len(vkey_ref.split("+")) == 3:
-            out.append(WitnessEndpoint(url=url, vkey=vkey_ref))
+        if _is_vkey_text(vkey_ref):
+            out.append(WitnessEndpoint(url=url, vkey=vkey_ref.strip()))
             continue
         vkey_path = _path(vkey_ref, base)
         from kfm_ledger.inputs import MAX_KEY_FILE_BYTES, read_bounded

@@ -19,6 +19,7 @@ from typing import Protocol
 __all__ = [
     "AmbiguousCommitError",
     "AmbiguousKeyError",
+    "AttestationError",
     "BadSignatureError",
     "BundleChecksumError",
     "BundleError",
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigFileError",
     "ConfigMismatchError",
     "CorruptLedgerError",
+    "DeepCheckFailed",
     "EnergySourceError",
     "FormatError",
     "ImmutableObjectError",
@@ -48,6 +50,7 @@ __all__ = [
     "OriginMismatchError",
     "ProofError",
     "QueryError",
+    "ResolveError",
     "RootMismatchError",
     "RowProblem",
     "SchemaError",
@@ -56,6 +59,8 @@ __all__ = [
     "UnknownKeyError",
     "UnsafeArchiveError",
     "VerificationError",
+    "WitnessError",
+    "WitnessRequestError",
 ]
 
 
@@ -482,7 +487,7 @@ class ConfigFileError(KfmError):
 class StorageError(KfmError):
     """The storage backend failed (I/O error, missing object); ``key`` names the object."""
 
-    evidence_fields = ("key",)
+    evidence_fields: tuple[str, ...] = ("key",)
 
     def __init__(self, message: str, *, key: str | None = None) -> None:
         super().__init__(message)
@@ -498,6 +503,50 @@ class ObjectNotFoundError(StorageError):
 
 class ImmutableObjectError(StorageError):
     """An immutable object (a full tile, a stored checkpoint) was rewritten with other bytes."""
+
+
+class PreconditionFailedError(StorageError):
+    """A conditional write lost the race: the object changed (or vanished, or appeared) since it was read.
+
+    Raised by an ``If-Match`` update whose ETag no longer matches (HTTP 412, or 404 when the
+    object is gone) and by an ``If-None-Match: *`` create whose object exists.  ``key`` names
+    the object, ``expected`` the ETag the write was conditioned on (``None`` for a create).
+    """
+
+    evidence_fields: tuple[str, ...] = ("key", "expected")
+
+    def __init__(self, message: str, *, key: str | None = None, expected: str | None = None) -> None:
+        super().__init__(message, key=key)
+        self.expected = expected
+
+
+class ObjectTooLargeError(StorageError):
+    """An object is larger than the reader's cap (``limit`` bytes); ``size`` is what was found (at least)."""
+
+    evidence_fields: tuple[str, ...] = ("key", "size", "limit")
+
+    def __init__(
+        self, message: str, *, key: str | None = None, size: int | None = None, limit: int | None = None
+    ) -> None:
+        super().__init__(message, key=key)
+        self.size = size
+        self.limit = limit
+
+
+class S3LocationError(KfmError):
+    """An ``s3://bucket/prefix`` location or the S3 connection settings are not usable (a usage error).
+
+    ``location`` is what was given, ``field`` what is wrong in it (``bucket``, ``prefix``,
+    ``endpoint_url``, ``allow_http``, ...).
+    """
+
+    exit_code = 2
+    evidence_fields = ("location", "field")
+
+    def __init__(self, message: str, *, location: str | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.location = location
+        self.field = field
 
 
 # ------------------------------------------------------- mirror and operations
@@ -656,3 +705,95 @@ class ConfigMismatchError(BundleError, VerificationError):
         lines = [f"bundle {self.path}: {len(bad)} of {len(self.checks)} config(s) do not match; nothing was restored"]
         lines += [f"  {c.describe()}" for c in bad]
         return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- witness
+
+
+class WitnessRequestError(FormatError):
+    """An ``add-checkpoint`` request body does not follow c2sp.org/tlog-witness (a witness answers
+    400 Bad Request); ``line`` names the 1-based line of the body, ``field`` the part."""
+
+
+class WitnessError(KfmError):
+    """A witness refused or failed a checkpoint the log sent it (c2sp.org/tlog-witness).
+
+    ``url`` is the witness's submission URL, ``status`` the HTTP status it answered (``None``
+    when it could not be reached), ``found`` the start of its answer body.
+    """
+
+    evidence_fields = ("url", "status", "found")
+
+    def __init__(
+        self, message: str, *, url: str | None = None, status: int | None = None, found: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+        self.found = found
+# ------------------------------------------------------------ supply chain (docs/supply-chain.md)
+
+
+class ResolveError(KfmError):
+    """What a row points at could not be fetched: ``uri`` as the row has it, ``location`` where the
+    ``[resolve]`` mappings sent it, ``reason`` why (missing, not a regular file, over the size cap,
+    a network error after the retries)."""
+
+    evidence_fields = ("uri", "location", "reason")
+
+    def __init__(self, uri: str, reason: str, *, location: str | None = None) -> None:
+        where = f" (resolved to {location})" if location is not None and location != uri else ""
+        super().__init__(f"cannot fetch {uri}{where}: {reason}")
+        self.uri = uri
+        self.location = location
+        self.reason = reason
+
+
+class AttestationError(VerificationError):
+    """An attestation does not verify: ``kind`` is what it was detected as (``dsse``,
+    ``intoto-jsonl``, ``sigstore-bundle``), ``expected``/``found`` the values compared when the
+    failure is a mismatch.  ``unsupported`` marks what cannot be verified offline (never ``ok``)."""
+
+    evidence_fields = ("kind", "expected", "found")
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str | None = None,
+        expected: str | None = None,
+        found: str | None = None,
+        unsupported: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.expected = expected
+        self.found = found
+        self.unsupported = unsupported
+
+
+class _DeepReportLike(Protocol):
+    """What :class:`DeepCheckFailed` reads of a ``kfm_ledger.verify.deep.DeepReport``."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    def failure_lines(self) -> list[str]: ...
+
+    def render_text(self, *, all_rows: bool = False) -> str: ...
+
+    def to_json(self, *, all_rows: bool = False) -> dict[str, object]: ...
+
+
+class DeepCheckFailed(VerificationError):
+    """``kfm append --deep`` / ``kfm rollback --bundle``: a supply-chain check did not pass; nothing
+    was written.  ``report`` is the per-row ``DeepReport``."""
+
+    evidence_fields = ("report",)
+
+    def __init__(self, message: str, report: _DeepReportLike) -> None:
+        super().__init__(message)
+        self.report = report
+
+    def diagnostics(self) -> str:
+        return "\n".join([str(self), *(f"  {line}" for line in self.report.failure_lines())])

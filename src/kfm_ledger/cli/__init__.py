@@ -33,6 +33,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 3
+#: The value ``kfm rollback --bundle`` gets when given without a path (fetch through the resolvers).
+FETCH_BUNDLE = ""
 
 
 def _flags_without_type() -> None:
@@ -315,11 +317,12 @@ def _silence_standard_streams() -> None:
 
 
 def _register_all() -> None:
-    from . import analytics_cmds, engineer_cmds, ledger_cmds
+    from . import analytics_cmds, engineer_cmds, ledger_cmds, witness_cmds
 
     ledger_cmds.register(app)
     engineer_cmds.register(app)
     analytics_cmds.register(app)
+    witness_cmds.register(app)
 
 
 _register_all()
@@ -335,10 +338,23 @@ def _not_utf8(args: list[str]) -> str | None:
     return None
 
 
+def bundle_without_path(args: list[str]) -> list[str]:
+    """``kfm rollback ... --bundle`` with no path after it (last, or followed by another option)
+    becomes ``--bundle=`` (:data:`FETCH_BUNDLE`): typer options cannot have an optional value."""
+    if "rollback" not in args:
+        return args
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--bundle" and (i + 1 == len(out) or (out[i + 1].startswith("-") and out[i + 1] != "-")):
+            out[i] = "--bundle=" + FETCH_BUNDLE
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `kfm` console script."""
-    problem = _not_utf8(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    problem = _not_utf8(args)
     if problem is not None:
         sys.stderr.write(f"kfm: error: {problem}\n")
         raise SystemExit(EXIT_USAGE)
-    app(args=argv, prog_name="kfm")
+    app(args=bundle_without_path(args), prog_name="kfm")

@@ -10,16 +10,32 @@ mismatch, archive refused, config mismatch; 2 usage error.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..config import KfmConfig
     from ..log.ledger import Ledger
+    from ..ops.fetch_bundle import FetchStatus
+    from ..ops.rollback import BundleStatus, RestoreStatus, RollbackPlan
     from ..schema import Entry
 
-from . import EXIT_FAILED, EXIT_USAGE, JsonFlag, LedgerDir, Output, Unverified, echo, handle_errors, open_ledger
+from . import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    FETCH_BUNDLE,
+    JsonFlag,
+    LedgerDir,
+    Output,
+    Unverified,
+    echo,
+    handle_errors,
+    open_ledger,
+)
+from .deep_cmds import AllowUnsupportedFlag, CacheOpt, ConfigOpt, load_kfm_config
 
 CommitOpt = Annotated[
     str | None, typer.Option("--commit", help="lakeFS commit id or a unique prefix of one.", show_default=False)
@@ -42,8 +58,14 @@ def rollback(
     commit: CommitOpt = None,
     index: IndexOpt = None,
     bundle: Annotated[
-        Path | None,
-        typer.Option("--bundle", help="The bundle file (.tar.zst): check its sha256 against the ledger row."),
+        str | None,
+        typer.Option(
+            "--bundle",
+            help="The bundle file (.tar.zst): check its sha256 against the ledger row. Without a path: fetch "
+            "the row's artifact_uri through the resolvers ([resolve] in kfm.toml) and check its sha256 and "
+            "attestation before anything is restored.",
+            show_default=False,
+        ),
     ] = None,
     restore_to: Annotated[
         Path | None,
@@ -62,21 +84,19 @@ def rollback(
     ] = 100_000,
     ledger_dir: LedgerDir = Path("."),
     json_out: JsonFlag = False,
+    config: ConfigOpt = None,
+    cache: CacheOpt = None,
+    allow_unsupported: AllowUnsupportedFlag = False,
     *,
     out: Output,
 ) -> None:
     """The rollback plan for a lakeFS commit, proven against the signed checkpoint."""
     from ..errors import KfmError
     from ..ops.bundle import parse_size
-    from ..ops.rollback import (
-        check_plan_bundle,
-        plan_for_entry,
-        restore_plan_bundle,
-        rollback_outcome,
-    )
+    from ..ops.rollback import plan_for_entry, rollback_outcome
 
     if restore_to is not None and bundle is None:
-        raise out.fail("--restore-to needs --bundle PATH (the .tar.zst to restore)", EXIT_USAGE)
+        raise out.fail("--restore-to needs --bundle [PATH] (the .tar.zst to restore, or none to fetch it)", EXIT_USAGE)
     if max_files < 0:
         raise out.fail("--max-files must be >= 0", EXIT_USAGE)
     try:
@@ -85,17 +105,18 @@ def rollback(
         raise out.fail(str(e), EXIT_USAGE) from None
     if (commit is None) == (index is None):
         raise out.fail("give exactly one of --commit or --index", EXIT_USAGE)
+    fetch = bundle == FETCH_BUNDLE
+    if not fetch and (config is not None or cache is not None or allow_unsupported):
+        raise out.fail("--config, --cache and --allow-unsupported go with --bundle without a path", EXIT_USAGE)
     led = open_ledger(ledger_dir)
     plan = plan_for_entry(led, one_row(out, led, commit, index))
-    bundle_status = restore_status = None
-    if bundle is not None and restore_to is not None:
-        bundle_status, restore_status = restore_plan_bundle(
-            plan, str(bundle), str(restore_to), max_bytes=limit, max_files=max_files
-        )
-    elif bundle is not None:
-        bundle_status = check_plan_bundle(plan, str(bundle), max_bytes=limit, max_files=max_files)
-
-    outcome = rollback_outcome(plan, bundle_status, restore_status)
+    with contextlib.ExitStack() as stack:
+        fetched = _fetch_bundle(plan, load_kfm_config(config, ledger_dir), cache, limit, max_files,
+                                allow_unsupported, stack) if fetch else None
+        if fetched is not None:
+            bundle = fetched.path if fetched.ok else None
+        bundle_status, restore_status = _check_or_restore(plan, bundle, restore_to, limit, max_files)
+    outcome = rollback_outcome(plan, bundle_status, restore_status, fetched=fetched)
     if json_out:
         doc = outcome.to_json()
         out.emit_json({**doc, "lakefs_commit": doc["lakefs"]["commit"]})
@@ -105,6 +126,33 @@ def rollback(
         for p in outcome.problems:
             echo(f"kfm: error: {p}", err=True)
         raise typer.Exit(EXIT_FAILED)
+
+
+def _check_or_restore(plan: RollbackPlan, bundle: str | None, restore_to: Path | None, limit: int,
+                      max_files: int) -> tuple[BundleStatus | None, RestoreStatus | None]:
+    """``--bundle`` alone: the sha256 check; with ``--restore-to``: the checked restore."""
+    from ..ops.rollback import check_plan_bundle, restore_plan_bundle
+
+    if bundle is None:
+        return None, None
+    if restore_to is not None:
+        return restore_plan_bundle(plan, bundle, str(restore_to), max_bytes=limit, max_files=max_files)
+    return check_plan_bundle(plan, bundle, max_bytes=limit, max_files=max_files), None
+
+
+def _fetch_bundle(plan: RollbackPlan, cfg: KfmConfig, cache: Path | None, limit: int, max_files: int,
+                  allow_unsupported: bool, stack: contextlib.ExitStack) -> FetchStatus:
+    """``--bundle`` without a path: fetch and check through the resolvers (ops/fetch_bundle.py)."""
+    import tempfile
+
+    from ..attest import AttestationVerifier
+    from ..ops.bundle import bundle_file_cap
+    from ..ops.fetch_bundle import fetch_plan_bundle
+    from ..resolve import Resolver
+
+    into = stack.enter_context(tempfile.TemporaryDirectory(prefix="kfm-bundle-"))
+    return fetch_plan_bundle(plan, Resolver(cfg, cache_dir=cache), AttestationVerifier(cfg.attestation), into,
+                             max_bytes=bundle_file_cap(limit, max_files), allow_unsupported=allow_unsupported)
 
 
 @handle_errors

@@ -26,6 +26,18 @@ from . import (
     open_ledger,
     write_out,
 )
+from .deep_cmds import (
+    AllowUnsupportedFlag,
+    AllRowsFlag,
+    CacheOpt,
+    ConfigOpt,
+    ConfigsDirOpt,
+    DeepFlag,
+    append_deep_cmd,
+    load_kfm_config,
+    needs_deep,
+    print_deep_report,
+)
 from .progress import QuietFlag, progress_reporter
 
 KeyFile = Annotated[
@@ -148,16 +160,35 @@ def append(
     key: KeyFile = None,
     wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for another writer's lock.")] = 10.0,
     mirror: Annotated[bool, typer.Option("--mirror", help="Regenerate the Parquet mirror afterwards.")] = False,
+    witness: Annotated[
+        bool, typer.Option("--witness", help="Then send the new checkpoint to the [[witness]]es of kfm.toml.")
+    ] = False,
     json_out: JsonFlag = False,
     quiet: QuietFlag = False,
+    deep: Annotated[bool, typer.Option("--deep", help="Run the supply-chain checks on the new rows first; a batch "
+                                       "with a failing row is refused whole (docs/supply-chain.md).")] = False,
+    allow_unsupported: AllowUnsupportedFlag = False,
+    configs_dir: ConfigsDirOpt = None,
+    cache: CacheOpt = None,
+    config: ConfigOpt = None,
     *,
     out: Output,
 ) -> None:
     """Validate rows and append them under a new signed checkpoint (all or nothing)."""
+    needs_deep(out, deep, allow_unsupported=allow_unsupported, configs=configs_dir, cache=cache)
     led = open_ledger(ledger_dir)
+    if witness:
+        from .witness_cmds import load_witnesses
+
+        load_witnesses(out, ledger_dir, config)  # a usage error before anything is appended
     signer = _signer(led, key)
-    with progress_reporter("append", "bytes", quiet=quiet) as progress:
-        if file == "-":
+    deep_report = None
+    with progress_reporter("append --deep" if deep else "append", "rows" if deep else "bytes",
+                           quiet=quiet) as progress:
+        if deep:
+            result, deep_report = append_deep_cmd(out, led, file, signer, load_kfm_config(config, ledger_dir), wait,
+                                                  configs_dir, cache, allow_unsupported, progress)
+        elif file == "-":
             # Spool standard input so a large batch streams like a file.
             import shutil
             import tempfile
@@ -173,16 +204,27 @@ def append(
     with progress_reporter("append: mirror", "rows", quiet=quiet or not mirror) as progress:
         mirror_state = mirror_after_append(led, regenerate=mirror, progress=progress)
     cp = result.checkpoint.checkpoint
+    pushed = None
+    if witness:
+        from .witness_cmds import push_and_report
+
+        pushed = push_and_report(out, led, ledger_dir, config, 10.0, json_out)
     if json_out:
         doc: dict[str, object] = {
             "appended": result.count,
             "first_index": result.first_index,
             "recovered": result.recovered,
-            "checkpoint": _checkpoint_json(result.checkpoint),
+            "checkpoint": _checkpoint_json(led.checkpoint if witness else result.checkpoint),
             "mirror": mirror_state,
         }
-        out.emit_json(doc)
+        if pushed is not None:
+            doc["witnesses"] = [r.to_json() for r in pushed]
+        if deep_report is not None:
+            doc["deep"] = deep_report.to_json()
+        out.emit_json(doc, ok=pushed is None or all(r.ok for r in pushed))
     else:
+        if deep_report is not None:
+            echo(deep_report.render_text())
         if result.recovered:
             echo(f"recovered {result.recovered} row(s) left by an interrupted append")
         echo(
@@ -194,6 +236,10 @@ def append(
                 "note: the Parquet mirror now mirrors an older tree; run `kfm mirror` to refresh it "
                 "(or append with --mirror)"
             )
+    if pushed is not None and not all(r.ok for r in pushed):
+        echo("kfm: error: the rows ARE appended and signed, but a witness did not cosign; "
+             "retry with `kfm witness-push`", err=True)
+        raise typer.Exit(1)
 
 
 @handle_errors
@@ -359,12 +405,29 @@ def verify(
     no_mirror: Annotated[bool, typer.Option("--no-mirror", help="Skip the Parquet mirror check.")] = False,
     json_out: JsonFlag = False,
     quiet: QuietFlag = False,
+    deep: DeepFlag = False,
+    commit: Annotated[str | None, typer.Option("--commit", help="With --deep: only this row (commit id or "
+                                               "unique prefix).", show_default=False)] = None,
+    all_rows: AllRowsFlag = False,
+    allow_unsupported: AllowUnsupportedFlag = False,
+    configs_dir: ConfigsDirOpt = None,
+    cache: CacheOpt = None,
+    config: ConfigOpt = None,
     *,
     out: Output,
 ) -> None:
-    """Verify the whole ledger in one streaming pass; exit 0 only when everything holds."""
+    """Verify the whole ledger in one streaming pass; exit 0 only when everything holds.
+
+    With --deep: the supply-chain checks of what the rows point at instead (docs/supply-chain.md)."""
     from ..inputs import MAX_NOTE_FILE_BYTES, InputFileError, read_bounded
     from ..verify import verify_ledger
+
+    needs_deep(out, deep, commit=commit, all_rows=all_rows, allow_unsupported=allow_unsupported,
+               configs=configs_dir, cache=cache)
+    if deep:
+        _verify_deep(out, ledger_dir, since, vkey, commit, all_rows, allow_unsupported, configs_dir, cache, config,
+                     json_out, quiet)
+        return
 
     try:
         since_note = read_bounded(since, MAX_NOTE_FILE_BYTES, "checkpoint file") if since else None
@@ -383,8 +446,11 @@ def verify(
             raise
         _verify_failed_json(out, "open", e.diagnostics() if isinstance(e, KfmError) else describe_os_error(e))
 
+    witnesses = _witness_keys(ledger_dir, config)
     with progress_reporter("verify", "bytes", quiet=quiet) as progress:
-        report = verify_ledger(led, since=since_note, check_mirror=not no_mirror, progress=progress)
+        report = verify_ledger(
+            led, since=since_note, check_mirror=not no_mirror, progress=progress, witnesses=witnesses
+        )
     if json_out:
         out.emit_json(aliased(report.to_json(), {"size": "tree_size"}))
     else:
@@ -402,6 +468,31 @@ def verify(
         )
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _witness_keys(ledger_dir: Path, config: Path | None) -> list:  # -> list[Verifier]
+    """The [[witness]] verifier keys of kfm.toml (none without a configuration file)."""
+    from kfm_ledger.core.keys import Verifier
+
+    from ..config import load_config, resolve_config_path
+
+    return [Verifier.from_vkey(w.vkey) for w in load_config(resolve_config_path(config, ledger_dir)).witnesses]
+def _verify_deep(out: Output, ledger_dir: Path, since: Path | None, vkey: Path | None, commit: str | None,
+                 all_rows: bool, allow_unsupported: bool, configs_dir: Path | None, cache: Path | None,
+                 config: Path | None, json_out: bool, quiet: bool) -> None:
+    """``kfm verify --deep``: :func:`kfm_ledger.verify.deep.verify_deep`, printed."""
+    from ..inputs import MAX_NOTE_FILE_BYTES, read_bounded
+    from ..verify.deep import verify_deep
+
+    if since is not None and commit is not None:
+        raise out.fail("give at most one of --since and --commit", EXIT_USAGE)
+    since_note = read_bounded(since, MAX_NOTE_FILE_BYTES, "checkpoint file") if since else None
+    led = open_ledger(ledger_dir, vkey)
+    cfg = load_kfm_config(config, ledger_dir)
+    with progress_reporter("verify --deep", "rows", quiet=quiet) as progress:
+        report = verify_deep(led, cfg, since=since_note, commit=commit, configs_dir=configs_dir, cache_dir=cache,
+                             allow_unsupported=allow_unsupported, progress=progress)
+    print_deep_report(out, report, all_rows=all_rows, json_out=json_out)
 
 
 def _verify_failed_json(out: Output, where: str, message: str) -> NoReturn:

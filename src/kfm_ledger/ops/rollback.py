@@ -495,6 +495,7 @@ class RollbackOutcome:
     bundle: BundleStatus | None = None
     restore: RestoreStatus | None = None
     problems: tuple[str, ...] = ()
+    fetched: Any = None  #: fetch_bundle.FetchStatus when --bundle was given without a path
 
     @property
     def ok(self) -> bool:
@@ -509,6 +510,10 @@ class RollbackOutcome:
         """The plan, the bundle check and the restore, for a person; a destructive action is
         printed as runnable only when everything passed."""
         parts = [render_plan(self.plan, self.withheld)]
+        if self.fetched is not None:
+            from .fetch_bundle import render_fetch_status
+
+            parts += ["", render_fetch_status(self.fetched)]
         if self.bundle is not None:
             parts += ["", render_bundle_status(self.bundle)]
         if self.restore is not None:
@@ -528,20 +533,26 @@ class RollbackOutcome:
                 action["api"] = None
         doc["bundle_check"] = self.bundle.to_json() if self.bundle else None
         doc["restore"] = self.restore.to_json() if self.restore else None
+        if self.fetched is not None:
+            doc["fetched_bundle"] = self.fetched.to_json()
         doc["ok"] = self.ok
         return doc
 
 
 def rollback_outcome(
-    plan: RollbackPlan, bundle: BundleStatus | None = None, restore: RestoreStatus | None = None
+    plan: RollbackPlan, bundle: BundleStatus | None = None, restore: RestoreStatus | None = None,
+    *, fetched: Any = None,
 ) -> RollbackOutcome:
-    """Decide whether the rollback can go ahead: the proof verified, and the bundle check or the
-    restore passed."""
+    """Decide whether the rollback can go ahead: the proof verified, the fetched bundle (``fetched``,
+    a ``fetch_bundle.FetchStatus``) passed its sha256 and attestation checks, and the bundle
+    check or the restore passed."""
     problems = []
     if not plan.proof.verified:
         problems.append(f"the inclusion proof does not verify: {plan.proof.reason}")
+    if fetched is not None and not fetched.ok:
+        problems.append(fetched.error or "the fetched bundle did not pass its checks")
     if bundle is not None and not bundle.ok:
         problems.append(bundle.error or "bundle check failed")
     elif restore is not None and not restore.ok:
         problems.append(restore.error or "restore failed")
-    return RollbackOutcome(plan, bundle, restore, tuple(problems))
+    return RollbackOutcome(plan, bundle, restore, tuple(problems), fetched)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from kfm_ledger.core.keys import Verifier
 from kfm_ledger.log.layout import JSONL_KEY
 from kfm_ledger.log.ledger import Ledger
 
 from ..errors import LockedError
-from . import access, checkpoints, since, tail
+from . import access, checkpoints, cosignatures, since, tail
 from .context import Run
+from .entries import check_entries
 from .index_check import CommitChecker, open_index
 from .mirror_check import check_mirror_file
 from .report import VerifyReport
@@ -25,6 +28,7 @@ def verify_ledger(
     progress: Progress | None = None,
     max_failures: int = 200,
     lock_wait: float = 60.0,
+    witnesses: Sequence[Verifier] = (),
 ) -> VerifyReport:
     """Verify everything about a ledger in one streaming pass; never raises for what it finds.
 
@@ -32,6 +36,9 @@ def verify_ledger(
     an append running at the same time cannot make a healthy ledger look broken;
     it verifies the latest signed checkpoint as of when it got the lock.  Where
     the lock cannot be taken at all (a read-only copy), it verifies without it.
+
+    ``witnesses``: the witness cosigner keys (``[[witness]]`` of kfm.toml); every cosignature
+    a stored checkpoint carries from one of them must verify (:mod:`.cosignatures`).
     """
     note = None
     try:
@@ -47,7 +54,7 @@ def verify_ledger(
             ledger.refresh()
         report = _verify(
             ledger, since_note=since, since_verifier=since_verifier, check_mirror=check_mirror,
-            progress=progress, max_failures=max_failures,
+            progress=progress, max_failures=max_failures, witnesses=witnesses,
         )
         if note:
             report.notes.append(note)
@@ -65,10 +72,12 @@ def _verify(
     check_mirror: bool,
     progress: Progress | None,
     max_failures: int,
+    witnesses: Sequence[Verifier] = (),
 ) -> VerifyReport:
     run = Run(ledger, VerifyReport(origin=ledger.origin, size=ledger.size, root=ledger.root), max_failures)
     checkpoints.check_pending_append(run)
     checkpoints.check_checkpoints(run)
+    cosignatures.check_cosignatures(run, witnesses)
     if since_note is not None:
         since.open_since(run, since_note, since_verifier)
 
@@ -104,6 +113,7 @@ def _verify(
             signed_sizes=[k for k in run.expected_roots if k <= ledger.size],
         )
         tail.check_tail(run, log, tail_bytes, signed_end, total)
+        check_entries(run, log, [k for k in run.expected_roots if k <= ledger.size])
     log.close()
     tail.check_pending_append_fits(run, signed_end)
     since.prove_extends(run)
