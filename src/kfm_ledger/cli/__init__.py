@@ -307,11 +307,12 @@ def _silence_standard_streams() -> None:
 
 
 def _register_all() -> None:
-    from . import analytics_cmds, engineer_cmds, ledger_cmds
+    from . import analytics_cmds, engineer_cmds, ledger_cmds, net_cmds
 
     ledger_cmds.register(app)
     engineer_cmds.register(app)
     analytics_cmds.register(app)
+    net_cmds.register(app)
 
 
 _register_all()
