@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING
 
 from kfm_ledger.core import merkle
 from kfm_ledger.core.tlogproof import format_tlog_proof
-from kfm_ledger.errors import AmbiguousCommitError, CommitNotFoundError, CorruptLedgerError, FormatError, ProofError
+from kfm_ledger.errors import (
+    AmbiguousCommitError,
+    CommitNotFoundError,
+    CorruptLedgerError,
+    FormatError,
+    ProofError,
+    SchemaError,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from kfm_ledger.log.ledger import Ledger
@@ -80,7 +87,11 @@ def lookup(led: Ledger, commit: str) -> Lookup:
     if len(found) > 1:
         raise AmbiguousCommitError(commit, [f"{e.lakefs_commit} (index {e.leaf})" for e in found])
     # The line as stored (unverified read), then proven here with the proof that is served.
-    entry = led.get(commit, verified=False)
+    try:
+        entry = led.get(commit, verified=False)
+    except SchemaError:
+        led.get(commit)  # a signed row always decodes: the proven read names the changed row
+        raise
     proof = led.tlog_proof(entry.index)
     signed = led.checkpoint.checkpoint
     leaf = merkle.leaf_hash(entry.line)
