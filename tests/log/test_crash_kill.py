@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from kfm_ledger.log.entries import read_entries, stored_bundles_beyond
 from kfm_ledger.log.layout import JSONL_KEY
 from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_jsonl, sample_row
@@ -70,6 +71,9 @@ def test_sigkill_at_a_random_point_loses_nothing_acknowledged(tmp_path: Path, se
           f"rolled forward {rec.rows_rolled_forward}, cut {rec.bytes_rolled_back} bytes")
     jsonl = (d / JSONL_KEY).read_bytes()
     assert jsonl.count(b"\n") == led.size  # exactly the signed rows: all or nothing
+    # Entry bundles too: none beyond the signed tree once recovered, and they give the signed rows.
+    assert stored_bundles_beyond(led.storage, led.size) == []
+    assert read_entries(led, 0, led.size) == jsonl.split(b"\n")[:-1]
     for i in (0, last_acked - 1, led.size - 1):
         assert led.entry(i).line == encode_row(sample_row(i))
     led.append(sample_jsonl(3, start=led.size), signer=signer_of(led))

@@ -19,6 +19,7 @@ from kfm_ledger.errors import (
     LedgerExistsError,
     LockedError,
 )
+from kfm_ledger.log.entries import stored_bundles_beyond
 from kfm_ledger.log.layout import CHECKPOINT_KEY, JSONL_KEY
 from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_jsonl, sample_row, sample_rows
@@ -71,7 +72,7 @@ def test_input_in_any_key_order_is_stored_canonically(mem_ledger: Ledger) -> Non
 def test_tiles_written_are_exactly_those_of_the_signed_size(mem_ledger: Ledger) -> None:
     fill(mem_ledger, 255, 1, 1, 600)
     size = mem_ledger.size
-    stored = {k for k in mem_ledger.storage.objects if k.startswith("tile/")}
+    stored = {k for k in mem_ledger.storage.objects if k.startswith("tile/") and not k.startswith("tile/entries/")}
     expected = {tiles.tile_path(lv, n, w) for lv, n, w in tiles.tiles_for_size(size)}
     # Full tiles replace their partials; partials of the still-partial tile
     # from earlier sizes are kept for clients holding older checkpoints.
@@ -267,8 +268,11 @@ def test_crash_at_every_write_step_leaves_a_ledger_that_opens_verifies_and_recov
     # All or nothing: the JSONL holds exactly the signed rows.
     assert storage.read(JSONL_KEY).count(b"\n") == after.size
     if after.size == 10:
-        assert not any(k.startswith("tile/") and tiles.parse_tile_path(k)[2] > 10 and tiles.parse_tile_path(k)[0] == 0
-                       for k in storage.objects)
+        hash_tiles = [k for k in storage.objects if k.startswith("tile/") and not k.startswith("tile/entries/")]
+        assert not any(tiles.parse_tile_path(k)[2] > 10 and tiles.parse_tile_path(k)[0] == 0 for k in hash_tiles)
+        # Entry bundles the unsigned append wrote are gone too; the one of the signed tree is there.
+        assert stored_bundles_beyond(storage, 10) == []
+        assert "tile/entries/000.p/10" in storage.objects
     # Whatever happened, the next append works and the ledger verifies.
     nxt = after.size
     after.append(sample_jsonl(5, start=nxt), signer=signer)

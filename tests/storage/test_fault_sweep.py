@@ -20,6 +20,7 @@ import pytest
 from kfm_ledger.core.keys import Signer
 from kfm_ledger.errors import KfmError
 from kfm_ledger.log import bulk
+from kfm_ledger.log.entries import read_entries, stored_bundles_beyond
 from kfm_ledger.log.keys import load_signer
 from kfm_ledger.log.layout import CHECKPOINT_KEY, JSONL_KEY, SKEY_KEY
 from kfm_ledger.log.ledger import Ledger
@@ -116,6 +117,7 @@ def _interrupted(template: Path, dest: Path, stop_at: str) -> Path:
 RECOVERY_STATES = {
     "rows-unsynced": "sync rollback-index.jsonl",  # rows written, not durable, unsigned: rolled back
     "tiles-unwritten": "write_once_many",  # rows durable, unsigned: rolled back
+    "bundles-unwritten": "write_once_many tile/entries/",  # tiles written, bundles not: rolled back
     "kept-not-published": "write_once_and_publish",  # signed: rolled forward
     "published-not-cleaned": "delete pending-append",  # published: the record and partials cleaned up
 }
@@ -160,6 +162,10 @@ def _check_after(d: Path, acked: int | None, floor: int, kind: str) -> None:
         assert led.size >= (acked or floor)
         jsonl = (d / JSONL_KEY).read_bytes()
         assert jsonl.count(b"\n") == led.size  # exactly the signed rows
+        # The entry bundles are exactly the signed tree's (verify fails on any beyond it) and
+        # give the signed rows back.
+        assert stored_bundles_beyond(led.storage, led.size) == []
+        assert read_entries(led, 0, led.size) == jsonl.split(b"\n")[:-1]
         for i in {0, floor - 1, led.size - 1}:
             assert led.entry(i).line == encode_row(sample_row(i))
         nxt = led.size
@@ -298,3 +304,12 @@ def test_a_fault_on_memory_storage_too() -> None:
             assert after.size == BASE + BATCH if acked else after.size in (BASE, BASE + BATCH)
             assert inner.read(JSONL_KEY).count(b"\n") == after.size
             assert inner.read(CHECKPOINT_KEY)
+
+
+@pytest.mark.parametrize("kind", ["append", "bulk", "rebuild"])
+def test_the_sweep_reaches_the_entry_bundle_writes(kind: str, template: Path, tmp_path: Path) -> None:
+    """The clean runs the sweep faults write entry bundles (so a fault lands on each of those writes)."""
+    (tmp_path / "clean").mkdir()
+    ops = _clean_ops(kind, template, tmp_path)
+    writes = [op for op in ops if "tile/entries/" in op and not op.startswith(("exists", "read", "list"))]
+    assert writes, ops

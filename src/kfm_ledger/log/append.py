@@ -24,9 +24,10 @@ from kfm_ledger.index import CommitIndex, IndexedEntry
 from kfm_ledger.log.checkpoint_chain import previous_size_line
 from kfm_ledger.schema.batch import check_batch_capped
 
+from .entries import Piece, encode_pieces, has_entry_bundles
 from .layout import CHECKPOINT_KEY, PENDING_KEY, checkpoint_key
 from .recovery import PendingAppend, recover_locked, undo_append
-from .tile_writer import TilesWritten, delete_partials, refuse_tiles_in_the_way, write_tiles
+from .tile_writer import TilesWritten, delete_replaced_partials, refuse_tiles_in_the_way, write_tiles_and_bundles
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -140,6 +141,7 @@ def append(led: Ledger, batch: bytes | Sequence[schema.Row], *, signer: Signer, 
                 index_entries(old_end), size=new_size, end_offset=old_end + len(payload)
             ),
             leaf_hashes=(merkle.leaf_hash(line) for _, _, line in parsed),
+            entries=lambda: encode_pieces(line for _, _, line in parsed),
             signer=signer,
             recovered=recovery.rows_rolled_forward,
         )
@@ -153,6 +155,7 @@ def commit_batch(
     write_rows: Callable[[], None],
     write_index: Callable[[int], None],
     leaf_hashes: bytes | bytearray | Iterable[bytes],
+    entries: Callable[[], Iterable[Piece]],
     signer: Signer,
     recovered: int,
 ) -> AppendResult:
@@ -160,13 +163,16 @@ def commit_batch(
 
     Called under the writer lock after recovery and every check. ``write_rows``
     appends the batch's ``payload_size`` canonical bytes; ``write_index(old_end)``
-    records (or commits) the batch's index entries for rows starting at JSONL byte ``old_end``.
+    records (or commits) the batch's index entries for rows starting at JSONL byte ``old_end``;
+    ``entries()`` gives the rows' entry-bundle encoding (step 4, written only by a ledger that
+    keeps entry bundles: :func:`~kfm_ledger.log.entries.has_entry_bundles`).
     """
     old_size = led.size
     refuse_tiles_in_the_way(led.storage, old_size, new_size)
     old_end = led._jsonl.size()
     pending = PendingAppend(old_size, old_end, new_size, old_end + payload_size)
     edge = led._right_edge
+    pieces = entries if has_entry_bundles(led.storage, old_size) else None
     # Step 1: the pending-append record, durable before any row is written.
     # Crash after it: recovery rolls the append back (nothing was signed).
     led.storage.write_atomic(PENDING_KEY, pending.to_json())
@@ -179,7 +185,9 @@ def commit_batch(
             # signs, rows, index entries and tiles beyond the signed size are
             # all rolled back, and step 5 starts only when every one is durable.
             pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kfm-tiles")
-            tiles_job = pool.submit(write_tiles, led, old_size, leaf_hashes, led.storage.write_once_many, edge)
+            tiles_job = pool.submit(
+                write_tiles_and_bundles, led, old_size, leaf_hashes, led.storage.write_once_many, edge, pieces
+            )
             pool.shutdown(wait=False)  # the job runs on; its result is awaited below
         # Step 2: rows to the JSONL, then fsync.  Crash during or after
         # (even a torn last line): rolled back, the record says where it began.
@@ -187,11 +195,11 @@ def commit_batch(
         led._jsonl.sync()
         # Step 3: the commit index.  Rolled back with the rows.
         write_index(old_end)
-        # Step 4: tiles (immutable objects).  Crash after: rolled back (deleted).
+        # Step 4: tiles, then entry bundles (immutable objects).  Crash after: rolled back (deleted).
         if tiles_job is not None:
             tiled = tiles_job.result()
         else:
-            tiled = write_tiles(led, old_size, leaf_hashes, led.storage.write_once_many, edge)
+            tiled = write_tiles_and_bundles(led, old_size, leaf_hashes, led.storage.write_once_many, edge, pieces)
         note = sign_tree_head(led, tiled, signer)
     except BaseException:
         if tiles_job is not None:
@@ -205,13 +213,12 @@ def commit_batch(
     # Kept for the next append, which uses it only if this tree (size and root) is then the signed one.
     led._right_edge = tiled.edge
     # Step 6: the append is complete.  Crash before: recovery sees the new
-    # size signed and only removes the record.  Step 7: partial tiles that a
-    # full tile now replaces.  Both are clean-up: a failure here does not undo
+    # size signed and only removes the record.  Step 7: partial tiles and bundles
+    # that a full one now replaces.  Both are clean-up: a failure here does not undo
     # a published append (the next recovery finishes them).
     with contextlib.suppress(Exception):
         led.storage.delete(PENDING_KEY)
-        for tile_level, tile_index in tiled.completed:
-            delete_partials(led.storage, tile_level, tile_index)
+        delete_replaced_partials(led.storage, tiled)
     return AppendResult(first_index=old_size, count=new_size - old_size, checkpoint=led.checkpoint, recovered=recovered)
 
 

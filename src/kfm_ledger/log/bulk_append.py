@@ -8,7 +8,8 @@ from __future__ import annotations
 import array
 import itertools
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from kfm_ledger import schema
@@ -18,6 +19,7 @@ from kfm_ledger.index import CommitIndex, IndexedEntry
 
 from ..inputs import open_regular
 from .append import AppendResult, append, before_last_row_problem, commit_batch, stored_commit_problem
+from .entries import Piece, pieces_from_lines
 from .progress import Progress
 from .recovery import recover_locked
 
@@ -130,12 +132,24 @@ def append_file(
                 raise InputRejected([RowProblem(1, "$", "no rows in the input")])
             new_size = old_size + seq
 
+            rows_copied = threading.Event()
+
             def write_rows() -> None:
-                for chunk in spooled_chunks:
-                    spooled_input.copy(chunk, led._jsonl.append)
-                # Dropping the spools now spares the disk their write-back (and every
-                # later fsync the wait for it).
-                spooled_input.close()
+                try:
+                    for chunk in spooled_chunks:
+                        spooled_input.copy(chunk, led._jsonl.append)
+                    # Dropping the spools now spares the disk their write-back (and every
+                    # later fsync the wait for it).
+                    spooled_input.close()
+                finally:
+                    rows_copied.set()  # (a failed copy: the bundle writer then finds rows missing)
+
+            def entry_pieces() -> Iterator[Piece]:
+                # The entry bundles are cut from the canonical rows just copied to the JSONL (read
+                # back from the page cache by the tile thread while the rows are synced and indexed):
+                # spooling a second copy of the rows cost more in disk write-back (docs/entry-bundles.md).
+                rows_copied.wait()
+                return pieces_from_lines(led._jsonl.iter_chunks(old_end, end=old_end + spooled), seq)
 
             return commit_batch(
                 led,
@@ -144,6 +158,7 @@ def append_file(
                 write_rows=write_rows,
                 write_index=lambda _old_end: idx.commit(size=new_size, end_offset=old_end + spooled),
                 leaf_hashes=hashes,
+                entries=entry_pieces,
                 signer=signer,
                 recovered=recovery.rows_rolled_forward,
             )

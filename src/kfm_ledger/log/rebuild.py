@@ -1,4 +1,4 @@
-"""Rebuilding the derived data (commit index, hash tiles, expansion records) from the JSONL.
+"""Rebuilding the derived data (commit index, hash tiles, entry bundles, expansion records) from the JSONL.
 
 Signs nothing: the rows must still hash (RFC 9162 §2.1.1) to the signed root.
 """
@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kfm_ledger.core import merkle, tiles
+from kfm_ledger.core.entry_bundle import encode_entry_bundle
 from kfm_ledger.errors import CorruptLedgerError
 
 from .index_sync import catch_up_index
-from .layout import ENTRIES_PREFIX, INDEX_FILE, JSONL_KEY, TILES_PREFIX
+from .layout import INDEX_FILE, JSONL_KEY, TILES_PREFIX
 from .lines import split_lines
 from .progress import Progress, counted_chunks
 from .recovery import read_pending, recover_locked
@@ -76,8 +77,25 @@ def _pass_reader(progress: Progress | None, jsonl_size: int, passes: int = 3) ->
     return reader
 
 
+def _bundled(lines: Iterator[bytes], write: Callable[[str, bytes], None]) -> Iterator[bytes]:
+    """The leaf hashes of ``lines``, writing their entry bundles (c2sp.org/tlog-tiles) on the way:
+    each full bundle as its 256th line passes, the right-edge partial one at the end."""
+    bundle: list[bytes] = []
+    index = 0
+    for line in lines:
+        bundle.append(line)
+        if len(bundle) == tiles.TILE_WIDTH:
+            write(tiles.entries_path(index), encode_entry_bundle(bundle))
+            bundle.clear()
+            index += 1
+        yield merkle.leaf_hash(line)
+    if bundle:
+        write(tiles.entries_path(index, len(bundle)), encode_entry_bundle(bundle))
+
+
 def rebuild(led: Ledger, *, wait: float, progress: Progress | None = None) -> int:
-    """Recreate the commit index and every tile from the JSONL (see :meth:`Ledger.rebuild`)."""
+    """Recreate the commit index, every tile and every entry bundle from the JSONL (see
+    :meth:`Ledger.rebuild`).  A ledger made before entry bundles existed gains them here."""
     with led.writer_lock(wait=wait):
         if read_pending(led) is not None:
             recover_locked(led)  # finish or undo the interrupted append first
@@ -99,9 +117,11 @@ def rebuild(led: Ledger, *, wait: float, progress: Progress | None = None) -> in
                 write(key, data)
 
         lines = _lines_from(led, 0, led.size, reader(2)) if led.size else iter(())
-        write_tiles(led, 0, (merkle.leaf_hash(line) for line in lines), write_many, None)
-        # Partial tiles of earlier signed sizes: prefixes of today's partial tiles.
-        for size in led.checkpoint_sizes():
+        write_tiles(led, 0, _bundled(lines, write), write_many, None)
+        # Partial tiles and bundles of earlier signed sizes: prefixes of today's partial ones.
+        sizes = led.checkpoint_sizes()
+        _write_earlier_bundles(led, sizes, written, write)
+        for size in sizes:
             for level, index, width in tiles.tiles_for_size(size):
                 key = tiles.tile_path(level, index, width)
                 if width < tiles.TILE_WIDTH and key not in written:
@@ -110,10 +130,31 @@ def rebuild(led: Ledger, *, wait: float, progress: Progress | None = None) -> in
                     data = led.read_tile(level, index, width)[: width * merkle.HASH_SIZE]
                     write(key, data)
         for key in list(led.storage.list(TILES_PREFIX)):
-            if not key.startswith(ENTRIES_PREFIX) and key not in written:
+            if key not in written:  # stale tiles and bundles, and stray names
                 led.storage.delete(key)
         led.prover.tile_cache.clear()  # tiles were rewritten
         led._right_edge = None
         if progress is not None:
             progress(3 * jsonl_size, 3 * jsonl_size)
         return added
+
+
+def _write_earlier_bundles(
+    led: Ledger, sizes: list[int], written: set[str], write: Callable[[str, bytes], None]
+) -> None:
+    """The partial entry bundles a client holding an earlier signed checkpoint may ask for:
+    prefixes of today's right-edge partial bundle (a bundle that is full now serves them all,
+    the spec's fallback)."""
+    edge = led.size // tiles.TILE_WIDTH
+    width = led.size % tiles.TILE_WIDTH
+    wanted = sorted({s % tiles.TILE_WIDTH for s in sizes if s // tiles.TILE_WIDTH == edge and s % tiles.TILE_WIDTH})
+    wanted = [w for w in wanted if w < width]
+    if not wanted:
+        return
+    from .entries import read_bundle
+
+    _, current = read_bundle(led.storage, edge, width)  # written above from the checked rows
+    for w in wanted:
+        key = tiles.entries_path(edge, w)
+        if key not in written:
+            write(key, encode_entry_bundle(current[:w]))

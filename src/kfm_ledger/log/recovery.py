@@ -6,17 +6,17 @@ An append is all or nothing.  Its steps, each with what a crash after it leaves
 1. the pending-append record (old/new size and JSONL length), written atomically;
 2. the rows appended to the JSONL and fsync'd;
 3. the commit index updated;
-4. the tiles for the new leaves written (immutable objects);
+4. the tiles for the new leaves written, then their entry bundles (immutable objects);
 5. the new checkpoint signed and kept as ``checkpoints/<size>`` (5a: the point
    of no return), then ``checkpoint`` replaced atomically (5b): only now does
    append report success;
-6. the record removed; 7. partial tiles that full tiles replace deleted.
+6. the record removed; 7. partial tiles and bundles that full ones replace deleted.
 
 **Recovery rule** (:func:`recover_locked`, run by every writer before it writes
 and by ``kfm recover``; it never signs): with a record that matches the signed
 tree, roll forward if ``checkpoints/<new size>`` exists and the written tiles
 give its root, else roll back (cut the JSONL to where the batch began, drop its
-index entries and tiles).  With no record, the JSONL must end exactly after the
+index entries, tiles and entry bundles).  With no record, the JSONL must end exactly after the
 last signed row; otherwise the writer stops and nothing is cut.
 """
 
@@ -30,6 +30,7 @@ from kfm_ledger.core import merkle, tiles
 from kfm_ledger.core.signed_checkpoint import open_checkpoint
 from kfm_ledger.errors import CorruptLedgerError, KfmError, ObjectNotFoundError
 
+from .entries import bundles_changed, stored_bundles_beyond
 from .index_sync import catch_up_index
 from .layout import CHECKPOINT_KEY, CHECKPOINTS_PREFIX, JSONL_KEY, PENDING_KEY, checkpoint_key
 from .tile_writer import prune_partials
@@ -269,6 +270,8 @@ def discard_temporaries_of(led: Ledger, pending: PendingAppend) -> tuple[str, ..
         folders = {"", CHECKPOINTS_PREFIX}
         for level, index, width in tiles.tiles_changed(pending.old_size, pending.new_size):
             folders.add(tiles.tile_path(level, index, width).rsplit("/", 1)[0] + "/")
+        for index, width in bundles_changed(pending.old_size, pending.new_size):
+            folders.add(tiles.entries_path(index, width).rsplit("/", 1)[0] + "/")
         return tuple(sorted(led.storage.discard_stale_temporaries(sorted(folders))))
     except (OSError, KfmError):  # clean-up only
         return ()
@@ -290,15 +293,18 @@ def _stored_tiles_beyond(led: Ledger, old_size: int) -> list[str]:
 
 
 def undo_append(led: Ledger, pending: PendingAppend) -> None:
-    """Remove every trace of an unsigned append: JSONL tail, index rows, new tiles, the record."""
+    """Remove every trace of an unsigned append: JSONL tail, index rows, new tiles and entry
+    bundles, the record."""
     if rows_are_present(led, pending):
-        # Tiles for the new size never exist at the old size (a full tile that
+        # Tiles and bundles for the new size never exist at the old size (one that
         # became full, the right edge's new width): all of them are the append's.
         doomed = [tiles.tile_path(*t) for t in tiles.tiles_changed(pending.old_size, pending.new_size)]
+        doomed += [tiles.entries_path(*b) for b in bundles_changed(pending.old_size, pending.new_size)]
     else:
         # Rows not all written (or a record whose numbers no bytes back): tiles may still
         # have been written ahead of the rows; remove every one beyond the old tree.
         doomed = _stored_tiles_beyond(led, pending.old_size)
+        doomed += stored_bundles_beyond(led.storage, pending.old_size)
     if led._jsonl.size() > pending.old_end:
         led._jsonl.truncate(pending.old_end)
     led._raw_index().truncate(pending.old_size, pending.old_end)

@@ -7,6 +7,7 @@ edge the same Ledger wrote last (or None) and returns the new one in :class:`Til
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from kfm_ledger.core import merkle, tiles
 from kfm_ledger.errors import CorruptLedgerError
 from kfm_ledger.log.expansions import expansion_record
 
+from . import entries
 from .layout import TILES_PREFIX, checkpoint_key
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ class TilesWritten:
     root: bytes
     completed: tuple[tuple[int, int], ...]  #: (level, index) of tiles that became full
     edge: RightEdge
+    bundles_completed: tuple[int, ...] = ()  #: indexes of entry bundles that became full
 
 
 def refuse_tiles_in_the_way(storage: Storage, old_size: int, new_size: int) -> None:
@@ -55,12 +58,13 @@ def refuse_tiles_in_the_way(storage: Storage, old_size: int, new_size: int) -> N
             "once signed a tree of that size and must not sign another; nothing was written — inspect it",
             key=checkpoint_key(new_size),
         )
-    for level, index, width in tiles.tiles_changed(old_size, new_size):
-        key = tiles.tile_path(level, index, width)
+    keys = [(tiles.tile_path(lv, index, width), index) for lv, index, width in tiles.tiles_changed(old_size, new_size)]
+    keys += [(tiles.entries_path(index, width), index) for index, width in entries.bundles_changed(old_size, new_size)]
+    for key, index in keys:
         if storage.exists(key):
             raise CorruptLedgerError(
                 f"tile {key} already exists beyond the signed tree (size {old_size}); nothing was "
-                "written: run `kfm verify`, then `kfm rebuild` to recreate the tiles",
+                "written: run `kfm verify`, then `kfm rebuild` to recreate the tiles and entry bundles",
                 key=key,
                 index=index,
             )
@@ -210,6 +214,80 @@ def write_tiles(
     return TilesWritten(new_size, root, tuple(completed), new_edge)
 
 
+#: An entry-bundle group handed to ``write_many`` at once (one pair of disk flushes each).
+BUNDLE_GROUP_BYTES = 64 << 20
+
+
+def edge_leaf_hashes(led: Ledger, old_size: int, edge: RightEdge | None) -> list[bytes]:
+    """The leaf hashes of the right-edge partial level-0 tile of the signed tree of ``old_size``
+    (the leaves of its partial entry bundle): from ``edge`` when it is the signed tree's."""
+    width = old_size % tiles.TILE_WIDTH
+    if not width:
+        return []
+    if edge is not None and edge.size == old_size == led.size and edge.root == led.root:
+        for level, hashes in edge.partials:
+            if level == 0:
+                return list(hashes)
+    return led.hash_reader(old_size).read_node_hashes([(0, i) for i in range(old_size - width, old_size)])
+
+
+def write_bundles(
+    led: Ledger,
+    old_size: int,
+    pieces: Iterable[entries.Piece],
+    write_many: WriteMany,
+    edge: RightEdge | None,
+) -> tuple[int, ...]:
+    """Write the entry bundles (c2sp.org/tlog-tiles "Log entries") for entries appended after
+    ``old_size``; return the indexes of the bundles that became full.
+
+    The right-edge partial bundle of the old tree is read and checked against the signed leaf
+    hashes first (:func:`kfm_ledger.log.entries.edge_head`): the new bundle that extends it
+    repeats its entries.  Like tiles, bundles are immutable objects written before signing;
+    a crash after leaves them beyond the signed size, and recovery deletes them.
+    """
+    head = entries.edge_head(led, old_size, edge_leaf_hashes(led, old_size, edge))
+    completed: list[int] = []
+    group: list[tuple[str, bytes]] = []
+    group_bytes = 0
+    for key, data in entries.batch_bundles(old_size, head, pieces):
+        group.append((key, data))
+        group_bytes += len(data)
+        if ".p/" not in key:
+            completed.append(tiles.parse_entries_path(key)[0])
+        if group_bytes >= BUNDLE_GROUP_BYTES:
+            write_many(group)
+            group, group_bytes = [], 0
+    if group:
+        write_many(group)
+    return tuple(completed)
+
+
+def write_tiles_and_bundles(
+    led: Ledger,
+    old_size: int,
+    leaf_hashes: bytes | bytearray | Iterable[bytes],
+    write_many: WriteMany,
+    edge: RightEdge | None,
+    pieces: Callable[[], Iterable[entries.Piece]] | None,
+) -> TilesWritten:
+    """:func:`write_tiles`, then (unless ``pieces`` is None: a ledger without entry bundles)
+    :func:`write_bundles` for the same entries; the bundles that became full in the result."""
+    tiled = write_tiles(led, old_size, leaf_hashes, write_many, edge)
+    if pieces is None:
+        return tiled
+    done = write_bundles(led, old_size, pieces(), write_many, edge)
+    return dataclasses.replace(tiled, bundles_completed=done)
+
+
+def delete_replaced_partials(storage: Storage, tiled: TilesWritten) -> None:
+    """Step 7: delete the partial tiles and entry bundles that full ones now replace."""
+    for tile_level, tile_index in tiled.completed:
+        delete_partials(storage, tile_level, tile_index)
+    for index in tiled.bundles_completed:
+        entries.delete_partial_bundles(storage, index)
+
+
 def delete_partials(storage: Storage, level: int, index: int) -> None:
     """Delete the partial tiles of tile (level, index), which is full now."""
     for key in list(storage.list(tiles.tile_path(level, index) + ".p/")):
@@ -217,7 +295,9 @@ def delete_partials(storage: Storage, level: int, index: int) -> None:
 
 
 def prune_partials(storage: Storage, size: int) -> None:
-    """Delete leftover partials of the last full tile per level (an interrupted step 7)."""
+    """Delete leftover partials of the last full tile per level and of the last full entry
+    bundle (an interrupted step 7)."""
+    entries.prune_partial_bundles(storage, size)
     level = 0
     while (size >> (tiles.TILE_HEIGHT * level)) >= tiles.TILE_WIDTH:
         count = size >> (tiles.TILE_HEIGHT * level)

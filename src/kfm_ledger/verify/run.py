@@ -9,6 +9,7 @@ from kfm_ledger.log.ledger import Ledger
 from ..errors import LockedError
 from . import access, checkpoints, since, tail
 from .context import Run
+from .entries import check_entries
 from .index_check import CommitChecker, open_index
 from .mirror_check import check_mirror_file
 from .report import VerifyReport
@@ -104,6 +105,7 @@ def _verify(
             signed_sizes=[k for k in run.expected_roots if k <= ledger.size],
         )
         tail.check_tail(run, log, tail_bytes, signed_end, total)
+        check_entries(run, log, [k for k in run.expected_roots if k <= ledger.size])
     log.close()
     tail.check_pending_append_fits(run, signed_end)
     since.prove_extends(run)

@@ -1,0 +1,273 @@
+"""Entry bundles (c2sp.org/tlog-tiles "Log entries") written by appends, bulk appends and rebuild,
+and read back through the library API (kfm_ledger.log.entries)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kfm_ledger.core import tiles
+from kfm_ledger.core.entry_bundle import bundle_width, decode_entry_bundle, encode_entry_bundle
+from kfm_ledger.errors import CorruptLedgerError
+from kfm_ledger.log import bulk, entries
+from kfm_ledger.log.ledger import Ledger
+from kfm_ledger.sample import sample_jsonl
+from kfm_ledger.storage import MemoryStorage
+from kfm_ledger.verify import verify_ledger
+
+from conftest import ORIGIN, fill, signer_of
+
+
+def bundle_keys(led: Ledger) -> list[str]:
+    return sorted(led.storage.list("tile/entries/"))
+
+
+def second_reading(data: bytes) -> list[bytes]:
+    """An independent decoder (struct, not the codec): uint16 big-endian length, then bytes."""
+    out, pos = [], 0
+    while pos < len(data):
+        (n,) = struct.unpack_from(">H", data, pos)
+        out.append(data[pos + 2 : pos + 2 + n])
+        assert len(out[-1]) == n
+        pos += 2 + n
+    return out
+
+
+def rows_of(led: Ledger) -> list[bytes]:
+    return list(led.iter_lines())
+
+
+# ------------------------------------------------------------------ pure helpers
+
+
+def test_bundles_changed_lists_the_new_full_and_edge_bundles() -> None:
+    assert entries.bundles_changed(0, 1) == [(0, 1)]
+    assert entries.bundles_changed(3, 300) == [(0, 256), (1, 44)]
+    assert entries.bundles_changed(256, 512) == [(1, 256)]
+    assert entries.bundles_changed(300, 301) == [(1, 45)]
+    assert entries.bundles_changed(5, 5) == []
+
+
+def test_edge_bundle_key() -> None:
+    assert entries.edge_bundle_key(0) is None
+    assert entries.edge_bundle_key(1) == "tile/entries/000.p/1"
+    assert entries.edge_bundle_key(256) == "tile/entries/000"
+    assert entries.edge_bundle_key(257) == "tile/entries/001.p/1"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    old=st.lists(st.binary(max_size=40), max_size=300),
+    new=st.lists(st.lists(st.binary(max_size=40), max_size=300), min_size=1, max_size=4),
+)
+def test_batch_bundles_are_the_bundles_of_the_whole_tree(old: list[bytes], new: list[list[bytes]]) -> None:
+    """Property: the bundles a batch creates equal the bundles computed from all entries at once."""
+    old_size = len(old)
+    head_entries = old[old_size - old_size % 256 :]
+    head = encode_entry_bundle(head_entries) if head_entries else b""
+    pieces = [p for batch in new for p in entries.encode_pieces(batch)]
+    got = dict(entries.batch_bundles(old_size, head, pieces))
+    everything = old + [e for batch in new for e in batch]
+    size = len(everything)
+    want = {}
+    for index, width in entries.bundles_changed(old_size, size):
+        want[tiles.entries_path(index, width)] = encode_entry_bundle(everything[index * 256 : index * 256 + width])
+    assert got == want
+    for key, data in got.items():
+        index, width = tiles.parse_entries_path(key)
+        assert second_reading(data) == everything[index * 256 : index * 256 + width]
+
+
+def test_batch_bundles_refuses_a_piece_whose_lengths_do_not_match() -> None:
+    with pytest.raises(ValueError, match="lengths say"):
+        list(entries.batch_bundles(0, b"", [(b"\x00\x01a", [2])]))
+
+
+# ------------------------------------------------------------------ appends
+
+
+def test_every_append_writes_the_bundles_of_its_rows(mem_ledger: Ledger) -> None:
+    fill(mem_ledger, 3)
+    assert bundle_keys(mem_ledger) == ["tile/entries/000.p/3"]
+    fill(mem_ledger, 300)  # fills bundle 0: its partials go, 001.p/47 is the new edge
+    assert bundle_keys(mem_ledger) == ["tile/entries/000", "tile/entries/001.p/47"]
+    fill(mem_ledger, 10)  # the partial of size 303 stays for clients holding that checkpoint
+    assert bundle_keys(mem_ledger) == ["tile/entries/000", "tile/entries/001.p/47", "tile/entries/001.p/57"]
+    rows = rows_of(mem_ledger)
+    for key in bundle_keys(mem_ledger):
+        index, width = tiles.parse_entries_path(key)
+        data = mem_ledger.storage.read(key)
+        assert second_reading(data) == rows[index * 256 : index * 256 + width]
+        assert decode_entry_bundle(data, width) == rows[index * 256 : index * 256 + width]
+    assert verify_ledger(mem_ledger).ok
+
+
+def test_an_entry_is_the_row_without_its_newline(mem_ledger: Ledger) -> None:
+    fill(mem_ledger, 1)
+    (entry,) = decode_entry_bundle(mem_ledger.storage.read("tile/entries/000.p/1"))
+    assert entry == mem_ledger.entry(0).line and not entry.endswith(b"\n")
+
+
+def test_read_entries_returns_the_signed_rows_across_bundles(mem_ledger: Ledger) -> None:
+    fill(mem_ledger, 100, 300, 120)
+    rows = rows_of(mem_ledger)
+    assert entries.read_entries(mem_ledger, 0, 520) == rows
+    assert entries.read_entries(mem_ledger, 250, 262) == rows[250:262]
+    assert entries.read_entries(mem_ledger, 519, 520) == rows[519:]
+    assert entries.read_entries(mem_ledger, 7, 7) == []
+    with pytest.raises(ValueError):
+        entries.read_entries(mem_ledger, 0, 521)
+
+
+def test_a_missing_partial_bundle_falls_back_to_the_full_one(mem_ledger: Ledger) -> None:
+    fill(mem_ledger, 10, 300)
+    # A reader of the checkpoint of size 10 wants 000.p/10; it was replaced by the full bundle.
+    assert not mem_ledger.storage.exists("tile/entries/000.p/10")
+    key, got = entries.read_bundle(mem_ledger.storage, 0, 10)
+    assert key == "tile/entries/000" and got == rows_of(mem_ledger)[:10]
+
+
+def test_read_bundle_names_a_missing_bundle(mem_ledger: Ledger) -> None:
+    fill(mem_ledger, 10)
+    mem_ledger.storage.delete("tile/entries/000.p/10")
+    with pytest.raises(CorruptLedgerError, match=r"missing entry bundle tile/entries/000\.p/10"):
+        entries.read_entries(mem_ledger, 0, 10)
+
+
+def test_read_entries_refuses_an_edited_bundle_naming_it(mem_ledger: Ledger) -> None:
+    fill(mem_ledger, 300)
+    rows = rows_of(mem_ledger)
+    edited = list(rows[:256])
+    edited[5] = edited[5].replace(b'"', b"'", 1)
+    mem_ledger.storage.objects["tile/entries/000"] = encode_entry_bundle(edited)  # type: ignore[attr-defined]
+    with pytest.raises(CorruptLedgerError, match=r"entry 5 of entry bundle tile/entries/000 \(row 5\)"):
+        entries.read_entries(mem_ledger, 0, 10)
+    assert entries.read_entries(mem_ledger, 256, 300) == rows[256:]  # the other bundle is fine
+
+
+def test_read_entries_refuses_a_malformed_bundle(mem_ledger: Ledger) -> None:
+    fill(mem_ledger, 10)
+    mem_ledger.storage.objects["tile/entries/000.p/10"] = b"\x00\x09abc"  # type: ignore[attr-defined]
+    with pytest.raises(CorruptLedgerError, match="malformed"):
+        entries.read_entries(mem_ledger, 0, 10)
+
+
+def test_an_append_refuses_to_extend_an_edited_edge_bundle(mem_ledger: Ledger) -> None:
+    fill(mem_ledger, 10)
+    rows = rows_of(mem_ledger)
+    bad = list(rows)
+    bad[9] = bad[9][:-1] + b" }"
+    mem_ledger.storage.objects["tile/entries/000.p/10"] = encode_entry_bundle(bad)  # type: ignore[attr-defined]
+    with pytest.raises(CorruptLedgerError, match=r"entry 9 of entry bundle tile/entries/000\.p/10 \(row 9\)"):
+        fill(mem_ledger, 5)
+    assert mem_ledger.size == 10
+    assert bundle_keys(mem_ledger) == ["tile/entries/000.p/10"]  # the append's own objects were undone
+    assert not any(k.startswith("tile/0/000.p/15") for k in mem_ledger.storage.objects)  # type: ignore[attr-defined]
+    mem_ledger.rebuild()
+    fill(mem_ledger, 5)
+    assert verify_ledger(mem_ledger).ok
+
+
+def test_an_append_refuses_a_bundle_in_the_way(mem_ledger: Ledger) -> None:
+    fill(mem_ledger, 10)
+    mem_ledger.storage.write_once("tile/entries/000.p/12", b"planted")
+    with pytest.raises(CorruptLedgerError, match=r"tile/entries/000\.p/12 already exists beyond the signed tree"):
+        fill(mem_ledger, 2)
+    assert mem_ledger.size == 10
+
+
+def test_a_bulk_append_writes_the_same_bundles_as_small_appends(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(bulk, "PARALLEL_THRESHOLD", 1)
+    monkeypatch.setattr(bulk, "CHUNK_BYTES", 100_000)  # several chunks, bundles cut across them
+    small = Ledger.init(MemoryStorage(), origin=ORIGIN)
+    fill(small, 7, 900)
+    big = Ledger.init(tmp_path / "big", origin=ORIGIN)
+    try:
+        fill(big, 7)
+        (tmp_path / "rows.jsonl").write_bytes(sample_jsonl(900, start=7))
+        for workers in (1, 2):
+            if workers == 2:  # again, with worker processes, on a fresh ledger
+                big.close()
+                big = Ledger.init(tmp_path / "big2", origin=ORIGIN)
+                fill(big, 7)
+            big.append_file(tmp_path / "rows.jsonl", signer=signer_of(big), workers=workers)
+            assert big.size == 907
+            got = {k: big.storage.read(k) for k in bundle_keys(big)}
+            want = {k: small.storage.read(k) for k in bundle_keys(small)}
+            assert got == want
+            assert list(got) == ["tile/entries/000", "tile/entries/001", "tile/entries/002", "tile/entries/003.p/139"]
+            assert verify_ledger(big).ok
+    finally:
+        big.close()
+
+
+# ------------------------------------------------------------------ rebuild, older ledgers
+
+
+def older_ledger(*batches: int) -> Ledger:
+    """A ledger as a version before entry bundles left it: none stored."""
+    led = Ledger.init(MemoryStorage(), origin=ORIGIN)
+    fill(led, *batches)
+    for key in bundle_keys(led):
+        led.storage.delete(key)
+    return led
+
+
+def test_a_ledger_without_bundles_verifies_with_a_note_and_appends_write_none() -> None:
+    led = older_ledger(10, 300)
+    report = verify_ledger(led)
+    assert report.ok, report.failures
+    assert any("no entry bundles" in n and "kfm rebuild" in n for n in report.notes)
+    assert not entries.has_entry_bundles(led.storage, led.size)
+    fill(led, 5)  # going forward only if the earlier ones exist: none written
+    assert bundle_keys(led) == []
+    assert verify_ledger(led).ok
+
+
+def test_rebuild_adds_the_bundles_to_an_older_ledger_then_appends_write_them() -> None:
+    led = older_ledger(10, 300, 5)  # signed sizes 10, 310, 315
+    led.rebuild()
+    assert bundle_keys(led) == ["tile/entries/000", "tile/entries/001.p/54", "tile/entries/001.p/59"]
+    report = verify_ledger(led)
+    assert report.ok, report.failures
+    assert not any("no entry bundles" in n for n in report.notes)
+    fill(led, 300)
+    assert entries.read_entries(led, 0, led.size) == rows_of(led)
+    assert verify_ledger(led).ok
+
+
+def test_rebuild_recreates_edited_missing_and_extra_bundles(mem_ledger: Ledger) -> None:
+    fill(mem_ledger, 10, 300)
+    before = {k: mem_ledger.storage.read(k) for k in bundle_keys(mem_ledger)}
+    mem_ledger.storage.delete("tile/entries/000")
+    mem_ledger.storage.objects["tile/entries/001.p/54"] = b"\x00\x01x"  # type: ignore[attr-defined]
+    mem_ledger.storage.write_once("tile/entries/007", b"extra")
+    assert not verify_ledger(mem_ledger).ok
+    mem_ledger.rebuild()
+    assert {k: mem_ledger.storage.read(k) for k in bundle_keys(mem_ledger)} == before
+    assert verify_ledger(mem_ledger).ok
+
+
+def test_recovery_removes_the_bundles_of_an_unsigned_append(mem_ledger: Ledger, monkeypatch) -> None:
+    fill(mem_ledger, 10)
+    from kfm_ledger.log import append as append_mod
+
+    def refuse(*_a, **_k):
+        raise OSError("signing device unplugged")
+
+    monkeypatch.setattr(append_mod, "sign_tree_head", refuse)
+    with pytest.raises(OSError):
+        fill(mem_ledger, 300)
+    assert bundle_keys(mem_ledger) == ["tile/entries/000.p/10"]
+    assert entries.stored_bundles_beyond(mem_ledger.storage, 10) == []
+
+
+def test_bundle_width_matches_the_paths_written(mem_ledger: Ledger) -> None:
+    fill(mem_ledger, 513)
+    for key in bundle_keys(mem_ledger):
+        index, width = tiles.parse_entries_path(key)
+        assert width == bundle_width(index, 513)
