@@ -4,7 +4,8 @@ bundles, and hand-built static logs that can be made to lie.
 ``ServerThread`` runs an ASGI app under uvicorn in a thread of the test process (always stopped
 on exit); ``StaticLog`` builds a complete c2sp.org/tlog-tiles log (checkpoint, hash tiles, entry
 bundles) from any entries with any key, so tests can serve forks, rollbacks, bad rows and
-tampered tiles that the ledger itself would refuse to write.
+tampered tiles that the ledger itself would refuse to write.  Ledgers built by the tests write
+their own entry bundles (``log/entries.py``); :func:`bundles_of` lists them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from kfm_ledger.core.checkpoint import Checkpoint
 from kfm_ledger.core.entry_bundle import encode_entry_bundle
 from kfm_ledger.core.keys import Signer
 from kfm_ledger.core.signed_checkpoint import sign_checkpoint
-from kfm_ledger.errors import ObjectNotFoundError
 from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_jsonl
 
@@ -32,23 +32,9 @@ def sample_lines(count: int, start: int = 0, seed: int = 0) -> list[bytes]:
     return sample_jsonl(count, start=start, seed=seed).splitlines()
 
 
-def write_bundles(led: Ledger) -> int:
-    """Write the entry bundles of ``led``'s signed rows (full ones and the current partial) with
-    the core codec, as the ledger's own writer does; returns how many were written.  Bundles that
-    exist already (same bytes) are left as they are."""
-    lines = list(led.iter_lines())
-    written = 0
-    for n in range(0, (len(lines) + 255) // 256):
-        chunk = lines[n * 256 : (n + 1) * 256]
-        key = tiles.entries_path(n, len(chunk))
-        try:
-            if led.storage.read(key) == encode_entry_bundle(chunk):
-                continue
-        except ObjectNotFoundError:
-            pass
-        led.storage.write_once(key, encode_entry_bundle(chunk))
-        written += 1
-    return written
+def bundles_of(led: Ledger) -> dict[str, bytes]:
+    """The entry bundles ``led`` stored itself (``tile/entries/...`` key -> bytes)."""
+    return {k: led.storage.read(k) for k in led.storage.list("tile/entries/")}
 
 
 class ServerThread:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netutil import ORIGIN, ServerThread, StaticLog, sample_lines, write_bundles
+from netutil import ORIGIN, ServerThread, StaticLog, sample_lines
 
 from kfm_ledger.core import tiles
 from kfm_ledger.core.keys import Signer
@@ -48,7 +48,6 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
     signer = load_signer((d / "log.key").read_bytes())
     led.append(sample_jsonl(300), signer=signer)
     led.append(sample_jsonl(70, start=300), signer=signer)
-    write_bundles(led)
     led.close()
     return d
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from netutil import ORIGIN, ServerThread, StaticLog, sample_lines, write_bundles
+from netutil import ORIGIN, ServerThread, StaticLog, sample_lines
 
 from kfm_ledger.core import merkle, tiles
 from kfm_ledger.core.cosignature import CosignatureSigner
@@ -58,7 +58,6 @@ def test_prove_and_check_against_kfm_serve(tmp_path: Path) -> None:
     led = Ledger.init(d, origin=ORIGIN)
     key = load_signer((d / "log.key").read_bytes())
     led.append(sample_jsonl(300), signer=key)
-    write_bundles(led)
     app = LogApp(d)
     state = tmp_path / "state"
     with ServerThread(app) as server:
@@ -73,7 +72,6 @@ def test_prove_and_check_against_kfm_serve(tmp_path: Path) -> None:
         assert result.check.reconciled.previous_size == 300
         # The log grows: the next fetch proves consistency 300 -> 340 from the tiles.
         led.append(sample_jsonl(40, start=300), signer=key)
-        write_bundles(led)
         grown = check(opts)
         assert grown.reconciled.previous_size == 300 and grown.checkpoint.checkpoint.size == 340
         merkle.verify_consistency(300, 340, first.checkpoint.checkpoint.root, led.root, grown.reconciled.proof)

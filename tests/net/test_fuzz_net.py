@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from netutil import ORIGIN, StaticLog, sample_lines, write_bundles
+from netutil import ORIGIN, StaticLog, sample_lines
 
 from kfm_ledger.core.cosignature import CosignatureSigner
 from kfm_ledger.core.keys import Signer
@@ -178,7 +178,6 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> LogApp:
     d = tmp_path_factory.mktemp("fuzzserve") / "ledger"
     led = Ledger.init(d, origin=ORIGIN)
     led.append(sample_jsonl(40), signer=load_signer((d / "log.key").read_bytes()))
-    write_bundles(led)
     led.close()
     return LogApp(d)
 

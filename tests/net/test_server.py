@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netutil import ORIGIN, ServerThread, write_bundles
+from netutil import ORIGIN, ServerThread, bundles_of
 
 from kfm_ledger.core import merkle, tiles
 from kfm_ledger.core.entry_bundle import decode_entry_bundle
@@ -30,9 +30,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     led = Ledger.init(d, origin=ORIGIN)
     signer = load_signer((d / "log.key").read_bytes())
     led.append(sample_jsonl(300), signer=signer)
-    write_bundles(led)
     led.append(sample_jsonl(20, start=300), signer=signer)
-    write_bundles(led)
     led.close()
     return d
 
@@ -122,6 +120,8 @@ def test_entry_bundles(served) -> None:
     server, d = served
     led = Ledger.open(d)
     lines = list(led.iter_lines())
+    # The ledger wrote its own bundles (log/entries.py): the full one and the partials of sizes 300 and 320.
+    assert sorted(bundles_of(led)) == ["tile/entries/000", "tile/entries/001.p/44", "tile/entries/001.p/64"]
     status, headers, body = request(server, "/tile/entries/000")
     assert status == 200 and decode_entry_bundle(body, 256) == lines[:256]
     assert headers["cache-control"] == CACHE_IMMUTABLE.decode() and "content-encoding" not in headers
@@ -237,7 +237,6 @@ def test_appends_are_served_without_a_restart(served) -> None:
     signer = load_signer((d / "log.key").read_bytes())
     assert request(server, "/tile/0/001")[0] == 404
     led.append(sample_jsonl(10, start=320), signer=signer)
-    write_bundles(led)
     status, _, body = request(server, "/checkpoint")
     assert status == 200 and body.split(b"\n")[1] == b"330"
     status, _, body = request(server, f"/lookup/{sample_commit(325)}")
