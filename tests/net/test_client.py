@@ -347,3 +347,12 @@ def test_state_is_per_origin(tmp_path: Path, signer: Signer) -> None:
         check(options(sb.url, other, tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.kfm.test%2Flog", "other.test%2Flog"]
     assert shutil.which("true") is not None and tiles.TILE_WIDTH == 256
+
+
+def test_entry_that_is_not_a_row_is_refused(tmp_path: Path, signer: Signer) -> None:
+    log = StaticLog([b"[1]", b'{"lakefs_commit": 5}'], signer)
+    log.lookup = {"abc": 0, "abd": 1}
+    with ServerThread(log.app()) as server:
+        for commit in ("abc", "abd"):
+            with pytest.raises(RemoteDataError, match="not a ledger row"):
+                prove(options(server.url, signer, tmp_path), commit)

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING
 from kfm_ledger.core import merkle
 from kfm_ledger.core.tlogproof import format_tlog_proof
 from kfm_ledger.errors import (
-    AmbiguousCommitError,
-    CommitNotFoundError,
     CorruptLedgerError,
     FormatError,
     ProofError,
@@ -81,12 +79,8 @@ def lookup(led: Ledger, commit: str) -> Lookup:
     """
     check_commit_text(commit)
     led.refresh()
-    found = led.find(commit, limit=MAX_CANDIDATES)
-    if not found:
-        raise CommitNotFoundError(commit)
-    if len(found) > 1:
-        raise AmbiguousCommitError(commit, [f"{e.lakefs_commit} (index {e.leaf})" for e in found])
-    # The line as stored (unverified read), then proven here with the proof that is served.
+    # The line as stored (unverified read; CommitNotFoundError, AmbiguousCommitError with at most
+    # MAX_CANDIDATES candidates), then proven here with the proof that is served.
     try:
         entry = led.get(commit, verified=False)
     except SchemaError:
