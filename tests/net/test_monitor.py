@@ -137,3 +137,13 @@ def test_another_key_is_bad_data(tmp_path: Path, signer: Signer) -> None:
     with ServerThread(StaticLog(sample_lines(3), Signer.generate(ORIGIN)).app()) as server:
         code, events, _ = poll(server.url, signer, tmp_path)
     assert code == 1 and kinds(events) == ["bad_data"] and events[0].fields["type"] == "UnknownKeyError"
+
+
+def test_many_bad_rows_are_counted_not_listed(tmp_path: Path, signer: Signer, monkeypatch) -> None:
+    import kfm_ledger.net.monitor as monitor_module
+
+    monkeypatch.setattr(monitor_module, "MAX_ROW_EVENTS", 3)
+    with ServerThread(StaticLog([b"{}"] * 10, signer).app()) as server:
+        code, events, _ = poll(server.url, signer, tmp_path)
+    assert code == 1 and kinds(events) == ["checkpoint"] + ["bad_row"] * 3 + ["bad_rows_truncated", "rows"]
+    assert events[-2].fields == {"count": 7} and events[-1].fields["bad"] == 10

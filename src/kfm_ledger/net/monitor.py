@@ -223,13 +223,14 @@ class Monitor:
             progress.conn.execute("ROLLBACK")
             raise
         # Proven: only now are the rows judged in public.
-        for event in checker.events[:MAX_ROW_EVENTS]:
+        for event in checker.events:
             report(event)
-        if len(checker.events) > MAX_ROW_EVENTS:
-            extra = len(checker.events) - MAX_ROW_EVENTS
-            report(Event("bad_rows_truncated", f"{extra} more bad rows not listed", {"count": extra}))
-        report(Event("rows", f"rows {start}..{cp.size - 1} checked ({cp.size - start} rows, "
-                     f"{len(checker.events)} bad)", {"start": start, "stop": cp.size, "bad": len(checker.events)}))
+        if checker.not_listed:
+            report(Event("bad_rows_truncated", f"{checker.not_listed} more bad rows not listed",
+                         {"count": checker.not_listed}))
+        bad = len(checker.events) + checker.not_listed
+        report(Event("rows", f"rows {start}..{cp.size - 1} checked ({cp.size - start} rows, {bad} bad)",
+                     {"start": start, "stop": cp.size, "bad": bad}))
 
     @staticmethod
     def _new_entries(remote: RemoteLog, start: int, size: int) -> Iterator[tuple[int, bytes]]:
@@ -249,6 +250,7 @@ class _RowChecker:
         self.last_created_at = progress.get("last_created_at")
         self._last_dt = self._parse(self.last_created_at)
         self.events: list[Event] = []
+        self.not_listed = 0
 
     @staticmethod
     def _parse(text: str) -> datetime.datetime | None:
@@ -260,6 +262,9 @@ class _RowChecker:
             return None
 
     def _bad(self, index: int, rule: str, message: str, **more: Any) -> None:
+        if len(self.events) >= MAX_ROW_EVENTS:  # counted, not kept: memory stays bounded
+            self.not_listed += 1
+            return
         self.events.append(Event("bad_row", f"row {index}: {message}", {"index": index, "rule": rule, **more}))
 
     def check(self, index: int, line: bytes) -> None:
