@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kfm_ledger.core import merkle
-from kfm_ledger.core.tlogproof import format_tlog_proof
+from kfm_ledger.core.tlogproof import TlogProof, format_tlog_proof
 from kfm_ledger.errors import (
     CorruptLedgerError,
     FormatError,
@@ -45,15 +45,17 @@ class Lookup:
     tree_size: int
 
     def to_json(self) -> bytes:
-        """``{"index", "lakefs_commit", "row", "tlog_proof", "tree_size"}`` (docs/network.md)."""
-        doc = {
-            "index": self.index,
-            "lakefs_commit": self.lakefs_commit,
-            "row": json.loads(self.line),
-            "tlog_proof": self.tlog_proof.decode("utf-8"),
-            "tree_size": self.tree_size,
-        }
-        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        """``{"index", "lakefs_commit", "row", "tlog_proof", "tree_size"}`` (docs/network.md).
+
+        ``row`` is the stored line itself: a canonical JSON object (the ledger only stores
+        canonical rows, and this one was proven), so it is embedded as is, not re-encoded."""
+        head = {"index": self.index, "lakefs_commit": self.lakefs_commit}
+        tail = {"tlog_proof": self.tlog_proof.decode("utf-8"), "tree_size": self.tree_size}
+        return b"".join([
+            json.dumps(head, ensure_ascii=False, separators=(",", ":")).encode("utf-8")[:-1],
+            b',"row":', self.line, b",",
+            json.dumps(tail, ensure_ascii=False, separators=(",", ":")).encode("utf-8")[1:],
+        ])
 
 
 def check_commit_text(text: str) -> str:
@@ -86,17 +88,25 @@ def lookup(led: Ledger, commit: str) -> Lookup:
     except SchemaError:
         led.get(commit)  # a signed row always decodes: the proven read names the changed row
         raise
-    proof = led.tlog_proof(entry.index)
     signed = led.checkpoint.checkpoint
     leaf = merkle.leaf_hash(entry.line)
+    # The audit path from the tiles (and the ledger's shared tile cache), checked here against
+    # the line that is served; only if that fails does the ledger's own tlog_proof run (it
+    # distrusts derived expansion records, re-reads the tiles, and names what is corrupt).
+    path = merkle.inclusion_proof(entry.index, signed.size, led.hash_reader())
     try:
-        merkle.verify_inclusion(leaf, entry.index, signed.size, proof.hashes, signed.root)
-    except ProofError as err:
-        raise CorruptLedgerError(
-            f"stored row {entry.index} does not hash to leaf {entry.index} of the signed tree "
-            f"(size {signed.size}): {err}; run `kfm verify`",
-            index=entry.index,
-        ) from None
+        merkle.verify_inclusion(leaf, entry.index, signed.size, path, signed.root)
+        proof = TlogProof(index=entry.index, hashes=tuple(path), checkpoint=led.checkpoint.note)
+    except ProofError:
+        proof = led.tlog_proof(entry.index)
+        try:
+            merkle.verify_inclusion(leaf, entry.index, signed.size, proof.hashes, signed.root)
+        except ProofError as err:
+            raise CorruptLedgerError(
+                f"stored row {entry.index} does not hash to leaf {entry.index} of the signed tree "
+                f"(size {signed.size}): {err}; run `kfm verify`",
+                index=entry.index,
+            ) from None
     row_commit = entry.row.lakefs_commit
     if row_commit != commit and not row_commit.startswith(commit):
         raise CorruptLedgerError(
