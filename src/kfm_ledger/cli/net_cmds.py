@@ -163,10 +163,10 @@ def monitor(
     def emit(event: Event) -> None:
         echo(event.to_json() if json_out else event.to_text())
 
-    if json_out:
-        out.mark_json_emitted()  # the events are the output
     options = MonitorOptions(url=url, vkey=_verifier(vkey), state_dir=state, max_age=max_age, interval=interval,
                              timeout=timeout)
+    if json_out:
+        out.mark_json_emitted()  # from here on the events are the output (no error document)
     try:
         code = Monitor(options, emit).run(once=once)
     except KeyboardInterrupt:
