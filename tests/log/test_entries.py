@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from kfm_ledger.core import tiles
 from kfm_ledger.core.entry_bundle import bundle_width, decode_entry_bundle, encode_entry_bundle
-from kfm_ledger.errors import CorruptLedgerError
+from kfm_ledger.errors import CorruptLedgerError, KfmError
 from kfm_ledger.log import bulk, entries
 from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_jsonl
@@ -271,3 +271,61 @@ def test_bundle_width_matches_the_paths_written(mem_ledger: Ledger) -> None:
     for key in bundle_keys(mem_ledger):
         index, width = tiles.parse_entries_path(key)
         assert width == bundle_width(index, 513)
+
+
+def test_a_bulk_append_writing_its_tiles_in_a_thread_writes_the_bundles_too(tmp_path: Path, monkeypatch) -> None:
+    """The overlapped path (tiles and bundles in a thread while the rows are copied)."""
+    from kfm_ledger.log import append as append_mod
+
+    monkeypatch.setattr(bulk, "PARALLEL_THRESHOLD", 1)
+    monkeypatch.setattr(append_mod, "OVERLAP_TILES_AT", 100)
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    try:
+        fill(led, 30)
+        (tmp_path / "rows.jsonl").write_bytes(sample_jsonl(700, start=30))
+        led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=1)
+        assert bundle_keys(led) == ["tile/entries/000", "tile/entries/001", "tile/entries/002.p/218"]
+        assert entries.read_entries(led, 0, 730) == rows_of(led)
+        assert verify_ledger(led).ok
+    finally:
+        led.close()
+
+
+def test_a_bulk_append_whose_row_copy_fails_leaves_no_bundle(tmp_path: Path, monkeypatch) -> None:
+    """The bundle thread waits for the copy; a copy that fails makes it stop (rows missing) and
+    the append is undone whole, bundles included."""
+    from kfm_ledger.log import append as append_mod
+
+    monkeypatch.setattr(bulk, "PARALLEL_THRESHOLD", 1)
+    monkeypatch.setattr(bulk, "CHUNK_BYTES", 100_000)
+    monkeypatch.setattr(append_mod, "OVERLAP_TILES_AT", 100)
+    real_copy = bulk.SpooledInput.copy
+    calls = []
+
+    def failing_copy(self, spool, append, piece=4 << 20):
+        calls.append(spool)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real_copy(self, spool, append, piece)
+
+    monkeypatch.setattr(bulk.SpooledInput, "copy", failing_copy)
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    try:
+        fill(led, 30)
+        (tmp_path / "rows.jsonl").write_bytes(sample_jsonl(700, start=30))
+        with pytest.raises(OSError, match="disk full"):
+            led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=1)
+        assert led.size == 30
+        assert bundle_keys(led) == ["tile/entries/000.p/30"]
+        assert verify_ledger(led).ok
+    finally:
+        led.close()
+
+
+def test_pieces_from_lines_requires_every_row() -> None:
+    got = list(entries.pieces_from_lines(iter([b"ab\nc", b"d\n"]), 2))
+    assert got == [(b"\x00\x02ab", [2]), (b"\x00\x02cd", [2])]
+    with pytest.raises(KfmError, match="are 1 whole rows and a partial one, not the 2 appended"):
+        list(entries.pieces_from_lines(iter([b"ab\ncd"]), 2))
+    with pytest.raises(KfmError, match="are 1 whole rows, not the 2"):
+        list(entries.pieces_from_lines(iter([b"ab\n"]), 2))

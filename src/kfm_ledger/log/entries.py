@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from kfm_ledger.core import merkle, tiles
 from kfm_ledger.core.entry_bundle import bundle_width, decode_entry_bundle
@@ -91,12 +91,21 @@ def has_entry_bundles(storage: Storage, size: int) -> bool:
     return key is None or storage.exists(key)
 
 
+def encode_entries(entries: list[bytes], lengths: list[int]) -> bytes:
+    """``entries`` (with their ``lengths``) encoded as in a bundle: uint16 big-endian length,
+    bytes, ... (OverflowError for an entry over 65,535 bytes).  No per-entry Python loop."""
+    parts: list[bytes] = [b""] * (2 * len(entries))
+    big: itertools.repeat[Literal["big"]] = itertools.repeat("big")
+    parts[0::2] = map(int.to_bytes, lengths, itertools.repeat(2), big)
+    parts[1::2] = entries
+    return b"".join(parts)
+
+
 def encode_pieces(entries: Iterable[bytes]) -> list[Piece]:
     """``entries`` as one :data:`Piece` for :func:`batch_bundles`."""
     listed = list(entries)
-    lengths = [len(e) for e in listed]
-    data = b"".join(itertools.chain.from_iterable((n.to_bytes(2, "big"), e) for n, e in zip(lengths, listed)))
-    return [(data, lengths)]
+    lengths = list(map(len, listed))
+    return [(encode_entries(listed, lengths), lengths)]
 
 
 def pieces_from_lines(chunks: Iterable[bytes], count: int) -> Iterator[Piece]:
@@ -110,9 +119,8 @@ def pieces_from_lines(chunks: Iterable[bytes], count: int) -> Iterator[Piece]:
         rest = lines.pop()
         if lines:
             seen += len(lines)
-            lengths = [len(line) for line in lines]
-            data = b"".join([b for n, line in zip(lengths, lines) for b in (n.to_bytes(2, "big"), line)])
-            yield data, lengths
+            lengths = list(map(len, lines))
+            yield encode_entries(lines, lengths), lengths
     if rest or seen != count:
         raise StorageError(
             f"the batch's rows in {JSONL_KEY} are {seen} whole rows{' and a partial one' if rest else ''}, "
@@ -138,6 +146,11 @@ def batch_bundles(old_size: int, head: bytes, pieces: Iterable[Piece]) -> Iterat
             raise ValueError(f"an encoded piece is {len(data)} bytes, its lengths say {offsets[-1]}")
         pos, n = 0, len(lengths)
         while pos < n:
+            if count == 0 and n - pos >= W:  # a whole bundle inside the piece: one slice, one copy
+                yield tiles.entries_path(index), data[offsets[pos] : offsets[pos + W]]
+                index += 1
+                pos += W
+                continue
             take = min(W - count, n - pos)
             buf += data[offsets[pos] : offsets[pos + take]]
             pos += take

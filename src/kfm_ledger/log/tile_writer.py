@@ -58,12 +58,18 @@ def refuse_tiles_in_the_way(storage: Storage, old_size: int, new_size: int) -> N
             "once signed a tree of that size and must not sign another; nothing was written — inspect it",
             key=checkpoint_key(new_size),
         )
-    keys = [(tiles.tile_path(lv, index, width), index) for lv, index, width in tiles.tiles_changed(old_size, new_size)]
-    keys += [(tiles.entries_path(index, width), index) for index, width in entries.bundles_changed(old_size, new_size)]
-    for key, index in keys:
+    keys = [
+        ("tile", tiles.tile_path(lv, index, width), index)
+        for lv, index, width in tiles.tiles_changed(old_size, new_size)
+    ]
+    keys += [
+        ("entry bundle", tiles.entries_path(index, width), index)
+        for index, width in entries.bundles_changed(old_size, new_size)
+    ]
+    for kind, key, index in keys:
         if storage.exists(key):
             raise CorruptLedgerError(
-                f"tile {key} already exists beyond the signed tree (size {old_size}); nothing was "
+                f"{kind} {key} already exists beyond the signed tree (size {old_size}); nothing was "
                 "written: run `kfm verify`, then `kfm rebuild` to recreate the tiles and entry bundles",
                 key=key,
                 index=index,

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from kfm_ledger.core import merkle, tiles
-from kfm_ledger.core.entry_bundle import decode_entry_bundle, encode_entry_bundle
+from kfm_ledger.core.entry_bundle import decode_entry_bundle
+from kfm_ledger.log.entries import encode_entries
 from kfm_ledger.log.layout import ENTRIES_PREFIX, JSONL_KEY
-from kfm_ledger.log.lines import split_lines
 
 from ..errors import FormatError, KfmError
 from ..storage.base import AppendLog
@@ -67,18 +67,29 @@ def check_entries(run: Run, log: AppendLog, signed_sizes: Iterable[int] = ()) ->
 
 def _bundles_of_rows(log: AppendLog, size: int) -> Iterator[list[bytes]]:
     """The signed rows (without newlines), 256 at a time (the last group may be shorter)."""
-    group: list[bytes] = []
+    rest = b""
+    rows: list[bytes] = []
     n = 0
-    for line, complete in split_lines(log.iter_chunks(0)):
-        if n >= size or not complete:
+    for chunk in log.iter_chunks(0, 1 << 20):
+        lines = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
+        rest = lines.pop()
+        rows += lines[: size - n]
+        n += len(lines)
+        start = 0
+        while len(rows) - start >= W:
+            yield rows[start : start + W]
+            start += W
+        del rows[:start]
+        if n >= size:
             break
-        group.append(line)
-        n += 1
-        if len(group) == W:
-            yield group
-            group = []
-    if group:
-        yield group
+    if rows:
+        yield rows
+
+
+def _encoded(rows: list[bytes]) -> bytes:
+    """The bundle of ``rows`` (:func:`~kfm_ledger.core.entry_bundle.encode_entry_bundle` without its
+    per-entry checks; OverflowError for a row over 65,535 bytes)."""
+    return encode_entries(rows, list(map(len, rows)))
 
 
 def _compare(run: Run, key: str, rows: list[bytes], index: int) -> None:
@@ -88,8 +99,13 @@ def _compare(run: Run, key: str, rows: list[bytes], index: int) -> None:
     except KfmError as e:
         run.fail(f"entry bundle {key}", f"{e}{_REBUILD}")
         return
-    if stored == encode_entry_bundle(rows):
-        return
+    try:
+        if stored == _encoded(rows):
+            if run.rows_changed:  # the rows are not all the signed ones: is this bundle?
+                _check_leaves(run, key, rows, index)
+            return
+    except OverflowError:  # a JSONL line longer than any entry (an edited row): compared below
+        pass
     try:
         found = decode_entry_bundle(stored)
     except FormatError as e:
@@ -120,6 +136,27 @@ def _compare(run: Run, key: str, rows: list[bytes], index: int) -> None:
             f"{_REBUILD}",
         )
         return
+
+
+def _check_leaves(run: Run, key: str, found: list[bytes], index: int) -> None:
+    """A bundle equal to its JSONL rows, when signed rows were changed: each entry's leaf hash
+    against the level-0 tile (so a bundle edited like its row is caught too)."""
+    first = index * W
+    try:
+        signed = run.ledger.hash_reader(run.ledger.size, stored_expansions=False).read_node_hashes(
+            [(0, i) for i in range(first, first + len(found))]
+        )
+    except KfmError:
+        return  # the tile pass reports the tile
+    for k, (entry, leaf) in enumerate(zip(found, signed)):
+        if merkle.leaf_hash(entry) != leaf:
+            run.fail(
+                f"entry bundle {key}",
+                f"entry {k} (row {first + k}) is not the signed row: its leaf hash differs from "
+                f"{tiles.tile_path(0, index)} (line {first + k + 1} of {JSONL_KEY} was changed the same way); "
+                "restore that row's original bytes, then run `kfm rebuild`",
+            )
+            return
 
 
 def _missing(run: Run, present: dict[int, dict[int, str]], size: int, signed_sizes: Iterable[int]) -> None:
