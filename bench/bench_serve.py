@@ -188,6 +188,12 @@ def main() -> None:
                 times.append(time.perf_counter() - t0)
             print(f"kfm client prove (whole process, warm state, 10 runs): median {statistics.median(times):.3f} s, "
                   f"max {max(times):.3f} s")
+            base = []
+            for _ in range(10):  # the same machine's floor at the same time: start-up of the CLI alone
+                t0 = time.perf_counter()
+                kfm("--version")
+                base.append(time.perf_counter() - t0)
+            print(f"kfm --version (reference, 10 runs): median {statistics.median(base):.3f} s")
     finally:
         stop_server(proc)
 
