@@ -279,3 +279,24 @@ def test_not_a_ledger_fails_at_startup(tmp_path: Path) -> None:
     server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="critical"))
     with pytest.raises(SystemExit):
         server.run(sockets=[])
+
+
+def test_parse_listen() -> None:
+    from kfm_ledger.errors import FormatError
+    from kfm_ledger.net.serve import parse_listen
+
+    assert parse_listen("127.0.0.1:8080") == ("127.0.0.1", 8080)
+    assert parse_listen("[::1]:9000") == ("::1", 9000)
+    assert parse_listen("0.0.0.0:0") == ("0.0.0.0", 0)
+    for bad in ("8080", "host:", ":80", "host:port", "host:65536", "host:-1"):
+        with pytest.raises(FormatError):
+            parse_listen(bad)
+
+
+def test_head_of_a_lookup_has_the_get_headers(served) -> None:
+    server, _ = served
+    path = f"/lookup/{sample_commit(11)}"
+    _, get_headers, body = request(server, path)
+    status, headers, empty = request(server, path, method="HEAD")
+    assert (status, empty) == (200, b"")
+    assert headers["content-length"] == get_headers["content-length"] == str(len(body))
