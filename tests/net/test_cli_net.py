@@ -182,3 +182,28 @@ def test_gocheck_verifies_tiles_downloaded_from_kfm_serve(served: str, ledger: P
     res = subprocess.run([go, "tiles", str(tmp_path / "tiles370"), "370", note.split(b"\n")[2].decode()],
                          capture_output=True, text=True, check=False)
     assert res.returncode == 1
+
+
+def test_witness_keys_through_the_cli(tmp_path: Path) -> None:
+    from kfm_ledger.core.cosignature import CosignatureSigner
+    from kfm_ledger.core.note import add_signatures
+    from kfm_ledger.core.signed_checkpoint import open_checkpoint
+
+    signer = Signer.generate(ORIGIN)
+    w1, w2 = CosignatureSigner.generate("witness.test/a"), CosignatureSigner.generate("witness.test/b")
+    files = {}
+    for name, key in (("log", signer), ("w1", w1), ("w2", w2)):
+        files[name] = tmp_path / f"{name}.vkey"
+        files[name].write_text(key.verifier().vkey_text() + "\n")
+    log = StaticLog(sample_lines(12), signer)
+    body = open_checkpoint(log.note, [signer.verifier()]).checkpoint.body()
+    log.files["checkpoint"] = add_signatures(log.note, [w1.cosign(body, int(time.time()))])
+    common = ["--vkey", files["log"], "--state", tmp_path / "state", "--json"]
+    with ServerThread(log.app()) as server:
+        ok = kfm("client", "check", "--url", server.url, *common, "--witness-vkey", files["w1"])
+        assert json.loads(ok.stdout)["witnesses"] == ["witness.test/a"]
+        kfm("client", "check", "--url", server.url, *common, "--witness-vkey", files["w1"], "--witness-vkey",
+            files["w2"], "--quorum", "1")
+        res = kfm("client", "check", "--url", server.url, *common, "--witness-vkey", files["w1"], "--witness-vkey",
+                  files["w2"], check=1)
+        assert json.loads(res.stdout)["error"]["type"] == "QuorumError"
