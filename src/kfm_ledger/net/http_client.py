@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
+import time
 import urllib.parse
 import zlib
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ __all__ = ["DEFAULT_TIMEOUT", "Fetcher", "Response", "parse_base_url"]
 
 #: Seconds to wait for a connection or for bytes of an answer.
 DEFAULT_TIMEOUT = 10.0
+#: A whole answer must arrive within this many timeouts.
+TOTAL_TIMEOUT_FACTOR = 3
 _USER_AGENT = "kfm-ledger-client"
 
 
@@ -116,7 +119,22 @@ class Fetcher:
         if length is not None and length.isdigit() and int(length) > limit and resp.status == 200:
             self.close()
             raise NetworkError(f"GET {url}: answer of {int(length)} bytes, more than the {limit} allowed", url=url)
-        raw = resp.read(limit + 1)
+        # In pieces, against a deadline: a server trickling bytes cannot hold a client for
+        # longer than TOTAL_TIMEOUT_FACTOR x the timeout (which bounds each read only).
+        deadline = time.monotonic() + self.timeout * TOTAL_TIMEOUT_FACTOR
+        pieces: list[bytes] = []
+        got = 0
+        while got <= limit:
+            piece = resp.read1(min(65536, limit + 1 - got))
+            if not piece:
+                break
+            pieces.append(piece)
+            got += len(piece)
+            if time.monotonic() > deadline:
+                self.close()
+                raise NetworkError(f"GET {url}: answer not complete after {self.timeout * TOTAL_TIMEOUT_FACTOR:g} s",
+                                   url=url)
+        raw = b"".join(pieces)
         if len(raw) > limit:
             self.close()
             raise NetworkError(f"GET {url}: answer longer than the {limit} bytes allowed", url=url)
