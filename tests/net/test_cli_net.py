@@ -103,6 +103,8 @@ def test_client_prove_and_check(served: str, ledger: Path, tmp_path: Path) -> No
     doc = json.loads(kfm("client", "prove", "--url", served, "--vkey", vkey, "--commit", sample_commit(369),
                          "--state", tmp_path, "--json").stdout)
     assert doc["index"] == 369 and doc["row"]["lakefs_commit"] == sample_commit(369) and "tlog_proof" in doc
+    by_index = kfm("client", "prove", "--url", served, "--vkey", vkey, "--index", "369", "--state", tmp_path)
+    assert by_index.stdout.partition("\n\n")[2] == doc["tlog_proof"]
 
 
 def test_client_failures_exit_1(served: str, ledger: Path, tmp_path: Path) -> None:
@@ -123,6 +125,9 @@ def test_client_usage_errors_exit_2(ledger: Path, tmp_path: Path) -> None:
     res = kfm("client", "check", "--url", "http://127.0.0.1:1", "--vkey", vkey, "--quorum", "1", check=2)
     assert "--quorum 1 needs at least 1 --witness-vkey" in res.stderr
     kfm("client", "prove", "--url", "http://127.0.0.1:1", "--vkey", vkey, check=2)  # no --commit
+    res = kfm("client", "prove", "--url", "http://127.0.0.1:1", "--vkey", vkey, "--commit", "ab", "--index", "1",
+              check=2)
+    assert "exactly one of --commit or --index" in res.stderr
     res = kfm("serve", "--ledger", ledger, "--listen", "nonsense", check=None)
     assert res.returncode != 0 and "HOST:PORT" in res.stderr
 

@@ -391,3 +391,19 @@ def test_a_trickling_server_cannot_hold_the_client(tmp_path: Path, signer: Signe
         stop.set()
         thread.join(5)
         listener.close()
+
+
+def test_prove_by_index_needs_no_lookup_api(tmp_path: Path, signer: Signer) -> None:
+    log = StaticLog(sample_lines(300), signer)
+    log.lookup = {}
+    app = log.app()
+    with ServerThread(app) as server:
+        result = prove(options(server.url, signer, tmp_path), index=299)
+        assert (result.index, result.lakefs_commit) == (299, sample_commit(299))
+        assert not [p for p in app.requests if p.startswith("/lookup/")]
+        from kfm_ledger.errors import IndexOutOfRangeError
+
+        with pytest.raises(IndexOutOfRangeError):
+            prove(options(server.url, signer, tmp_path), index=300)
+    with pytest.raises(ValueError):
+        prove(options("http://127.0.0.1:1", signer, tmp_path))

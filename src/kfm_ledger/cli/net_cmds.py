@@ -114,7 +114,14 @@ def client_check(
 def client_prove(
     url: UrlOpt,
     vkey: VkeyOpt,
-    commit: Annotated[str, typer.Option("--commit", help="lakeFS commit id or a unique prefix of one.")],
+    commit: Annotated[
+        str | None, typer.Option("--commit", help="lakeFS commit id or a unique prefix of one.", show_default=False)
+    ] = None,
+    index: Annotated[
+        int | None,
+        typer.Option("--index", min=0, help="The entry's leaf index instead (no lookup API needed).",
+                     show_default=False),
+    ] = None,
     state: StateOpt = None,
     witness_vkey: WitnessOpt = None,
     quorum: QuorumOpt = None,
@@ -126,8 +133,10 @@ def client_prove(
     """Prove a row from the server's tiles and entries: signature, consistency, inclusion, row."""
     from ..net.client import prove
 
+    if (commit is None) == (index is None):
+        raise out.fail("give exactly one of --commit or --index", EXIT_USAGE)
     options = _options(out, url, vkey, state, witness_vkey, quorum, timeout)
-    result = prove(options, commit)
+    result = prove(options, commit, index=index)
     if json_out:
         out.emit_json(result.to_json())
         return

@@ -22,7 +22,7 @@ from typing import Any
 from kfm_ledger.core.keys import Verifier
 from kfm_ledger.core.signed_checkpoint import SignedCheckpoint
 from kfm_ledger.core.tlogproof import TlogProof, format_tlog_proof
-from kfm_ledger.errors import RemoteDataError
+from kfm_ledger.errors import IndexOutOfRangeError, RemoteDataError
 
 from .consistency import Reconciled, reconcile
 from .http_client import DEFAULT_TIMEOUT, Fetcher
@@ -147,13 +147,22 @@ def _commit_of(line: bytes) -> str | None:
     return commit if isinstance(commit, str) else None
 
 
-def prove(options: ClientOptions, commit: str) -> ProveResult:
-    """The row for ``commit`` (or a unique prefix), proven under the server's verified,
-    consistent checkpoint (see the module docstring)."""
+def prove(options: ClientOptions, commit: str | None = None, *, index: int | None = None) -> ProveResult:
+    """The row for ``commit`` (or a unique prefix), or the entry at leaf ``index``, proven under
+    the server's verified, consistent checkpoint (see the module docstring).  By ``index`` no
+    lookup API is needed: any c2sp.org/tlog-tiles log (static files, a CDN) will do.  Exactly
+    one of the two (ValueError otherwise); an index beyond the signed tree is IndexOutOfRangeError."""
+    if (commit is None) == (index is None):
+        raise ValueError("give exactly one of commit and index")
     with Fetcher(options.url, timeout=options.timeout) as fetcher:
         remote = RemoteLog(fetcher, options.vkey, options.policy())
         checked = _check(remote, options)
-        index = remote.lookup_index(commit)
+        size = checked.checkpoint.checkpoint.size
+        if index is None:
+            assert commit is not None
+            index = remote.lookup_index(commit)
+        elif not 0 <= index < size:
+            raise IndexOutOfRangeError(f"index {index} out of bounds for tree size {size}", index=index, size=size)
         proven = remote.entry(index, checked.checkpoint)
     found = _commit_of(proven.line)
     if found is None:
@@ -162,7 +171,7 @@ def prove(options: ClientOptions, commit: str) -> ProveResult:
             "string lakefs_commit)",
             what="entry",
         )
-    if found != commit and not found.startswith(commit):
+    if commit is not None and found != commit and not found.startswith(commit):
         raise RemoteDataError(
             f"the server's lookup named entry {index} for {commit!r}, but that signed entry is for {found!r}",
             url=fetcher.url(f"lookup/{commit}"),
