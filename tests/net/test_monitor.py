@@ -147,3 +147,22 @@ def test_many_bad_rows_are_counted_not_listed(tmp_path: Path, signer: Signer, mo
         code, events, _ = poll(server.url, signer, tmp_path)
     assert code == 1 and kinds(events) == ["checkpoint"] + ["bad_row"] * 3 + ["bad_rows_truncated", "rows"]
     assert events[-2].fields == {"count": 7} and events[-1].fields["bad"] == 10
+
+
+def test_witness_quorum_is_required_on_every_checkpoint(tmp_path: Path, signer: Signer) -> None:
+    import time
+
+    from kfm_ledger.core.cosignature import CosignatureSigner
+    from kfm_ledger.core.note import add_signatures
+    from kfm_ledger.core.signed_checkpoint import open_checkpoint
+
+    witness = CosignatureSigner.generate("witness.test/m")
+    log = StaticLog(sample_lines(10), signer)
+    keys = (witness.verifier(),)
+    with ServerThread(log.app()) as server:
+        code, events, _ = poll(server.url, signer, tmp_path, witnesses=keys)
+        assert code == 1 and kinds(events) == ["bad_data"] and events[0].fields["type"] == "QuorumError"
+        body = open_checkpoint(log.note, [signer.verifier()]).checkpoint.body()
+        log.files["checkpoint"] = add_signatures(log.note, [witness.cosign(body, int(time.time()))])
+        code, events, _ = poll(server.url, signer, tmp_path, witnesses=keys)
+        assert code == 0 and kinds(events) == ["checkpoint", "rows"]

@@ -158,22 +158,23 @@ def monitor(
         typer.Option("--max-age", min=0.0, help="Report a checkpoint unchanged for longer than this many seconds.",
                      show_default=False),
     ] = None,
+    witness_vkey: WitnessOpt = None,
+    quorum: QuorumOpt = None,
     timeout: TimeoutOpt = 10.0,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line for each event.")] = False,
     *,
     out: Output,
 ) -> None:
     """Tail a log over HTTP: consistency of every checkpoint, every new row checked, forks and staleness."""
-    from ..net.http_client import parse_base_url
     from ..net.monitor import Event, Monitor, MonitorOptions
-
-    parse_base_url(url)
 
     def emit(event: Event) -> None:
         echo(event.to_json() if json_out else event.to_text())
 
-    options = MonitorOptions(url=url, vkey=_verifier(vkey), state_dir=state, max_age=max_age, interval=interval,
-                             timeout=timeout)
+    client = _options(out, url, vkey, state, witness_vkey, quorum, timeout)
+    options = MonitorOptions(url=url, vkey=client.vkey, state_dir=state, max_age=max_age, interval=interval,
+                             timeout=timeout, witnesses=client.witnesses, quorum=quorum)
+    options.policy()  # a bad witness key or quorum: an error before the first poll
     if json_out:
         out.mark_json_emitted()  # from here on the events are the output (no error document)
     try:

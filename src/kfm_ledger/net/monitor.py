@@ -47,7 +47,7 @@ from kfm_ledger.errors import (
 
 from .consistency import reconcile
 from .http_client import DEFAULT_TIMEOUT, Fetcher
-from .remote import RemoteLog
+from .remote import RemoteLog, WitnessPolicy
 from .state import OriginState, default_state_dir
 
 __all__ = ["MAX_ROW_EVENTS", "Event", "Monitor", "MonitorOptions"]
@@ -91,6 +91,13 @@ class MonitorOptions:
     max_age: float | None = None
     interval: float = 60.0
     timeout: float = DEFAULT_TIMEOUT
+    #: Witness cosignatures required on every checkpoint (as ``kfm client``): ``quorum`` None
+    #: means every witness key given.
+    witnesses: tuple[Verifier, ...] = ()
+    quorum: int | None = None
+
+    def policy(self) -> WitnessPolicy:
+        return WitnessPolicy(self.witnesses, len(self.witnesses) if self.quorum is None else self.quorum)
 
 
 class _Progress:
@@ -150,7 +157,7 @@ class Monitor:
             self.emit(event)
 
         with Fetcher(self.options.url, timeout=self.options.timeout) as fetcher:
-            remote = RemoteLog(fetcher, self.options.vkey)
+            remote = RemoteLog(fetcher, self.options.vkey, self.options.policy())
             try:
                 self._poll(remote, report)
             except ForkError as err:
