@@ -300,3 +300,16 @@ def test_head_of_a_lookup_has_the_get_headers(served) -> None:
     status, headers, empty = request(server, path, method="HEAD")
     assert (status, empty) == (200, b"")
     assert headers["content-length"] == get_headers["content-length"] == str(len(body))
+
+
+def test_gzipped_bundles_are_compressed_once(served) -> None:
+    server, d = served
+    gz = {"Accept-Encoding": "gzip"}
+    status, _, first = request(server, "/tile/entries/000", headers=gz)
+    assert status == 200
+    (d / "tile/entries/000").rename(d / "moved")  # a second answer can only come from the cache
+    status, headers, again = request(server, "/tile/entries/000", headers=gz)
+    assert status == 200 and again == first and headers["content-encoding"] == "gzip"
+    status, _, _ = request(server, "/tile/entries/000")  # identity: read from storage, which lost it
+    assert status == 404
+    (d / "moved").rename(d / "tile/entries/000")
