@@ -313,3 +313,17 @@ def test_gzipped_bundles_are_compressed_once(served) -> None:
     status, _, _ = request(server, "/tile/entries/000")  # identity: read from storage, which lost it
     assert status == 404
     (d / "moved").rename(d / "tile/entries/000")
+
+
+def test_the_python_example_of_network_md_runs(served, tmp_path: Path, monkeypatch) -> None:
+    """docs/network.md's "From Python" block, run as written against a live server (only the
+    URL and the commit are this test's; sample_commit(5) starts with 5c97dc429e)."""
+    server, d = served
+    text = (Path(__file__).parents[2] / "docs" / "network.md").read_text()
+    block = text.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "5c97dc429e" in block and sample_commit(5).startswith("5c97dc429e")
+    shutil.copy(d / "log.vkey", tmp_path / "log.vkey")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(block.replace("http://127.0.0.1:8080", server.url), scope)
+    assert scope["result"].index == 5 and [e.kind for e in scope["events"]] == ["checkpoint", "rows"]
