@@ -31,6 +31,7 @@ __all__ = [
     "CorruptLedgerError",
     "DeepCheckFailed",
     "EnergySourceError",
+    "ForkError",
     "FormatError",
     "ImmutableObjectError",
     "IndexOutOfRangeError",
@@ -44,13 +45,17 @@ __all__ = [
     "MalformedNoteError",
     "MirrorDriftError",
     "MissingExtraError",
+    "NetworkError",
     "NotALedgerError",
     "NoteError",
     "ObjectNotFoundError",
     "OriginMismatchError",
     "ProofError",
     "QueryError",
+    "QuorumError",
+    "RemoteDataError",
     "ResolveError",
+    "RollbackError",
     "RootMismatchError",
     "RowProblem",
     "SchemaError",
@@ -797,3 +802,88 @@ class DeepCheckFailed(VerificationError):
 
     def diagnostics(self) -> str:
         return "\n".join([str(self), *(f"  {line}" for line in self.report.failure_lines())])
+
+
+# ------------------------------------------------------------------ network
+
+
+class NetworkError(KfmError):
+    """A log server could not be reached, or answered with an error status or a malformed or
+    oversized response (``kfm client``, ``kfm monitor``).
+
+    ``url`` is the URL asked for, ``status`` the HTTP status (``None`` when there was no answer).
+    """
+
+    evidence_fields = ("url", "status")
+
+    def __init__(self, message: str, *, url: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+class RemoteDataError(VerificationError):
+    """Bytes a log server sent do not match the signed checkpoint they must match (a tampered
+    tile, a wrong entry, a lookup naming another commit).
+
+    ``url`` is the resource found wrong (where known), ``what`` says what it was ("tile",
+    "entry", "lookup").
+    """
+
+    evidence_fields = ("url", "what")
+
+    def __init__(self, message: str, *, url: str | None = None, what: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.what = what
+
+
+class ForkError(VerificationError):
+    """Two checkpoints validly signed by the log's key that cannot both be true: the log showed
+    two histories (a split view).  ``evidence_path`` is the evidence file written (both signed
+    checkpoints and the proof); ``old_size`` / ``new_size`` are their tree sizes."""
+
+    evidence_fields = ("origin", "old_size", "new_size", "evidence_path")
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        origin: str | None = None,
+        old_size: int | None = None,
+        new_size: int | None = None,
+        evidence_path: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.origin = origin
+        self.old_size = old_size
+        self.new_size = new_size
+        self.evidence_path = evidence_path
+
+
+class RollbackError(VerificationError):
+    """A log server served a signed checkpoint older (smaller) than one already verified:
+    stale or rolled back.  ``stored_size`` is the size verified before, ``served_size`` the one served."""
+
+    evidence_fields = ("origin", "stored_size", "served_size")
+
+    def __init__(
+        self, message: str, *, origin: str | None = None, stored_size: int | None = None, served_size: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.origin = origin
+        self.stored_size = stored_size
+        self.served_size = served_size
+
+
+class QuorumError(VerificationError):
+    """A checkpoint lacks the witness cosignatures a client requires (c2sp.org/tlog-cosignature).
+
+    ``required`` is the quorum asked for, ``found`` the witnesses whose cosignature verified."""
+
+    evidence_fields = ("required", "found")
+
+    def __init__(self, message: str, *, required: int | None = None, found: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.required = required
+        self.found = list(found)

@@ -242,8 +242,9 @@ def test_json_envelope_across_every_command(ledger: Path, tmp_path: Path) -> Non
     covered = {" ".join(args[:2]) if args[0] == "report" else args[0] for args, _ in cases}
     # schema (a JSON Schema) and lineage (JSON-LD) print standard documents, not envelopes;
     # demo is covered by tests/e2e/test_demo.py; witness-push (it needs a witness server) by
-    # tests/witness/test_push.py.
-    assert commands - covered - {"report", None} == {"schema", "lineage", "demo", "witness-push"}
+    # tests/witness/test_push.py; serve (a server, no document) and monitor (a stream of JSON
+    # event lines) by tests/net/test_cli_net.py.
+    assert commands - covered - {"report", None} == {"schema", "lineage", "demo", "witness-push", "serve", "monitor"}
     for args, keys in cases:
         extra = [] if args[0] in ("init", "keygen", "verify-proof") else ["--ledger", str(led_copy)]
         r = kfm(*args, "--json", *extra)

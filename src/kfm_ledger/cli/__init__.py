@@ -317,12 +317,13 @@ def _silence_standard_streams() -> None:
 
 
 def _register_all() -> None:
-    from . import analytics_cmds, engineer_cmds, ledger_cmds, witness_cmds
+    from . import analytics_cmds, engineer_cmds, ledger_cmds, net_cmds, witness_cmds
 
     ledger_cmds.register(app)
     engineer_cmds.register(app)
     analytics_cmds.register(app)
     witness_cmds.register(app)
+    net_cmds.register(app)
 
 
 _register_all()
