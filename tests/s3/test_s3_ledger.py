@@ -147,7 +147,7 @@ def test_racing_writers_in_threads_append_every_row_once(led: RemoteLedger, stor
             for k in range(6):
                 first = 100 + n * 30 + k * 5
                 writers[n].append(concurrent_batch(first, first + 5), signer=SIGNER, wait=60)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(n,)) for n in range(4)]

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
+from kfm_ledger.errors import ImmutableObjectError, PreconditionFailedError, StorageError
+from kfm_ledger.s3 import parse_s3_url
+from kfm_ledger.storage.s3 import S3Storage
 from storage.test_contract import (  # the contract's own tests, run here on the S3 backend
     test_delete_removes_and_a_missing_object_is_no_error,
     test_describe_is_a_short_text,
@@ -16,10 +20,6 @@ from storage.test_contract import (  # the contract's own tests, run here on the
     test_write_once_many_writes_all_and_keeps_the_immutable_rule,
     test_write_once_with_other_bytes_raises_and_keeps_the_object,
 )
-
-from kfm_ledger.errors import ImmutableObjectError, PreconditionFailedError, StorageError
-from kfm_ledger.s3 import parse_s3_url
-from kfm_ledger.storage.s3 import S3Storage
 
 CONTRACT = (
     test_delete_removes_and_a_missing_object_is_no_error,
