@@ -24,6 +24,7 @@ from . import (
     echo,
     handle_errors,
     open_ledger,
+    s3_location_of,
     write_out,
 )
 from .progress import QuietFlag, progress_reporter
@@ -75,6 +76,11 @@ def init(
     key: Annotated[
         Path | None, typer.Option("--key", help="Use this existing signing key instead of generating log.key.")
     ] = None,
+    key_out: Annotated[
+        Path | None,
+        typer.Option("--key-out", help="Write the new signing key to this file (mode 0600) instead of "
+                     "<ledger>/log.key (an s3:// ledger needs --key or --key-out).", show_default=False),
+    ] = None,
     json_out: JsonFlag = False,
     *,
     out: Output,
@@ -83,6 +89,17 @@ def init(
     from ..log.keys import load_signer_file
     from ..log.ledger import Ledger
 
+    if key is not None and key_out is not None:
+        raise out.fail("give at most one of --key and --key-out", EXIT_USAGE)
+    if s3_location_of(ledger_dir) is not None:
+        from .s3_init import init_s3
+
+        init_s3(s3_location_of(ledger_dir) or "", origin, key, key_out, json_out=json_out, out=out)
+        return
+    if key_out is not None:
+        from .s3_init import new_key_file
+
+        key = new_key_file(key_out, origin)
     signer = load_signer_file(key) if key else None  # a regular file only its owner may read
     try:
         ledger_dir.mkdir(parents=True, exist_ok=True)

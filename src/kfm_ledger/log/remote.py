@@ -67,6 +67,8 @@ class RemoteLedger:
 
     #: Lookups prove the rows they return (False only where a user asked: ``--unverified``).
     verify_reads: bool = True
+    #: Tells :func:`kfm_ledger.verify.verify_ledger` to check this ledger with :mod:`.remote_verify`.
+    is_remote = True
 
     def __init__(
         self,

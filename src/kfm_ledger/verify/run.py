@@ -33,6 +33,13 @@ def verify_ledger(
     it verifies the latest signed checkpoint as of when it got the lock.  Where
     the lock cannot be taken at all (a read-only copy), it verifies without it.
     """
+    if getattr(ledger, "is_remote", False):  # an S3 ledger: no lock, no JSONL (kfm_ledger.log.remote_verify)
+        from kfm_ledger.log.remote_verify import verify_remote
+
+        return verify_remote(
+            ledger,  # type: ignore[arg-type]
+            since=since, since_verifier=since_verifier, progress=progress, max_failures=max_failures,
+        )
     note = None
     try:
         held = ledger.writer_lock(wait=lock_wait)
