@@ -226,12 +226,18 @@ def _state(led: RemoteLedger, fresh: bool) -> WriterState:
     return state
 
 
+class _Stale(Exception):
+    """The tree moved while the batch was being checked against it."""
+
+
 # -- the append ---------------------------------------------------------------------------
 def _ledger_problems(
     led: RemoteLedger, state: WriterState, parsed: list[tuple[int, schema.Row, bytes]]
 ) -> list[RowProblem]:
     """One row per commit and created_at order, against the tree of ``state``."""
     idx = led.index  # caught up to the signed tree (checked against its root)
+    if led.etag != state.etag:
+        raise _Stale  # catching up read a newer checkpoint: check against that tree instead
     found = idx.lookup_many([row.lakefs_commit for _, row, _ in parsed])
     problems: list[RowProblem] = []
     for line_no, row, line in parsed:
@@ -264,7 +270,10 @@ def append(led: RemoteLedger, batch: bytes | Sequence[schema.Row], *, signer: Si
     deadline = time.monotonic() + max(wait, 0.0)
     for attempt in range(1, MAX_ATTEMPTS + 1):
         state = _state(led, fresh=attempt > 1)
-        problems = _ledger_problems(led, state, parsed)
+        try:
+            problems = _ledger_problems(led, state, parsed)
+        except _Stale:
+            continue
         if problems:
             raise InputRejected(problems)
         ext = extend(state.edge, entries)

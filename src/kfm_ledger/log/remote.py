@@ -211,6 +211,9 @@ class RemoteLedger:
             self._signed if note == self._signed.note else open_checkpoint(note, [self.verifier], origin=self.origin)
         )
         self._adopt(signed, etag)
+        from .cas_append import complete
+
+        complete(self)  # nothing reads a tree's objects before they all exist
         return True
 
     # ------------------------------------------------------------- rows

@@ -205,11 +205,12 @@ def _rows_and_objects(
             ext = extend(edge, entries)
             edge = ext.edge
             wanted = [(k, v) for k, v in ext.objects if signed_stop or ".p/" not in k]
-            _check_objects(led, report, fail, wanted, stop)
-            if stop in roots and crange.root() != roots[stop]:
+            rows_ok = None if stop not in roots else crange.root() == roots[stop]
+            if rows_ok is False:
                 where = CHECKPOINT_KEY if stop == led.size else checkpoint_key(stop)
                 fail(where, f"the {stop} rows in the bundles do not give the root this checkpoint signed: rows "
                             "were changed")
+            _check_objects(led, report, fail, wanted, stop, rows_ok)
             if since_tree is not None and stop == since_tree[0]:
                 _check_since(fail, crange.root(), since_tree)
             if progress is not None:
@@ -236,15 +237,30 @@ def _check_row(i: int, entry: bytes, previous: schema.Row | None, commits: _Comm
 
 
 def _check_objects(led: RemoteLedger, report: VerifyReport, fail: Fail, wanted: list[tuple[str, bytes]],
-                   size: int) -> None:
+                   size: int, rows_ok: bool | None) -> None:
+    """Compare the objects the rows give with the stored ones.
+
+    ``rows_ok`` False (the rows do not give the signed root): a level-0 tile that differs
+    names its entry bundle (the rows were changed, not the tile) and the other tiles that
+    differ are the consequence, not reported; True or None (not a signed size): every
+    difference is reported where it is.
+    """
     found = led.storage.read_many([k for k, _ in wanted])
     for (key, data), stored in zip(wanted, found):
-        if not key.startswith("tile/entries/"):
+        bundle = key.startswith("tile/entries/")
+        if not bundle:
             report.tiles_checked += 1
         if stored is None:
             fail(key, f"missing (the rows up to tree size {size} give it)")
         elif stored != data:
-            fail(key, f"differs from what the signed rows give (tree size {size}): changed behind the ledger's back")
+            if rows_ok is False and key.startswith("tile/0/"):
+                fail("tile/entries/" + key[len("tile/0/"):], f"its rows do not hash to the leaves of {key} and do "
+                     f"not give the signed root at tree size {size}: a row was changed behind the ledger's back")
+            elif rows_ok is False and not bundle:
+                continue  # a consequence of the changed rows
+            else:
+                fail(key, f"differs from what the signed rows give (tree size {size}): changed behind the ledger's "
+                          "back")
 
 
 def _check_since(fail: Fail, root: bytes, since_tree: tuple[int, bytes]) -> None:
