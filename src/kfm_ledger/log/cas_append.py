@@ -28,9 +28,11 @@ there; a staging object whose swap lost is never completed by anyone.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import random
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,6 +75,8 @@ MAX_BATCH_BYTES = 1 << 30
 #: How long a writer that finds a signed tree incomplete waits for its writer to finish
 #: (seconds, doubling) before completing it itself.
 HELP_DELAYS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16)
+#: From this many rows on, an append indexes its rows while its objects upload.
+OVERLAP_INDEX_AT = 1024
 #: The largest staging object read.
 MAX_STAGING_BYTES = 2 * MAX_BATCH_BYTES
 
@@ -99,18 +103,24 @@ def complete(led: RemoteLedger, *, wait: bool = True) -> int:
     object exists, or they disagree with the signed checkpoint.
     """
     storage = led.storage
+    if led.completed_etag == led.etag:
+        return 0  # this process saw the mark for exactly this checkpoint already
     mark = checkpoint_key(led.size)
+    etag = led.etag
     if storage.exists(mark):
+        led.completed_etag = etag
         return 0
     for delay in HELP_DELAYS if wait else ():
         time.sleep(delay)
         if storage.exists(mark):
+            led.completed_etag = etag
             return 0
     key = staging_key(led.size, led.root)
     try:
         data = storage.read_capped(key, MAX_STAGING_BYTES)
     except ObjectNotFoundError:
         if storage.exists(mark):  # completed (and its staging removed) meanwhile
+            led.completed_etag = etag
             return 0
         raise CorruptLedgerError(
             f"{led.describe()}: the signed checkpoint at tree size {led.size} has neither its objects "
@@ -135,6 +145,7 @@ def complete(led: RemoteLedger, *, wait: bool = True) -> int:
             index=led.size,
         )
     finish(led, ext.objects, led.checkpoint.note, key)
+    led.completed_etag = etag
     return len(staged.entries)
 
 
@@ -290,8 +301,16 @@ def append(led: RemoteLedger, batch: bytes | Sequence[schema.Row], *, signer: Si
             continue
         led._adopt(open_checkpoint(note, [led.verifier], origin=led.origin), etag)
         led.writer_state = None
+        # Step 7; a large batch indexes its rows (derived data, local) while its objects upload.
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kfm-finish")
+        job = pool.submit(finish, led, ext.objects, note, key)
+        pool.shutdown(wait=False)
+        if len(entries) < OVERLAP_INDEX_AT:
+            concurrent.futures.wait([job])
+        with contextlib.suppress(KfmError, sqlite3.Error):  # a later catch-up adds them instead
+            led.remote_index().add_rows(state.size, entries, [row for _, row, _ in parsed], ext.edge.compact_range())
         try:
-            finish(led, ext.objects, note, key)  # step 7
+            job.result()
         except KfmError as exc:
             raise StorageError(
                 f"the batch is appended (signed tree size {led.size}) but creating its tiles failed: {exc}; "
@@ -299,9 +318,7 @@ def append(led: RemoteLedger, batch: bytes | Sequence[schema.Row], *, signer: Si
                 key=key,
             ) from exc
         led.writer_state = WriterState(etag, ext.edge.size, ext.root, ext.edge, entries[-1])
-        with contextlib.suppress(KfmError):  # derived data: a later catch-up adds them instead
-            crange = ext.edge.compact_range()
-            led.remote_index().add_rows(state.size, entries, [row for _, row, _ in parsed], crange)
+        led.completed_etag = etag
         return AppendResult(first_index=state.size, count=len(entries), checkpoint=led.checkpoint)
     raise ContentionError(
         f"gave up after losing the compare-and-swap of checkpoint in {led.describe()} {attempt} time(s) to other "

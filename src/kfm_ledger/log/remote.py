@@ -89,6 +89,8 @@ class RemoteLedger:
         self.prover.expansions_trusted = False  # no tile-expansions.bin in a bucket
         #: The writer's state for the next append (:mod:`.cas_append`), valid while ``checkpoint`` is at ``_etag``.
         self.writer_state: object | None = None
+        #: The ``checkpoint`` version whose tree this process saw complete (:func:`.cas_append.complete`).
+        self.completed_etag: str | None = None
 
     # ------------------------------------------------------------ opening
     @classmethod

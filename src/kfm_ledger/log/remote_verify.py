@@ -45,7 +45,7 @@ __all__ = ["verify_remote"]
 #: Reports one failure: where, what.
 Fail = Callable[[str, str], None]
 #: Rows held at once between two signed sizes (a larger append is checked in pieces of this many).
-SEGMENT_ROWS = 16384
+SEGMENT_ROWS = 4096
 
 
 def verify_remote(
