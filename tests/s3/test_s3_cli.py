@@ -125,6 +125,11 @@ def test_usage_errors(env: dict[str, str], s3_location: str, tmp_path: Path) -> 
     assert res.returncode == 2 and "kfm export" in res.stderr
     res = kfm(env, "append", "-", "--ledger", s3_location, check=False)
     assert res.returncode == 1 and "--key" in res.stderr
+    (tmp_path / "one.jsonl").write_bytes(sample_jsonl(1))
+    res = kfm(env, "append", str(tmp_path / "one.jsonl"), "--mirror", "--key", str(key), "--ledger", s3_location,
+              check=False)
+    assert res.returncode == 2 and "Parquet mirror" in res.stderr
+    assert json.loads(kfm(env, "checkpoint", "--ledger", s3_location, "--json").stdout)["tree_size"] == 0
     res = kfm({**env, "AWS_ALLOW_HTTP": "false"}, "get", "--ledger", s3_location, "--index", "0", check=False)
     assert res.returncode == 2 and "AWS_ALLOW_HTTP" in res.stderr
     assert "Traceback" not in res.stderr

@@ -172,6 +172,9 @@ def append(
 ) -> None:
     """Validate rows and append them under a new signed checkpoint (all or nothing)."""
     led = open_ledger(ledger_dir)
+    if mirror and getattr(led, "is_remote", False):
+        raise out.fail("--mirror: an s3:// ledger has no Parquet mirror (run `kfm mirror` on an exported copy)",
+                       EXIT_USAGE)
     signer = _signer(led, key)
     with progress_reporter("append", "bytes", quiet=quiet) as progress:
         if file == "-":
