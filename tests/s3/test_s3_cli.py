@@ -236,3 +236,23 @@ def test_a_bucket_edited_behind_the_ledgers_back(env: dict[str, str], s3_locatio
     assert res.returncode == 1 and "rolled back" in res.stderr
     client.put("checkpoint", good["checkpoint"])
     assert kfm(env, "verify", "--ledger", s3_location).returncode == 0
+
+
+def test_export_of_a_local_ledger(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KFM_"))}
+    led = tmp_path / "led"
+    kfm(env, "init", "--origin", ORIGIN, "--ledger", str(led))
+    (tmp_path / "rows.jsonl").write_bytes(sample_jsonl(300))
+    kfm(env, "append", str(tmp_path / "rows.jsonl"), "--ledger", str(led))
+    out = tmp_path / "out.jsonl"
+    doc = json.loads(kfm(env, "export", "--ledger", str(led), "--to", str(out), "--json").stdout)
+    assert doc["rows"] == 300 and doc["tree_size"] == 300 and doc["ok"]
+    assert out.read_bytes() == (led / "rollback-index.jsonl").read_bytes()
+    assert kfm(env, "export", "--ledger", str(led)).stdout.encode() == out.read_bytes()
+    assert kfm(env, "export", "--ledger", str(led), "--json", check=False).returncode == 2
+    data = bytearray((led / "rollback-index.jsonl").read_bytes())
+    data[data.index(b'"prod"')+1] ^= 0x01  # a changed signed row
+    (led / "rollback-index.jsonl").write_bytes(bytes(data))
+    res = kfm(env, "export", "--ledger", str(led), "--to", str(tmp_path / "bad.jsonl"), check=False)
+    assert res.returncode == 1 and not (tmp_path / "bad.jsonl").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".bad")] == []

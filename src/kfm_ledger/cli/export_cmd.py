@@ -11,7 +11,7 @@ from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 
-from . import JsonFlag, LedgerDir, Output, echo, handle_errors, open_ledger
+from . import EXIT_USAGE, JsonFlag, LedgerDir, Output, echo, handle_errors, open_ledger
 
 if TYPE_CHECKING:
     from kfm_ledger.log.ledger import Ledger
@@ -34,6 +34,8 @@ def export(
     The bytes are those a local ledger holds after the same appends.  With --to the file is
     written whole to a temporary file beside it and renamed: it never holds a partial export.
     """
+    if json_out and to is None:
+        raise out.fail("--json needs --to FILE (without it the rows themselves go to standard output)", EXIT_USAGE)
     led = open_ledger(ledger_dir)
     try:
         if to is None:
@@ -45,9 +47,15 @@ def export(
         led.close()
     if to is not None:
         if json_out:
-            out.emit_json({"rows": rows, "to": str(to), "tree_size": led.size})
+            out.emit_json({"rows": rows, "to": str(to), "tree_size": led.size, "root": _b64(led.root)})
         else:
             echo(f"exported {rows} row(s) to {to}; tree size {led.size}, proven against the signed checkpoint")
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
 
 
 def _write(led: Ledger | RemoteLedger, stream: IO[bytes]) -> int:
