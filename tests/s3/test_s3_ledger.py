@@ -249,3 +249,26 @@ def test_a_private_key_in_the_bucket_is_refused(led: RemoteLedger, storage: S3St
     storage.write_atomic("log.key", SIGNER.private_key_text().encode())
     with pytest.raises(StorageError, match="exposed"):
         default_signer(storage)
+
+
+def test_a_swap_whose_answer_was_lost_and_another_writer_built_on_it_is_a_win(
+    led: RemoteLedger, storage: S3Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kfm_ledger.errors import PreconditionFailedError
+
+    led.append(batch(0, 5), signer=SIGNER)
+    other = reopen(storage)
+    real = S3Storage.compare_and_swap
+
+    def swap_then_lose_the_answer(self: S3Storage, key: str, data: bytes, etag: str) -> str | None:
+        real(self, key, data, etag)  # it lands ...
+        monkeypatch.setattr(S3Storage, "compare_and_swap", real)
+        other.append(batch(7, 9), signer=SIGNER)  # ... another writer completes our tree and builds on it ...
+        raise PreconditionFailedError("injected: the retry of a landed swap", key=key)  # ... and we hear 412
+
+    monkeypatch.setattr(S3Storage, "compare_and_swap", swap_then_lose_the_answer)
+    result = led.append(batch(5, 7), signer=SIGNER)
+    assert (result.first_index, result.count, result.checkpoint.checkpoint.size) == (5, 2, 7)
+    final = reopen(storage)
+    assert list(final.iter_lines()) == LINES[:9]
+    assert list(storage.list(STAGING_PREFIX)) == []

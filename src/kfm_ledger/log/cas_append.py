@@ -294,6 +294,11 @@ def append(led: RemoteLedger, batch: bytes | Sequence[schema.Row], *, signer: Si
         key = staging_key(ext.edge.size, ext.root)
         led.storage.write_atomic(key, Staging(note, state.edge, entries).encode())  # step 5
         etag = _swap(led, note, state, key)  # step 6
+        if etag == SUPERSEDED:  # won, and others have completed our tree and built on it since
+            led.writer_state = None
+            led.refresh()
+            signed = open_checkpoint(note, [led.verifier], origin=led.origin)
+            return AppendResult(first_index=state.size, count=len(entries), checkpoint=signed)
         if etag is None:
             if time.monotonic() >= deadline and attempt > 1:
                 break
@@ -328,12 +333,19 @@ def append(led: RemoteLedger, batch: bytes | Sequence[schema.Row], *, signer: Si
     )
 
 
+#: What :func:`_swap` returns when this writer won but others have appended on top since.
+SUPERSEDED = ""
+
+
 def _swap(led: RemoteLedger, note: bytes, state: WriterState, key: str) -> str | None:
     """Step 6: the compare-and-swap; the new ETag when this writer won, None when it lost.
 
-    A lost answer is told apart by reading ``checkpoint`` back: our note there means we won.
-    An error that leaves it unknown whether the swap landed (the old checkpoint still
-    there, a timeout) keeps the staging object (it may be needed) and raises.
+    :data:`SUPERSEDED` when it won but the tree has grown past its own since.  A lost answer
+    is told apart by reading ``checkpoint`` back (our note there: we won) and
+    ``checkpoints/<our size>`` (our note kept: we won and others built on our tree).  When the
+    checkpoint has moved past the version we swapped against, our swap can never land any
+    more: lost.  An error that leaves it unknown (the old checkpoint still there) keeps the
+    staging object (it may still be needed) and raises.
     """
     storage = led.storage
     try:
@@ -342,25 +354,45 @@ def _swap(led: RemoteLedger, note: bytes, state: WriterState, key: str) -> str |
             return etag
         return storage.read_versioned(CHECKPOINT_KEY)[1]
     except PreconditionFailedError:
+        return _after_lost_answer(led, note, state, key, None)
+    except StorageError as exc:
+        return _after_lost_answer(led, note, state, key, exc)
+
+
+def _after_lost_answer(
+    led: RemoteLedger, note: bytes, state: WriterState, key: str, error: StorageError | None
+) -> str | None:
+    storage = led.storage
+    try:
         current, etag = storage.read_versioned(CHECKPOINT_KEY)
         if current == note:
-            return etag  # our first attempt landed; the retry found it there
-        led.writer_state = None
-        with contextlib.suppress(StorageError):
-            storage.delete(key)  # never completed: the checkpoint has moved past its tree
-        return None
-    except StorageError as exc:
-        try:
-            current, etag = storage.read_versioned(CHECKPOINT_KEY)
-        except StorageError:
-            current, etag = b"", ""
-        if current == note:
-            return etag
+            return etag  # our first attempt landed; its answer (or the retry's) said otherwise
+        if _kept_as(led, note):
+            return SUPERSEDED
+    except StorageError:
+        if error is None:
+            raise
+        etag = state.etag
+    if error is not None and etag == state.etag:
         raise StorageError(
-            f"the compare-and-swap of checkpoint failed ({exc}) and it is unknown whether it landed: check with "
+            f"the compare-and-swap of checkpoint failed ({error}) and it is unknown whether it landed: check with "
             "`kfm get --commit ...` before appending the batch again (it is never appended twice)",
             key=CHECKPOINT_KEY,
-        ) from exc
+        ) from error
+    led.writer_state = None
+    with contextlib.suppress(StorageError):
+        storage.delete(key)  # never completed: the checkpoint has moved past the version it built on
+    return None
+
+
+def _kept_as(led: RemoteLedger, note: bytes) -> bool:
+    """Whether ``checkpoints/<size>`` of ``note``'s tree holds exactly ``note`` (the log signed and kept it)."""
+    from kfm_ledger.core.signed_checkpoint import parse_unverified
+
+    try:
+        return led.storage.read_capped(checkpoint_key(parse_unverified(note).size), len(note)) == note
+    except KfmError:
+        return False
 
 
 def append_file(
