@@ -272,3 +272,20 @@ def test_a_swap_whose_answer_was_lost_and_another_writer_built_on_it_is_a_win(
     final = reopen(storage)
     assert list(final.iter_lines()) == LINES[:9]
     assert list(storage.list(STAGING_PREFIX)) == []
+
+
+def test_verify_since_a_saved_checkpoint(led: RemoteLedger, storage: S3Storage, tmp_path: Path) -> None:
+    from kfm_ledger.log.remote_verify import verify_remote
+
+    led.append(batch(0, 40), signer=SIGNER)
+    saved = led.checkpoint.note
+    led.append(batch(40, 300), signer=SIGNER)
+    report = verify_remote(reopen(storage), since=saved)
+    assert report.ok and report.since_size == 40 and report.rows_checked == 300, report.failures
+    # a checkpoint of another history at the same size, signed with the same key: a fork
+    fork = RemoteLedger.init(S3Storage(storage.client.__class__(storage.client.location.child("fork"),
+                                                                storage.client.connection),
+                                       cache_dir=tmp_path / "fork-cache"), origin=ORIGIN, signer=SIGNER)
+    fork.append(batch(1, 41), signer=SIGNER)
+    report = verify_remote(reopen(storage), since=fork.checkpoint.note)
+    assert not report.ok and [f.where for f in report.failures] == ["since"]
