@@ -23,6 +23,7 @@ from __future__ import annotations
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from kfm_ledger import schema
@@ -193,26 +194,24 @@ def _rows_and_objects(
     commits = _Commits()
     stream = led.raw_entries(0, led.size)
     edge = TreeEdge.empty()
-    crange = merkle.CompactRange()
-    previous: schema.Row | None = None
+    previous: tuple[schema.Row, datetime] | None = None  # the last valid row and its created_at as a datetime
     try:
         for start, stop, signed_stop in _segments(sizes):
             entries = [next(stream) for _ in range(stop - start)]
             for i, entry in enumerate(entries, start):
                 previous = _check_row(i, entry, previous, commits, fail)
-                crange.append(merkle.leaf_hash(entry))
             report.rows_checked = stop
-            ext = extend(edge, entries)
+            ext = extend(edge, entries)  # the tiles, bundles and root (RFC 9162 §2.1.1) of the rows so far
             edge = ext.edge
             wanted = [(k, v) for k, v in ext.objects if signed_stop or ".p/" not in k]
-            rows_ok = None if stop not in roots else crange.root() == roots[stop]
+            rows_ok = None if stop not in roots else ext.root == roots[stop]
             if rows_ok is False:
                 where = CHECKPOINT_KEY if stop == led.size else checkpoint_key(stop)
                 fail(where, f"the {stop} rows in the bundles do not give the root this checkpoint signed: rows "
                             "were changed")
             _check_objects(led, report, fail, wanted, stop, rows_ok)
             if since_tree is not None and stop == since_tree[0]:
-                _check_since(fail, crange.root(), since_tree)
+                _check_since(fail, ext.root, since_tree)
             if progress is not None:
                 progress(stop, led.size)
         if since_tree is not None and since_tree[0] == 0:
@@ -221,19 +220,20 @@ def _rows_and_objects(
         commits.close()
 
 
-def _check_row(i: int, entry: bytes, previous: schema.Row | None, commits: _Commits,
-               fail: Fail) -> schema.Row | None:
+def _check_row(i: int, entry: bytes, previous: tuple[schema.Row, datetime] | None, commits: _Commits,
+               fail: Fail) -> tuple[schema.Row, datetime] | None:
     try:
         row = schema.decode_row(entry)
     except KfmError as exc:
         fail(f"row {i}", f"not a valid row: {exc}")
         return previous
-    if previous is not None and schema.created_at_datetime(row) < schema.created_at_datetime(previous):
-        fail(f"row {i}", f"$.created_at: {row.created_at} is earlier than the previous row's {previous.created_at}")
+    at = schema.created_at_datetime(row)
+    if previous is not None and at < previous[1]:
+        fail(f"row {i}", f"$.created_at: {row.created_at} is earlier than the previous row's {previous[0].created_at}")
     earlier = commits.add(row.lakefs_commit, i)
     if earlier is not None:
         fail(f"row {i}", f"commit {row.lakefs_commit!r} is already at index {earlier}; one row per lakeFS commit")
-    return row
+    return row, at
 
 
 def _check_objects(led: RemoteLedger, report: VerifyReport, fail: Fail, wanted: list[tuple[str, bytes]],
