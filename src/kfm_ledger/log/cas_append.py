@@ -60,7 +60,7 @@ from kfm_ledger.schema.batch import check_batch_capped
 from .append import AppendResult, before_last_row_problem, stored_commit_problem
 from .checkpoint_chain import previous_size_line
 from .layout import CHECKPOINT_KEY, checkpoint_key
-from .staging import STAGING_PREFIX, Staging, TreeEdge, extend, staging_key
+from .staging import STAGING_PREFIX, Extension, Staging, TreeEdge, extend, staging_key
 
 if TYPE_CHECKING:
     from .progress import Progress
@@ -287,12 +287,7 @@ def append(led: RemoteLedger, batch: bytes | Sequence[schema.Row], *, signer: Si
             continue
         if problems:
             raise InputRejected(problems)
-        ext = extend(state.edge, entries)
-        head = Checkpoint(origin=led.origin, size=ext.edge.size, root=ext.root,
-                          extensions=(previous_size_line(state.size),))
-        note = sign_checkpoint(head, signer)
-        key = staging_key(ext.edge.size, ext.root)
-        led.storage.write_atomic(key, Staging(note, state.edge, entries).encode())  # step 5
+        ext, note, key = _stage(led, state, entries, signer)  # steps 4 and 5
         etag = _swap(led, note, state, key)  # step 6
         if etag == SUPERSEDED:  # won, and others have completed our tree and built on it since
             led.writer_state = None
@@ -331,6 +326,38 @@ def append(led: RemoteLedger, batch: bytes | Sequence[schema.Row], *, signer: Si
         key=CHECKPOINT_KEY,
         attempts=attempt,
     )
+
+
+def _stage(
+    led: RemoteLedger, state: WriterState, entries: tuple[bytes, ...], signer: Signer
+) -> tuple[Extension, bytes, str]:
+    """Steps 4 and 5: the new objects, the signed checkpoint and the staging object (written).
+
+    The root comes first (leaf hashes into the compact range); a large batch then computes
+    its tiles and bundles while its staging object uploads.
+    """
+    crange = state.edge.compact_range()
+    crange.extend(merkle.leaf_hash(e) for e in entries)
+    size, root = crange.size, crange.root()
+    head = Checkpoint(origin=led.origin, size=size, root=root, extensions=(previous_size_line(state.size),))
+    note = sign_checkpoint(head, signer)
+    key = staging_key(size, root)
+    staged = Staging(note, state.edge, entries).encode()
+    if len(entries) < OVERLAP_INDEX_AT:
+        led.storage.write_atomic(key, staged)
+        ext = extend(state.edge, entries)
+    else:
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kfm-stage")
+        upload = pool.submit(led.storage.write_atomic, key, staged)
+        pool.shutdown(wait=False)
+        try:
+            ext = extend(state.edge, entries)
+        finally:
+            concurrent.futures.wait([upload])
+        upload.result()
+    if (ext.edge.size, ext.root) != (size, root):  # pragma: no cover - two computations of one tree
+        raise AssertionError("the tiles computed do not give the root signed")
+    return ext, note, key
 
 
 #: What :func:`_swap` returns when this writer won but others have appended on top since.
