@@ -460,7 +460,8 @@ def rebuild(
     if json_out:
         out.emit_json({"rows": rows, "tree_size": led.size, "size": led.size, "root": _b64(led.root)})
     else:
-        echo(f"rebuilt the index and tiles from {rows} rows; root matches the signed checkpoint")
+        what = "this machine's commit index" if getattr(led, "is_remote", False) else "the index and tiles"
+        echo(f"rebuilt {what} from {rows} rows; root matches the signed checkpoint")
 
 
 @handle_errors
