@@ -112,3 +112,18 @@ def test_the_index_lives_in_a_local_cache_never_in_the_bucket(store: S3Storage, 
     conn.close()
     assert str(tmp_path / "cache") in str(getattr(loc, "path", ""))
     assert list(store.list("")) == []
+
+
+def test_reads_are_capped_by_what_an_object_of_that_kind_can_hold(store: S3Storage) -> None:
+    from kfm_ledger.errors import ObjectTooLargeError
+
+    store.write_atomic("tile/0/000", b"x" * 8193)  # a hostile bucket: no tile is that large
+    with pytest.raises(ObjectTooLargeError):
+        store.read("tile/0/000")
+    store.write_atomic("tile/0/001", b"x" * 8192)
+    assert len(store.read("tile/0/001")) == 8192
+    store.write_atomic("checkpoint", b"n" * ((1 << 20) + 1))
+    with pytest.raises(ObjectTooLargeError):
+        store.read("checkpoint")
+    with pytest.raises(ObjectTooLargeError):
+        store.read_many(["tile/0/000"])

@@ -62,6 +62,21 @@ def cache_root(environ: dict[str, str] | os._Environ[str] | None = None) -> Path
     return Path(base) / "kfm"
 
 
+#: The largest object of a kind not listed in :func:`max_bytes_of` that a read accepts.
+MAX_OBJECT_BYTES = 2 << 30
+
+
+def max_bytes_of(key: str) -> int:
+    """The most bytes an object under ``key`` can hold in a ledger (c2sp.org/tlog-tiles sizes)."""
+    if key.startswith("tile/entries/"):
+        return 256 * (0xFFFF + 2)
+    if key.startswith("tile/"):
+        return 256 * 32
+    if key in ("checkpoint", "log.vkey", "log.key") or key.startswith("checkpoints/"):
+        return 1 << 20
+    return MAX_OBJECT_BYTES
+
+
 class S3Storage:
     """A ledger's objects under ``s3://bucket/prefix`` (see the module docstring for what is refused)."""
 
@@ -116,7 +131,12 @@ class S3Storage:
 
     # -- ObjectStore -------------------------------------------------------------------
     def read(self, key: str) -> bytes:
-        return self.client.get(key)
+        """The object's bytes, refused (ObjectTooLargeError) past the size its kind can have.
+
+        A bucket is not trusted: a hash tile is at most 8 KiB, an entry bundle 256 entries of
+        at most 65,535 bytes, a note or key 1 MiB; anything else at most :data:`MAX_OBJECT_BYTES`.
+        """
+        return self.client.get(key, max_bytes=max_bytes_of(key))
 
     def read_capped(self, key: str, max_bytes: int) -> bytes:
         """:meth:`read`, refusing an object larger than ``max_bytes`` (ObjectTooLargeError)."""
@@ -127,7 +147,7 @@ class S3Storage:
 
         def one(key: str) -> bytes | None:
             try:
-                return self.client.get(key)
+                return self.client.get(key, max_bytes=max_bytes_of(key))
             except ObjectNotFoundError:
                 return None
 
