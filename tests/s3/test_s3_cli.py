@@ -89,6 +89,9 @@ def test_end_to_end_byte_identical_to_a_local_ledger_and_checked_by_go(
     got = kfm(env, "get", "--ledger", s3_location, "--commit", commit_of(lines[700]), "--json")
     assert json.loads(got.stdout)["index"] == 700
     assert kfm(env, "get", "--ledger", s3_location, "--index", "5").stdout.encode() == lines[5] + b"\n"
+    plan = json.loads(kfm(env, "rollback", "--ledger", s3_location, "--commit", commit_of(lines[700]),
+                          "--json").stdout)
+    assert plan["ok"] and plan["lakefs_commit"] == commit_of(lines[700])
     proof = kfm(env, "prove", "--ledger", s3_location, "--commit", commit_of(lines[700])).stdout
     assert proof.startswith("c2sp.org/tlog-proof@v1\nindex 700\n")
     report = json.loads(kfm(env, "verify", "--ledger", s3_location, "--json").stdout)

@@ -247,7 +247,9 @@ def open_ledger(
 
 
 #: The commands that work on an ``s3://`` ledger (docs/s3.md); the others say so and stop.
-S3_COMMANDS = frozenset({"append", "get", "prove", "verify", "checkpoint", "rebuild", "recover", "export"})
+S3_COMMANDS = frozenset(
+    {"append", "get", "prove", "verify", "checkpoint", "rebuild", "recover", "export", "rollback"}
+)
 
 
 def s3_location_of(ledger_dir: Path | str) -> str | None:
