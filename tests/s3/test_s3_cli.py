@@ -92,6 +92,12 @@ def test_end_to_end_byte_identical_to_a_local_ledger_and_checked_by_go(
     plan = json.loads(kfm(env, "rollback", "--ledger", s3_location, "--commit", commit_of(lines[700]),
                           "--json").stdout)
     assert plan["ok"] and plan["lakefs_commit"] == commit_of(lines[700])
+    diff = json.loads(kfm(env, "diff", "--ledger", s3_location, "--from-index", "3", "--to-index", "700",
+                          "--json").stdout)
+    assert diff["ok"]
+    assert json.loads(kfm(env, "lineage", "--ledger", s3_location, "--index", "700").stdout)
+    explained = json.loads(kfm(env, "explain", "--ledger", s3_location, "--index", "1390", "--json").stdout)
+    assert explained["ok"] and explained["entry"]["index"] == 1390
     proof = kfm(env, "prove", "--ledger", s3_location, "--commit", commit_of(lines[700])).stdout
     assert proof.startswith("c2sp.org/tlog-proof@v1\nindex 700\n")
     report = json.loads(kfm(env, "verify", "--ledger", s3_location, "--json").stdout)
@@ -124,7 +130,7 @@ def test_usage_errors(env: dict[str, str], s3_location: str, tmp_path: Path) -> 
     kfm(env, "init", "--origin", ORIGIN, "--ledger", s3_location, "--key-out", str(key))
     res = kfm(env, "init", "--origin", ORIGIN, "--ledger", s3_location, "--key-out", str(tmp_path / "k2"), check=False)
     assert res.returncode == 1 and "already" in res.stderr and not (tmp_path / "k2").exists()
-    res = kfm(env, "diff", "--ledger", s3_location, "--from-index", "0", "--to-index", "0", check=False)
+    res = kfm(env, "impact", "--ledger", s3_location, "--index", "0", check=False)
     assert res.returncode == 2 and "kfm export" in res.stderr
     res = kfm(env, "append", "-", "--ledger", s3_location, check=False)
     assert res.returncode == 1 and "--key" in res.stderr

@@ -289,3 +289,18 @@ def test_verify_since_a_saved_checkpoint(led: RemoteLedger, storage: S3Storage, 
     fork.append(batch(1, 41), signer=SIGNER)
     report = verify_remote(reopen(storage), since=fork.checkpoint.note)
     assert not report.ok and [f.where for f in report.failures] == ["since"]
+
+
+def test_a_range_of_rows_is_proven_with_the_tiles_around_it(led: RemoteLedger, storage: S3Storage) -> None:
+    led.append(batch(0, 300), signer=SIGNER)
+    led.append(batch(300, 700), signer=SIGNER)
+    assert list(led.iter_lines(100, 600)) == LINES[100:600]
+    assert list(led.iter_lines(699)) == LINES[699:700]
+    from kfm_ledger.core.entry_bundle import encode_entry_bundle
+
+    entries = list(LINES[256:512])
+    entries[3] = LINES[900]
+    storage.write_atomic("tile/entries/001", encode_entry_bundle(entries))
+    assert list(led.iter_lines(0, 256)) == LINES[:256]  # the rows before it still prove
+    with pytest.raises(CorruptLedgerError, match=r"rows 256\.\.299"):
+        list(led.iter_lines(256, 300))

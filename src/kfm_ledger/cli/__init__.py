@@ -248,7 +248,8 @@ def open_ledger(
 
 #: The commands that work on an ``s3://`` ledger (docs/s3.md); the others say so and stop.
 S3_COMMANDS = frozenset(
-    {"append", "get", "prove", "verify", "checkpoint", "rebuild", "recover", "export", "rollback"}
+    {"append", "get", "prove", "verify", "checkpoint", "rebuild", "recover", "export", "rollback", "diff",
+     "lineage", "explain"}
 )
 
 

@@ -252,15 +252,16 @@ class RemoteLedger:
         if start >= stop:
             return
         first, last = start // tiles.TILE_WIDTH, (stop - 1) // tiles.TILE_WIDTH
-        jobs = [(i, min(tiles.TILE_WIDTH, stop - i * tiles.TILE_WIDTH)) for i in range(first, last + 1)]
+        # Each bundle as the signed tree has it (its width at the tree size, not at ``stop``).
+        jobs = [(i, min(tiles.TILE_WIDTH, self.size - i * tiles.TILE_WIDTH)) for i in range(first, last + 1)]
         pool = self.storage.pool()
         for w in range(0, len(jobs), STREAM_WINDOW):
             window = jobs[w : w + STREAM_WINDOW]
             futures = [pool.submit(self.read_bundle, i, width) for i, width in window]
             for (i, _width), fut in zip(window, futures):
                 entries = fut.result()
-                lo = max(start - i * tiles.TILE_WIDTH, 0)
-                yield from entries[lo:]
+                base = i * tiles.TILE_WIDTH
+                yield from entries[max(start - base, 0) : stop - base]
 
     def entry_bytes(self, index: int) -> bytes:
         """The stored entry of leaf ``index`` (unchecked; :meth:`entry` proves it)."""
@@ -343,8 +344,10 @@ class RemoteLedger:
     def iter_lines(self, start: int = 0, stop: int | None = None, *, verified: bool | None = None) -> Iterator[bytes]:
         """Stream the rows of leaves [start, stop) (default all), proven unless ``verified`` is False.
 
-        Proven: every entry of the tree is hashed as it streams and the last row is handed
-        out only after the root equals the signed root (memory: one window of bundles).
+        Proven: the rows' hashes, between the complete subtrees left of ``start`` and right of
+        ``stop`` read from the tiles (RFC 9162 §2.1.1), must give the signed root; the last row
+        is handed out only after they do (memory: one window of bundles).  Neither the rows nor
+        the tile hashes are trusted alone: a wrong one gives another root.
         """
         stop = self.size if stop is None else min(stop, self.size)
         if start >= stop:
@@ -352,19 +355,21 @@ class RemoteLedger:
         if not (self.verify_reads if verified is None else verified):
             yield from self.raw_entries(start, stop)
             return
-        crange = merkle.CompactRange()
+        reader = self.hash_reader(self.size)
+        crange = merkle.CompactRange(start, reader.read_node_hashes(merkle.subtree_nodes(0, start)) if start else [])
         held: bytes | None = None
-        for i, entry in enumerate(self.raw_entries(0, self.size)):
+        for entry in self.raw_entries(start, stop):
             crange.append(merkle.leaf_hash(entry))
             if held is not None:
                 yield held
-                held = None
-            if start <= i < stop:
-                held = entry
+            held = entry
+        right = merkle.subtree_nodes(stop, self.size)
+        for (level, _), node in zip(right, reader.read_node_hashes(right)):
+            crange.append_subtree(level, node)
         if crange.root() != self.root:
             raise CorruptLedgerError(
-                f"the entry bundles in {self.describe()} do not give the signed root at tree size {self.size}: "
-                "a bundle was changed; run `kfm verify`",
+                f"rows {start}..{stop - 1} in the entry bundles of {self.describe()} and the tiles do not give the "
+                f"signed root at tree size {self.size}: a bundle or tile was changed; run `kfm verify`",
                 key="tile/entries/",
                 index=self.size - 1,
             )
