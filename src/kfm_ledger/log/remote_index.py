@@ -71,8 +71,13 @@ class RemoteIndex:
     # -- state -------------------------------------------------------------------------
     def compact_range(self) -> merkle.CompactRange:
         """The compact range of the rows held (empty when the stored state is inconsistent)."""
-        row = self.conn.execute("SELECT size, peaks FROM s3_tree WHERE id = 0").fetchone()
-        size = self.index.size()
+        # One read transaction (a snapshot): another process may commit between two reads.
+        self.conn.execute("BEGIN")
+        try:
+            row = self.conn.execute("SELECT size, peaks FROM s3_tree WHERE id = 0").fetchone()
+            size = self.index.size()
+        finally:
+            self.conn.execute("COMMIT")
         if row is None or row[0] != size:
             if size:
                 self.index.reset()
