@@ -437,6 +437,20 @@ class LockedError(LedgerError):
         self.key = key
 
 
+class ContentionError(LedgerError):
+    """An S3 append lost the compare-and-swap of ``checkpoint`` to other writers ``attempts`` times in a
+    row (or for longer than its wait) and gave up; nothing of the batch was appended.  Exit code 3,
+    as for a held lock: retrying later is the remedy (docs/s3.md)."""
+
+    evidence_fields = ("key", "attempts")
+    exit_code = 3
+
+    def __init__(self, message: str, *, key: str | None = None, attempts: int | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.attempts = attempts
+
+
 class CorruptLedgerError(VerificationError):
     """Stored bytes contradict each other (tiles vs rows, checkpoint vs tree).
 

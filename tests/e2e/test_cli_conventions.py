@@ -218,6 +218,7 @@ def _envelope_cases(ledger: Path, tmp: Path) -> list[tuple[list[str], set[str]]]
         (["checkpoint"], size_root),
         (["rebuild"], size_root),
         (["recover"], {"tree_size"}),
+        (["export", "--to", str(tmp / "export.jsonl")], {"rows"} | size_root),
         (["rollback", "--index", "3"], {"index", "lakefs_commit"}),
         (["diff", "--from", c3, "--to", c9], set()),
         (["explain", "--commit", c9], set()),

@@ -51,6 +51,22 @@ def weed_binary() -> str | None:
     return shutil.which("weed")
 
 
+def _die_with_parent(parent: int):  # -> Callable[[], None]
+    """A preexec_fn: the server is killed when the test process dies, even by SIGKILL (Linux prctl)."""
+
+    def arm() -> None:
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):  # not Linux: stop() is the only way
+            pass
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return arm
+
+
 def free_ports(n: int) -> list[int]:
     """``n`` distinct free TCP ports on 127.0.0.1 (held open together while chosen)."""
     socks = []
@@ -103,7 +119,7 @@ class SeaweedServer:
         try:
             self.proc = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.workdir, start_new_session=True,
+                cwd=self.workdir, start_new_session=True, preexec_fn=_die_with_parent(os.getpid()),
             )
         finally:
             log.close()

@@ -20,7 +20,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 
@@ -116,16 +116,24 @@ def _main_options(
             "--version", callback=_show_version, is_eager=True, help="Print kfm's version and exit."
         ),
     ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Configuration file (kfm.toml); the same as $KFM_CONFIG.", show_default=False),
+    ] = None,
 ) -> None:
     """kfm-ledger: the Kansas Frontier Matrix Rollback Registry Index, an append-only ledger on an
     RFC 9162 Merkle tree with signed C2SP checkpoints."""
+    if config is not None:
+        from kfm_ledger.config import CONFIG_ENV
+
+        os.environ[CONFIG_ENV] = str(config)  # read where a command needs it (config.resolve_config_path)
 
 LedgerDir = Annotated[
     Path,
     typer.Option(
         "--ledger",
         envvar="KFM_LEDGER",
-        help="Ledger directory (default: $KFM_LEDGER, else the current directory).",
+        help="Ledger directory, or s3://bucket/prefix (default: $KFM_LEDGER, else the current directory).",
         show_default=False,
     ),
 ]
@@ -235,13 +243,71 @@ def open_ledger(
         if vkey
         else None
     )
-    led = Ledger.open(ledger_dir, vkey=vkey_text)
+    s3_url = s3_location_of(ledger_dir)
+    if s3_url is not None:
+        led = open_s3_ledger(s3_url, vkey_text)
+    else:
+        led = Ledger.open(ledger_dir, vkey=vkey_text)
     if unverified:
         led.verify_reads = False
         echo("kfm: warning: unverified: the rows read were not checked against the signed checkpoint", err=True)
         if out is not None:
             out.unverified = True
     return led
+
+
+#: The commands that work on an ``s3://`` ledger (docs/s3.md); the others say so and stop.
+S3_COMMANDS = frozenset(
+    {"append", "get", "prove", "verify", "checkpoint", "rebuild", "recover", "export", "rollback", "diff",
+     "lineage", "explain"}
+)
+
+
+def s3_location_of(ledger_dir: Path | str) -> str | None:
+    """The ``s3://bucket/prefix`` URL ``--ledger`` / ``$KFM_LEDGER`` names, or None for a directory.
+
+    ``--ledger`` is parsed as a path, which folds ``s3://`` to ``s3:/``: both spellings are read.
+    """
+    text = str(ledger_dir)
+    if text[:4].lower() != "s3:/":
+        return None
+    return "s3://" + text[4:].lstrip("/")
+
+
+def _command_name() -> str | None:
+    """The name of the command being run (``get``), or None outside a command."""
+    try:
+        from typer._click.globals import get_current_context  # typer 0.2x carries its own click
+    except ImportError:
+        try:
+            from click import get_current_context  # type: ignore[import-not-found, no-redef, unused-ignore]
+        except ImportError:
+            return None
+    ctx = get_current_context(silent=True)
+    return None if ctx is None else ctx.info_name
+
+
+def open_s3_ledger(url: str, vkey_text: str | None = None) -> Ledger:
+    """The S3 ledger at ``url`` (connection settings: ``[s3]`` of ``$KFM_CONFIG``, the ``AWS_*`` environment).
+
+    Only the commands of :data:`S3_COMMANDS` take one; the others get a usage error naming the way round.
+    """
+    from kfm_ledger.config import load_config, resolve_config_path
+    from kfm_ledger.errors import S3LocationError
+    from kfm_ledger.log.remote import RemoteLedger
+    from kfm_ledger.storage.s3 import S3Storage
+
+    command = _command_name()
+    if command is not None and command not in S3_COMMANDS:
+        raise S3LocationError(
+            f"`kfm {command}` does not work on an s3:// ledger yet; run it on a local copy of the rows: "
+            f"`kfm export --ledger {url} --to rows.jsonl` (commands for S3 ledgers: {', '.join(sorted(S3_COMMANDS))})",
+            location=url,
+            field="command",
+        )
+    settings = load_config(resolve_config_path(None, None)).s3
+    remote = RemoteLedger.open(S3Storage.from_url(url, settings), vkey=vkey_text)
+    return cast("Ledger", remote)  # duck-typed: the lookups, proofs and appends of S3_COMMANDS
 
 
 def handle_errors(fn: F) -> F:
@@ -317,9 +383,10 @@ def _silence_standard_streams() -> None:
 
 
 def _register_all() -> None:
-    from . import analytics_cmds, engineer_cmds, ledger_cmds, net_cmds, witness_cmds
+    from . import analytics_cmds, engineer_cmds, export_cmd, ledger_cmds, net_cmds, witness_cmds
 
     ledger_cmds.register(app)
+    export_cmd.register(app)
     engineer_cmds.register(app)
     analytics_cmds.register(app)
     witness_cmds.register(app)

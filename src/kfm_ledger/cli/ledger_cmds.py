@@ -24,6 +24,7 @@ from . import (
     echo,
     handle_errors,
     open_ledger,
+    s3_location_of,
     write_out,
 )
 from .deep_cmds import (
@@ -87,6 +88,11 @@ def init(
     key: Annotated[
         Path | None, typer.Option("--key", help="Use this existing signing key instead of generating log.key.")
     ] = None,
+    key_out: Annotated[
+        Path | None,
+        typer.Option("--key-out", help="Write the new signing key to this file (mode 0600) instead of "
+                     "<ledger>/log.key (an s3:// ledger needs --key or --key-out).", show_default=False),
+    ] = None,
     json_out: JsonFlag = False,
     *,
     out: Output,
@@ -95,6 +101,17 @@ def init(
     from ..log.keys import load_signer_file
     from ..log.ledger import Ledger
 
+    if key is not None and key_out is not None:
+        raise out.fail("give at most one of --key and --key-out", EXIT_USAGE)
+    if s3_location_of(ledger_dir) is not None:
+        from .s3_init import init_s3
+
+        init_s3(s3_location_of(ledger_dir) or "", origin, key, key_out, json_out=json_out, out=out)
+        return
+    if key_out is not None:
+        from .s3_init import new_key_file
+
+        key = new_key_file(key_out, origin)
     signer = load_signer_file(key) if key else None  # a regular file only its owner may read
     try:
         ledger_dir.mkdir(parents=True, exist_ok=True)
@@ -181,6 +198,9 @@ def append(
         from .witness_cmds import load_witnesses
 
         load_witnesses(out, ledger_dir, config)  # a usage error before anything is appended
+    if mirror and getattr(led, "is_remote", False):
+        raise out.fail("--mirror: an s3:// ledger has no Parquet mirror (run `kfm mirror` on an exported copy)",
+                       EXIT_USAGE)
     signer = _signer(led, key)
     deep_report = None
     with progress_reporter("append --deep" if deep else "append", "rows" if deep else "bytes",
@@ -531,7 +551,8 @@ def rebuild(
     if json_out:
         out.emit_json({"rows": rows, "tree_size": led.size, "size": led.size, "root": _b64(led.root)})
     else:
-        echo(f"rebuilt the index and tiles from {rows} rows; root matches the signed checkpoint")
+        what = "this machine's commit index" if getattr(led, "is_remote", False) else "the index and tiles"
+        echo(f"rebuilt {what} from {rows} rows; root matches the signed checkpoint")
 
 
 @handle_errors

@@ -40,6 +40,13 @@ def verify_ledger(
     ``witnesses``: the witness cosigner keys (``[[witness]]`` of kfm.toml); every cosignature
     a stored checkpoint carries from one of them must verify (:mod:`.cosignatures`).
     """
+    if getattr(ledger, "is_remote", False):  # an S3 ledger: no lock, no JSONL (kfm_ledger.log.remote_verify)
+        from kfm_ledger.log.remote_verify import verify_remote
+
+        return verify_remote(
+            ledger,  # type: ignore[arg-type]
+            since=since, since_verifier=since_verifier, progress=progress, max_failures=max_failures,
+        )
     note = None
     try:
         held = ledger.writer_lock(wait=lock_wait)
