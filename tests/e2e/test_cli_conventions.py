@@ -296,3 +296,27 @@ def test_rollback_withholds_the_destructive_action_when_a_check_fails(ledger: Pa
     doc = json.loads(r.stdout)
     assert doc["restore"]["dest"] == str(Path("out").resolve())
     assert doc["bundle_check"]["found_sha256"] is not None
+
+
+def test_every_command_has_working_help() -> None:
+    """`--help` of every command and subcommand prints its options (help texts are literal, so
+    "http://HOST:PORT[/PREFIX]" is shown as written, not taken for markup)."""
+    import typer.main
+
+    from kfm_ledger.cli import app
+
+    def walk(group: object, prefix: list[str]) -> list[list[str]]:
+        found = []
+        for name, cmd in getattr(group, "commands", {}).items():
+            found.append([*prefix, name])
+            found += walk(cmd, [*prefix, name])
+        return found
+
+    paths = walk(typer.main.get_command(app), [])
+    assert ["client", "prove"] in paths and ["witness", "serve"] in paths
+    for path in paths:
+        r = kfm(*path, "--help")
+        assert r.exit_code == 0, (path, r.stdout, r.stderr)
+        assert "Usage:" in r.stdout, path
+    r = kfm("client", "prove", "--help")
+    assert "[/PREFIX]" in r.stdout

@@ -95,6 +95,8 @@ app = typer.Typer(
     help="kfm-ledger: the Kansas Frontier Matrix Rollback Registry Index, an append-only "
     "ledger on an RFC 9162 Merkle tree with signed C2SP checkpoints.",
     no_args_is_help=True,
+    # Help texts are literal: "http://HOST:PORT[/PREFIX]" is not rich markup.
+    rich_markup_mode=None,
     pretty_exceptions_show_locals=False,
     add_completion=True,
 )

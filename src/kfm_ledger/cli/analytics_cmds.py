@@ -162,7 +162,7 @@ def _query_text(out: Output, sql: str | None, file: Path | None) -> str:
     return sql  # type: ignore[return-value]
 
 
-report_app = typer.Typer(name="report", help="Reports over the ledger.", no_args_is_help=True)
+report_app = typer.Typer(name="report", help="Reports over the ledger.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @handle_errors

@@ -188,7 +188,8 @@ def monitor(
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     client = typer.Typer(name="client", help="A trustless client of a log served by `kfm serve` (or any "
-                         "c2sp.org/tlog-tiles log with kfm's lookup API).", no_args_is_help=True)
+                         "c2sp.org/tlog-tiles log with kfm's lookup API).", no_args_is_help=True,
+                         rich_markup_mode=None)
     client.command("prove")(client_prove)
     client.command("check")(client_check)
     app.add_typer(client, name="client")

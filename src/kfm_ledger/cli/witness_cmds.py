@@ -23,6 +23,7 @@ witness_app = typer.Typer(
     name="witness",
     help="Run a c2sp.org/tlog-witness witness that cosigns checkpoints of the logs it follows.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 ConfigOpt = Annotated[
