@@ -130,8 +130,12 @@ def test_usage_errors(env: dict[str, str], s3_location: str, tmp_path: Path) -> 
     kfm(env, "init", "--origin", ORIGIN, "--ledger", s3_location, "--key-out", str(key))
     res = kfm(env, "init", "--origin", ORIGIN, "--ledger", s3_location, "--key-out", str(tmp_path / "k2"), check=False)
     assert res.returncode == 1 and "already" in res.stderr and not (tmp_path / "k2").exists()
-    res = kfm(env, "impact", "--ledger", s3_location, "--index", "0", check=False)
+    res = kfm(env, "witness-push", "--ledger", s3_location, check=False)
     assert res.returncode == 2 and "kfm export" in res.stderr
+    res = kfm(env, "query", "SELECT 1", "--ledger", s3_location, check=False)
+    assert res.returncode == 2 and "kfm mirror --out FILE" in res.stderr
+    res = kfm(env, "mirror", "--ledger", s3_location, check=False)
+    assert res.returncode == 2 and "--out FILE" in res.stderr
     res = kfm(env, "append", "-", "--ledger", s3_location, check=False)
     assert res.returncode == 1 and "--key" in res.stderr
     (tmp_path / "one.jsonl").write_bytes(sample_jsonl(1))

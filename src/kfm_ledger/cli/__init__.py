@@ -259,9 +259,10 @@ def open_ledger(
 
 
 #: The commands that work on an ``s3://`` ledger (docs/s3.md); the others say so and stop.
+#: (``energy`` is ``kfm report energy``: the name the command context carries.)
 S3_COMMANDS = frozenset(
     {"append", "get", "prove", "verify", "checkpoint", "rebuild", "recover", "export", "rollback", "diff",
-     "lineage", "explain"}
+     "lineage", "explain", "impact", "energy", "mirror", "query"}
 )
 
 

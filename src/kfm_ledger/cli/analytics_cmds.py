@@ -26,6 +26,7 @@ from . import (
     echo,
     handle_errors,
     open_ledger,
+    s3_location_of,
     with_ok,
     write_out,
 )
@@ -40,6 +41,23 @@ SourceOption = Annotated[
         "else the proven JSONL scan), mirror, jsonl.",
     ),
 ]
+
+MirrorFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--mirror-file",
+        help="Read the Parquet mirror from this local file (written by `kfm mirror --out FILE`) instead of the "
+        "ledger's own; it must mirror the current checkpoint. The only mirror an s3:// ledger has.",
+        dir_okay=False,
+        show_default=False,
+    ),
+]
+
+
+def _use_mirror_file(led: object, path: Path | None) -> None:
+    """Point the ledger's mirror at the user's file (``--out`` / ``--mirror-file``; mirror/files.py)."""
+    if path is not None:
+        led.mirror_file = path  # type: ignore[attr-defined]
 
 
 def _check_source(out: Output, source: str) -> None:
@@ -67,6 +85,16 @@ def mirror(
         bool,
         typer.Option("--check", help="Only check the mirror against a regeneration; exit 1 when it drifted."),
     ] = False,
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write (or --check) the mirror in this local file instead of the ledger's "
+            "rollback-index.parquet; needed for an s3:// ledger, whose bucket holds no mirror.",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
     ledger_dir: LedgerDir = Path("."),
     json_out: JsonFlag = False,
     quiet: QuietFlag = False,
@@ -76,7 +104,14 @@ def mirror(
     """Regenerate the Parquet mirror rollback-index.parquet (or --check it)."""
     from ..mirror import check_mirror, write_mirror
 
+    if out_file is None and s3_location_of(ledger_dir) is not None:
+        raise out.fail(
+            "an s3:// ledger keeps no Parquet mirror in its bucket: give --out FILE (a local file), "
+            "then --mirror-file FILE to `kfm query`, `kfm impact` and `kfm report energy`",
+            EXIT_USAGE,
+        )
     led = open_ledger(ledger_dir)
+    _use_mirror_file(led, out_file)
     try:
         if check:
             with progress_reporter("mirror --check", "rows", quiet=quiet) as progress:
@@ -117,6 +152,7 @@ def query(
     ledger_dir: LedgerDir = Path("."),
     csv_out: CsvFlag = False,
     json_out: JsonFlag = False,
+    mirror_file: MirrorFileOption = None,
     *,
     out: Output,
 ) -> None:
@@ -125,7 +161,14 @@ def query(
 
     _one_format(out, csv_out, json_out)
     text = _query_text(out, sql, file)
+    if mirror_file is None and s3_location_of(ledger_dir) is not None:
+        raise out.fail(
+            "an s3:// ledger keeps no Parquet mirror in its bucket: write one with `kfm mirror --out FILE`, "
+            "then give --mirror-file FILE",
+            EXIT_USAGE,
+        )
     led = open_ledger(ledger_dir)
+    _use_mirror_file(led, mirror_file)
     try:
         result = run_query(led, text)
     finally:
@@ -177,6 +220,7 @@ def energy(
         ),
     ] = None,
     source: SourceOption = "auto",
+    mirror_file: MirrorFileOption = None,
     unverified: Unverified = False,
     quiet: QuietFlag = False,
     *,
@@ -188,6 +232,7 @@ def energy(
     _one_format(out, csv_out, json_out)
     _check_source(out, source)
     led = open_ledger(ledger_dir, unverified=unverified, out=out)
+    _use_mirror_file(led, mirror_file)
     try:
         with progress_reporter("report energy", "rows", quiet=quiet) as progress:
             report = energy_report(led, source=source, progress=progress)  # type: ignore[arg-type]
@@ -241,6 +286,7 @@ def impact(
     ledger_dir: LedgerDir = Path("."),
     json_out: JsonFlag = False,
     source: SourceOption = "auto",
+    mirror_file: MirrorFileOption = None,
     unverified: Unverified = False,
     quiet: QuietFlag = False,
     *,
@@ -268,6 +314,7 @@ def impact(
     kind, value = given[0]
     selector = None if kind in ("commit", "index") else parse_selector(kind, value)  # type: ignore[arg-type]
     led = open_ledger(ledger_dir, unverified=unverified, out=out)
+    _use_mirror_file(led, mirror_file)
     try:
         with progress_reporter("impact", "rows", quiet=quiet) as progress:
             if selector is None:

@@ -199,8 +199,8 @@ def append(
 
         load_witnesses(out, ledger_dir, config)  # a usage error before anything is appended
     if mirror and getattr(led, "is_remote", False):
-        raise out.fail("--mirror: an s3:// ledger has no Parquet mirror (run `kfm mirror` on an exported copy)",
-                       EXIT_USAGE)
+        raise out.fail("--mirror: an s3:// ledger has no Parquet mirror in its bucket (write one to a local "
+                       "file with `kfm mirror --out FILE`)", EXIT_USAGE)
     signer = _signer(led, key)
     deep_report = None
     with progress_reporter("append --deep" if deep else "append", "rows" if deep else "bytes",

@@ -350,6 +350,9 @@ class Ledger:
     #: Lookups and scans prove the rows they return against the signed checkpoint
     #: (:mod:`.reader`); False only where a user explicitly asked (``--unverified``).
     verify_reads: bool = True
+    #: A local file holding the Parquet mirror instead of the ledger's own (``--out`` / ``--mirror-file``;
+    #: :mod:`kfm_ledger.mirror.files`); None: the ledger's ``rollback-index.parquet``.
+    mirror_file: str | os.PathLike[str] | None = None
 
     def _read_entry(self, e: IndexedEntry, asked: str | None, verified: bool | None) -> schema.Entry:
         line = self._jsonl.read(e.offset, e.length)

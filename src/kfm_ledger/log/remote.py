@@ -42,7 +42,7 @@ from kfm_ledger.errors import (
 from kfm_ledger.index import CommitIndex, IndexedEntry, IndexLocation
 
 from .keys import read_text_key
-from .layout import CHECKPOINT_KEY, VKEY_KEY, checkpoint_key
+from .layout import CHECKPOINT_KEY, MIRROR_KEY, VKEY_KEY, checkpoint_key
 from .prover import Prover
 from .remote_index import RemoteIndex
 
@@ -69,6 +69,9 @@ class RemoteLedger:
     verify_reads: bool = True
     #: Tells :func:`kfm_ledger.verify.verify_ledger` to check this ledger with :mod:`.remote_verify`.
     is_remote = True
+    #: The local file holding this ledger's Parquet mirror (``kfm mirror --out``, ``--mirror-file``); the
+    #: mirror never goes to the bucket (docs/s3.md), so without one the readers scan the bundles.
+    mirror_file: str | os.PathLike[str] | None = None
 
     def __init__(
         self,
@@ -340,6 +343,33 @@ class RemoteLedger:
         if not (self.verify_reads if verified is None else verified):
             return schema.Entry(found[0].leaf, data, schema.decode_row(data))
         return self._proven(found[0].leaf, data, commit)
+
+    def lines_checked_against(self, indexes: Sequence[int], hashes: Sequence[bytes] | None) -> list[bytes]:
+        """:func:`~kfm_ledger.log.reader.lines_checked_against` for an S3 ledger: the rows of
+        ``indexes`` (ascending) from their entry bundles (c2sp.org/tlog-tiles), one read per
+        bundle, each checked against the leaf hash a current mirror gives for it (RFC 9162
+        §2.1.1); ``hashes`` None skips the check (``--unverified``).  A row that does not match
+        is proven against the tiles, so the error names the row when the bundle was changed and
+        the mirror file when the row is the signed one."""
+        width = tiles.TILE_WIDTH
+        bundles: dict[int, list[bytes]] = {}
+        out: list[bytes] = []
+        for index in indexes:
+            b = index // width
+            if b not in bundles:
+                bundles[b] = self.read_bundle(b, min(width, self.size - b * width))
+            out.append(bundles[b][index % width])
+        for index, line, expected in zip(indexes, out, hashes or ()):
+            if merkle.leaf_hash(line) != expected:
+                self._proven(index, line, None)  # raises naming the row when the row was changed
+                raise CorruptLedgerError(
+                    f"the mirror's leaf hash for row {index} is not the signed row's, though its metadata names "
+                    "the current checkpoint: the mirror file was modified; run `kfm mirror --out FILE` to "
+                    "regenerate it (or use --source jsonl)",
+                    key=MIRROR_KEY,
+                    index=index,
+                )
+        return out
 
     def iter_lines(self, start: int = 0, stop: int | None = None, *, verified: bool | None = None) -> Iterator[bytes]:
         """Stream the rows of leaves [start, stop) (default all), proven unless ``verified`` is False.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -34,8 +35,13 @@ def iter_line_blocks(
     Proven unless ``verified`` is False (default: ``ledger.verify_reads``): see
     :func:`iter_hashed_blocks`.  ``progress(rows done, rows)`` is called once per block.
     """
-    if not (ledger.verify_reads if verified is None else verified):
-        blocks: Iterator[LineBlock] = _raw_line_blocks(ledger, max_bytes)
+    proven = ledger.verify_reads if verified is None else verified
+    if getattr(ledger, "is_remote", False):
+        # An S3 ledger (docs/s3.md): the rows of the entry bundles, proven by
+        # :meth:`RemoteLedger.iter_lines` (the last row only after the root checks).
+        blocks: Iterator[LineBlock] = _blocks_from_lines(ledger, max_bytes, verified=proven)
+    elif not proven:
+        blocks = _raw_line_blocks(ledger, max_bytes)
     else:
         blocks = (block for block, _ in iter_hashed_blocks(ledger, max_bytes=max_bytes))
     total = ledger.size
@@ -52,6 +58,13 @@ def iter_hashed_blocks(ledger: Ledger, *, max_bytes: int = BLOCK_BYTES) -> Itera
     equals the signed root.  A mismatch raises CorruptLedgerError naming the row (or tile)."""
     from kfm_ledger.log.reader import verified_blocks
 
+    if getattr(ledger, "is_remote", False):  # an S3 ledger: the proven rows of its entry bundles
+        sha = hashlib.sha256
+        for block in _blocks_from_lines(ledger, max_bytes, verified=True):
+            lines = block.data.split(b"\n")
+            lines.pop()  # the empty string after the last newline
+            yield block, b"".join(sha(b"\x00" + line).digest() for line in lines)  # RFC 9162 §2.1.1
+        return
     yield from verified_blocks(ledger, _raw_line_blocks(ledger, max_bytes), lambda b: b.data)
 
 
@@ -130,11 +143,14 @@ def _raw_line_blocks(ledger: Ledger, max_bytes: int) -> Iterator[LineBlock]:
             first, start = lo, end
 
 
-def _blocks_from_lines(ledger: Ledger, max_bytes: int) -> Iterator[LineBlock]:
+def _blocks_from_lines(ledger: Ledger, max_bytes: int, *, verified: bool = False) -> Iterator[LineBlock]:
+    """:meth:`Ledger.iter_lines` grouped into blocks cut as :func:`_raw_line_blocks` cuts them."""
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
     lines: list[bytes] = []
     held = 0
     first = 0
-    for line in ledger.iter_lines(verified=False):
+    for line in ledger.iter_lines(verified=verified):
         cost = len(line) + 1
         if lines and held + cost > max_bytes:
             yield LineBlock(first, len(lines), b"\n".join(lines) + b"\n")

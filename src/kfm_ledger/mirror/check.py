@@ -105,7 +105,9 @@ def check_mirror(ledger: Ledger, *, regenerate: bool = True, progress: Progress 
     }
     if not files.mirror_exists(ledger):
         return MirrorStatus(
-            state="missing", problems=(f"{MIRROR_KEY} does not exist",), **base  # type: ignore[arg-type]
+            state="missing",
+            problems=(f"{files.mirror_file(ledger) or MIRROR_KEY} does not exist",),
+            **base,  # type: ignore[arg-type]
         )
     # The footer check alone reads only the footer of a local file; a full check needs the bytes.
     local = base["path"]

@@ -4,11 +4,18 @@ A local file path is an optional capability of a storage backend
 (:class:`~kfm_ledger.storage.LocalFiles`): the mirror asks for local files only through
 :func:`open_local_jsonl` and :func:`mirror_local_path`, and reads or writes its own object
 only here, so how it reaches the storage is decided in this module alone.
+
+A ledger whose ``mirror_file`` is set (``kfm mirror --out FILE``, ``--mirror-file FILE`` of the
+readers) keeps its mirror in that local file instead of its storage: the only way an S3
+ledger has a mirror (docs/s3.md), since the mirror is a derived cache and never goes to the
+bucket.  The file is checked against the ledger's signed checkpoint like the stored one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import weakref
 from typing import BinaryIO
 
@@ -28,22 +35,64 @@ def open_local_jsonl(ledger: Ledger) -> BinaryIO | None:
     return open(open_regular_path(path, JSONL_KEY), "rb", buffering=0)
 
 
+def mirror_file(ledger: Ledger) -> str | None:
+    """The local file named for the mirror instead of the ledger's storage, or None."""
+    named = ledger.mirror_file
+    return None if named is None else os.fspath(named)
+
+
 def mirror_local_path(ledger: Ledger) -> str | None:
     """The mirror file's local path when the storage has one (for messages and footer-only reads)."""
+    named = mirror_file(ledger)
+    if named is not None:
+        return named
     return local_path_of(ledger.storage, MIRROR_KEY)
 
 
 def mirror_exists(ledger: Ledger) -> bool:
+    named = mirror_file(ledger)
+    if named is not None:
+        return os.path.exists(named)
     return ledger.storage.exists(MIRROR_KEY)
 
 
 def read_mirror_file(ledger: Ledger) -> bytes:
+    named = mirror_file(ledger)
+    if named is not None:
+        with open(named, "rb") as f:
+            return f.read()
     return ledger.storage.read(MIRROR_KEY)
 
 
 def write_mirror_file(ledger: Ledger, data: memoryview) -> None:
     """Store the mirror atomically (the storage writes any bytes-like object)."""
+    named = mirror_file(ledger)
+    if named is not None:
+        _write_local_atomic(named, data)
+        return
     ledger.storage.write_atomic(MIRROR_KEY, data)
+
+
+def _write_local_atomic(path: str, data: memoryview) -> None:
+    """Write ``path`` whole or not at all: a temporary file beside it, synced, then renamed over it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def mirror_source(ledger: Ledger) -> str | bytes:
@@ -56,6 +105,13 @@ def mirror_source(ledger: Ledger) -> str | bytes:
     descriptor stays open while the ledger object lives).  Elsewhere the path itself, checked
     right before (docs/operations.md, "Hostile ledger directory").
     """
+    named = mirror_file(ledger)
+    if named is not None:  # the user's own file (links allowed), opened once as below
+        if not os.path.isdir("/proc/self/fd"):
+            return os.path.abspath(named)
+        fd = os.open(named, os.O_RDONLY)
+        weakref.finalize(ledger, os.close, fd)
+        return f"/proc/self/fd/{fd}"
     path = mirror_local_path(ledger)
     if path is None:
         return read_mirror_file(ledger)

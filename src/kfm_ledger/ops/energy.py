@@ -425,6 +425,17 @@ def use_mirror(ledger: Ledger, source: Source) -> bool:
         raise ValueError(f"unknown source {source!r}")
     if source == "jsonl":
         return False
+    if getattr(ledger, "is_remote", False) and ledger.mirror_file is None:
+        # An S3 ledger keeps no mirror in its bucket (docs/s3.md): only a local file named by --mirror-file.
+        if source == "mirror":
+            raise EnergySourceError(
+                "an s3:// ledger has no Parquet mirror in its bucket; give --mirror-file FILE (written by "
+                "`kfm mirror --out FILE`) or use --source jsonl: the rows are then read from the entry "
+                "bundles and proven against the signed checkpoint",
+                state="missing",
+                problems=("an s3:// ledger keeps no mirror in its bucket",),
+            )
+        return False
     status = mirror.check_mirror(ledger, regenerate=False)
     if status.ok:
         return True

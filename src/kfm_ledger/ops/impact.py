@@ -632,4 +632,8 @@ def _mirror_lines(ledger: Ledger, indexes: list[int], leaf_hash: Any) -> list[by
     hashes = None
     if ledger.verify_reads:
         hashes = [bytes(h) for h in leaf_hash.take(indexes).to_pylist()]
+    if getattr(ledger, "is_remote", False):  # an S3 ledger: the rows from its entry bundles
+        remote: Any = ledger
+        return remote.lines_checked_against(indexes, hashes)
     return lines_checked_against(ledger, indexes, hashes)
+
