@@ -152,6 +152,25 @@ class SqliteFileIndex:
             return  # the lstat checks above are all there is (docs/operations.md)
         real = os.path.join(os.path.realpath(os.path.dirname(self.path) or "."), os.path.basename(self.path))
         wanted = {real + suffix: suffix for suffix in (("", "-wal", "-shm") if wal else ("",))}
+        # Other threads open and close descriptors (and the kernel reuses their numbers) while we
+        # look: a mismatch seen once may be such a race, so look again before refusing; a file
+        # really swapped under the connection fails every look.
+        for _ in range(3):
+            seen = self._descriptors_matching(wanted)
+            if seen == set(wanted):
+                return
+        if seen != set(wanted):
+            missing = sorted(os.path.basename(self.path) + wanted[t] for t in set(wanted) - seen)
+            raise StorageError(
+                f"refusing {self.path}: the file SQLite opened for {', '.join(missing) or 'the index'} is not the "
+                "regular file at that path (a link or another file was put in its place while it was opened); "
+                "kfm never follows a link inside a ledger (inspect the directory, then remove what is not kfm's)",
+                key=os.path.basename(self.path),
+            )
+
+    def _descriptors_matching(self, wanted: dict[str, str]) -> set[str]:
+        """The paths of ``wanted`` that an open descriptor of this process names and that still
+        hold the file that descriptor has open (the same device and inode)."""
         seen: set[str] = set()
         for name in os.listdir("/proc/self/fd"):
             try:
@@ -163,16 +182,9 @@ class SqliteFileIndex:
             except OSError:
                 continue  # a descriptor closed meanwhile (another thread): not one of ours
             if (opened.st_dev, opened.st_ino) != (there.st_dev, there.st_ino):
-                break
+                return seen - {target}
             seen.add(target)
-        if seen != set(wanted):
-            missing = sorted(os.path.basename(self.path) + wanted[t] for t in set(wanted) - seen)
-            raise StorageError(
-                f"refusing {self.path}: the file SQLite opened for {', '.join(missing) or 'the index'} is not the "
-                "regular file at that path (a link or another file was put in its place while it was opened); "
-                "kfm never follows a link inside a ledger (inspect the directory, then remove what is not kfm's)",
-                key=os.path.basename(self.path),
-            )
+        return seen
 
     def discard(self) -> None:
         for suffix in _SUFFIXES:
