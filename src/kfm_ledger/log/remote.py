@@ -316,12 +316,20 @@ class RemoteLedger:
     def index(self) -> CommitIndex:
         """The commit index, caught up with the signed tree (reads the new bundles)."""
         idx = self.remote_index()
-        if idx.size() > self.size:
-            # Another process on this machine indexed a newer tree: read the newer checkpoint (a
-            # checkpoint that is still behind the rows this machine saw was rolled back).
-            self.refresh()
-        idx.catch_up(self.size, self.root, self.raw_entries, where=self.describe())
-        return idx.index
+        for attempt in range(5):
+            if idx.size() > self.size:
+                # Another process on this machine indexed a newer tree: read the newer checkpoint (a
+                # checkpoint that is still behind the rows this machine saw was rolled back).
+                self.refresh()
+            try:
+                idx.catch_up(self.size, self.root, self.raw_entries, where=self.describe())
+                return idx.index
+            except CorruptLedgerError:
+                # Another process may have indexed a newer tree between our look and the catch-up:
+                # look again; a real rollback stays behind every time and is raised.
+                if attempt == 4 or idx.size() <= self.size:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def find(self, commit_prefix: str, *, limit: int = 20) -> list[IndexedEntry]:
         idx = self.index
