@@ -20,10 +20,7 @@ from kfm_ledger.core import merkle, tiles
 from kfm_ledger.core.checkpoint import Checkpoint
 from kfm_ledger.core.keys import Signer, Verifier
 from kfm_ledger.core.signed_checkpoint import SignedCheckpoint, open_checkpoint, sign_checkpoint
-from kfm_ledger.core.tlogproof import TlogProof
 from kfm_ledger.errors import (
-    AmbiguousCommitError,
-    CommitNotFoundError,
     CorruptLedgerError,
     IndexOutOfRangeError,
     KeyFormatError,
@@ -49,6 +46,7 @@ from .keys import load_signer, read_text_key
 from .layout import CHECKPOINT_KEY, INDEX_FILE, JSONL_KEY, SKEY_KEY, VKEY_KEY, checkpoint_key
 from .lines import split_lines
 from .prover import Prover
+from .signed_log import SignedLog
 
 if TYPE_CHECKING:
     from .append import AppendResult
@@ -96,7 +94,7 @@ def _alive(ledger: weakref.ref[Ledger]) -> Ledger:
     return led
 
 
-class Ledger:
+class Ledger(SignedLog):
     """A Rollback Registry Index ledger.
 
     Open one with :meth:`open` (read side: the tree as of the latest signed
@@ -228,30 +226,7 @@ class Ledger:
             with contextlib.suppress(sqlite3.Error):  # e.g. freed on another thread than it was made
                 index.close()
 
-    def __enter__(self) -> Ledger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # --------------------------------------------------------- properties
-    @property
-    def checkpoint(self) -> SignedCheckpoint:
-        """The latest signed checkpoint (verified when the ledger was opened)."""
-        return self._signed
-
-    @property
-    def origin(self) -> str:
-        return self._signed.checkpoint.origin
-
-    @property
-    def size(self) -> int:
-        """The signed tree size: rows 0 .. size-1 are in the ledger."""
-        return self._signed.checkpoint.size
-
-    @property
-    def root(self) -> bytes:
-        return self._signed.checkpoint.root
 
     @property
     def jsonl_path(self) -> str | None:
@@ -377,29 +352,6 @@ class Ledger:
             )
         return self._read_entry(e, None, verified)
 
-    def find(self, commit_prefix: str, *, limit: int = 20) -> list[IndexedEntry]:
-        """Signed rows whose lakeFS commit is ``commit_prefix`` or starts with it."""
-        exact = self.index.lookup(commit_prefix)
-        if exact is not None and exact.leaf < self.size:
-            return [exact]
-        return self.index.find_prefix(commit_prefix, below=self.size, limit=limit)
-
-    def get(self, commit: str, *, verified: bool | None = None) -> schema.Entry:
-        """The row for a lakeFS commit id, or a unique prefix of one (as in git).
-
-        Proven (unless ``verified`` is False; default :attr:`verify_reads`): the bytes read
-        must be the leaf at that index under the signed tree, and the row's commit must be
-        ``commit`` or start with it (a wrong index entry never answers with another row).
-        """
-        if not commit:
-            raise CommitNotFoundError(commit)
-        found = self.find(commit)
-        if not found:
-            raise CommitNotFoundError(commit)
-        if len(found) > 1:
-            raise AmbiguousCommitError(commit, [f"{e.lakefs_commit} (index {e.leaf})" for e in found])
-        return self._read_entry(found[0], commit, verified)
-
     def iter_lines(self, start: int = 0, stop: int | None = None, *, verified: bool | None = None) -> Iterator[bytes]:
         """Stream the stored lines of leaves [start, stop) (default: the whole signed tree).
 
@@ -452,9 +404,6 @@ class Ledger:
             yield schema.Entry(i, line, row)
 
     # ------------------------------------------------------------ proofs (see .prover)
-    def read_tile(self, level: int, index: int, width: int) -> bytes:
-        """Bytes of tile (level, index) holding at least ``width`` hashes (c2sp.org/tlog-tiles)."""
-        return self.prover.read_tile(level, index, width)
 
     def hash_reader(self, size: int | None = None, *, stored_expansions: bool = True) -> tiles.TileHashReader:
         """A merkle.HashReader over the stored tiles for a tree of ``size`` leaves.
@@ -473,18 +422,6 @@ class Ledger:
         """Why ``tile-expansions.bin`` cannot be used (e.g. a planted symbolic link), or None."""
         return self.prover.expansions.problem()
 
-    def checkpoint_sizes(self) -> list[int]:
-        """Every tree size the log has signed a checkpoint for, ascending."""
-        return self.prover.checkpoint_sizes()
-
-    def stored_checkpoint(self, size: int) -> SignedCheckpoint:
-        """The signed checkpoint the log issued for ``size`` (verified)."""
-        return self.prover.stored_checkpoint(size, self.checkpoint_sizes)
-
-    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
-        """RFC 9162 §2.1.3 audit path for leaf ``index`` in the tree of ``size`` (default: signed size)."""
-        return self.prover.inclusion_proof(index, size)
-
     def consistency_proof(
         self, old_size: int, new_size: int | None = None, *, stored_expansions: bool = True
     ) -> list[bytes]:
@@ -494,25 +431,7 @@ class Ledger:
         """
         return self.prover.consistency_proof(old_size, new_size, stored_expansions=stored_expansions)
 
-    def tlog_proof(self, index: int, size: int | None = None) -> TlogProof:
-        """A c2sp.org/tlog-proof for leaf ``index`` against the checkpoint signed at ``size``.
-
-        The proof is checked against that checkpoint before it is returned, so
-        a corrupt tile is caught here, not by the client.
-        """
-        return self.prover.tlog_proof(index, size, self.stored_checkpoint)
-
     # ------------------------------------------------------------ writing
-    def _check_signer(self, signer: Signer) -> None:
-        """Refuse a signing key that is not the log's (KeyFormatError)."""
-        if signer.verifier().vkey_text() != self.verifier.vkey_text():
-            raise KeyFormatError(
-                f"the signing key ({signer.name}) does not match the ledger's verifier key "
-                f"({self.verifier.vkey_text()})",
-                what="signer key",
-                field="public key",
-                found=signer.verifier().vkey_text(),
-            )
 
     def recover(self, signer: Signer | None = None, *, wait: float = 10.0) -> RecoveryReport:
         """Finish or undo an interrupted append (takes the writer lock).

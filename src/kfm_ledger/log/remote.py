@@ -24,10 +24,7 @@ from kfm_ledger.core.checkpoint import Checkpoint
 from kfm_ledger.core.entry_bundle import decode_entry_bundle
 from kfm_ledger.core.keys import Signer, Verifier
 from kfm_ledger.core.signed_checkpoint import SignedCheckpoint, open_checkpoint, sign_checkpoint
-from kfm_ledger.core.tlogproof import TlogProof
 from kfm_ledger.errors import (
-    AmbiguousCommitError,
-    CommitNotFoundError,
     CorruptLedgerError,
     FormatError,
     ImmutableObjectError,
@@ -45,6 +42,7 @@ from .keys import read_text_key
 from .layout import CHECKPOINT_KEY, MIRROR_KEY, VKEY_KEY, checkpoint_key
 from .prover import Prover
 from .remote_index import RemoteIndex
+from .signed_log import SignedLog
 
 if TYPE_CHECKING:
     from kfm_ledger.storage.s3 import S3Storage
@@ -62,7 +60,7 @@ MAX_BUNDLE_BYTES = tiles.TILE_WIDTH * (0xFFFF + 2)
 STREAM_WINDOW = 32
 
 
-class RemoteLedger:
+class RemoteLedger(SignedLog):
     """A ledger in an S3 bucket; open with :meth:`open`, create with :meth:`init`."""
 
     #: Lookups prove the rows they return (False only where a user asked: ``--unverified``).
@@ -164,33 +162,12 @@ class RemoteLedger:
             self._index = None
         self.prover.close()
 
-    def __enter__(self) -> RemoteLedger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # --------------------------------------------------------- properties
-    @property
-    def checkpoint(self) -> SignedCheckpoint:
-        return self._signed
 
     @property
     def etag(self) -> str:
         """The ETag of ``checkpoint`` as last read (the version a compare-and-swap builds on)."""
         return self._etag
-
-    @property
-    def origin(self) -> str:
-        return self._signed.checkpoint.origin
-
-    @property
-    def size(self) -> int:
-        return self._signed.checkpoint.size
-
-    @property
-    def root(self) -> bytes:
-        return self._signed.checkpoint.root
 
     def describe(self) -> str:
         return self.storage.describe()
@@ -298,6 +275,13 @@ class RemoteLedger:
             )
         return schema.Entry(index, entry, row)
 
+    def _read_entry(self, e: IndexedEntry, asked: str | None, verified: bool | None) -> schema.Entry:
+        """The row an index entry names, proven unless ``verified`` is False (see :meth:`entry`)."""
+        data = self.entry_bytes(e.leaf)
+        if not (self.verify_reads if verified is None else verified):
+            return schema.Entry(e.leaf, data, schema.decode_row(data))
+        return self._proven(e.leaf, data, asked)
+
     def entry(self, index: int, *, verified: bool | None = None) -> schema.Entry:
         """The row at leaf ``index``, proven unless ``verified`` is False (default :attr:`verify_reads`)."""
         data = self.entry_bytes(index)
@@ -330,27 +314,6 @@ class RemoteLedger:
                 if attempt == 4 or idx.size() <= self.size:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def find(self, commit_prefix: str, *, limit: int = 20) -> list[IndexedEntry]:
-        idx = self.index
-        exact = idx.lookup(commit_prefix)
-        if exact is not None and exact.leaf < self.size:
-            return [exact]
-        return idx.find_prefix(commit_prefix, below=self.size, limit=limit)
-
-    def get(self, commit: str, *, verified: bool | None = None) -> schema.Entry:
-        """The row for a lakeFS commit id or unique prefix, proven (see :meth:`entry`)."""
-        if not commit:
-            raise CommitNotFoundError(commit)
-        found = self.find(commit)
-        if not found:
-            raise CommitNotFoundError(commit)
-        if len(found) > 1:
-            raise AmbiguousCommitError(commit, [f"{e.lakefs_commit} (index {e.leaf})" for e in found])
-        data = self.entry_bytes(found[0].leaf)
-        if not (self.verify_reads if verified is None else verified):
-            return schema.Entry(found[0].leaf, data, schema.decode_row(data))
-        return self._proven(found[0].leaf, data, commit)
 
     def lines_checked_against(self, indexes: Sequence[int], hashes: Sequence[bytes] | None) -> list[bytes]:
         """:func:`~kfm_ledger.log.reader.lines_checked_against` for an S3 ledger: the rows of
@@ -434,38 +397,15 @@ class RemoteLedger:
         return n
 
     # ------------------------------------------------------------ proofs
-    def read_tile(self, level: int, index: int, width: int) -> bytes:
-        return self.prover.read_tile(level, index, width)
 
     def hash_reader(self, size: int | None = None, *, stored_expansions: bool = False) -> tiles.TileHashReader:
         return self.prover.hash_reader(self.size if size is None else size, stored_expansions=False)
-
-    def checkpoint_sizes(self) -> list[int]:
-        return self.prover.checkpoint_sizes()
-
-    def stored_checkpoint(self, size: int) -> SignedCheckpoint:
-        return self.prover.stored_checkpoint(size, self.checkpoint_sizes)
-
-    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
-        return self.prover.inclusion_proof(index, size)
 
     def consistency_proof(self, old_size: int, new_size: int | None = None, *, stored_expansions: bool = False
                           ) -> list[bytes]:
         return self.prover.consistency_proof(old_size, new_size, stored_expansions=False)
 
-    def tlog_proof(self, index: int, size: int | None = None) -> TlogProof:
-        return self.prover.tlog_proof(index, size, self.stored_checkpoint)
-
     # ------------------------------------------------------------ writing
-    def _check_signer(self, signer: Signer) -> None:
-        if signer.verifier().vkey_text() != self.verifier.vkey_text():
-            raise KeyFormatError(
-                f"the signing key ({signer.name}) does not match the ledger's verifier key "
-                f"({self.verifier.vkey_text()})",
-                what="signer key",
-                field="public key",
-                found=signer.verifier().vkey_text(),
-            )
 
     def append(self, batch: bytes | Sequence[schema.Row], *, signer: Signer, wait: float = 10.0) -> AppendResult:
         """Validate a batch and append it by compare-and-swap of ``checkpoint`` (:mod:`.cas_append`).
