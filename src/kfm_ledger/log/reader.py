@@ -140,16 +140,25 @@ def proven_entry(ledger: Ledger, index: int, line: bytes, asked: str | None = No
             line=index + 1,
             index=index,
         ) from None
-    row = schema.decode_row(line)
+    return asked_row(index, line, asked, key=JSONL_KEY, line=index + 1)
+
+
+def asked_row(index: int, data: bytes, asked: str | None, *, key: str, line: int | None = None) -> schema.Entry:
+    """The proven row ``data`` at ``index``, refused when its commit is not ``asked`` (nor starts with it).
+
+    A commit index (derived data) that points a commit at another commit's row never answers with
+    that row; ``key`` (and ``line``) name where the row was read.
+    """
+    row = schema.decode_row(data)
     if asked is not None and not row.lakefs_commit.startswith(asked):
         raise CorruptLedgerError(
             f"the commit index points {asked!r} at row {index}, whose commit is {row.lakefs_commit!r}: "
             "the index is wrong (derived data); run `kfm rebuild`, then `kfm verify`",
-            key=JSONL_KEY,
-            line=index + 1,
+            key=key,
+            line=line,
             index=index,
         )
-    return schema.Entry(index, line, row)
+    return schema.Entry(index, data, row)
 
 
 # ------------------------------------------------------------------ scans

@@ -41,6 +41,7 @@ from kfm_ledger.index import CommitIndex, IndexedEntry, IndexLocation
 from .keys import read_text_key
 from .layout import CHECKPOINT_KEY, MIRROR_KEY, VKEY_KEY, checkpoint_key
 from .prover import Prover
+from .reader import asked_row
 from .remote_index import RemoteIndex
 from .signed_log import SignedLog
 
@@ -265,15 +266,7 @@ class RemoteLedger(SignedLog):
                 key=tiles.entries_path(index // tiles.TILE_WIDTH),
                 index=index,
             ) from None
-        row = schema.decode_row(entry)
-        if asked is not None and not row.lakefs_commit.startswith(asked):
-            raise CorruptLedgerError(
-                f"the commit index points {asked!r} at index {index}, which holds {row.lakefs_commit!r}; "
-                "run `kfm rebuild`",
-                key="index.sqlite",
-                index=index,
-            )
-        return schema.Entry(index, entry, row)
+        return asked_row(index, entry, asked, key=tiles.entries_path(index // tiles.TILE_WIDTH))
 
     def _read_entry(self, e: IndexedEntry, asked: str | None, verified: bool | None) -> schema.Entry:
         """The row an index entry names, proven unless ``verified`` is False (see :meth:`entry`)."""
