@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated
 
@@ -71,19 +68,9 @@ def _write(led: Ledger | RemoteLedger, stream: IO[bytes]) -> int:
 
 
 def _write_file(led: Ledger | RemoteLedger, to: Path) -> int:
-    folder = to.parent if str(to.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{to.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            rows = _write(led, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, to)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return rows
+    from ..outputs import write_file_atomic
+
+    return write_file_atomic(to, lambda f: _write(led, f))
 
 
 def register(app: typer.Typer) -> None:

@@ -13,9 +13,7 @@ bucket.  The file is checked against the ledger's signed checkpoint like the sto
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 import weakref
 from typing import BinaryIO
 
@@ -68,31 +66,11 @@ def write_mirror_file(ledger: Ledger, data: memoryview) -> None:
     """Store the mirror atomically (the storage writes any bytes-like object)."""
     named = mirror_file(ledger)
     if named is not None:
-        _write_local_atomic(named, data)
+        from kfm_ledger.outputs import write_file_atomic
+
+        write_file_atomic(named, lambda f: f.write(data), mode=0o644)
         return
     ledger.storage.write_atomic(MIRROR_KEY, data)
-
-
-def _write_local_atomic(path: str, data: memoryview) -> None:
-    """Write ``path`` whole or not at all: a temporary file beside it, synced, then renamed over it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def mirror_source(ledger: Ledger) -> str | bytes:
