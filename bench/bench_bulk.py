@@ -99,6 +99,8 @@ def main() -> None:
     p.add_argument("--dir", type=Path, default=Path("/tmp/kfm-bulk"))
     p.add_argument("--time-v", action="store_true", help="measure with /usr/bin/time -v")
     p.add_argument("--row-bytes", choices=sorted(ROW_SHAPES), default="1100", help="row shape: ~1,100 or ~750 bytes")
+    p.add_argument("--settle", type=float, default=65.0,
+                   help="seconds to wait after deleting the previous run's ledger (0: do not wait)")
     a = p.parse_args()
     a.dir.mkdir(parents=True, exist_ok=True)
     suffix = "" if a.row_bytes == "1100" else f"-{a.row_bytes}b"
@@ -108,8 +110,15 @@ def main() -> None:
     print(f"input: {data} ({data.stat().st_size / 1e6:.0f} MB, {data.stat().st_size / a.rows:.0f} bytes a row), "
           f"made in {time.perf_counter() - t0:.1f} s")
     ledger = a.dir / "ledger"
-    shutil.rmtree(ledger, ignore_errors=True)
-    os.sync()  # the deleted ledger's I/O must not land inside the timed run
+    if ledger.exists():
+        shutil.rmtree(ledger, ignore_errors=True)
+        os.sync()  # the deleted ledger's I/O must not land inside the timed run
+        # ext4 without a journal (this machine's disk) passes over every inode freed in the last
+        # 60 s when it allocates one (fs/ext4/ialloc.c, recently_deleted()): creating the ~7,800
+        # tile and bundle files right after deleting the previous run's ~7,800 cost 2-3 s of
+        # kernel CPU (perf: __ext4_new_inode 11 % of all samples) that a ledger in service,
+        # which deletes a few files an append, never pays.
+        time.sleep(a.settle)
     run(["init", "--origin", ORIGIN, "--ledger", str(ledger)], False)
     t, rss, last = run(["append", str(data), "--ledger", str(ledger)], a.time_v)
     print(f"kfm append ({a.rows} rows)        {t:7.1f} s   peak RSS {rss:6.0f} MiB   {last}")

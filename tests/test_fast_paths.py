@@ -179,14 +179,28 @@ def bulk_path(monkeypatch) -> None:
     monkeypatch.setattr(bulk, "PARALLEL_THRESHOLD", 1)
 
 
+def ledger_files(root: Path) -> dict[str, bytes]:
+    """Every file of a ledger but its derived commit index."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "index.sqlite" not in p.name
+    }
+
+
+@pytest.mark.parametrize("overlap", [True, False], ids=["checks-while-writing", "checks-first"])
 @pytest.mark.parametrize("deferred", [True, False])
 def test_repeats_are_found_with_the_index_deferred_or_not(
-    tmp_path: Path, bulk_path, monkeypatch, deferred: bool
+    tmp_path: Path, bulk_path, monkeypatch, deferred: bool, overlap: bool
 ) -> None:
+    """A large batch builds its deferred UNIQUE index while its rows, tiles and bundles are
+    written (``overlap``): a repeat found then undoes every one of those writes."""
     monkeypatch.setattr(bulk_append_module, "DEFER_UNIQUE_BYTES_PER_ROW", 1 if deferred else 1 << 40)
+    monkeypatch.setattr(append_module, "OVERLAP_TILES_AT", 1 if overlap else 1 << 40)
     led = Ledger.init(tmp_path / "l", origin=ORIGIN)
     fill(led, 10)
     before = (tmp_path / "l" / JSONL_KEY).read_bytes()
+    files_before = ledger_files(tmp_path / "l")
     lines = sample_jsonl(200, start=10).splitlines()
     late = lambda i: encode_row(msgspec.structs.replace(sample_row(i), created_at="2031-01-01T00:00:00Z"))  # noqa: E731
     lines += [late(3), late(50)]  # line 201 repeats ledger row 3, line 202 batch line 41
@@ -198,6 +212,7 @@ def test_repeats_are_found_with_the_index_deferred_or_not(
     assert "already in the ledger at index 3" in problems[(201, "$.lakefs_commit")]
     assert "also on line 41" in problems[(202, "$.lakefs_commit")]
     assert (tmp_path / "l" / JSONL_KEY).read_bytes() == before
+    assert ledger_files(tmp_path / "l") == files_before  # no row, tile, bundle or record left behind
     # And the index still works afterwards (the rolled-back transaction restored it).
     assert led.get(sample_row(7).lakefs_commit).index == 7
     (tmp_path / "ok.jsonl").write_bytes(b"\n".join(lines[:-2]) + b"\n")
@@ -304,7 +319,7 @@ def test_an_index_of_the_previous_layout_is_rebuilt(tmp_path: Path) -> None:
     fill(led, 5)
     assert verify_ledger(led).ok
     conn = sqlite3.connect(tmp_path / "l" / "index.sqlite")
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
     assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'entries_commit'").fetchone() == (1,)
     conn.close()
 

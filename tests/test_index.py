@@ -62,7 +62,7 @@ def test_a_new_index_is_empty_and_records_its_schema(index: CommitIndex) -> None
     assert index.at(0) is None
     assert index.range(0, 10) == []
     assert index.lookup_many([commit_id(0)]) == {}
-    assert index._meta("schema_version") == SCHEMA_VERSION == "3"
+    assert index._meta("schema_version") == SCHEMA_VERSION == "4"
 
 
 # -- add and the lookups -----------------------------------------------------------

@@ -11,16 +11,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kfm_ledger.errors import InputRejected
 from kfm_ledger.index import CommitIndex
 from kfm_ledger.index_seal import (
     BUCKETS,
+    MODULUS,
     TABLE_BYTES,
     SealTable,
     bucket_of,
     bucket_sum,
+    chunk_sums,
     hkdf_sha256,
+    place_chunk_sums,
     seal_key,
     seal_mac,
     term,
@@ -75,6 +80,73 @@ def test_the_table_sums_are_order_independent_and_per_bucket() -> None:
     assert all(0 <= bucket_of(e[1]) < BUCKETS for e in entries)
     with pytest.raises(ValueError, match="expected"):
         SealTable(b"\x00" * 5)
+
+
+def test_a_term_is_h1_plus_leaf_times_h2_modulo_the_prime() -> None:
+    """The definition, recomputed from keyed BLAKE2b-256 (RFC 7693) here."""
+    import hashlib
+
+    key = b"k" * 32
+    digest = hashlib.blake2b(b"abc\x002025-01-01T00:00:00Z", key=key, digest_size=32).digest()
+    h1, h2 = int.from_bytes(digest[:16], "big"), int.from_bytes(digest[16:], "big")
+    assert MODULUS == 2**127 - 1
+    assert term(key, 7, "abc", "2025-01-01T00:00:00Z") == (h1 + 7 * h2) % MODULUS
+
+
+@pytest.mark.parametrize("leaf", [-1, 2**63, 2**63 + 5, 1.0, "1", None])
+def test_a_term_refuses_a_leaf_no_index_row_can_hold(leaf: object) -> None:
+    """An index edited to hold a REAL, TEXT, NULL or out-of-range leaf: its terms never sum
+    (the check reports the bucket as changed), so no leaf can alias another modulo the prime."""
+    with pytest.raises((TypeError, ValueError)):
+        term(b"k" * 32, leaf, "abc", "2025-01-01T00:00:00Z")  # type: ignore[arg-type]
+    with pytest.raises((TypeError, ValueError)):
+        bucket_sum(b"k" * 32, [(leaf, "abc", "2025-01-01T00:00:00Z")])  # type: ignore[list-item]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 2**40), min_size=1, max_size=60, unique=True),
+    st.integers(0, 2**62),
+    st.lists(st.integers(1, 20), min_size=1, max_size=8),
+)
+def test_chunk_sums_placed_at_their_base_equal_the_terms_of_each_entry(
+    ids: list[int], base: int, cuts: list[int]
+) -> None:
+    """What a bulk append's workers compute before they know their rows' leaves (per-bucket A and
+    B of a run), placed at the run's first leaf, is the sum of each entry's own term."""
+    key = b"w" * 32
+    commits = [f"{i:016x}" for i in ids]
+    created = [f"2025-01-01T00:00:{i % 60:02d}Z" for i in ids]
+    expected: dict[int, int] = {}
+    for j, (commit, at) in enumerate(zip(commits, created)):
+        b = bucket_of(commit)
+        expected[b] = (expected.get(b, 0) + term(key, base + j, commit, at)) % MODULUS
+    placed: dict[int, int] = {}
+    start = 0
+    for cut in [*cuts, len(commits)]:  # the entries split into runs, each placed at its own base
+        end = min(len(commits), start + cut)
+        run_commits, run_created = commits[start:end], created[start:end]
+        touched, a, b_sums = chunk_sums(key, run_commits, run_created, [bucket_of(c) for c in run_commits])
+        assert list(touched) == sorted(set(map(bucket_of, run_commits)))
+        place_chunk_sums(placed, base + start, touched, a, b_sums)
+        start = end
+        if start == len(commits):
+            break
+    assert {b: v % MODULUS for b, v in placed.items()} == expected
+    table = SealTable()
+    table.add(key, [(base + j, c, t) for j, (c, t) in enumerate(zip(commits, created))])
+    assert all(table.get(b) == v for b, v in expected.items())
+
+
+def test_moving_an_entry_to_another_leaf_changes_its_bucket_sum() -> None:
+    """Linear in the leaf, yet bound to it: the same commit at another leaf, or two entries that
+    swap leaves, give other sums (the swap case is what a leaf-free term would miss)."""
+    key = b"k" * 32
+    a, b = ("abc", "2025-01-01T00:00:00Z"), ("abd", "2025-01-01T00:00:01Z")
+    honest = bucket_sum(key, [(1, *a), (5, *b)])
+    assert bucket_sum(key, [(5, *a), (1, *b)]) != honest
+    assert bucket_sum(key, [(2, *a), (4, *b)]) != honest
+    assert bucket_sum(key, [(1, *a), (6, *b)]) != honest
 
 
 def test_the_mac_binds_size_root_and_table() -> None:

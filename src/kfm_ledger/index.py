@@ -22,11 +22,14 @@ from kfm_ledger.index_seal import add_terms, buckets_of
 
 #: Version 2 made the UNIQUE commit index a named index, so that a bulk load can
 #: drop it and build it once at the end.  Version 3 added each entry's seal bucket
-#: (:mod:`kfm_ledger.index_seal`) and the ``seal`` table.  An index of another version is rebuilt.
-SCHEMA_VERSION = "3"
+#: (:mod:`kfm_ledger.index_seal`) and the ``seal`` table.  Version 4 changed the seal's terms
+#: (linear in the leaf) and made the bucket index a plain one on ``bucket`` (a bucket's ~250
+#: entries are read by rowid: a third of the size, half the build time of a covering index).
+#: An index of another version is rebuilt.
+SCHEMA_VERSION = "4"
 
 _COMMIT_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS entries_commit ON entries(lakefs_commit)"
-_BUCKET_INDEX = "CREATE INDEX IF NOT EXISTS entries_bucket ON entries(bucket, lakefs_commit, created_at)"
+_BUCKET_INDEX = "CREATE INDEX IF NOT EXISTS entries_bucket ON entries(bucket)"
 _DDL = f"""
 CREATE TABLE IF NOT EXISTS entries (
     leaf INTEGER PRIMARY KEY,
@@ -345,6 +348,24 @@ class CommitIndex:
         self._conn.executemany(sql, _with_buckets(entries, self.delta))
         return self._conn.total_changes - before
 
+    def insert_columns(
+        self,
+        leaves: Iterable[int],
+        commits: Iterable[str],
+        offsets: Iterable[int],
+        lengths: Iterable[int],
+        created: Iterable[str],
+        buckets: Iterable[int],
+    ) -> int:
+        """:meth:`insert_new` for rows given column by column with their seal buckets
+        (:func:`kfm_ledger.index_seal.bucket_of` of each commit, computed by a bulk worker): no
+        Python code runs per row.  Their seal terms are the caller's to add to :attr:`delta`
+        (a bulk append's workers sum them per bucket: :func:`kfm_ledger.index_seal.chunk_sums`)."""
+        before = self._conn.total_changes
+        sql = _INSERT if self._deferred else _INSERT.replace("INSERT", "INSERT OR IGNORE", 1)
+        self._conn.executemany(sql, zip(leaves, commits, offsets, lengths, created, buckets))
+        return self._conn.total_changes - before
+
     def finish_inserts(self, *, limit: int) -> list[tuple[str, list[int]]]:
         """Build the deferred UNIQUE index; return the repeats found instead, if any.
 
@@ -352,6 +373,9 @@ class CommitIndex:
         leaves (at most ``limit`` repeats); ``[]`` means every commit is unique and
         the index is built.  Without a deferred index, returns ``[]``.
         """
+        # The sorts run while a bulk append copies its rows and writes its tiles and bundles: a
+        # 16 MiB page cache (and sorter) sorts as fast as 64 and keeps the process's memory down.
+        self._conn.execute("PRAGMA cache_size = -16384")
         if self._deferred_buckets:
             self._conn.execute(_BUCKET_INDEX)  # one sort instead of scattered inserts
             self._deferred_buckets = False

@@ -8,9 +8,12 @@ stored?".  The seal makes that answer sound at O(n / BUCKETS) cost per lookup:
 
 * Entries fall into :data:`BUCKETS` buckets by a checksum of their commit id
   (:func:`bucket_of`, unkeyed: readers that index rows need it too).
-* Per bucket, an order-independent keyed multiset hash: the sum modulo 2**128 of
-  :func:`term` (keyed BLAKE2b, RFC 7693 §2.5 keyed mode, over leaf, commit and
-  created_at) of its entries.  Adding rows adds their terms.
+* Per bucket, an order-independent keyed multiset hash: the sum modulo the prime
+  2**127 - 1 of :func:`term` of its entries, ``H1 + leaf * H2`` where ``H1 || H2`` is keyed
+  BLAKE2b (RFC 7693 §2.5 keyed mode, 256-bit output) of commit and created_at.  Adding rows
+  adds their terms; because a term is linear in the leaf, a bulk append's workers sum their
+  chunk's terms per bucket before they know where the chunk's rows will land
+  (:func:`chunk_sums`), and the writer places each chunk with one multiplication per bucket.
 * The table of sums is authenticated with HMAC-SHA256 (RFC 2104) over the tree size and
   root of the signed checkpoint it describes: :func:`seal_mac`.
 * The key is derived from the log's signing key (:func:`seal_key`): only the writer can
@@ -24,6 +27,7 @@ when a check fails.  Pure: bytes and integers in and out.
 
 from __future__ import annotations
 
+import array
 import functools
 import hashlib
 import hmac
@@ -31,17 +35,21 @@ import itertools
 import operator
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
 #: Number of buckets (a power of two; 4096 keeps a bucket at ~250 entries at 1M rows
 #: and the table at 64 KiB).
 BUCKETS = 4096
 _BUCKET_SHIFT = 32 - (BUCKETS - 1).bit_length()  # the top 12 bits of a CRC-32
-#: Sums and terms are 128-bit: a changed multiset goes unnoticed with probability 2**-128
-#: (the terms are unknown without the key), and the table stays 64 KiB (written every append).
-MODULUS = 1 << 128
+#: Sums and terms are integers modulo this prime (2**127 - 1): a changed multiset goes unnoticed
+#: with probability about 2**-127 (the terms are unknown without the key), and the table stays
+#: 64 KiB (16 bytes a bucket, written every append).
+MODULUS = (1 << 127) - 1
 _SUM_BYTES = 16
+_DIGEST_BYTES = 2 * _SUM_BYTES
+#: A leaf is a SQLite integer: below 2**63, so two leaves never agree modulo MODULUS.
+_LEAF_LIMIT = 1 << 63
 TABLE_BYTES = BUCKETS * _SUM_BYTES
 
 #: Domain separation: the message whose signature seeds the key can never be a signed
@@ -101,15 +109,38 @@ def buckets_of(commits: Iterable[str]) -> list[int]:
     return list(map(operator.rshift, map(zlib.crc32, map(str.encode, commits)), itertools.repeat(_BUCKET_SHIFT)))
 
 
-def term(key: bytes, leaf: int, commit: str, created_at: str) -> int:
-    """The keyed hash of one index entry as an integer below 2**128.
+def _digests(key: bytes, commits: Iterable[str], created: Iterable[str]) -> Iterator[bytes]:
+    """Keyed BLAKE2b-256 (RFC 7693 §2.5) of ``commit NUL created_at`` for each entry (C-level maps)."""
+    fields = zip(map(str.encode, commits), map(str.encode, created))
+    messages = map(bytes.__mod__, itertools.repeat(b"%s\x00%s"), fields)
+    mac = functools.partial(hashlib.blake2b, key=key, digest_size=_DIGEST_BYTES)
+    return map(operator.methodcaller("digest"), map(mac, messages))
 
-    Message: the leaf in decimal, NUL, the commit, NUL, created_at (UTF-8).  Rows' commits
-    and created_at values hold no NUL (schema), so the message of a stored row determines
-    its fields, and any other entry (an edited one) has another message.
+
+def _check_leaves(leaves: Iterable[int]) -> Iterator[int]:
+    """The leaves as Python ints in [0, 2**63) (TypeError or ValueError otherwise: an index edited
+    to hold a REAL, TEXT or out-of-range leaf is not a stored one)."""
+    for leaf in map(operator.index, leaves):
+        if not 0 <= leaf < _LEAF_LIMIT:
+            raise ValueError(f"leaf {leaf} out of range")
+        yield leaf
+
+
+def term(key: bytes, leaf: int, commit: str, created_at: str) -> int:
+    """The keyed hash of one index entry, an integer modulo :data:`MODULUS`:
+    ``(H1 + leaf * H2) mod (2**127 - 1)`` where ``H1 || H2`` (16 bytes each, big-endian) is
+    keyed BLAKE2b-256 of ``commit NUL created_at`` (UTF-8).
+
+    Rows' commits and created_at values hold no NUL (schema), so the message determines both
+    fields.  Soundness: the index's entries have distinct commits, and H1, H2 are unknown
+    without the key; an edited bucket keeps its sum only if, for every (commit, created_at), its
+    count and the sum of its leaves stay the same modulo the prime, which for one entry per
+    commit and leaves below 2**63 means the very same entries (else a random sum is hit with
+    probability 2**-127).
     """
-    message = b"%d\x00%s\x00%s" % (leaf, commit.encode(), created_at.encode())
-    return int.from_bytes(hashlib.blake2b(message, key=key, digest_size=_SUM_BYTES).digest(), "big")
+    (digest,) = _digests(key, [commit], [created_at])
+    (leaf,) = _check_leaves([leaf])
+    return (int.from_bytes(digest[:_SUM_BYTES], "big") + leaf * int.from_bytes(digest[_SUM_BYTES:], "big")) % MODULUS
 
 
 def add_terms(
@@ -117,20 +148,52 @@ def add_terms(
     buckets: Iterable[int],
 ) -> None:
     """Add the terms of the entries (leaves[i], commits[i], created[i]) to ``sums[buckets[i]]``
-    (unreduced), with C-level maps for the per-entry hashing."""
-    messages = map(
-        bytes.__mod__, itertools.repeat(b"%d\x00%s\x00%s"),
-        zip(leaves, map(str.encode, commits), map(str.encode, created)),
-    )
-    mac = functools.partial(hashlib.blake2b, key=key, digest_size=_SUM_BYTES)
-    values = map(int.from_bytes, map(operator.methodcaller("digest"), map(mac, messages)))
+    (unreduced), the hashing with C-level maps."""
     get = sums.get
-    for bucket, value in zip(buckets, values):
-        sums[bucket] = get(bucket, 0) + value
+    frombytes = int.from_bytes
+    for bucket, leaf, digest in zip(buckets, _check_leaves(leaves), _digests(key, commits, created)):
+        h1, h2 = frombytes(digest[:_SUM_BYTES], "big"), frombytes(digest[_SUM_BYTES:], "big")
+        sums[bucket] = get(bucket, 0) + h1 + leaf * h2
+
+
+def chunk_sums(
+    key: bytes, commits: Sequence[str], created: Sequence[str], buckets: Sequence[int]
+) -> tuple[array.array[int], list[int], list[int]]:
+    """The seal terms of a run of entries whose leaves are not known yet, summed per bucket:
+    the entries are at leaves ``base + 0, base + 1, ...`` for a ``base`` fixed later.
+
+    Returns (the buckets touched, sorted; for each, ``A = sum(H1 + j * H2)`` and
+    ``B = sum(H2)`` over its entries, ``j`` an entry's position in the run), each reduced
+    modulo :data:`MODULUS`.  The bucket's share of the sums is then ``A + base * B``
+    (:func:`place_chunk_sums`).  Used by a bulk append's worker processes.
+    """
+    a: dict[int, int] = {}
+    b: dict[int, int] = {}
+    get_a, get_b = a.get, b.get
+    frombytes = int.from_bytes
+    keyed = hashlib.blake2b(key=key, digest_size=_DIGEST_BYTES)  # the key block hashed once, copied per entry
+    for j, (bucket, commit, created_at) in enumerate(zip(buckets, commits, created)):
+        h = keyed.copy()
+        h.update(b"%s\x00%s" % (commit.encode(), created_at.encode()))
+        digest = h.digest()
+        h2 = frombytes(digest[_SUM_BYTES:], "big")
+        a[bucket] = get_a(bucket, 0) + frombytes(digest[:_SUM_BYTES], "big") + j * h2
+        b[bucket] = get_b(bucket, 0) + h2
+    touched = sorted(a)
+    return array.array("H", touched), [a[t] % MODULUS for t in touched], [b[t] % MODULUS for t in touched]
+
+
+def place_chunk_sums(
+    sums: dict[int, int], base: int, touched: Iterable[int], a: Iterable[int], b: Iterable[int]
+) -> None:
+    """Add a run's :func:`chunk_sums` to ``sums`` (unreduced) now that its first leaf ``base`` is known."""
+    get = sums.get
+    for bucket, a_sum, b_sum in zip(touched, a, b):
+        sums[bucket] = get(bucket, 0) + a_sum + base * b_sum
 
 
 def bucket_sum(key: bytes, entries: Sequence[tuple[int, str, str]]) -> int:
-    """The sum modulo 2**128 of the terms of (leaf, commit, created_at) entries."""
+    """The sum modulo :data:`MODULUS` of the terms of (leaf, commit, created_at) entries."""
     if not entries:
         return 0
     leaves, commits, created = zip(*entries)
@@ -140,8 +203,8 @@ def bucket_sum(key: bytes, entries: Sequence[tuple[int, str, str]]) -> int:
 
 
 class SealTable:
-    """The per-bucket sums (a multiset hash of each bucket's entries): 32-byte big-endian
-    integers, bucket by bucket, updated in place (only the touched buckets are decoded)."""
+    """The per-bucket sums (a multiset hash of each bucket's entries): 16-byte big-endian
+    integers below :data:`MODULUS`, bucket by bucket, updated in place (only the touched buckets are decoded)."""
 
     __slots__ = ("data",)
 

@@ -299,16 +299,16 @@ def test_a_bulk_append_whose_row_copy_fails_leaves_no_bundle(tmp_path: Path, mon
     monkeypatch.setattr(bulk, "PARALLEL_THRESHOLD", 1)
     monkeypatch.setattr(bulk, "CHUNK_BYTES", 100_000)
     monkeypatch.setattr(append_mod, "OVERLAP_TILES_AT", 100)
-    real_copy = bulk.SpooledInput.copy
+    real_copy = bulk.SpooledInput.copy_by_fd  # a local ledger's JSONL copies by descriptor
     calls = []
 
-    def failing_copy(self, spool, append, piece=4 << 20):
+    def failing_copy(self, spool, append_from_fd):
         calls.append(spool)
         if len(calls) == 2:
             raise OSError("disk full")
-        return real_copy(self, spool, append, piece)
+        return real_copy(self, spool, append_from_fd)
 
-    monkeypatch.setattr(bulk.SpooledInput, "copy", failing_copy)
+    monkeypatch.setattr(bulk.SpooledInput, "copy_by_fd", failing_copy)
     led = Ledger.init(tmp_path / "l", origin=ORIGIN)
     try:
         fill(led, 30)

@@ -92,6 +92,39 @@ def test_write_once_many_writes_all_and_checks_existing(store: LocalStorage, cou
     assert store.read("tile/0/x000/001") == b"tile 1"
 
 
+def test_write_once_stream_writes_objects_as_they_come(store: LocalStorage) -> None:
+    items = [(f"tile/entries/{i:03d}", os.urandom(100 + i)) for i in range(10)]
+    store.write_once(items[2][0], items[2][1])  # one already there with the same bytes
+    made: list[str] = []
+
+    def produced():  # type: ignore[no-untyped-def]
+        for key, data in items:
+            made.append(key)
+            yield key, data
+
+    store.write_once_stream(produced())
+    assert made == [key for key, _ in items]
+    assert all(store.read(k) == v for k, v in items)
+    assert temporaries(store.root) == []
+
+
+def test_write_once_stream_shows_nothing_when_it_fails(store: LocalStorage) -> None:
+    """A conflict or an error in the middle of the stream: no object of it visible, no temporary left."""
+    store.write_once("tile/entries/003", b"stored")
+    with pytest.raises(ImmutableObjectError):
+        store.write_once_stream((f"tile/entries/{i:03d}", b"new") for i in range(6))
+    assert not store.exists("tile/entries/000") and store.read("tile/entries/003") == b"stored"
+
+    def failing():  # type: ignore[no-untyped-def]
+        yield "tile/entries/010", b"x"
+        raise OSError("the rows ran out")
+
+    with pytest.raises(OSError, match="ran out"):
+        store.write_once_stream(failing())
+    assert not store.exists("tile/entries/010")
+    assert temporaries(store.root) == []
+
+
 def test_write_once_and_publish(store: LocalStorage) -> None:
     store.write_once_and_publish("checkpoints/3", "checkpoint", b"note 3")
     assert store.read("checkpoints/3") == b"note 3" and store.read("checkpoint") == b"note 3"
@@ -201,6 +234,32 @@ def test_append_log_appends_reads_and_truncates(store: LocalStorage) -> None:
     finally:
         log.close()
         log.close()  # twice is fine
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False], ids=["copy_file_range", "read-and-append"])
+def test_append_from_fd_appends_a_range_of_another_file(
+    store: LocalStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_copy: bool
+) -> None:
+    if not kernel_copy:  # a platform or file pair without copy_file_range: the bytes go through user space
+        monkeypatch.delattr(os, "copy_file_range", raising=False)
+    source = tmp_path / "spool"
+    source.write_bytes(b"0123456789" * 1000)
+    log = store.append_log("rollback-index.jsonl")
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        log.append(b"head\n")
+        log.append_from_fd(fd, 5, 20)
+        log.append(b"\ntail\n")  # O_APPEND again after the copy: written at the end
+        log.append_from_fd(fd, 9000, 1000)  # up to the source's last byte
+        log.sync()
+        data = (store.root / "rollback-index.jsonl").read_bytes()
+        assert data == b"head\n" + b"56789012345678901234" + b"\ntail\n" + (b"0123456789" * 100)
+        assert log.size() == len(data)
+        with pytest.raises(StorageError, match="ended 10 bytes early"):
+            log.append_from_fd(fd, 9990, 20)
+    finally:
+        os.close(fd)
+        log.close()
 
 
 def test_append_log_reopens_existing_bytes(store: LocalStorage) -> None:

@@ -215,14 +215,21 @@ def commit_batch(
     entries: Callable[[], Iterable[Piece]],
     signer: Signer,
     recovered: int,
+    last_checks: Callable[[], None] | None = None,
 ) -> AppendResult:
     """Write a validated batch: steps 1-7 with their crash order (docs/operations.md).
 
-    Called under the writer lock after recovery and every check. ``write_rows``
-    appends the batch's ``payload_size`` canonical bytes; ``write_index(old_end)``
+    Called under the writer lock after recovery and every check (but ``last_checks``).
+    ``write_rows`` appends the batch's ``payload_size`` canonical bytes; ``write_index(old_end)``
     records (or commits) the batch's index entries for rows starting at JSONL byte ``old_end``;
     ``entries()`` gives the rows' entry-bundle encoding (step 4, written only by a ledger that
     keeps entry bundles: :func:`~kfm_ledger.log.entries.has_entry_bundles`).
+
+    ``last_checks`` (a large batch only: a bulk append's deferred UNIQUE commit index, which
+    takes seconds to build) runs in this thread while steps 2 and 4 run in others; if it
+    raises (InputRejected: a repeated commit), the append is undone like any failure before
+    signing and the error raised: the rows, index entries, tiles and bundles written meanwhile
+    are beyond the signed size and are removed (docs/operations.md, step 1's rule).
     """
     old_size = led.size
     refuse_tiles_in_the_way(led.storage, old_size, new_size)
@@ -234,6 +241,7 @@ def commit_batch(
     # Crash after it: recovery rolls the append back (nothing was signed).
     led.storage.write_atomic(PENDING_KEY, pending.to_json())
     tiles_job: Future[TilesWritten] | None = None
+    rows_job: Future[None] | None = None
     try:
         if new_size - old_size >= OVERLAP_TILES_AT:
             # A large batch writes its tiles (step 4) in a thread while steps 2-3
@@ -241,15 +249,26 @@ def commit_batch(
             # the rows on the CPU.  The crash rule is unchanged: until step 5
             # signs, rows, index entries and tiles beyond the signed size are
             # all rolled back, and step 5 starts only when every one is durable.
-            pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kfm-tiles")
+            pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="kfm-tiles")
             tiles_job = pool.submit(
-                write_tiles_and_bundles, led, old_size, leaf_hashes, led.storage.write_once_many, edge, pieces
+                write_tiles_and_bundles, led, old_size, leaf_hashes, led.storage.write_once_many, edge, pieces,
+                parallel=True,
             )
-            pool.shutdown(wait=False)  # the job runs on; its result is awaited below
+            if last_checks is not None:
+                rows_job = pool.submit(_write_rows_durably, led, write_rows)
+            pool.shutdown(wait=False)  # the jobs run on; their results are awaited below
+        if last_checks is not None:
+            try:
+                last_checks()
+            finally:
+                if rows_job is not None:
+                    concurrent.futures.wait([rows_job])  # no row is written after a failure is handled
         # Step 2: rows to the JSONL, then fsync.  Crash during or after
         # (even a torn last line): rolled back, the record says where it began.
-        write_rows()
-        led._jsonl.sync()
+        if rows_job is not None:
+            rows_job.result()
+        else:
+            _write_rows_durably(led, write_rows)
         # Step 3: the commit index.  Rolled back with the rows.
         write_index(old_end)
         # Step 4: tiles, then entry bundles (immutable objects).  Crash after: rolled back (deleted).
@@ -277,6 +296,12 @@ def commit_batch(
         led.storage.delete(PENDING_KEY)
         delete_replaced_partials(led.storage, tiled)
     return AppendResult(first_index=old_size, count=new_size - old_size, checkpoint=led.checkpoint, recovered=recovered)
+
+
+def _write_rows_durably(led: Ledger, write_rows: Callable[[], None]) -> None:
+    """Step 2: the batch's rows appended to the JSONL, then fsync'd."""
+    write_rows()
+    led._jsonl.sync()
 
 
 def sign_tree_head(led: Ledger, tiled: TilesWritten, signer: Signer) -> bytes:

@@ -13,6 +13,7 @@ backwards across a chunk boundary) are the caller's.
 from __future__ import annotations
 
 import array
+import gc
 import hashlib
 import itertools
 import os
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 
 from kfm_ledger import schema
 from kfm_ledger.errors import RowProblem, SchemaError
+from kfm_ledger.index_seal import buckets_of, chunk_sums
 from kfm_ledger.schema.codec import check_size, decode_and_encode
 
 #: Size of a chunk handed to a worker.
@@ -51,6 +53,12 @@ class ChunkResult:
     #: stored mode: every line's length
     line_lengths: array.array[int] = field(default_factory=lambda: array.array("q"))
     leaf_hashes: bytes = b""  #: 32 bytes per row, in order
+    #: input mode, read by a worker: each valid row's commit index seal bucket
+    #: (:func:`kfm_ledger.index_seal.bucket_of`)
+    buckets: array.array[int] = field(default_factory=lambda: array.array("H"))
+    #: input mode, read by a worker given the seal key: the rows' seal terms summed per bucket
+    #: before their leaves are known (:func:`kfm_ledger.index_seal.chunk_sums`): touched buckets, A, B
+    seal_sums: tuple[array.array[int], list[int], list[int]] | None = None
     first_created: tuple[int, str] | None = None  #: (line, created_at) of the first valid row
     last_created: tuple[int, str] | None = None
     problems: list[RowProblem] = field(default_factory=list)  #: per-row problems (input mode: schema only)
@@ -115,10 +123,12 @@ def validate_input_chunk(first_line: int, data: bytes) -> ChunkResult:
     previous: tuple[int, str] | None = None  # (line, created_at) of the last valid row
     previous_key = ""
     number = first_line - 1
+    rewritten = not data.endswith(b"\n")  # whether the canonical lines differ from ``data``
     for line in lines:
         number += 1
         fields = fast(line) if len(line) <= schema.MAX_LINE_BYTES else None
         if fields is None:
+            rewritten = True
             if not line.strip(b" \t\r\n"):
                 continue  # a blank line
             try:
@@ -147,7 +157,8 @@ def validate_input_chunk(first_line: int, data: bytes) -> ChunkResult:
         numbers.append(number)
         lengths.append(len(line))
     out.append(b"")
-    result.canonical = b"\n".join(out)
+    # Every line canonical as given (the fast path took each one, whole): ``data`` is the output.
+    result.canonical = b"\n".join(out) if rewritten else data
     result.leaf_hashes = b"".join(hashes)
     result.commit_text = "\n".join(commits)
     result.created_text = "\n".join(created)
@@ -253,6 +264,24 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _keep_freed_memory() -> None:
+    """Worker initializer step: let glibc's malloc keep and reuse freed blocks of up to 64 MiB.
+
+    A worker allocates and frees several buffers of a chunk's size (4 MiB) per chunk; by
+    default glibc maps large blocks afresh and returns freed heap tops to the kernel, so every
+    chunk pays page faults and zero-filled pages again (a tenth of a worker's time in the
+    kernel).  Best effort: nothing happens where mallopt is missing.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD (fixed: no dynamic adjustment)
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+
+
 def map_ordered(
     fn: Callable[[int, bytes], ChunkResult],
     chunks: Iterable[tuple[int, bytes]],
@@ -303,15 +332,23 @@ def _in_order(
 # input and the canonical bytes, gigabytes at a million rows, never do.
 
 _WORKER: dict[str, int] = {}  # in a worker: the input fd, its spool fd and slot
+_WORKER_SEAL_KEY: list[bytes] = []  # in an input worker: the commit index seal key, if given
 
 
-def _start_input_worker(input_fd: int, spool_fds: list[int], slots: object, parent: int, in_worker: bool) -> None:
+def _start_input_worker(
+    input_fd: int, spool_fds: list[int], slots: object, parent: int, seal_key: bytes | None, in_worker: bool
+) -> None:
     if in_worker:
         _die_with_parent(parent)
+        # A worker's objects are lists of strings and bytes freed by reference counting (no
+        # cycles): the cyclic collector's passes over them are pure cost (~2 % of its CPU).
+        gc.disable()
+        _keep_freed_memory()
     with slots.get_lock():  # type: ignore[attr-defined]
         slot = slots.value  # type: ignore[attr-defined]
         slots.value += 1  # type: ignore[attr-defined]
     _WORKER.update(input=input_fd, spool=spool_fds[slot], slot=slot)
+    _WORKER_SEAL_KEY[:] = [] if seal_key is None else [seal_key]
 
 
 def read_lines_in_range(fd: int, start: int, end: int, file_start: int) -> bytes:
@@ -345,6 +382,12 @@ def _validate_input_range(start: int, end: int, file_start: int) -> ChunkResult:
     caller rebases them: only it knows how many lines came before).
     """
     result = validate_input_chunk(1, read_lines_in_range(_WORKER["input"], start, end, file_start))
+    # The commit index's per-row work, done here on both cores instead of in the writer: each
+    # row's seal bucket and, with the key, the rows' seal terms summed per bucket.
+    commits, created = result.commits, result.created_at
+    result.buckets = array.array("H", buckets_of(commits))
+    if _WORKER_SEAL_KEY:
+        result.seal_sums = chunk_sums(_WORKER_SEAL_KEY[0], commits, created, result.buckets)
     spool = _WORKER["spool"]
     offset = os.lseek(spool, 0, os.SEEK_END)
     view = memoryview(result.canonical)
@@ -373,7 +416,7 @@ def _map_ranges(
 
     next_line = 1
     if workers < 2 or len(jobs) < 2:
-        saved = dict(_WORKER)
+        saved, saved_key = dict(_WORKER), list(_WORKER_SEAL_KEY)
         initializer(*initargs, False)
         try:
             for job in jobs:
@@ -384,6 +427,7 @@ def _map_ranges(
         finally:
             _WORKER.clear()
             _WORKER.update(saved)
+            _WORKER_SEAL_KEY[:] = saved_key
         return
     with ProcessPoolExecutor(
         max_workers=workers,
@@ -400,6 +444,7 @@ def _map_ranges(
 def _start_reader_worker(fd: int, parent: int, in_worker: bool) -> None:
     if in_worker:
         _die_with_parent(parent)
+        _keep_freed_memory()
     _WORKER.update(input=fd)
 
 
@@ -458,7 +503,9 @@ class SpooledInput:
             os.close(self._input)
             self._input = -1
 
-    def results(self) -> Iterator[ChunkResult]:
+    def results(self, *, seal_key: bytes | None = None) -> Iterator[ChunkResult]:
+        """The chunks' results, in order; with ``seal_key`` each carries its rows' seal terms
+        summed per bucket (:attr:`ChunkResult.seal_sums`)."""
         import multiprocessing
 
         step = self.chunk_bytes
@@ -469,9 +516,15 @@ class SpooledInput:
             _validate_input_range,
             [(start, end, self._start) for start, end in ranges],
             _start_input_worker,
-            (self._input, spool_fds, slots, os.getpid()),
+            (self._input, spool_fds, slots, os.getpid(), seal_key),
             self._workers,
         )
+
+    def copy_by_fd(self, spool: tuple[int, int, int], append_from_fd: Callable[[int, int, int], None]) -> None:
+        """Hand a chunk's canonical bytes (its :attr:`ChunkResult.spool`) to ``append_from_fd(fd,
+        offset, length)`` as a range of the spool file (a kernel copy: no bytes pass through here)."""
+        slot, offset, length = spool
+        append_from_fd(self._spools[slot].fileno(), offset, length)
 
     def copy(self, spool: tuple[int, int, int], append: Callable[[bytes], None], piece: int = 4 << 20) -> None:
         """Pass a chunk's canonical bytes (its :attr:`ChunkResult.spool`) to ``append`` in pieces."""

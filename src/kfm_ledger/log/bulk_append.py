@@ -16,6 +16,7 @@ from kfm_ledger import schema
 from kfm_ledger.core.keys import Signer
 from kfm_ledger.errors import InputRejected, RowProblem
 from kfm_ledger.index import CommitIndex, IndexedEntry
+from kfm_ledger.index_seal import add_terms, place_chunk_sums
 
 from ..inputs import open_regular
 from .append import AppendResult, append, before_last_row_problem, commit_batch, stored_commit_problem
@@ -128,9 +129,12 @@ def _append_file(
     # The writer lock is held for the whole append: the batch's index entries go
     # into the commit index inside one open transaction while the workers
     # validate (the index's UNIQUE commit column finds repeats, in the batch and
-    # against the ledger).  Nothing is committed or written to the ledger before
-    # every row has passed; a crash in this pass leaves only a rolled-back
-    # transaction and anonymous spool files.
+    # against the ledger).  Nothing is written to the ledger before every row has
+    # passed the schema and order checks; a crash in this pass leaves only a
+    # rolled-back transaction and anonymous spool files.  A large batch's deferred
+    # UNIQUE index (repeated commits) is built while its rows and tiles are written
+    # (commit_batch's last_checks): a repeat then undoes those writes before anything
+    # is signed, as a failure would.
     with led.writer_lock(wait=wait), bulk.SpooledInput(path, start=bom, workers=workers) as spooled_input:
         recovery = recover_locked(led)
         old_size = led.size
@@ -151,7 +155,8 @@ def _append_file(
         idx.begin(defer_unique=rough_rows >= old_size, defer_buckets=4 * rough_rows >= old_size)
         delta = idx.track(sealed.key)
         try:
-            for chunk_number, result in enumerate(spooled_input.results(), 1):
+            seal_key = delta.key if delta is not None else None
+            for chunk_number, result in enumerate(spooled_input.results(seal_key=seal_key), 1):
                 # Helpers per chunk of about bulk.CHUNK_BYTES, never per row.
                 if progress is not None:  # chunk k is the input's bytes [bom + (k-1)*step, bom + k*step)
                     progress(min(bom + chunk_number * spooled_input.chunk_bytes, size), size)
@@ -164,28 +169,40 @@ def _append_file(
                 if not problem.found and result.spool is not None:
                     spooled_chunks.append(result.spool)
                     hashes += result.leaf_hashes
-            repeats = idx.finish_inserts(limit=max_problems + 1)
-            for commit, leaves in repeats:
-                _report_repeated_leaves(commit, leaves, lines, old_size, problem)
-            if len(repeats) > max_problems:  # not all named: count the rest (one problem per extra row)
-                problem.more += idx.repeated_rows() - sum(len(leaves) - 1 for _, leaves in repeats)
-            if delta is not None:  # every bucket the batch touched holds the sealed entries
-                sealed.check(delta.sums.keys())
-            if problem.claims:  # "already stored" only where a checked bucket says so
-                stored = sealed.stored(commit for commit, _ in problem.claims)
-                if any(stored.get(commit) != leaf for commit, leaf in problem.claims):
-                    raise IndexChanged("an entry outside its bucket")
-            problem.raise_if_any()
-            if seq == 0:
+
+            def last_checks() -> None:
+                # The deferred UNIQUE commit index (repeats in the batch or against the ledger),
+                # then the seal of every bucket the batch touched, then every problem found.
+                repeats = idx.finish_inserts(limit=max_problems + 1)
+                for commit, leaves in repeats:
+                    _report_repeated_leaves(commit, leaves, lines, old_size, problem)
+                if len(repeats) > max_problems:  # not all named: count the rest (one problem per extra row)
+                    problem.more += idx.repeated_rows() - sum(len(leaves) - 1 for _, leaves in repeats)
+                if delta is not None:  # every bucket the batch touched holds the sealed entries
+                    sealed.check(delta.sums.keys())
+                if problem.claims:  # "already stored" only where a checked bucket says so
+                    stored = sealed.stored(commit for commit, _ in problem.claims)
+                    if any(stored.get(commit) != leaf for commit, leaf in problem.claims):
+                        raise IndexChanged("an entry outside its bucket")
+                problem.raise_if_any()
+
+            if problem.found or seq == 0:  # refused: every problem named, nothing written
+                last_checks()
                 raise InputRejected([RowProblem(1, "$", "no rows in the input")])
             new_size = old_size + seq
 
             rows_copied = threading.Event()
 
             def write_rows() -> None:
+                # A local ledger's JSONL takes the spooled bytes by a kernel copy (no user-space
+                # buffer); any other append log gets them in pieces.
+                append_from_fd = getattr(led._jsonl, "append_from_fd", None)
                 try:
                     for chunk in spooled_chunks:
-                        spooled_input.copy(chunk, led._jsonl.append)
+                        if append_from_fd is not None:
+                            spooled_input.copy_by_fd(chunk, append_from_fd)
+                        else:
+                            spooled_input.copy(chunk, led._jsonl.append)
                     # Dropping the spools now spares the disk their write-back (and every
                     # later fsync the wait for it).
                     spooled_input.close()
@@ -209,6 +226,9 @@ def _append_file(
                 entries=entry_pieces,
                 signer=signer,
                 recovered=recovery.rows_rolled_forward,
+                # Run while the rows are copied and the tiles written: a repeated commit (rare)
+                # undoes those writes, a valid batch (the rule) waits for nothing.
+                last_checks=last_checks,
             )
             seal_appended(led, sealed, new_size)
             return appended
@@ -268,14 +288,18 @@ def _index_chunk(
     open commit index, name the rows whose commit it already held, then add the chunk's input
     line numbers to ``lines``.  Returns the chunk's row count."""
     count = len(result.lengths)
+    commits, created = result.commits, result.created_at
+    leaves = range(first_leaf, first_leaf + count)
     offsets = itertools.accumulate(map((1).__add__, result.lengths), initial=first_offset)
-    rows = zip(
-        range(first_leaf, first_leaf + count), result.commits, offsets, result.lengths,
-        result.created_at,
-    )
-    if idx.insert_new(rows) != count:
+    delta = idx.delta
+    if delta is not None:  # the rows' seal terms, summed per bucket by the worker, placed at their leaves
+        if result.seal_sums is not None:
+            place_chunk_sums(delta.sums, first_leaf, *result.seal_sums)
+        else:
+            add_terms(delta.key, delta.sums, leaves, commits, created, result.buckets)
+    if idx.insert_columns(leaves, commits, offsets, result.lengths, created, result.buckets) != count:
         _report_repeats(
-            [IndexedEntry(first_leaf + k, commit, 0, 0, "") for k, commit in enumerate(result.commits)],
+            [IndexedEntry(first_leaf + k, commit, 0, 0, "") for k, commit in enumerate(commits)],
             lines, result.lines, old_size, idx, problem,
         )
     lines.extend(result.lines)

@@ -7,8 +7,9 @@ edge the same Ledger wrote last (or None) and returns the new one in :class:`Til
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -130,9 +131,13 @@ def write_tiles(
     edge is returned, not kept.  Safe to run in a thread while the caller writes the rows
     and the index (the append holds the writer lock; nothing else uses the records then).
     """
-    hash_bytes = (
-        bytes(leaf_hashes)
-        if isinstance(leaf_hashes, (bytes, bytearray, memoryview))
+    # Read in place (a bulk append's 32 MB of leaf hashes are not copied whole; the caller
+    # does not change them while this runs), each tile and hash taken out as bytes.
+    hash_bytes: bytes | memoryview = (
+        leaf_hashes
+        if isinstance(leaf_hashes, bytes)
+        else memoryview(leaf_hashes).cast("B")
+        if isinstance(leaf_hashes, (bytearray, memoryview))
         else b"".join(leaf_hashes)
     )
     if len(hash_bytes) % merkle.HASH_SIZE:
@@ -180,7 +185,7 @@ def write_tiles(
     end = len(hash_bytes)
     while pos < end:
         if crange.size % tiles.TILE_WIDTH == 0 and end - pos >= tile_bytes:
-            tile = hash_bytes[pos : pos + tile_bytes]
+            tile = bytes(hash_bytes[pos : pos + tile_bytes])
             # The 255 nodes above the tile's leaves, level by level (RFC 9162 §2.1.1 for a
             # perfect subtree); the last is the root of its 256 leaves.
             levels = tiles.expand_tile(tile)
@@ -197,7 +202,7 @@ def write_tiles(
             pos += tile_bytes
         else:
             before = len(completed)
-            add_nodes(crange.append(hash_bytes[pos : pos + merkle.HASH_SIZE]))
+            add_nodes(crange.append(bytes(hash_bytes[pos : pos + merkle.HASH_SIZE])))
             pos += merkle.HASH_SIZE
             for tile_level, tile_index in completed[before:]:
                 if tile_level == 0:  # a level-0 tile filled leaf by leaf
@@ -243,9 +248,15 @@ def write_bundles(
     pieces: Iterable[entries.Piece],
     write_many: WriteMany,
     edge: RightEdge | None,
+    *,
+    write_stream: Callable[[Iterable[tuple[str, bytes]]], None] | None = None,
 ) -> tuple[int, ...]:
     """Write the entry bundles (c2sp.org/tlog-tiles "Log entries") for entries appended after
     ``old_size``; return the indexes of the bundles that became full.
+
+    With ``write_stream`` (a local ledger's :meth:`~kfm_ledger.storage.local.LocalStorage.write_once_stream`)
+    every bundle goes to it as it is cut, none held; else they go to ``write_many`` in groups of
+    :data:`BUNDLE_GROUP_BYTES`.
 
     The right-edge partial bundle of the old tree is read and checked against the signed leaf
     hashes first (:func:`kfm_ledger.log.entries.edge_head`): the new bundle that extends it
@@ -254,6 +265,16 @@ def write_bundles(
     """
     head = entries.edge_head(led, old_size, edge_leaf_hashes(led, old_size, edge))
     completed: list[int] = []
+    if write_stream is not None:
+
+        def cut() -> Iterator[tuple[str, bytes]]:
+            for key, data in entries.batch_bundles(old_size, head, pieces):
+                if ".p/" not in key:
+                    completed.append(tiles.parse_entries_path(key)[0])
+                yield key, data
+
+        write_stream(cut())
+        return tuple(completed)
     group: list[tuple[str, bytes]] = []
     group_bytes = 0
     for key, data in entries.batch_bundles(old_size, head, pieces):
@@ -276,13 +297,32 @@ def write_tiles_and_bundles(
     write_many: WriteMany,
     edge: RightEdge | None,
     pieces: Callable[[], Iterable[entries.Piece]] | None,
+    *,
+    parallel: bool = False,
 ) -> TilesWritten:
-    """:func:`write_tiles`, then (unless ``pieces`` is None: a ledger without entry bundles)
-    :func:`write_bundles` for the same entries; the bundles that became full in the result."""
-    tiled = write_tiles(led, old_size, leaf_hashes, write_many, edge)
+    """:func:`write_tiles` and (unless ``pieces`` is None: a ledger without entry bundles)
+    :func:`write_bundles` for the same entries; the bundles that became full in the result.
+
+    With ``parallel`` (a large batch) the bundles are written in a thread of their own while the
+    tiles are (``pieces`` may wait for the rows: a bulk append's bundles are cut from the rows
+    once they are copied); both are done, or both failed and stopped, when this returns.
+    """
     if pieces is None:
-        return tiled
-    done = write_bundles(led, old_size, pieces(), write_many, edge)
+        return write_tiles(led, old_size, leaf_hashes, write_many, edge)
+    if not parallel:
+        tiled = write_tiles(led, old_size, leaf_hashes, write_many, edge)
+        return dataclasses.replace(tiled, bundles_completed=write_bundles(led, old_size, pieces(), write_many, edge))
+    stream = getattr(led.storage, "write_once_stream", None)  # a local ledger: no bundle held in memory
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kfm-bundles")
+    try:
+        bundles = pool.submit(lambda: write_bundles(led, old_size, pieces(), write_many, edge, write_stream=stream))
+        try:
+            tiled = write_tiles(led, old_size, leaf_hashes, write_many, edge)
+        finally:
+            concurrent.futures.wait([bundles])  # no bundle is written after this returns (or raises)
+        done = bundles.result()
+    finally:
+        pool.shutdown(wait=True)
     return dataclasses.replace(tiled, bundles_completed=done)
 
 

@@ -29,7 +29,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -228,6 +228,50 @@ class LocalAppendLog:
             written = os.write(self._fd, view)
             view = view[written:]
 
+    def append_from_fd(self, source: int, offset: int, length: int) -> None:
+        """Append ``length`` bytes of the file open as ``source``, from ``offset`` on.
+
+        Copied by the kernel (Linux ``copy_file_range(2)``: page cache to page cache, no
+        user-space buffer, Python's GIL released) where it can, else read and
+        :meth:`append`\\ ed.  The log's descriptor is opened with ``O_APPEND``, which
+        ``copy_file_range`` refuses: the flag is cleared for the copy (the writer lock is
+        held: nothing else appends meanwhile) and set again after.  Not durable until
+        :meth:`sync`; StorageError if ``source`` ends early.
+        """
+        position = self.size()
+        copied = 0
+        start_writeback = _start_writeback_function()
+        if hasattr(os, "copy_file_range"):
+            flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+            fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~os.O_APPEND)
+            try:
+                while copied < length:
+                    n = os.copy_file_range(
+                        source, self._fd, min(length - copied, 1 << 30), offset + copied, position + copied
+                    )
+                    if n == 0:
+                        break  # the source ended: reported below
+                    copied += n
+            except OSError as e:
+                # Not supported for this pair of files (another file system, an old kernel):
+                # the rest goes through user space.
+                if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF):
+                    raise
+            finally:
+                fcntl.fcntl(self._fd, fcntl.F_SETFL, flags)
+        while copied < length:
+            data = os.pread(source, min(length - copied, 4 << 20), offset + copied)
+            if not data:
+                raise StorageError(
+                    f"{self._path}: the source of an append ended {length - copied} bytes early "
+                    f"(at offset {offset + copied})",
+                    key=self._key,
+                )
+            self.append(data)
+            copied += len(data)
+        if start_writeback is not None:  # the disk starts on these bytes now, not at the fsync
+            start_writeback(self._fd, position, length)
+
     def sync(self) -> None:
         os.fsync(self._fd)
 
@@ -297,6 +341,31 @@ def _syncfs_function() -> Callable[[int], None] | None:
 
 
 _SYNCFS: Callable[[int], None] | bool | None = False
+
+
+def _start_writeback_function() -> Callable[[int, int, int], None] | None:
+    """Linux ``sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE)``: start writing a
+    file's dirty pages to the disk and return at once (no durability promise: an fsync or
+    syncfs still decides that, it only waits less).  None where it is missing."""
+    global _WRITEBACK
+    if _WRITEBACK is False:
+        import ctypes
+
+        try:
+            raw = ctypes.CDLL(None, use_errno=True).sync_file_range
+            raw.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+        except (OSError, AttributeError):  # pragma: no cover - not Linux
+            _WRITEBACK = None
+            return None
+
+        def start_writeback(fd: int, offset: int, nbytes: int) -> None:
+            raw(fd, offset, nbytes, 2)  # SYNC_FILE_RANGE_WRITE; a failure only means no head start
+
+        _WRITEBACK = start_writeback
+    return _WRITEBACK if callable(_WRITEBACK) else None
+
+
+_WRITEBACK: Callable[[int, int, int], None] | bool | None = False
 
 
 #: What a crashed ``kfm init`` may have left in its directory (a rerun finishes it).
@@ -507,8 +576,11 @@ class LocalStorage:
                 continue
         raise StorageError(f"cannot create a temporary file for {name} in {self._root}", key=name)
 
-    def _write_tmp(self, dfd: int, name: str, data: bytes | memoryview, mode: int, *, sync: bool = True) -> str:
-        """A new temporary file in ``dfd`` holding ``data`` (fsync'd unless ``sync`` is false); its name."""
+    def _write_tmp(
+        self, dfd: int, name: str, data: bytes | memoryview, mode: int, *, sync: bool = True, writeback: bool = False
+    ) -> str:
+        """A new temporary file in ``dfd`` holding ``data`` (fsync'd unless ``sync`` is false; with
+        ``writeback`` its write to the disk started, not awaited); its name."""
         tmp, fd = self._create_tmp(dfd, name, mode)
         try:
             try:
@@ -516,6 +588,8 @@ class LocalStorage:
                 _write_all(fd, data)
                 if sync:
                     os.fsync(fd)
+                elif writeback and (start_writeback := _start_writeback_function()) is not None:
+                    start_writeback(fd, 0, 0)
             finally:
                 os.close(fd)
         except BaseException:
@@ -606,6 +680,51 @@ class LocalStorage:
             jobs = [(held[folder], name, data) for (folder, name), (_, data) in zip(split, new)]
             self._write_many(held, jobs, syncfs)
         finally:
+            for _ in held:
+                self._release()
+
+    def write_once_stream(self, items: Iterable[tuple[str, bytes]]) -> None:
+        """:meth:`write_once_many` for objects made one at a time (a bulk append's entry bundles:
+        811 MB at a million rows), none of them held: each is written to a temporary file as it
+        comes (its write to the disk started at once), then one ``syncfs`` makes them all durable,
+        they are renamed, and a second ``syncfs`` makes the names durable.  Where ``syncfs`` is
+        missing, :meth:`write_once_many` in groups of 64 MiB."""
+        syncfs = _syncfs_function()
+        if syncfs is None:  # pragma: no cover - not Linux
+            group: list[tuple[str, bytes]] = []
+            size = 0
+            for key, data in items:
+                group.append((key, data))
+                size += len(data)
+                if size >= 64 << 20:
+                    self.write_once_many(group)
+                    group, size = [], 0
+            self.write_once_many(group)
+            return
+        held: dict[str, int] = {}
+        renames: list[tuple[int, str, str]] = []  # (folder descriptor, temporary name, name)
+        try:
+            for key, data in items:
+                if self._check_same(key, data):
+                    continue
+                folder, name = self._split(key)
+                if folder not in held:
+                    held[folder] = self._acquire(folder, True)  # open (and in use) until the end
+                dfd = held[folder]
+                renames.append((dfd, self._write_tmp(dfd, name, data, 0o644, sync=False, writeback=True), name))
+            devices = {os.fstat(fd).st_dev: fd for fd in held.values()}
+            for fd in devices.values():
+                syncfs(fd)  # every file's bytes durable before any is visible
+            while renames:
+                dfd, tmp, name = renames[-1]
+                os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                renames.pop()
+            for fd in devices.values():
+                syncfs(fd)  # the new names durable
+        finally:
+            for dfd, tmp, _ in renames:  # a failure before the renames: no temporary file left behind
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=dfd)
             for _ in held:
                 self._release()
 
