@@ -5,8 +5,8 @@ Usage::
     python bench/bench_bulk_phases.py --input /tmp/kfm-bulk-n/rows-1000000-750b.jsonl --dir /tmp/kfm-phases
 
 (the input from ``bench/bench_bulk.py --rows 1000000 --row-bytes 750``; run it with
-``PYTHONPATH=<tree>/src`` to time another tree).  A fresh ledger is made in ``--dir`` and
-deleted afterwards (so leave a minute between runs: see bench_bulk.py's ``--settle``).
+``PYTHONPATH=<tree>/src`` to time another tree).  A fresh ledger is made in ``--dir`` (the last
+run's deleted first, then ``--settle`` seconds of wait: see bench_bulk.py) and kept.
 Prints the total wall time, then for each step (wrapped functions of
 ``kfm_ledger.log``): its summed wall time, calls, and when it first started and last ended
 (seconds from the start of the append), and this process's peak RSS (the workers' are not
@@ -59,6 +59,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--input", required=True)
     p.add_argument("--dir", default="/tmp/kfm-phases")
+    p.add_argument("--settle", type=float, default=65.0, help="seconds to wait after deleting the last run's ledger")
     a = p.parse_args()
     for owner, name, label in [
         (bulk_append, "sealed_index", None),
@@ -75,7 +76,10 @@ def main() -> None:
     ]:
         wrap(owner, name, label)
     ledger = os.path.join(a.dir, "ledger")
-    shutil.rmtree(ledger, ignore_errors=True)
+    if os.path.exists(ledger):  # the last run's: deleted, then a wait (bench_bulk.py's --settle)
+        shutil.rmtree(ledger, ignore_errors=True)
+        os.sync()
+        time.sleep(a.settle)
     os.makedirs(a.dir, exist_ok=True)
     os.sync()
     led = Ledger.init(ledger, origin="bench.kfm.example/rollback-index")
@@ -107,8 +111,7 @@ def main() -> None:
               + " ".join(f"{max(r for t, r in samples if int(t) == sec) / 1024:.0f}"
                          for sec in sorted({int(t) for t, _ in samples})))
     print(f"peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
-    led.close()
-    shutil.rmtree(ledger, ignore_errors=True)
+    led.close()  # the ledger stays (deleting ~7,800 files now would slow the next minute's file creation)
 
 
 if __name__ == "__main__":

@@ -329,3 +329,95 @@ def test_pieces_from_lines_requires_every_row() -> None:
         list(entries.pieces_from_lines(iter([b"ab\ncd"]), 2))
     with pytest.raises(KfmError, match="are 1 whole rows, not the 2"):
         list(entries.pieces_from_lines(iter([b"ab\n"]), 2))
+
+
+# -- the bulk append's bundle writer process (log/bundle_writer.py) ---------------------------
+
+
+def ledger_files(root: Path) -> dict[str, bytes]:
+    """Every file of a ledger (temporary files included) but its derived commit index."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "index.sqlite" not in p.name
+    }
+
+
+@pytest.fixture
+def bulk_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bulk, "PARALLEL_THRESHOLD", 1)
+    monkeypatch.setattr(bulk, "CHUNK_BYTES", 100_000)
+
+
+def test_a_bulk_append_writes_its_bundles_in_a_child_process(tmp_path: Path, bulk_path, monkeypatch) -> None:
+    from kfm_ledger.log import bundle_writer
+
+    started: list[int] = []
+    real_init = bundle_writer.BundleWriter.__init__
+
+    def init(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        real_init(self, *args, **kwargs)
+        started.append(self._pid)
+
+    monkeypatch.setattr(bundle_writer.BundleWriter, "__init__", init)
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    try:
+        fill(led, 30)
+        (tmp_path / "rows.jsonl").write_bytes(sample_jsonl(700, start=30))
+        assert led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2).count == 700
+        assert len(started) == 1 and started[0] != 0
+        assert bundle_keys(led) == ["tile/entries/000", "tile/entries/001", "tile/entries/002.p/218"]
+        assert verify_ledger(led).ok
+        assert not [name for name in ledger_files(tmp_path / "l") if ".kfm-tmp." in name]
+    finally:
+        led.close()
+
+
+@pytest.mark.parametrize("how", ["killed", "refused"])
+def test_a_bundle_writer_that_dies_or_a_refused_batch_leaves_the_ledger_as_it_was(
+    tmp_path: Path, bulk_path, monkeypatch, how: str
+) -> None:
+    """The child killed mid-batch: the append fails naming it, nothing is signed or left behind
+    (no bundle, no temporary file); a batch refused after the child wrote bundles: the same."""
+    import os
+    import signal
+    import time
+
+    from kfm_ledger.errors import InputRejected, StorageError
+    from kfm_ledger.log import bundle_writer
+
+    real_add = bundle_writer.BundleWriter.add
+    calls: list[int] = []
+
+    def add(self, spool):  # type: ignore[no-untyped-def]
+        real_add(self, spool)
+        calls.append(1)
+        if how == "killed" and len(calls) == 4:
+            # Once the child has a bundle in a temporary file (of its own pid), kill it.
+            folder = tmp_path / "l" / "tile" / "entries"
+            deadline = time.monotonic() + 10
+            while not [p for p in folder.glob(".*") if ".kfm-tmp." in p.name] and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert [p for p in folder.glob(".*") if ".kfm-tmp." in p.name]
+            os.kill(self._pid, signal.SIGKILL)
+
+    monkeypatch.setattr(bundle_writer.BundleWriter, "add", add)
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    try:
+        fill(led, 30)
+        before = ledger_files(tmp_path / "l")
+        data = sample_jsonl(700, start=30)
+        if how == "refused":  # the last row repeats the first: found after every chunk was handed over
+            data += data.splitlines()[0] + b"\n"
+        (tmp_path / "rows.jsonl").write_bytes(data)
+        expected = StorageError if how == "killed" else InputRejected
+        with pytest.raises(expected, match="entry bundle writer process died" if how == "killed" else "line 701"):
+            led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2)
+        assert len(calls) > 2
+        assert led.size == 30
+        assert ledger_files(tmp_path / "l") == before
+        assert verify_ledger(led).ok
+        if how == "killed":  # the next try (a new child) goes through
+            assert led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2).count == 700
+    finally:
+        led.close()

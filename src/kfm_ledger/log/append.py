@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
@@ -216,6 +217,7 @@ def commit_batch(
     signer: Signer,
     recovered: int,
     last_checks: Callable[[], None] | None = None,
+    bundles_written: Callable[[], tuple[int, ...]] | None = None,
 ) -> AppendResult:
     """Write a validated batch: steps 1-7 with their crash order (docs/operations.md).
 
@@ -230,13 +232,17 @@ def commit_batch(
     raises (InputRejected: a repeated commit), the append is undone like any failure before
     signing and the error raised: the rows, index entries, tiles and bundles written meanwhile
     are beyond the signed size and are removed (docs/operations.md, step 1's rule).
+
+    ``bundles_written`` (a bulk append whose bundles another process writes:
+    :class:`~kfm_ledger.log.bundle_writer.BundleWriter`) replaces ``entries``: called after the
+    tiles, it returns once every bundle is durable (the indexes of those that became full).
     """
     old_size = led.size
     refuse_tiles_in_the_way(led.storage, old_size, new_size)
     old_end = led._jsonl.size()
     pending = PendingAppend(old_size, old_end, new_size, old_end + payload_size)
     edge = led._right_edge
-    pieces = entries if has_entry_bundles(led.storage, old_size) else None
+    pieces = entries if bundles_written is None and has_entry_bundles(led.storage, old_size) else None
     # Step 1: the pending-append record, durable before any row is written.
     # Crash after it: recovery rolls the append back (nothing was signed).
     led.storage.write_atomic(PENDING_KEY, pending.to_json())
@@ -276,6 +282,8 @@ def commit_batch(
             tiled = tiles_job.result()
         else:
             tiled = write_tiles_and_bundles(led, old_size, leaf_hashes, led.storage.write_once_many, edge, pieces)
+        if bundles_written is not None:
+            tiled = dataclasses.replace(tiled, bundles_completed=bundles_written())
         note = sign_tree_head(led, tiled, signer)
     except BaseException:
         if tiles_job is not None:

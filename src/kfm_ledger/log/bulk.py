@@ -489,6 +489,11 @@ class SpooledInput:
         self._size = os.fstat(self._input).st_size
         self._spools = [tempfile.TemporaryFile(prefix="kfm-append-") for _ in range(max(1, self._workers))]
 
+    @property
+    def spool_fds(self) -> list[int]:
+        """The spool files' descriptors, by slot (:attr:`ChunkResult.spool`'s first item)."""
+        return [spool.fileno() for spool in self._spools]
+
     def __enter__(self) -> SpooledInput:
         return self
 

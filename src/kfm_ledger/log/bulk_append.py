@@ -20,7 +20,8 @@ from kfm_ledger.index_seal import add_terms, place_chunk_sums
 
 from ..inputs import open_regular
 from .append import AppendResult, append, before_last_row_problem, commit_batch, stored_commit_problem
-from .entries import Piece, pieces_from_lines
+from .bundle_writer import BundleWriter
+from .entries import Piece, has_entry_bundles, pieces_from_lines
 from .index_guard import IndexChanged, reseal, seal_appended, sealed_index
 from .progress import Progress
 from .recovery import recover_locked
@@ -152,7 +153,19 @@ def _append_file(
         # UNIQUE commit index once at the end instead of row by row.
         # The seal's bucket index (wider, scattered over 4,096 places) already from a quarter.
         rough_rows = size // DEFER_UNIQUE_BYTES_PER_ROW
-        idx.begin(defer_unique=rough_rows >= old_size, defer_buckets=4 * rough_rows >= old_size)
+        # A local ledger's entry bundles are cut and written by a child process while the rows are
+        # validated (forked now: before any thread or worker of this append starts).
+        bundle_writer = (
+            BundleWriter(led, old_size, led._right_edge, spooled_input.spool_fds)
+            if hasattr(led.storage, "write_once_stream") and has_entry_bundles(led.storage, old_size)
+            else None
+        )
+        try:
+            idx.begin(defer_unique=rough_rows >= old_size, defer_buckets=4 * rough_rows >= old_size)
+        except BaseException:
+            if bundle_writer is not None:
+                bundle_writer.abort()
+            raise
         delta = idx.track(sealed.key)
         try:
             seal_key = delta.key if delta is not None else None
@@ -169,6 +182,8 @@ def _append_file(
                 if not problem.found and result.spool is not None:
                     spooled_chunks.append(result.spool)
                     hashes += result.leaf_hashes
+                    if bundle_writer is not None:
+                        bundle_writer.add(result.spool)
 
             def last_checks() -> None:
                 # The deferred UNIQUE commit index (repeats in the batch or against the ledger),
@@ -229,10 +244,13 @@ def _append_file(
                 # Run while the rows are copied and the tiles written: a repeated commit (rare)
                 # undoes those writes, a valid batch (the rule) waits for nothing.
                 last_checks=last_checks,
+                bundles_written=None if bundle_writer is None else lambda: bundle_writer.finish(seq),
             )
             seal_appended(led, sealed, new_size)
             return appended
         finally:
+            if bundle_writer is not None:
+                bundle_writer.abort()  # (after finish: nothing to do) else its temporary files deleted
             idx.delta = None
             idx.rollback_if_open()
 

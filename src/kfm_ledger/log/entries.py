@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from kfm_ledger.core import merkle, tiles
@@ -108,10 +108,11 @@ def encode_pieces(entries: Iterable[bytes]) -> list[Piece]:
     return [(encode_entries(listed, lengths), lengths)]
 
 
-def pieces_from_lines(chunks: Iterable[bytes], count: int) -> Iterator[Piece]:
+def pieces_from_lines(chunks: Iterable[bytes], count: int | Callable[[], int]) -> Iterator[Piece]:
     """:data:`Piece` values for the ``count`` newline-terminated rows in a byte stream (the JSONL
     bytes a batch appended), one per chunk of the stream.  StorageError when the stream does
-    not hold exactly ``count`` whole rows (the rows were not all written)."""
+    not hold exactly ``count`` whole rows (the rows were not all written).  ``count`` may be a
+    function, asked when the stream ends (a stream whose length is known only then)."""
     rest = b""
     seen = 0
     for chunk in chunks:
@@ -121,6 +122,8 @@ def pieces_from_lines(chunks: Iterable[bytes], count: int) -> Iterator[Piece]:
             seen += len(lines)
             lengths = list(map(len, lines))
             yield encode_entries(lines, lengths), lengths
+    if not isinstance(count, int):
+        count = count()
     if rest or seen != count:
         raise StorageError(
             f"the batch's rows in {JSONL_KEY} are {seen} whole rows{' and a partial one' if rest else ''}, "

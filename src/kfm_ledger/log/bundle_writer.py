@@ -1,0 +1,203 @@
+"""A bulk append's entry bundles, written by a child process while the batch is validated.
+
+The bundles (c2sp.org/tlog-tiles "Log entries": each entry a uint16 big-endian length and the
+row) repeat every row of the batch: 811 MB for a million rows.  Cutting and writing them in
+the appending process would hold Python's lock against the index inserts and the tiles; the
+child forked here does it on its own core, from the canonical rows the validating workers
+spool, chunk by chunk as they come (:meth:`BundleWriter.add`).  Each bundle goes to a
+temporary file at once (:meth:`~kfm_ledger.storage.local.LocalStorage.write_once_stream`):
+nothing is visible until the batch has passed every check and :meth:`BundleWriter.finish`
+has the child make them durable and rename them, still before the checkpoint is signed, as
+step 4 requires (docs/operations.md).  :meth:`BundleWriter.abort` (a refused batch, a
+failure) has the child delete its temporary files; a crash leaves only temporary files
+(swept) or bundles beyond the signed size (rolled back by recovery).
+
+The child is forked before any thread or worker pool of the append starts, touches nothing
+but the spool files and the storage's folders (never the commit index's SQLite connection,
+never the writer lock), dies with its parent (PR_SET_PDEATHSIG) and leaves by ``os._exit``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import struct
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from kfm_ledger.errors import KfmError, StorageError
+
+from .layout import ENTRIES_PREFIX, JSONL_KEY
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
+    from .tile_writer import RightEdge
+
+__all__ = ["BundleWriter"]
+
+_FRAME = struct.Struct(">I")
+
+
+def _send(fd: int, message: object) -> None:
+    data = pickle.dumps(message)
+    view = memoryview(_FRAME.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    parts, got = [], 0
+    while got < n:
+        part = os.read(fd, n - got)
+        if not part:
+            raise EOFError("the other side closed the pipe")
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def _receive(fd: int) -> object:
+    (length,) = _FRAME.unpack(_read_exactly(fd, _FRAME.size))
+    return pickle.loads(_read_exactly(fd, length))
+
+
+class _Aborted(Exception):
+    """The parent called the batch off (the child deletes what it wrote)."""
+
+
+class BundleWriter:
+    """The child process writing one bulk append's entry bundles (see the module docstring).
+
+    Create it (it forks) before the append starts threads or worker processes; hand it each
+    chunk's spool range in order (:meth:`add`); then :meth:`finish` with the batch's row count
+    (the indexes of the bundles that became full) or :meth:`abort`.
+    """
+
+    def __init__(self, led: Ledger, old_size: int, edge: RightEdge | None, spool_fds: list[int]) -> None:
+        to_child_r, self._to_child = os.pipe()
+        self._from_child, from_child_w = os.pipe()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child (its work is checked through the parent)
+            status = 1
+            try:
+                os.close(self._to_child)
+                os.close(self._from_child)
+                from .bulk import _die_with_parent
+
+                _die_with_parent(parent)
+                status = _child(led, old_size, edge, spool_fds, to_child_r, from_child_w)
+            except BaseException:
+                status = 1
+            finally:
+                os._exit(status)
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self._led = led
+        self._pid = pid
+        self._done = False
+        self._lost = False  # the child stopped reading (it died): finish() reports it
+
+    def add(self, spool: tuple[int, int, int]) -> None:
+        """The next chunk's canonical rows: (spool slot, offset, length)."""
+        if self._lost:
+            return
+        try:
+            _send(self._to_child, ("chunk", spool))
+        except OSError:  # EPIPE: the child is gone; the batch fails at finish(), with the reason
+            self._lost = True
+
+    def finish(self, count: int) -> tuple[int, ...]:
+        """Every bundle durable under its name; the indexes of those that became full.
+
+        ``count`` is the batch's row count (the child checks it read exactly that many rows).
+        StorageError with the child's reason if it failed (nothing of it is visible then).
+        """
+        try:
+            if self._lost:
+                raise EOFError
+            _send(self._to_child, ("finish", count))
+            self._close_to_child()
+            outcome = _receive(self._from_child)
+        except (EOFError, OSError, pickle.UnpicklingError, struct.error):
+            outcome = ("error", "the entry bundle writer process died")
+        finally:
+            self._reap()
+        if not isinstance(outcome, tuple) or outcome[0] != "ok":
+            reason = outcome[1] if isinstance(outcome, tuple) and len(outcome) > 1 else repr(outcome)
+            raise StorageError(f"writing the entry bundles failed: {reason}; nothing was signed", key=JSONL_KEY)
+        return tuple(outcome[1])
+
+    def abort(self) -> None:
+        """Call the batch off: the child deletes its temporary files and exits; waits for it."""
+        if self._done:
+            return
+        if self._to_child >= 0 and not self._lost:
+            try:
+                _send(self._to_child, ("abort",))
+            except OSError:  # the child is gone already
+                pass
+        self._reap()
+
+    def _close_to_child(self) -> None:
+        if self._to_child >= 0:
+            os.close(self._to_child)
+            self._to_child = -1
+
+    def _reap(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._close_to_child()
+        os.close(self._from_child)
+        _, status = os.waitpid(self._pid, 0)
+        if os.waitstatus_to_exitcode(status) < 0:
+            # Killed (it deletes its own temporary files otherwise): sweep those of its pid, gone now.
+            sweep = getattr(self._led.storage, "discard_stale_temporaries", None)
+            if sweep is not None:
+                with contextlib.suppress(OSError, KfmError):
+                    sweep([ENTRIES_PREFIX], recursive=True)
+
+
+def _child(  # pragma: no cover - runs in the forked child
+    led: Ledger, old_size: int, edge: RightEdge | None, spool_fds: list[int], commands: int, results: int
+) -> int:
+    """The child's work: bundles from the spooled rows as the chunks come, then the outcome."""
+    from . import entries
+    from .tile_writer import write_bundles
+
+    count: list[int] = []
+
+    def rows() -> Iterator[bytes]:
+        while True:
+            message = _receive(commands)
+            if not isinstance(message, tuple) or not message:
+                raise _Aborted
+            if message[0] == "chunk":
+                slot, offset, length = message[1]
+                fd, end = spool_fds[slot], offset + length
+                while offset < end:
+                    data = os.pread(fd, min(4 << 20, end - offset), offset)
+                    if not data:
+                        raise StorageError(f"spool file {slot} ends at {offset}, {end - offset} bytes short")
+                    offset += len(data)
+                    yield data
+            elif message[0] == "finish":
+                count.append(int(message[1]))
+                return
+            else:
+                raise _Aborted
+
+    try:
+        done = write_bundles(
+            led, old_size, entries.pieces_from_lines(rows(), lambda: count[0]), led.storage.write_once_many, edge,
+            write_stream=getattr(led.storage, "write_once_stream", None),
+        )
+    except _Aborted:
+        return 0
+    except BaseException as e:
+        _send(results, ("error", str(e) or type(e).__name__))
+        return 1
+    _send(results, ("ok", done))
+    return 0
