@@ -576,3 +576,23 @@ def test_commit_ids_are_lower_case_on_both_paths() -> None:
     assert canonical_timestamp("2025-01-01T00:00:00.250000Z") == "2025-01-01T00:00:00.25Z"
     assert canonical_timestamp("2025-01-01T00:00:00.0Z") == "2025-01-01T00:00:00Z"
     assert canonical_timestamp("2025-01-01T00:00:00Z") == "2025-01-01T00:00:00Z"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.integers(0, 10**10 - 1),
+    st.text(alphabet="0123456789", min_size=0, max_size=6),
+)
+def test_a_short_decimal_taken_without_encoding_is_what_msgspec_writes(integer: int, fraction: str) -> None:
+    """The fast path's shortcut for energy numbers (schema/fast_path._SHORT_DECIMAL) accepts only
+    spellings that encoding the value gives back (the check it skips)."""
+    from kfm_ledger.schema.fast_path import _SHORT_DECIMAL
+    from kfm_ledger.schema.rows import ENCODER
+
+    text = f"{integer}.{fraction or '0'}".encode()
+    if _SHORT_DECIMAL(text) is not None:
+        assert ENCODER.encode(float(text)) == text
+    for edge in (b"0.0", b"0.00001", b"9999999999.99999", b"5.0"):
+        assert _SHORT_DECIMAL(edge) is not None and ENCODER.encode(float(edge)) == edge
+    for refused in (b"0.10", b"1.000000", b"0.000001", b"10000000000.5", b"00.5", b"1e5"):
+        assert _SHORT_DECIMAL(refused) is None

@@ -55,6 +55,13 @@ _TIMESTAMP_FAST = (
 # canonical spelling of its value is checked afterwards (msgspec writes 1e-05 as 0.00001).
 _DECIMAL = r"(?:0|[1-9][0-9]*)\.[0-9]+"
 
+# A decimal that is certainly the canonical spelling of its value, with no need to encode it: at most
+# 10 integer and 5 fraction digits (15 significant digits: an IEEE double keeps any such decimal
+# exactly, so its shortest round-trip spelling has the same digits), no trailing zero in the
+# fraction but ".0" itself, and in [0.00001, 1e10), where msgspec writes plain decimals, never
+# exponents (tests/test_fast_paths.py compares the two over random decimals).  Others are encoded.
+_SHORT_DECIMAL = re.compile(rb"(?:0|[1-9][0-9]{0,9})\.(?:0|[0-9]{0,4}[1-9])").fullmatch
+
 _CANONICAL_LINE = re.compile(
     (
         r"\{"
@@ -98,15 +105,15 @@ def canonical_line_fields(line: bytes) -> tuple[str, str] | None:
     m = _CANONICAL_LINE(line)
     if m is None:
         return None
-    for name in ("kwh", "co2e_kg"):
-        number = m[name]
-        if ENCODER.encode(float(number)) != number:
+    kwh, co2e_kg, commit, created_bytes = m.group("kwh", "co2e_kg", "commit", "created")
+    for number in (kwh, co2e_kg):
+        if _SHORT_DECIMAL(number) is None and ENCODER.encode(float(number)) != number:
             return None
-    created = m["created"].decode("ascii")
+    created = created_bytes.decode("ascii")
     if created[8:10] > "28":  # the only days the pattern cannot rule out (Feb 30, Apr 31)
         try:
             timestamp_to_datetime(created)
         except SchemaError:
             return None
-    return m["commit"].decode("ascii"), created
+    return commit.decode("ascii"), created
 
