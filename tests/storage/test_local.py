@@ -14,6 +14,7 @@ import pytest
 
 from kfm_ledger.errors import ImmutableObjectError, LockedError, ObjectNotFoundError, StorageError
 from kfm_ledger.storage import LocalStorage
+from kfm_ledger.storage import local as local_storage
 from kfm_ledger.storage.local import _SYNCFS_AT
 
 
@@ -421,3 +422,25 @@ def test_discard_stale_temporaries_removes_only_dead_writers_files(store: LocalS
     assert not any(p.exists() for p in stale)
     assert live.exists() and all(p.exists() for p in user)
     assert store.read("tile/0/000") == b"t"
+
+
+def test_a_zombie_writers_temporary_files_are_stale(store: LocalStorage) -> None:
+    """A writer that exited but is not reaped yet (a bulk append's bundle writer killed with its
+    parent, until init reaps it) never writes again: its temporary files are swept."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child exits at once
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 5
+        while not local_storage._is_zombie(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert local_storage._is_zombie(pid)
+        (store.root / "tile" / "entries").mkdir(parents=True)
+        stale = store.root / "tile" / "entries" / f".001.kfm-tmp.{pid}.0123abcd"
+        stale.write_bytes(b"x")
+        mine = store.root / "tile" / "entries" / f".002.kfm-tmp.{os.getpid()}.0123abcd"
+        mine.write_bytes(b"y")
+        assert store.discard_stale_temporaries(["tile/"], recursive=True) == [f"tile/entries/{stale.name}"]
+        assert mine.exists() and not local_storage._is_zombie(os.getpid())
+    finally:
+        os.waitpid(pid, 0)

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 from kfm_ledger import schema
 from kfm_ledger.core import merkle
@@ -205,6 +205,17 @@ def append(
         return result
 
 
+class RowsWrittenAhead(Protocol):
+    """Rows of a batch already written past the signed ones under a provisional pending-append
+    record (a bulk append's: :class:`~kfm_ledger.log.bulk_append._RowsAhead`)."""
+
+    def undo(self) -> None:
+        """Remove them and the provisional record."""
+
+    def handed_over(self) -> None:
+        """The exact record replaced the provisional one: never undo them from now on."""
+
+
 def commit_batch(
     led: Ledger,
     *,
@@ -218,6 +229,8 @@ def commit_batch(
     recovered: int,
     last_checks: Callable[[], None] | None = None,
     bundles_written: Callable[[], tuple[int, ...]] | None = None,
+    rows_at: int | None = None,
+    ahead: RowsWrittenAhead | None = None,
 ) -> AppendResult:
     """Write a validated batch: steps 1-7 with their crash order (docs/operations.md).
 
@@ -236,16 +249,30 @@ def commit_batch(
     ``bundles_written`` (a bulk append whose bundles another process writes:
     :class:`~kfm_ledger.log.bundle_writer.BundleWriter`) replaces ``entries``: called after the
     tiles, it returns once every bundle is durable (the indexes of those that became full).
+
+    ``rows_at``: the JSONL offset where the batch's rows begin when some of them were written
+    ahead already (a bulk append's, under a provisional pending-append record that step 1's
+    exact record replaces); ``write_rows`` appends the rest.  ``ahead`` (those rows' writer) is
+    told to undo them if this fails before its own record is written, and that this owns them
+    once it is (from then on only this undoes, and never once the batch is signed).
     """
     old_size = led.size
-    refuse_tiles_in_the_way(led.storage, old_size, new_size)
-    old_end = led._jsonl.size()
-    pending = PendingAppend(old_size, old_end, new_size, old_end + payload_size)
-    edge = led._right_edge
-    pieces = entries if bundles_written is None and has_entry_bundles(led.storage, old_size) else None
-    # Step 1: the pending-append record, durable before any row is written.
-    # Crash after it: recovery rolls the append back (nothing was signed).
-    led.storage.write_atomic(PENDING_KEY, pending.to_json())
+    try:
+        refuse_tiles_in_the_way(led.storage, old_size, new_size)
+        old_end = led._jsonl.size() if rows_at is None else rows_at
+        pending = PendingAppend(old_size, old_end, new_size, old_end + payload_size)
+        edge = led._right_edge
+        pieces = entries if bundles_written is None and has_entry_bundles(led.storage, old_size) else None
+        # Step 1: the pending-append record, durable before any row is written.
+        # Crash after it: recovery rolls the append back (nothing was signed).
+        led.storage.write_atomic(PENDING_KEY, pending.to_json())
+    except BaseException:
+        if ahead is not None:
+            with contextlib.suppress(Exception):  # the next writer's recovery retries
+                ahead.undo()
+        raise
+    if ahead is not None:
+        ahead.handed_over()
     tiles_job: Future[TilesWritten] | None = None
     rows_job: Future[None] | None = None
     try:

@@ -6,6 +6,7 @@ Same steps, crash order and all-or-nothing rule as :mod:`kfm_ledger.log.append`.
 from __future__ import annotations
 
 import array
+import contextlib
 import itertools
 import os
 import threading
@@ -23,8 +24,9 @@ from .append import AppendResult, append, before_last_row_problem, commit_batch,
 from .bundle_writer import BundleWriter
 from .entries import Piece, has_entry_bundles, pieces_from_lines
 from .index_guard import IndexChanged, reseal, seal_appended, sealed_index
+from .layout import PENDING_KEY
 from .progress import Progress
-from .recovery import recover_locked
+from .recovery import MIN_ROW_BYTES, PendingAppend, recover_locked, undo_append
 
 if TYPE_CHECKING:
     from .bulk import ChunkResult
@@ -33,6 +35,80 @@ if TYPE_CHECKING:
 #: A bulk append whose input has at least one row per this many bytes for every row
 #: already in the ledger builds the UNIQUE commit index once, after all its inserts.
 DEFER_UNIQUE_BYTES_PER_ROW = 1024
+
+
+class _RowsAhead:
+    """A bulk append's rows copied into the JSONL while the rest of the batch is still validated,
+    so that the disk writes them meanwhile (their write-back started chunk by chunk) instead of
+    after the last row is checked.  The copies run in a thread of their own, in order.
+
+    The crash rule is step 1's (docs/operations.md): before a byte goes past the signed rows a
+    pending-append record covers it, here a *provisional* one (the batch's rows and bytes are
+    not known yet) whose ``new_end`` is raised, doubling, before the rows would pass it; its
+    ``new_size`` is the most rows those bytes could hold (:data:`MIN_ROW_BYTES` each).  A crash
+    then rolls the bytes back like any unsigned append; a refused or failed batch calls
+    :meth:`undo`; a valid one is handed to ``commit_batch`` (``rows_at``), whose exact record
+    replaces the provisional one.
+    """
+
+    #: The first provisional record covers this many bytes; each next one twice as many.
+    FIRST_SPAN = 64 << 20
+
+    def __init__(self, led: Ledger, old_size: int, old_end: int, copy: Callable[[tuple[int, int, int]], None]) -> None:
+        import concurrent.futures
+
+        self.led, self.old_size, self.old_end, self._copy = led, old_size, old_end, copy
+        self.chunks = 0  # chunks handed over, in order
+        self._copied = 0  # bytes handed over (each chunk's canonical lines, newlines included)
+        self._span = 0
+        self._record: PendingAppend | None = None
+        # The first record now, before anything of the batch is written anywhere (the bundle
+        # writer's temporary files included: a crash then has recovery sweep them too).
+        self._write(self._next_record(0), None)
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kfm-rows")  # no thread yet
+        self._jobs: list[concurrent.futures.Future[None]] = []
+
+    def _next_record(self, length: int) -> PendingAppend:
+        self._span = max(2 * self._span, self._copied + length, self.FIRST_SPAN)
+        self._record = PendingAppend(
+            self.old_size, self.old_end, self.old_size + self._span // MIN_ROW_BYTES, self.old_end + self._span
+        )
+        return self._record
+
+    def add(self, spool: tuple[int, int, int]) -> None:
+        """Copy the next chunk's canonical lines (its spool range) after those handed over so far."""
+        length = spool[2]
+        record = self._next_record(length) if self._copied + length > self._span else None
+        self._jobs.append(self._pool.submit(self._write, record, spool))
+        self._copied += length
+        self.chunks += 1
+
+    def _write(self, record: PendingAppend | None, spool: tuple[int, int, int] | None) -> None:
+        if record is not None:
+            self.led.storage.write_atomic(PENDING_KEY, record.to_json())  # durable before the bytes it covers
+        if spool is not None:
+            self._copy(spool)
+
+    def drain(self) -> None:
+        """Wait for every copy handed over; raise the first failure."""
+        jobs, self._jobs = self._jobs, []
+        try:
+            for job in jobs:
+                job.result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def handed_over(self) -> None:
+        """``commit_batch`` now owns the rows (its record replaces the provisional one)."""
+        self._record = None
+
+    def undo(self) -> None:
+        """Remove the rows copied ahead and the provisional record (a refused or failed batch)."""
+        with contextlib.suppress(Exception):
+            self.drain()  # nothing is still being written when the undo cuts
+        if self._record is not None:
+            record, self._record = self._record, None
+            undo_append(self.led, record)
 
 
 class _Problems:
@@ -153,6 +229,14 @@ def _append_file(
         # UNIQUE commit index once at the end instead of row by row.
         # The seal's bucket index (wider, scattered over 4,096 places) already from a quarter.
         rough_rows = size // DEFER_UNIQUE_BYTES_PER_ROW
+        # A local ledger's rows go to the JSONL as their chunks pass (under a provisional
+        # record), the disk writing them while the rest is validated.
+        append_from_fd = getattr(led._jsonl, "append_from_fd", None)
+        rows_ahead = (
+            _RowsAhead(led, old_size, old_end, lambda spool: spooled_input.copy_by_fd(spool, append_from_fd))
+            if append_from_fd is not None
+            else None
+        )
         # A local ledger's entry bundles are cut and written by a child process while the rows are
         # validated (forked now: before any thread or worker of this append starts).
         bundle_writer = (
@@ -165,6 +249,8 @@ def _append_file(
         except BaseException:
             if bundle_writer is not None:
                 bundle_writer.abort()
+            if rows_ahead is not None:
+                rows_ahead.undo()
             raise
         delta = idx.track(sealed.key)
         try:
@@ -184,6 +270,8 @@ def _append_file(
                     hashes += result.leaf_hashes
                     if bundle_writer is not None:
                         bundle_writer.add(result.spool)
+                    if rows_ahead is not None:
+                        rows_ahead.add(result.spool)
 
             def last_checks() -> None:
                 # The deferred UNIQUE commit index (repeats in the batch or against the ledger),
@@ -201,19 +289,24 @@ def _append_file(
                         raise IndexChanged("an entry outside its bucket")
                 problem.raise_if_any()
 
-            if problem.found or seq == 0:  # refused: every problem named, nothing written
-                last_checks()
-                raise InputRejected([RowProblem(1, "$", "no rows in the input")])
+            if problem.found or seq == 0:  # refused: every problem named, the rows copied ahead removed
+                try:
+                    last_checks()  # (inside the index's open transaction, which the undo rolls back)
+                    raise InputRejected([RowProblem(1, "$", "no rows in the input")])
+                finally:
+                    if rows_ahead is not None:
+                        rows_ahead.undo()
             new_size = old_size + seq
 
             rows_copied = threading.Event()
 
             def write_rows() -> None:
-                # A local ledger's JSONL takes the spooled bytes by a kernel copy (no user-space
-                # buffer); any other append log gets them in pieces.
-                append_from_fd = getattr(led._jsonl, "append_from_fd", None)
+                # A local ledger's JSONL took the spooled bytes by a kernel copy (no user-space
+                # buffer) as they passed; any other append log gets them now, in pieces.
                 try:
-                    for chunk in spooled_chunks:
+                    if rows_ahead is not None:
+                        rows_ahead.drain()
+                    for chunk in spooled_chunks[rows_ahead.chunks if rows_ahead is not None else 0 :]:
                         if append_from_fd is not None:
                             spooled_input.copy_by_fd(chunk, append_from_fd)
                         else:
@@ -245,10 +338,14 @@ def _append_file(
                 # undoes those writes, a valid batch (the rule) waits for nothing.
                 last_checks=last_checks,
                 bundles_written=None if bundle_writer is None else lambda: bundle_writer.finish(seq),
+                rows_at=old_end,
+                ahead=rows_ahead,
             )
             seal_appended(led, sealed, new_size)
             return appended
         finally:
+            if rows_ahead is not None:
+                rows_ahead.undo()  # a failure before commit_batch took the rows over; else nothing
             if bundle_writer is not None:
                 bundle_writer.abort()  # (after finish: nothing to do) else its temporary files deleted
             idx.delta = None

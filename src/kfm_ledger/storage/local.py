@@ -89,7 +89,20 @@ def _process_alive(pid: int) -> bool:
         return False
     except (PermissionError, OverflowError, ValueError, OSError):
         return True  # someone else's process, or not a number a process could have
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and only waits to be reaped (Linux ``/proc/<pid>/stat`` state Z):
+    it will never write again (a bulk append's bundle writer killed with its parent is one until
+    init reaps it).  False when unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat_line = f.read()
+    except OSError:
+        return False
+    # "pid (comm) state ...": comm may hold spaces and parentheses, the state follows the last ')'.
+    return stat_line[stat_line.rfind(b")") + 2 : stat_line.rfind(b")") + 3] == b"Z"
 
 
 def _refusal(path: str, key: str | None, why: str, *, inside: bool = True) -> StorageError:
