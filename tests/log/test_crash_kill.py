@@ -41,23 +41,26 @@ while True:
 """
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_sigkill_at_a_random_point_loses_nothing_acknowledged(tmp_path: Path, seed: int) -> None:
-    rng = random.Random(seed)
-    d = tmp_path / "ledger"
+def kill_a_writer(d: Path, script_and_args: list[str], after: float) -> int:
+    """A ledger of 50 rows in ``d``, a writer process (``python -c script args``) appending to it,
+    killed with SIGKILL after ``after`` seconds; the last size it reported as acknowledged."""
     led = Ledger.init(d, origin=ORIGIN)
     led.append(sample_jsonl(50), signer=signer_of(led))
     led.close()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(d), str(rng.choice([300, 1000, 2500]))],
-        stdout=subprocess.PIPE, text=True, env=env,
-    )
-    time.sleep(0.3 + rng.random() * 1.2)
+    proc = subprocess.Popen([sys.executable, "-c", *script_and_args], stdout=subprocess.PIPE, text=True, env=env)
+    time.sleep(after)
     proc.send_signal(signal.SIGKILL)
     out, _ = proc.communicate(timeout=30)
     acked = [int(line.split()[1]) for line in out.splitlines() if line.startswith("acked ")]
-    last_acked = max(acked, default=50)
+    return max(acked, default=50)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sigkill_at_a_random_point_loses_nothing_acknowledged(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    d = tmp_path / "ledger"
+    last_acked = kill_a_writer(d, [WRITER, str(d), str(rng.choice([300, 1000, 2500]))], 0.3 + rng.random() * 1.2)
 
     led = Ledger.open(d)
     assert led.size >= last_acked  # nothing acknowledged is lost
@@ -107,19 +110,8 @@ def test_sigkill_during_a_bulk_append_loses_nothing_acknowledged(tmp_path: Path,
     with no bundle beyond them and no temporary file left once recovered."""
     rng = random.Random(100 + seed)
     d = tmp_path / "ledger"
-    led = Ledger.init(d, origin=ORIGIN)
-    led.append(sample_jsonl(50), signer=signer_of(led))
-    led.close()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", BULK_WRITER, str(d), str(rng.choice([700, 2000, 4000])), str(tmp_path / "in.jsonl")],
-        stdout=subprocess.PIPE, text=True, env=env,
-    )
-    time.sleep(0.5 + rng.random() * 2.0)
-    proc.send_signal(signal.SIGKILL)
-    out, _ = proc.communicate(timeout=30)
-    acked = [int(line.split()[1]) for line in out.splitlines() if line.startswith("acked ")]
-    last_acked = max(acked, default=50)
+    args = [BULK_WRITER, str(d), str(rng.choice([700, 2000, 4000])), str(tmp_path / "in.jsonl")]
+    last_acked = kill_a_writer(d, args, 0.5 + rng.random() * 2.0)
     time.sleep(0.2)  # the workers and the bundle writer die with their parent (PR_SET_PDEATHSIG)
 
     led = Ledger.open(d)

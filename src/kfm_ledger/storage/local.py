@@ -356,6 +356,33 @@ def _syncfs_function() -> Callable[[int], None] | None:
 _SYNCFS: Callable[[int], None] | bool | None = False
 
 
+def _publish_renames(
+    held: dict[str, int], renames: list[tuple[int, str, str]], syncfs: Callable[[int], None] | None
+) -> None:
+    """Make written temporary files ``(folder descriptor, temporary name, name)`` visible: one
+    ``syncfs`` per file system the folders live on (``tile/`` might be a mount of its own) makes
+    every file's bytes durable before any is visible, the renames, then one more makes the names
+    durable.  On failure (or with ``syncfs`` None: called off) the temporary files not renamed
+    yet are removed, so none is left behind."""
+    try:
+        if syncfs is None:
+            return
+        devices = {os.fstat(fd).st_dev: fd for fd in held.values()}
+        for fd in devices.values():
+            syncfs(fd)
+        while renames:
+            dfd, tmp, name = renames[-1]
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            renames.pop()
+        for fd in devices.values():
+            syncfs(fd)
+    finally:
+        for dfd, tmp, _ in renames:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dfd)
+        renames.clear()
+
+
 def _start_writeback_function() -> Callable[[int, int, int], None] | None:
     """Linux ``sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE)``: start writing a
     file's dirty pages to the disk and return at once (no durability promise: an fsync or
@@ -717,27 +744,20 @@ class LocalStorage:
         held: dict[str, int] = {}
         renames: list[tuple[int, str, str]] = []  # (folder descriptor, temporary name, name)
         try:
-            for key, data in items:
-                if self._check_same(key, data):
-                    continue
-                folder, name = self._split(key)
-                if folder not in held:
-                    held[folder] = self._acquire(folder, True)  # open (and in use) until the end
-                dfd = held[folder]
-                renames.append((dfd, self._write_tmp(dfd, name, data, 0o644, sync=False, writeback=True), name))
-            devices = {os.fstat(fd).st_dev: fd for fd in held.values()}
-            for fd in devices.values():
-                syncfs(fd)  # every file's bytes durable before any is visible
-            while renames:
-                dfd, tmp, name = renames[-1]
-                os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-                renames.pop()
-            for fd in devices.values():
-                syncfs(fd)  # the new names durable
+            try:
+                for key, data in items:
+                    if self._check_same(key, data):
+                        continue
+                    folder, name = self._split(key)
+                    if folder not in held:
+                        held[folder] = self._acquire(folder, True)  # open (and in use) until the end
+                    dfd = held[folder]
+                    renames.append((dfd, self._write_tmp(dfd, name, data, 0o644, sync=False, writeback=True), name))
+            except BaseException:
+                _publish_renames(held, renames, None)  # called off: the temporary files removed
+                raise
+            _publish_renames(held, renames, syncfs)
         finally:
-            for dfd, tmp, _ in renames:  # a failure before the renames: no temporary file left behind
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp, dir_fd=dfd)
             for _ in held:
                 self._release()
 
@@ -760,20 +780,10 @@ class LocalStorage:
             with ThreadPoolExecutor(_CREATE_THREADS, thread_name_prefix="kfm-write") as pool:
                 for _ in pool.map(write_file, jobs):
                     pass
-            # One folder per file system the objects live on (tile/ might be a mount of its own).
-            devices = {os.fstat(fd).st_dev: fd for fd in held.values()}
-            for fd in devices.values():
-                syncfs(fd)  # every file's bytes durable before any is visible
-            while renames:
-                dfd, tmp, name = renames[-1]
-                os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-                renames.pop()
-            for fd in devices.values():
-                syncfs(fd)  # the new names durable
-        finally:
-            for dfd, tmp, _ in renames:  # a failure before the renames: no temporary file left behind
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp, dir_fd=dfd)
+        except BaseException:
+            _publish_renames(held, renames, None)
+            raise
+        _publish_renames(held, renames, syncfs)
 
     def write_once_and_publish(self, once_key: str, atomic_key: str, data: bytes) -> None:
         """One file, two names: written and fsync'd once, hard-linked as ``once_key``
