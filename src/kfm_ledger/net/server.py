@@ -49,7 +49,7 @@ from kfm_ledger.errors import (
     ObjectNotFoundError,
 )
 
-from .lookup import MAX_CANDIDATES, lookup
+from .lookup import MAX_CANDIDATES, Lookups
 
 if TYPE_CHECKING:  # pragma: no cover
     from kfm_ledger.log.ledger import Ledger
@@ -134,6 +134,7 @@ class LogApp:
         self.ledger_dir = os.fspath(ledger_dir)
         self.vkey = vkey
         self._led: Ledger | None = None
+        self._lookups: Lookups | None = None
         self._gzipped: OrderedDict[tuple[int, int], bytes] = OrderedDict()  # (index, width) -> gzip body
 
     # ------------------------------------------------------------ ledger
@@ -143,12 +144,20 @@ class LogApp:
             from kfm_ledger.log.ledger import Ledger
 
             self._led = Ledger.open(self.ledger_dir, vkey=self.vkey)
+            self._lookups = Lookups(self._led)
         return self._led
+
+    def lookups(self) -> Lookups:
+        """The lookup API's answers (:class:`~kfm_ledger.net.lookup.Lookups`) for the ledger."""
+        self.ledger()
+        assert self._lookups is not None
+        return self._lookups
 
     def close(self) -> None:
         if self._led is not None:
             self._led.close()
             self._led = None
+            self._lookups = None
 
     def _size(self, refresh: bool) -> int:
         led = self.ledger()
@@ -191,10 +200,10 @@ class LogApp:
         if path.startswith("/tile/"):
             return self._tile(path[1:])
         if path.startswith("/lookup/"):
-            found = lookup(self.ledger(), path[len("/lookup/") :])
+            found = self.lookups().lookup(path[len("/lookup/") :])
             return Response(200, found.to_json(), _JSON, CACHE_LOOKUP)
         if path.startswith("/proof/"):
-            found = lookup(self.ledger(), path[len("/proof/") :])
+            found = self.lookups().lookup(path[len("/proof/") :])
             return Response(200, found.tlog_proof, _TEXT, CACHE_LOOKUP)
         if path.startswith("/checkpoints/"):
             return self._kept_checkpoint(path[len("/checkpoints/") :])
