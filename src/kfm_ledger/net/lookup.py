@@ -23,8 +23,11 @@ import binascii
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from kfm_ledger import schema
 from kfm_ledger.core import merkle, tiles
@@ -36,7 +39,6 @@ from kfm_ledger.errors import (
     FormatError,
     ProofError,
 )
-from kfm_ledger.schema.fast_path import canonical_line_fields
 
 if TYPE_CHECKING:  # pragma: no cover
     from kfm_ledger.core.signed_checkpoint import SignedCheckpoint
@@ -59,8 +61,21 @@ _sha256 = hashlib.sha256
 _b64_line = binascii.b2a_base64  # RFC 4648 §4 standard base64 and a newline: one tlog-proof hash line
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False)
+
+
 def _json_string(text: str) -> bytes:
-    return json.dumps(text, ensure_ascii=False).encode("utf-8")
+    """``text`` as a JSON string, as ``json.dumps(text, ensure_ascii=False)`` writes it."""
+    return _JSON.encode(text).encode("utf-8")
+
+
+class _Commit(msgspec.Struct):
+    """A row's ``lakefs_commit`` alone (the other fields are skipped, not built)."""
+
+    lakefs_commit: str
+
+
+_COMMIT_OF = msgspec.json.Decoder(_Commit).decode
 
 
 @dataclass(frozen=True)
@@ -122,8 +137,11 @@ class Lookups:
     """The lookup API's answers for one ledger (see the module docstring); one per worker
     process, not for use from several threads at once."""
 
-    def __init__(self, led: Ledger) -> None:
+    def __init__(self, led: Ledger, refresh: Callable[[], None] | None = None) -> None:
         self.led = led
+        #: Re-reads the latest signed checkpoint before each lookup (default ``led.refresh``;
+        #: ``kfm serve``: a :class:`~kfm_ledger.net.checkpoint_watch.CheckpointWatch`).
+        self.refresh = refresh if refresh is not None else led.refresh
         self._head: _Head | None = None
 
     def lookup(self, commit: str) -> Lookup:
@@ -136,17 +154,19 @@ class Lookups:
         """
         check_commit_text(commit)
         led = self.led
-        led.refresh()
+        self.refresh()
         head = self._head
         if head is None or head.signed is not led.checkpoint:
             head = self._head = _Head(led.checkpoint)
         e = self._entry(commit, head.size)
         line = led.stored_line(e)
         hash_lines = self._proof_lines(head, e.leaf, line, commit)
-        # Proven: now the row's commit (a valid canonical line's commit is read by the fast path's
-        # regex; any other line is decoded whole), which must be the one asked for.
-        fields = canonical_line_fields(line)
-        row_commit = fields[0] if fields is not None else schema.decode_row(line).lakefs_commit
+        # Proven, so a signed row, validated when it was appended: only its commit is read (a line
+        # that is not a JSON object with one is decoded whole, which names the problem).
+        try:
+            row_commit = _COMMIT_OF(line).lakefs_commit
+        except msgspec.MsgspecError:
+            row_commit = schema.decode_row(line).lakefs_commit
         if not row_commit.startswith(commit):
             raise CorruptLedgerError(
                 f"the commit index points {commit!r} at leaf {e.leaf}, whose row is for {row_commit!r}; "

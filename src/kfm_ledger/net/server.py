@@ -20,8 +20,10 @@ names a file of its own choosing.  Errors are JSON ``{"error": {"status", "type"
 414 path too long, 500 a ledger whose stored data does not prove (``kfm verify`` says more).
 
 Each worker process opens the ledger once; the signed checkpoint is re-read on every request
-that depends on the tree size (``Ledger.refresh``: a file read, and a signature check only when
-it changed), so appends made by ``kfm append`` while the server runs are served at once.
+that depends on the tree size, unless one ``stat`` shows its file is the one read last
+(:class:`~kfm_ledger.net.checkpoint_watch.CheckpointWatch`; ``Ledger.refresh``: a file read, and
+a signature check only when it changed), so appends made by ``kfm append`` while the server
+runs are served at once.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from kfm_ledger.errors import (
     ObjectNotFoundError,
 )
 
+from .checkpoint_watch import CheckpointWatch
 from .lookup import MAX_CANDIDATES, Lookups
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -135,17 +138,25 @@ class LogApp:
         self.vkey = vkey
         self._led: Ledger | None = None
         self._lookups: Lookups | None = None
+        self._watch = CheckpointWatch(None)
         self._gzipped: OrderedDict[tuple[int, int], bytes] = OrderedDict()  # (index, width) -> gzip body
 
     # ------------------------------------------------------------ ledger
     def ledger(self) -> Ledger:
         """The ledger, opened on first use (its checkpoint signature checked)."""
         if self._led is None:
+            from kfm_ledger.log.layout import CHECKPOINT_KEY
             from kfm_ledger.log.ledger import Ledger
+            from kfm_ledger.storage import local_path_of
 
-            self._led = Ledger.open(self.ledger_dir, vkey=self.vkey)
-            self._lookups = Lookups(self._led)
+            led = self._led = Ledger.open(self.ledger_dir, vkey=self.vkey)
+            self._watch = CheckpointWatch(local_path_of(led.storage, CHECKPOINT_KEY))
+            self._lookups = Lookups(led, self._refresh)
         return self._led
+
+    def _refresh(self) -> None:
+        """Re-read the latest signed checkpoint if its file may have changed (appends by others)."""
+        self._watch.refresh(self.ledger())
 
     def lookups(self) -> Lookups:
         """The lookup API's answers (:class:`~kfm_ledger.net.lookup.Lookups`) for the ledger."""
@@ -162,7 +173,7 @@ class LogApp:
     def _size(self, refresh: bool) -> int:
         led = self.ledger()
         if refresh:
-            led.refresh()
+            self._refresh()
         return led.size
 
     # ------------------------------------------------------------ routes
