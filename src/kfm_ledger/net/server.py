@@ -28,6 +28,7 @@ runs are served at once.
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import logging
@@ -57,7 +58,15 @@ from .lookup import MAX_CANDIDATES, Lookups
 if TYPE_CHECKING:  # pragma: no cover
     from kfm_ledger.log.ledger import Ledger
 
-__all__ = ["CACHE_CHECKPOINT", "CACHE_IMMUTABLE", "MAX_PATH_BYTES", "LogApp", "Response", "create_app"]
+__all__ = [
+    "CACHE_CHECKPOINT",
+    "CACHE_IMMUTABLE",
+    "MAX_PATH_BYTES",
+    "LogApp",
+    "Response",
+    "create_app",
+    "freeze_startup_objects",
+]
 
 log = logging.getLogger("kfm.serve")
 
@@ -352,7 +361,23 @@ ENV_LEDGER = "KFM_SERVE_LEDGER"
 ENV_VKEY = "KFM_SERVE_VKEY"
 
 
+def freeze_startup_objects() -> None:
+    """Move every object alive after start-up (modules, the opened ledger) out of the cyclic
+    garbage collector's reach (``gc.freeze``): a serving process collects only what requests
+    leave behind, and a full collection no longer walks the whole program (a pause in the tail
+    of the latency)."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app() -> LogApp:
     """The application for a worker process, configured through :data:`ENV_LEDGER` and
-    :data:`ENV_VKEY` (uvicorn's ``factory=True``)."""
-    return LogApp(os.environ[ENV_LEDGER], vkey=os.environ.get(ENV_VKEY) or None)
+    :data:`ENV_VKEY` (uvicorn's ``factory=True``): the ledger opened, the start-up objects
+    frozen (:func:`freeze_startup_objects`)."""
+    app = LogApp(os.environ[ENV_LEDGER], vkey=os.environ.get(ENV_VKEY) or None)
+    try:
+        app.ledger()
+    except KfmError:
+        return app  # the lifespan startup reports it (uvicorn stops the worker)
+    freeze_startup_objects()
+    return app
