@@ -425,3 +425,21 @@ def test_the_proven_tile_memo_is_bounded(served, monkeypatch) -> None:
         head.remember(k, bytes(32), b"")
     assert sorted(head.tiles) == [3, 4]
     led.close()
+
+
+def test_the_served_index_has_a_large_page_cache(served) -> None:
+    from kfm_ledger.net.server import INDEX_CACHE_KIB, ServedIndexLocation
+
+    _, d = served
+    app = LogApp(d)
+    led = app.ledger()
+    assert isinstance(led.index_location, ServedIndexLocation)
+    idx = led.stored_index()
+    assert idx is not None and idx._conn.execute("PRAGMA cache_size").fetchone() == (-INDEX_CACHE_KIB,)
+    assert app.handle("GET", f"/lookup/{sample_commit(9)}").status == 200
+    app.close()
+    led.index_location.discard()  # the ledger's own index: gone, and rebuilt on the next use
+    assert not (d / "index.sqlite").exists()
+    assert app.handle("GET", f"/lookup/{sample_commit(9)}").status == 200
+    assert (d / "index.sqlite").exists()
+    app.close()
