@@ -38,7 +38,8 @@ def bundles_of(led: Ledger) -> dict[str, bytes]:
 
 
 class ServerThread:
-    """An ASGI app served by uvicorn on 127.0.0.1:<free port> in a thread; a context manager."""
+    """An ASGI app served by uvicorn on 127.0.0.1:<free port> in a thread, configured as
+    ``kfm serve`` configures it (net/serve.py ``uvicorn_options``); a context manager."""
 
     def __init__(self, app: Any, *, lifespan: str = "auto") -> None:
         import uvicorn
@@ -48,7 +49,9 @@ class ServerThread:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="error", access_log=False, lifespan=lifespan)
+        from kfm_ledger.net.serve import uvicorn_options
+
+        config = uvicorn.Config(app, lifespan=lifespan, **{**uvicorn_options(), "log_level": "error"})
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

@@ -16,7 +16,7 @@ from netutil import ORIGIN, ServerThread, bundles_of
 
 from kfm_ledger.core import merkle, tiles
 from kfm_ledger.core.entry_bundle import decode_entry_bundle
-from kfm_ledger.core.tlogproof import verify_tlog_proof
+from kfm_ledger.core.tlogproof import format_tlog_proof, verify_tlog_proof
 from kfm_ledger.log.keys import load_signer
 from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.net.server import CACHE_IMMUTABLE, MAX_PATH_BYTES, LogApp
@@ -327,3 +327,119 @@ def test_the_python_example_of_network_md_runs(served, tmp_path: Path, monkeypat
     scope: dict = {}
     exec(block.replace("http://127.0.0.1:8080", server.url), scope)
     assert scope["result"].index == 5 and [e.kind for e in scope["events"]] == ["checkpoint", "rows"]
+
+
+def _lookup_doc(server: ServerThread, commit: str) -> dict:
+    status, _, body = request(server, f"/lookup/{commit}")
+    assert status == 200, body
+    return json.loads(body)
+
+
+def test_lookup_proofs_are_the_ledgers_own(served) -> None:
+    """Rows of the full tile 0 (the first proves the tile's upper path, the next reuse it) and of
+    the partial tile 1: every answer is byte for byte the ledger's own tlog-proof, and the JSON
+    is the compact encoding of the documented object."""
+    server, d = served
+    led = Ledger.open(d)
+    for i in (7, 8, 255, 0, 7, 300, 319):
+        status, _, body = request(server, f"/lookup/{sample_commit(i)}")
+        assert status == 200
+        proof = format_tlog_proof(led.tlog_proof(i))
+        doc = {"index": i, "lakefs_commit": sample_commit(i), "row": "ROW", "tlog_proof": proof.decode(),
+               "tree_size": 320}
+        want = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+        assert body == want.replace(b'"ROW"', led.entry(i).line)
+        assert request(server, f"/proof/{sample_commit(i)[:12]}")[2] == proof
+    led.close()
+
+
+def test_a_new_checkpoint_is_seen_by_the_next_lookup(served) -> None:
+    """What was proven under one checkpoint is not reused under the next: an append by another
+    writer, and the next lookup of a row of an already proven tile answers under the new tree."""
+    server, d = served
+    assert _lookup_doc(server, sample_commit(7))["tree_size"] == 320
+    assert _lookup_doc(server, sample_commit(9))["tree_size"] == 320
+    led = Ledger.open(d)
+    led.append(sample_jsonl(10, start=320), signer=load_signer((d / "log.key").read_bytes()))
+    for i in (9, 7, 325):
+        doc = _lookup_doc(server, sample_commit(i))
+        assert doc["tree_size"] == 330 and doc["tlog_proof"].encode() == format_tlog_proof(led.tlog_proof(i))
+        cp, index = verify_tlog_proof(doc["tlog_proof"].encode(), led.entry(i).line, [led.verifier], origin=ORIGIN)
+        assert (cp.size, index) == (330, i)
+    led.close()
+
+
+def test_a_row_changed_after_its_tile_was_proven_is_a_500(served) -> None:
+    server, d = served
+    _lookup_doc(server, sample_commit(3))  # tile 0's upper path proven
+    jsonl = d / "rollback-index.jsonl"
+    data = jsonl.read_bytes()
+    at = data.index(b'"producer":"', data.index(sample_commit(4).encode())) + 12
+    jsonl.write_bytes(data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :])  # same length: row 4 only
+    status, _, body = request(server, f"/lookup/{sample_commit(4)}")
+    err = error_of(body)
+    assert status == 500 and err["type"] == "CorruptLedgerError" and "row 4 " in err["message"]
+    assert _lookup_doc(server, sample_commit(5))["index"] == 5
+
+
+def test_a_wrong_cached_tile_never_answers(served) -> None:
+    """A cached tile expansion that disagrees with the proven tile root is not served: the full
+    path is taken again (the cache cleared, the tiles re-read)."""
+    _, d = served
+    app = LogApp(d)
+    good = app.handle("GET", f"/proof/{sample_commit(5)}").body
+    assert app.handle("GET", f"/proof/{sample_commit(6)}").status == 200  # tile 0's upper path proven
+    cache = app.ledger().prover.tile_cache
+    levels = cache.get((0, 0, tiles.TILE_WIDTH))
+    assert levels is not None
+    cache.clear()
+    # Node (2, 0), the level-2 sibling on leaf 5's path, replaced in the cached expansion.
+    cache.put((0, 0, tiles.TILE_WIDTH), (*levels[:2], bytes(32) + levels[2][32:], *levels[3:]))
+    assert app.handle("GET", f"/proof/{sample_commit(5)}").body == good
+    assert cache.get((0, 0, tiles.TILE_WIDTH)) == levels  # expanded again from the stored tile
+    app.close()
+
+
+def test_an_index_pointing_at_another_row_is_a_500(served) -> None:
+    import sqlite3
+
+    server, d = served
+    a, b = sample_commit(2), sample_commit(3)
+    with sqlite3.connect(d / "index.sqlite") as db:
+        db.execute("UPDATE entries SET lakefs_commit = 'x' WHERE leaf = 2")
+        db.execute(f"UPDATE entries SET lakefs_commit = '{a}' WHERE leaf = 3")
+        db.execute(f"UPDATE entries SET lakefs_commit = '{b}' WHERE leaf = 2")
+    status, _, body = request(server, f"/lookup/{a}")
+    err = error_of(body)
+    assert status == 500 and err["type"] == "CorruptLedgerError" and b in err["message"]
+
+
+def test_the_proven_tile_memo_is_bounded(served, monkeypatch) -> None:
+    from kfm_ledger.net import lookup
+
+    _, d = served
+    monkeypatch.setattr(lookup, "MEMO_TILES", 2)
+    led = Ledger.open(d)
+    head = lookup._Head(led.checkpoint)
+    for k in range(5):
+        head.remember(k, bytes(32), b"")
+    assert sorted(head.tiles) == [3, 4]
+    led.close()
+
+
+def test_the_served_index_has_a_large_page_cache(served) -> None:
+    from kfm_ledger.net.server import INDEX_CACHE_KIB, ServedIndexLocation
+
+    _, d = served
+    app = LogApp(d)
+    led = app.ledger()
+    assert isinstance(led.index_location, ServedIndexLocation)
+    idx = led.stored_index()
+    assert idx is not None and idx._conn.execute("PRAGMA cache_size").fetchone() == (-INDEX_CACHE_KIB,)
+    assert app.handle("GET", f"/lookup/{sample_commit(9)}").status == 200
+    app.close()
+    led.index_location.discard()  # the ledger's own index: gone, and rebuilt on the next use
+    assert not (d / "index.sqlite").exists()
+    assert app.handle("GET", f"/lookup/{sample_commit(9)}").status == 200
+    assert (d / "index.sqlite").exists()
+    app.close()

@@ -314,6 +314,11 @@ class Ledger(SignedLog):
         line = self._jsonl.read(e.offset, e.length)
         return schema.Entry(e.leaf, line, schema.decode_row(line))
 
+    def stored_line(self, e: IndexedEntry) -> bytes:
+        """The bytes an index entry points at in the JSONL, as stored: not proven (the caller
+        proves them, e.g. the lookup API, which serves them with their inclusion proof)."""
+        return self._jsonl.read(e.offset, e.length)
+
     def _leaf_line(self, index: int) -> bytes:
         located = self.index.at(index)
         if located is None:
