@@ -596,3 +596,4 @@ def test_a_short_decimal_taken_without_encoding_is_what_msgspec_writes(integer: 
         assert _SHORT_DECIMAL(edge) is not None and ENCODER.encode(float(edge)) == edge
     for refused in (b"0.10", b"1.000000", b"0.000001", b"10000000000.5", b"00.5", b"1e5"):
         assert _SHORT_DECIMAL(refused) is None
+

@@ -237,12 +237,13 @@ def test_append_log_appends_reads_and_truncates(store: LocalStorage) -> None:
         log.close()  # twice is fine
 
 
-@pytest.mark.parametrize("kernel_copy", [True, False], ids=["copy_file_range", "read-and-append"])
+@pytest.mark.parametrize("missing", [(), ("copy_file_range",), ("copy_file_range", "sendfile")],
+                         ids=["copy_file_range", "sendfile", "read-and-append"])
 def test_append_from_fd_appends_a_range_of_another_file(
-    store: LocalStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_copy: bool
+    store: LocalStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, missing: tuple[str, ...]
 ) -> None:
-    if not kernel_copy:  # a platform or file pair without copy_file_range: the bytes go through user space
-        monkeypatch.delattr(os, "copy_file_range", raising=False)
+    for name in missing:  # a platform or file pair without them: the next way, then user space
+        monkeypatch.delattr(os, name, raising=False)
     source = tmp_path / "spool"
     source.write_bytes(b"0123456789" * 1000)
     log = store.append_log("rollback-index.jsonl")
@@ -261,6 +262,25 @@ def test_append_from_fd_appends_a_range_of_another_file(
     finally:
         os.close(fd)
         log.close()
+
+
+def test_append_from_fd_copies_across_file_systems(store: LocalStorage) -> None:
+    """From a tmpfs spool (copy_file_range refuses another file system: sendfile does it)."""
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm here")
+    import tempfile
+
+    with tempfile.TemporaryFile(dir="/dev/shm") as spool:
+        spool.write(b"abc\n" * 5000)
+        spool.flush()
+        log = store.append_log("rollback-index.jsonl")
+        try:
+            log.append(b"x\n")
+            log.append_from_fd(spool.fileno(), 4, 8000)
+            log.append(b"y\n")
+            assert log.read(0, log.size()) == b"x\n" + b"abc\n" * 2000 + b"y\n"
+        finally:
+            log.close()
 
 
 def test_append_log_reopens_existing_bytes(store: LocalStorage) -> None:

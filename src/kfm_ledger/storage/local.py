@@ -244,32 +244,43 @@ class LocalAppendLog:
     def append_from_fd(self, source: int, offset: int, length: int) -> None:
         """Append ``length`` bytes of the file open as ``source``, from ``offset`` on.
 
-        Copied by the kernel (Linux ``copy_file_range(2)``: page cache to page cache, no
-        user-space buffer, Python's GIL released) where it can, else read and
-        :meth:`append`\\ ed.  The log's descriptor is opened with ``O_APPEND``, which
-        ``copy_file_range`` refuses: the flag is cleared for the copy (the writer lock is
-        held: nothing else appends meanwhile) and set again after.  Not durable until
-        :meth:`sync`; StorageError if ``source`` ends early.
+        Copied by the kernel where it can (Linux ``copy_file_range(2)`` within a file system,
+        ``sendfile(2)`` across file systems, e.g. from a tmpfs spool: page cache to page cache,
+        no user-space buffer, Python's GIL released), else read and appended.  The log's
+        descriptor is opened with ``O_APPEND``, which both refuse: the flag is cleared for the copy
+        (the writer lock is held: nothing else appends meanwhile) and set again after.  The copied
+        range's write-back is started.  Not durable until :meth:`sync`; StorageError if ``source``
+        ends early.
         """
         position = self.size()
         copied = 0
-        start_writeback = _start_writeback_function()
-        if hasattr(os, "copy_file_range"):
+
+        def by_copy_file_range(n: int) -> int:
+            return os.copy_file_range(source, self._fd, n, offset + copied, position + copied)
+
+        def by_sendfile(n: int) -> int:
+            os.lseek(self._fd, position + copied, os.SEEK_SET)
+            return os.sendfile(self._fd, source, offset + copied, n)
+
+        kernel_copies = [f for name, f in (("copy_file_range", by_copy_file_range), ("sendfile", by_sendfile))
+                         if hasattr(os, name)]
+        if kernel_copies:
             flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
             fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~os.O_APPEND)
             try:
-                while copied < length:
-                    n = os.copy_file_range(
-                        source, self._fd, min(length - copied, 1 << 30), offset + copied, position + copied
-                    )
-                    if n == 0:
-                        break  # the source ended: reported below
-                    copied += n
-            except OSError as e:
-                # Not supported for this pair of files (another file system, an old kernel):
-                # the rest goes through user space.
-                if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF):
-                    raise
+                for kernel_copy in kernel_copies:
+                    try:
+                        while copied < length:
+                            n = kernel_copy(min(length - copied, 1 << 30))
+                            if n == 0:
+                                break  # the source ended: reported below
+                            copied += n
+                        break
+                    except OSError as e:
+                        # Not for this pair of files (EXDEV: another file system, an old kernel):
+                        # the next way, then user space.
+                        if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF):
+                            raise
             finally:
                 fcntl.fcntl(self._fd, fcntl.F_SETFL, flags)
         while copied < length:
@@ -282,8 +293,8 @@ class LocalAppendLog:
                 )
             self.append(data)
             copied += len(data)
-        if start_writeback is not None:  # the disk starts on these bytes now, not at the fsync
-            start_writeback(self._fd, position, length)
+        if (start_writeback := _start_writeback_function()) is not None:
+            start_writeback(self._fd, position, length)  # the disk starts on these bytes now, not at the fsync
 
     def sync(self) -> None:
         os.fsync(self._fd)
