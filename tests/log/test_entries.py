@@ -389,8 +389,8 @@ def test_a_bundle_writer_that_dies_or_a_refused_batch_leaves_the_ledger_as_it_wa
     real_add = bundle_writer.BundleWriter.add
     calls: list[int] = []
 
-    def add(self, spool):  # type: ignore[no-untyped-def]
-        real_add(self, spool)
+    def add(self, offset, length, leaf_hashes):  # type: ignore[no-untyped-def]
+        real_add(self, offset, length, leaf_hashes)
         calls.append(1)
         if how == "killed" and len(calls) == 4:
             # Once the child has a bundle in a temporary file (of its own pid), kill it.
@@ -419,5 +419,51 @@ def test_a_bundle_writer_that_dies_or_a_refused_batch_leaves_the_ledger_as_it_wa
         assert verify_ledger(led).ok
         if how == "killed":  # the next try (a new child) goes through
             assert led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2).count == 700
+    finally:
+        led.close()
+
+
+def test_canonical_input_is_copied_from_the_file_and_checked_when_it_arrives(
+    tmp_path: Path, bulk_path, monkeypatch
+) -> None:
+    """Canonical input is not spooled: its rows are copied from the input file itself, and the
+    bundle writer checks every row that reaches the JSONL against the leaf hash its validation
+    computed.  An input file changed between the check and the copy fails the append, nothing
+    signed or left behind."""
+    from kfm_ledger.errors import StorageError
+
+    real_copy = bulk.SpooledInput.copy_by_fd
+    sources: list[int] = []
+
+    def copy_by_fd(self, spool, append_from_fd):  # type: ignore[no-untyped-def]
+        sources.append(spool[0])
+        if tamper and len(sources) == 3:  # the third chunk's bytes change after they were validated
+            with open(tmp_path / "rows.jsonl", "r+b") as f:
+                f.seek(spool[1] + 100)
+                f.write(b"X")
+        return real_copy(self, spool, append_from_fd)
+
+    monkeypatch.setattr(bulk.SpooledInput, "copy_by_fd", copy_by_fd)
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    try:
+        fill(led, 30)
+        before = ledger_files(tmp_path / "l")
+        (tmp_path / "rows.jsonl").write_bytes(sample_jsonl(700, start=30))
+        tamper = True
+        with pytest.raises(StorageError, match="input file changed while it was appended"):
+            led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2)
+        assert set(sources) == {bulk.INPUT_SLOT}  # canonical rows: none spooled
+        assert led.size == 30 and ledger_files(tmp_path / "l") == before
+        tamper = False
+        (tmp_path / "rows.jsonl").write_bytes(sample_jsonl(700, start=30))
+        assert led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2).count == 700
+        assert verify_ledger(led).ok
+        # Input that is not canonical as given is spooled (its canonical form is what is stored).
+        sources.clear()
+        spaced = b"\n".join(line.replace(b'":', b'": ', 1) for line in sample_jsonl(300, start=730).splitlines())
+        (tmp_path / "spaced.jsonl").write_bytes(spaced + b"\n")
+        assert led.append_file(tmp_path / "spaced.jsonl", signer=signer_of(led), workers=2).count == 300
+        assert sources and bulk.INPUT_SLOT not in sources
+        assert verify_ledger(led).ok
     finally:
         led.close()

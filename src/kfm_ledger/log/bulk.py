@@ -331,12 +331,15 @@ def _in_order(
 # spool file of its own.  Only the per-row facts travel back through the pipe: the
 # input and the canonical bytes, gigabytes at a million rows, never do.
 
-_WORKER: dict[str, int] = {}  # in a worker: the input fd, its spool fd and slot
+_WORKER: dict[str, int] = {}  # in a worker: the input fd, its spool fd and slot, in_place
+#: The "spool slot" of rows that are the input's own bytes (:attr:`SpooledInput.in_place`).
+INPUT_SLOT = -1
 _WORKER_SEAL_KEY: list[bytes] = []  # in an input worker: the commit index seal key, if given
 
 
 def _start_input_worker(
-    input_fd: int, spool_fds: list[int], slots: object, parent: int, seal_key: bytes | None, in_worker: bool
+    input_fd: int, spool_fds: list[int], slots: object, parent: int, seal_key: bytes | None, in_place: bool,
+    in_worker: bool,
 ) -> None:
     if in_worker:
         _die_with_parent(parent)
@@ -347,7 +350,7 @@ def _start_input_worker(
     with slots.get_lock():  # type: ignore[attr-defined]
         slot = slots.value  # type: ignore[attr-defined]
         slots.value += 1  # type: ignore[attr-defined]
-    _WORKER.update(input=input_fd, spool=spool_fds[slot], slot=slot)
+    _WORKER.update(input=input_fd, spool=spool_fds[slot], slot=slot, in_place=int(in_place))
     _WORKER_SEAL_KEY[:] = [] if seal_key is None else [seal_key]
 
 
@@ -357,11 +360,16 @@ def read_lines_in_range(fd: int, start: int, end: int, file_start: int) -> bytes
     A line begins at ``file_start`` or just after a newline.  The last line may
     run past ``end``; it is read to its newline (or the end of the file).
     """
+    return lines_in_range(fd, start, end, file_start)[1]
+
+
+def lines_in_range(fd: int, start: int, end: int, file_start: int) -> tuple[int, bytes]:
+    """:func:`read_lines_in_range` and the file offset of the first byte read."""
     if start > file_start:
         head = os.pread(fd, end - start + 1, start - 1)
         cut = head.find(b"\n")
         if cut < 0 or start + cut >= end:
-            return b""  # no line begins in the range
+            return start, b""  # no line begins in the range
         start += cut
     data = bytearray(os.pread(fd, end - start, start))
     position = start + len(data)
@@ -372,7 +380,7 @@ def read_lines_in_range(fd: int, start: int, end: int, file_start: int) -> bytes
         cut = more.find(b"\n")
         data += more if cut < 0 else more[: cut + 1]
         position += len(more)
-    return bytes(data)
+    return start, bytes(data)
 
 
 def _validate_input_range(start: int, end: int, file_start: int) -> ChunkResult:
@@ -381,13 +389,20 @@ def _validate_input_range(start: int, end: int, file_start: int) -> ChunkResult:
     Line numbers in the result count from 1 at the range's first line (the
     caller rebases them: only it knows how many lines came before).
     """
-    result = validate_input_chunk(1, read_lines_in_range(_WORKER["input"], start, end, file_start))
+    first, data = lines_in_range(_WORKER["input"], start, end, file_start)
+    result = validate_input_chunk(1, data)
     # The commit index's per-row work, done here on both cores instead of in the writer: each
     # row's seal bucket and, with the key, the rows' seal terms summed per bucket.
     commits, created = result.commits, result.created_at
     result.buckets = array.array("H", buckets_of(commits))
     if _WORKER_SEAL_KEY:
         result.seal_sums = chunk_sums(_WORKER_SEAL_KEY[0], commits, created, result.buckets)
+    if _WORKER.get("in_place") and result.canonical is data:
+        # Canonical as given: the rows are the input's own bytes, copied from the input file
+        # (INPUT_SLOT) and checked against these leaf hashes after the copy.
+        result.canonical = b""
+        result.spool = (INPUT_SLOT, first, len(data))
+        return result
     spool = _WORKER["spool"]
     offset = os.lseek(spool, 0, os.SEEK_END)
     view = memoryview(result.canonical)
@@ -494,6 +509,9 @@ class SpooledInput:
         """The spool files' descriptors, by slot (:attr:`ChunkResult.spool`'s first item)."""
         return [spool.fileno() for spool in self._spools]
 
+    def _source_fd(self, slot: int) -> int:
+        return self._input if slot == INPUT_SLOT else self._spools[slot].fileno()
+
     def __enter__(self) -> SpooledInput:
         return self
 
@@ -508,9 +526,12 @@ class SpooledInput:
             os.close(self._input)
             self._input = -1
 
-    def results(self, *, seal_key: bytes | None = None) -> Iterator[ChunkResult]:
+    def results(self, *, seal_key: bytes | None = None, in_place: bool = False) -> Iterator[ChunkResult]:
         """The chunks' results, in order; with ``seal_key`` each carries its rows' seal terms
-        summed per bucket (:attr:`ChunkResult.seal_sums`)."""
+        summed per bucket (:attr:`ChunkResult.seal_sums`).  With ``in_place`` a chunk whose lines
+        are canonical as given is not spooled: its :attr:`ChunkResult.spool` names the input file
+        (:data:`INPUT_SLOT`) and the caller must check the bytes it copies from there against the
+        chunk's leaf hashes (the file may change meanwhile)."""
         import multiprocessing
 
         step = self.chunk_bytes
@@ -521,7 +542,7 @@ class SpooledInput:
             _validate_input_range,
             [(start, end, self._start) for start, end in ranges],
             _start_input_worker,
-            (self._input, spool_fds, slots, os.getpid(), seal_key),
+            (self._input, spool_fds, slots, os.getpid(), seal_key, in_place),
             self._workers,
         )
 
@@ -529,12 +550,12 @@ class SpooledInput:
         """Hand a chunk's canonical bytes (its :attr:`ChunkResult.spool`) to ``append_from_fd(fd,
         offset, length)`` as a range of the spool file (a kernel copy: no bytes pass through here)."""
         slot, offset, length = spool
-        append_from_fd(self._spools[slot].fileno(), offset, length)
+        append_from_fd(self._source_fd(slot), offset, length)
 
     def copy(self, spool: tuple[int, int, int], append: Callable[[bytes], None], piece: int = 4 << 20) -> None:
         """Pass a chunk's canonical bytes (its :attr:`ChunkResult.spool`) to ``append`` in pieces."""
         slot, offset, length = spool
-        fd = self._spools[slot].fileno()
+        fd = self._source_fd(slot)
         end = offset + length
         while offset < end:
             data = os.pread(fd, min(piece, end - offset), offset)

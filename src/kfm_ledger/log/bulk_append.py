@@ -54,10 +54,19 @@ class _RowsAhead:
     #: The first provisional record covers this many bytes; each next one twice as many.
     FIRST_SPAN = 64 << 20
 
-    def __init__(self, led: Ledger, old_size: int, old_end: int, copy: Callable[[tuple[int, int, int]], None]) -> None:
+    def __init__(
+        self,
+        led: Ledger,
+        old_size: int,
+        old_end: int,
+        copy: Callable[[tuple[int, int, int]], None],
+        copied: Callable[[int, int, bytes], None] | None = None,
+    ) -> None:
+        """``copy(spool)`` appends a chunk's rows to the JSONL; ``copied(offset, length, leaf_hashes)``,
+        if given, is told of each chunk once it is there (the bundle writer, which checks it)."""
         import concurrent.futures
 
-        self.led, self.old_size, self.old_end, self._copy = led, old_size, old_end, copy
+        self.led, self.old_size, self.old_end, self._copy, self._copied_hook = led, old_size, old_end, copy, copied
         self.chunks = 0  # chunks handed over, in order
         self._copied = 0  # bytes handed over (each chunk's canonical lines, newlines included)
         self._span = 0
@@ -75,19 +84,27 @@ class _RowsAhead:
         )
         return self._record
 
-    def add(self, spool: tuple[int, int, int]) -> None:
+    def add(self, spool: tuple[int, int, int], leaf_hashes: bytes) -> None:
         """Copy the next chunk's canonical lines (its spool range) after those handed over so far."""
         length = spool[2]
         record = self._next_record(length) if self._copied + length > self._span else None
-        self._jobs.append(self._pool.submit(self._write, record, spool))
+        self._jobs.append(self._pool.submit(self._write, record, spool, self.old_end + self._copied, leaf_hashes))
         self._copied += length
         self.chunks += 1
 
-    def _write(self, record: PendingAppend | None, spool: tuple[int, int, int] | None) -> None:
+    def _write(
+        self, record: PendingAppend | None, spool: tuple[int, int, int] | None, at: int = 0, leaf_hashes: bytes = b""
+    ) -> None:
         if record is not None:
             self.led.storage.write_atomic(PENDING_KEY, record.to_json())  # durable before the bytes it covers
         if spool is not None:
             self._copy(spool)
+            if self._copied_hook is not None:
+                self._copied_hook(at, spool[2], leaf_hashes)
+
+    def set_copied_hook(self, copied: Callable[[int, int, bytes], None]) -> None:
+        """Tell ``copied(offset, length, leaf_hashes)`` of each chunk once it is in the JSONL."""
+        self._copied_hook = copied
 
     def drain(self) -> None:
         """Wait for every copy handed over; raise the first failure."""
@@ -237,13 +254,19 @@ def _append_file(
             if append_from_fd is not None
             else None
         )
-        # A local ledger's entry bundles are cut and written by a child process while the rows are
-        # validated (forked now: before any thread or worker of this append starts).
+        # A local ledger's entry bundles are cut and written by a child process from the rows as
+        # they reach the JSONL, each checked against its leaf hash (forked now: before any thread or
+        # worker of this append starts).  Then canonical input is not spooled: its rows are copied
+        # from the input file itself, since the child checks what arrives.
+        jsonl_fileno = getattr(led._jsonl, "fileno", None)
         bundle_writer = (
-            BundleWriter(led, old_size, led._right_edge, spooled_input.spool_fds)
-            if hasattr(led.storage, "write_once_stream") and has_entry_bundles(led.storage, old_size)
+            BundleWriter(led, old_size, led._right_edge, jsonl_fileno())
+            if rows_ahead is not None and jsonl_fileno is not None and hasattr(led.storage, "write_once_stream")
+            and has_entry_bundles(led.storage, old_size)
             else None
         )
+        if rows_ahead is not None and bundle_writer is not None:
+            rows_ahead.set_copied_hook(bundle_writer.add)
         try:
             idx.begin(defer_unique=rough_rows >= old_size, defer_buckets=4 * rough_rows >= old_size)
         except BaseException:
@@ -255,7 +278,8 @@ def _append_file(
         delta = idx.track(sealed.key)
         try:
             seal_key = delta.key if delta is not None else None
-            for chunk_number, result in enumerate(spooled_input.results(seal_key=seal_key), 1):
+            in_place = bundle_writer is not None
+            for chunk_number, result in enumerate(spooled_input.results(seal_key=seal_key, in_place=in_place), 1):
                 # Helpers per chunk of about bulk.CHUNK_BYTES, never per row.
                 if progress is not None:  # chunk k is the input's bytes [bom + (k-1)*step, bom + k*step)
                     progress(min(bom + chunk_number * spooled_input.chunk_bytes, size), size)
@@ -268,10 +292,8 @@ def _append_file(
                 if not problem.found and result.spool is not None:
                     spooled_chunks.append(result.spool)
                     hashes += result.leaf_hashes
-                    if bundle_writer is not None:
-                        bundle_writer.add(result.spool)
                     if rows_ahead is not None:
-                        rows_ahead.add(result.spool)
+                        rows_ahead.add(result.spool, result.leaf_hashes)
 
             def last_checks() -> None:
                 # The deferred UNIQUE commit index (repeats in the batch or against the ledger),

@@ -20,6 +20,8 @@ never the writer lock), dies with its parent (PR_SET_PDEATHSIG) and leaves by ``
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import operator
 import os
 import pickle
 import struct
@@ -74,7 +76,7 @@ class BundleWriter:
     (the indexes of the bundles that became full) or :meth:`abort`.
     """
 
-    def __init__(self, led: Ledger, old_size: int, edge: RightEdge | None, spool_fds: list[int]) -> None:
+    def __init__(self, led: Ledger, old_size: int, edge: RightEdge | None, jsonl_fd: int) -> None:
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
         parent = os.getpid()
@@ -87,7 +89,7 @@ class BundleWriter:
                 from .bulk import _die_with_parent
 
                 _die_with_parent(parent)
-                status = _child(led, old_size, edge, spool_fds, to_child_r, from_child_w)
+                status = _child(led, old_size, edge, jsonl_fd, to_child_r, from_child_w)
             except BaseException:
                 status = 1
             finally:
@@ -99,12 +101,13 @@ class BundleWriter:
         self._done = False
         self._lost = False  # the child stopped reading (it died): finish() reports it
 
-    def add(self, spool: tuple[int, int, int]) -> None:
-        """The next chunk's canonical rows: (spool slot, offset, length)."""
+    def add(self, offset: int, length: int, leaf_hashes: bytes) -> None:
+        """The next chunk's rows, written to the JSONL at ``[offset, offset + length)``: the child
+        reads them there and checks each against its leaf hash (RFC 9162 §2.1.1) first."""
         if self._lost:
             return
         try:
-            _send(self._to_child, ("chunk", spool))
+            _send(self._to_child, ("chunk", (offset, length), leaf_hashes))
         except OSError:  # EPIPE: the child is gone; the batch fails at finish(), with the reason
             self._lost = True
 
@@ -115,9 +118,9 @@ class BundleWriter:
         StorageError with the child's reason if it failed (nothing of it is visible then).
         """
         try:
-            if self._lost:
-                raise EOFError
-            _send(self._to_child, ("finish", count))
+            if not self._lost:
+                with contextlib.suppress(OSError):  # the child stopped: its reason is read below
+                    _send(self._to_child, ("finish", count))
             self._close_to_child()
             outcome = _receive(self._from_child)
         except (EOFError, OSError, pickle.UnpicklingError, struct.error):
@@ -161,9 +164,11 @@ class BundleWriter:
 
 
 def _child(  # pragma: no cover - runs in the forked child
-    led: Ledger, old_size: int, edge: RightEdge | None, spool_fds: list[int], commands: int, results: int
+    led: Ledger, old_size: int, edge: RightEdge | None, jsonl_fd: int, commands: int, results: int
 ) -> int:
-    """The child's work: bundles from the spooled rows as the chunks come, then the outcome."""
+    """The child's work: bundles from the rows as they reach the JSONL, each row checked against
+    the leaf hash its validation computed (the rows may have been copied from the caller's input
+    file, which can change), then the outcome."""
     from . import entries
     from .tile_writer import write_bundles
 
@@ -175,14 +180,10 @@ def _child(  # pragma: no cover - runs in the forked child
             if not isinstance(message, tuple) or not message:
                 raise _Aborted
             if message[0] == "chunk":
-                slot, offset, length = message[1]
-                fd, end = spool_fds[slot], offset + length
-                while offset < end:
-                    data = os.pread(fd, min(4 << 20, end - offset), offset)
-                    if not data:
-                        raise StorageError(f"spool file {slot} ends at {offset}, {end - offset} bytes short")
-                    offset += len(data)
-                    yield data
+                (offset, length), leaf_hashes = message[1], message[2]
+                data = _read_rows(jsonl_fd, offset, length)
+                _check_rows(data, leaf_hashes, offset)
+                yield data
             elif message[0] == "finish":
                 count.append(int(message[1]))
                 return
@@ -201,3 +202,28 @@ def _child(  # pragma: no cover - runs in the forked child
         return 1
     _send(results, ("ok", done))
     return 0
+
+
+def _read_rows(fd: int, offset: int, length: int) -> bytes:  # pragma: no cover - the child's
+    parts, end = [], offset + length
+    while offset < end:
+        data = os.pread(fd, end - offset, offset)
+        if not data:
+            raise StorageError(f"{JSONL_KEY} ends at byte {offset}, {end - offset} bytes short of the batch's rows")
+        parts.append(data)
+        offset += len(data)
+    return b"".join(parts)
+
+
+def _check_rows(data: bytes, leaf_hashes: bytes, offset: int) -> None:  # pragma: no cover - the child's
+    """Each newline-terminated row of ``data`` hashes to its leaf hash (RFC 9162 §2.1.1)."""
+    rows = data.split(b"\n")
+    rows.pop()  # after the last newline
+    found = b"".join(map(operator.methodcaller("digest"), map(hashlib.sha256, map(b"\x00".__add__, rows))))
+    if found != leaf_hashes:
+        k = next((i for i in range(len(rows)) if found[32 * i : 32 * i + 32] != leaf_hashes[32 * i : 32 * i + 32]), 0)
+        raise StorageError(
+            f"the batch's rows in {JSONL_KEY} are not the rows that were checked (from byte {offset}, row {k + 1} "
+            "of that chunk differs): the input file changed while it was appended; nothing was signed",
+            key=JSONL_KEY,
+        )

@@ -235,6 +235,10 @@ class LocalAppendLog:
     def size(self) -> int:
         return os.fstat(self._fd).st_size
 
+    def fileno(self) -> int:
+        """The log's open descriptor (a bulk append's bundle writer reads the new rows through it)."""
+        return self._fd
+
     def append(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
