@@ -223,9 +223,11 @@ def _append_file(
     # The writer lock is held for the whole append: the batch's index entries go
     # into the commit index inside one open transaction while the workers
     # validate (the index's UNIQUE commit column finds repeats, in the batch and
-    # against the ledger).  Nothing is written to the ledger before every row has
-    # passed the schema and order checks; a crash in this pass leaves only a
-    # rolled-back transaction and anonymous spool files.  A large batch's deferred
+    # against the ledger).  On a local ledger each chunk's rows that passed the schema
+    # and order checks go to the JSONL at once, under a provisional pending-append
+    # record (_RowsAhead), and a child writes their bundles to temporary files
+    # (BundleWriter); a refused batch undoes both, a crash in this pass leaves what
+    # recovery rolls back (and anonymous spool files).  A large batch's deferred
     # UNIQUE index (repeated commits) is built while its rows and tiles are written
     # (commit_batch's last_checks): a repeat then undoes those writes before anything
     # is signed, as a failure would.
