@@ -23,13 +23,14 @@ from kfm_ledger.index_seal import add_terms, buckets_of
 #: Version 2 made the UNIQUE commit index a named index, so that a bulk load can
 #: drop it and build it once at the end.  Version 3 added each entry's seal bucket
 #: (:mod:`kfm_ledger.index_seal`) and the ``seal`` table.  Version 4 changed the seal's terms
-#: (linear in the leaf) and made the bucket index a plain one on ``bucket`` (a bucket's ~250
-#: entries are read by rowid: a third of the size, half the build time of a covering index).
-#: An index of another version is rebuilt.
+#: (linear in the leaf).  An index of another version is rebuilt.
 SCHEMA_VERSION = "4"
 
 _COMMIT_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS entries_commit ON entries(lakefs_commit)"
-_BUCKET_INDEX = "CREATE INDEX IF NOT EXISTS entries_bucket ON entries(bucket)"
+# Covering: a one-row append's seal check reads its bucket's ~250 entries (commit, created_at and
+# the rowid, their leaf) from the index alone.  A plain index on ``bucket`` builds in half the time
+# in a bulk append but turns that read into ~250 scattered row lookups (+0.7 ms an append at 1M rows).
+_BUCKET_INDEX = "CREATE INDEX IF NOT EXISTS entries_bucket ON entries(bucket, lakefs_commit, created_at)"
 _DDL = f"""
 CREATE TABLE IF NOT EXISTS entries (
     leaf INTEGER PRIMARY KEY,
