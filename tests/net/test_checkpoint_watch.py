@@ -4,7 +4,6 @@ then once it has been still for a while (net/checkpoint_watch.py)."""
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -18,21 +17,24 @@ from kfm_ledger.net.checkpoint_watch import RACY_NS, CheckpointWatch
 from kfm_ledger.net.server import LogApp
 from kfm_ledger.sample import sample_commit, sample_jsonl
 
+from conftest import copy_ledger, fill
+
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("watched") / "ledger"
-    led = Ledger.init(d, origin=ORIGIN)
-    led.append(sample_jsonl(20), signer=load_signer((d / "log.key").read_bytes()))
-    led.close()
+    fill(Ledger.init(d, origin=ORIGIN), 20).close()
     return d
 
 
 @pytest.fixture
 def ledger(template: Path, tmp_path: Path) -> Path:
-    d = tmp_path / "ledger"
-    shutil.copytree(template, d)
-    return d
+    return copy_ledger(template, tmp_path)
+
+
+def watched(ledger: Path) -> tuple[Ledger, CheckpointWatch]:
+    """The ledger opened and a watch on its checkpoint file."""
+    return Ledger.open(ledger), CheckpointWatch(str(ledger / "checkpoint"))
 
 
 def age(path: Path, seconds: float = 60) -> None:
@@ -42,8 +44,7 @@ def age(path: Path, seconds: float = 60) -> None:
 
 
 def test_a_still_file_is_read_once(ledger: Path, monkeypatch) -> None:
-    led = Ledger.open(ledger)
-    watch = CheckpointWatch(str(ledger / "checkpoint"))
+    led, watch = watched(ledger)
     monkeypatch.setattr(checkpoint_watch, "RACY_NS", 0)  # the change time of a fresh copy is now
     for _ in range(5):
         watch.refresh(led)
@@ -52,8 +53,7 @@ def test_a_still_file_is_read_once(ledger: Path, monkeypatch) -> None:
 
 
 def test_a_recently_changed_file_is_read_every_time(ledger: Path) -> None:
-    led = Ledger.open(ledger)
-    watch = CheckpointWatch(str(ledger / "checkpoint"))
+    led, watch = watched(ledger)
     for _ in range(3):
         watch.refresh(led)  # copied just now: within RACY_NS of its change time
     assert watch.reads == 3 and RACY_NS >= 1_000_000_000
@@ -97,8 +97,7 @@ def test_an_edit_in_place_is_seen(ledger: Path, monkeypatch) -> None:
 def test_a_missing_file_is_the_ledgers_error(ledger: Path) -> None:
     from kfm_ledger.errors import ObjectNotFoundError
 
-    led = Ledger.open(ledger)
-    watch = CheckpointWatch(str(ledger / "checkpoint"))
+    led, watch = watched(ledger)
     (ledger / "checkpoint").rename(ledger / "moved")
     with pytest.raises(ObjectNotFoundError):
         watch.refresh(led)
