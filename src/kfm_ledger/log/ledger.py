@@ -488,15 +488,18 @@ class Ledger(SignedLog):
         """:meth:`append` for an input file, streamed: memory does not grow with the file.
 
         JSONL input larger than :data:`~kfm_ledger.log.bulk.PARALLEL_THRESHOLD` is
-        validated on every core in chunks (pass 1, under the writer lock):
-        canonical lines are spooled to a temporary file, leaf hashes kept (32
-        bytes a row), and index entries inserted into the commit index inside one
-        open transaction, whose UNIQUE commit column finds repeats in the batch
-        and against the ledger.  Only when every row has passed is the batch
-        written (pass 2) with the same steps, crash order and all-or-nothing rule
-        as :meth:`append`; otherwise the transaction is rolled back.  A JSON
-        array or a single object, or a small file, goes through :meth:`append`.
-        At most ``max_problems`` problems are listed.
+        validated on every core in chunks (pass 1, under the writer lock): leaf
+        hashes kept (32 bytes a row), index entries inserted into the commit index
+        inside one open transaction, whose UNIQUE commit column finds repeats in the
+        batch and against the ledger.  On a local ledger each chunk that passed goes
+        to the JSONL at once, under a provisional pending-append record, and a child
+        process writes its entry bundles to temporary files (input not canonical as
+        given is spooled first; canonical input is copied from the file and every row
+        checked against its leaf hash).  Then the batch is finished (pass 2) with the
+        same steps, crash order and all-or-nothing rule as :meth:`append`; a refused
+        batch has its transaction rolled back and whatever pass 1 wrote undone, the
+        ledger's bytes as they were.  A JSON array or a single object, or a small
+        file, goes through :meth:`append`.  At most ``max_problems`` problems are listed.
 
         ``progress(done, total)``, if given, is called in bytes of the input file as
         pass 1 validates it, once per chunk of about 4 MiB (never per row); it ends with

@@ -119,28 +119,26 @@ class RemoteIndex:
             )
         if crange.size == size and (size == 0 or crange.root() == root):
             return 0
+        def bad_bundles() -> CorruptLedgerError:
+            return CorruptLedgerError(
+                f"{where}: the entry bundles do not give the signed root at tree size {size}: "
+                "a bundle was changed; run `kfm verify`",
+                key="tile/entries/",
+                index=size - 1,
+            )
+
         try:
             return self._extend(crange, size, root, read_entries, where)
         except _Mismatch:
             if crange.size == 0:
-                raise CorruptLedgerError(
-                    f"{where}: the entry bundles do not give the signed root at tree size {size}: "
-                    "a bundle was changed; run `kfm verify`",
-                    key="tile/entries/",
-                    index=size - 1,
-                ) from None
+                raise bad_bundles() from None
         # The cached rows lead elsewhere: derived data, start again from every bundle.
         self.index.reset()
         self.conn.execute("DELETE FROM s3_tree")
         try:
             return self._extend(merkle.CompactRange(), size, root, read_entries, where)
         except _Mismatch:
-            raise CorruptLedgerError(
-                f"{where}: the entry bundles do not give the signed root at tree size {size}: "
-                "a bundle was changed; run `kfm verify`",
-                key="tile/entries/",
-                index=size - 1,
-            ) from None
+            raise bad_bundles() from None
 
     def _extend(
         self, crange: merkle.CompactRange, size: int, root: bytes, read_entries: ReadEntries, where: str
