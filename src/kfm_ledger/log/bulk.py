@@ -64,7 +64,8 @@ class ChunkResult:
     problems: list[RowProblem] = field(default_factory=list)  #: per-row problems (input mode: schema only)
     #: input mode: (line, created_at, previous line, previous created_at) where created_at went backwards
     backwards: list[tuple[int, str, int, str]] = field(default_factory=list)
-    #: input mode, read by a worker: (spool slot, offset, length) of the canonical lines
+    #: input mode, read by a worker: (spool slot, offset, length) of the canonical lines; the slot
+    #: :data:`INPUT_SLOT` when they are the input file's own bytes (``results(in_place=True)``)
     spool: tuple[int, int, int] | None = None
 
     def all_problems(self) -> list[RowProblem]:

@@ -3,8 +3,10 @@
 The bundles (c2sp.org/tlog-tiles "Log entries": each entry a uint16 big-endian length and the
 row) repeat every row of the batch: 811 MB for a million rows.  Cutting and writing them in
 the appending process would hold Python's lock against the index inserts and the tiles; the
-child forked here does it on its own core, from the canonical rows the validating workers
-spool, chunk by chunk as they come (:meth:`BundleWriter.add`).  Each bundle goes to a
+child forked here does it on its own core, from each chunk's rows once they are in the JSONL
+(:meth:`BundleWriter.add`, told by the thread that copies them), every row checked against the
+leaf hash its validation computed first (canonical input is copied from the caller's file,
+which may change meanwhile).  Each bundle goes to a
 temporary file at once (:meth:`~kfm_ledger.storage.local.LocalStorage.write_once_stream`):
 nothing is visible until the batch has passed every check and :meth:`BundleWriter.finish`
 has the child make them durable and rename them, still before the checkpoint is signed, as
@@ -13,7 +15,7 @@ failure) has the child delete its temporary files; a crash leaves only temporary
 (swept) or bundles beyond the signed size (rolled back by recovery).
 
 The child is forked before any thread or worker pool of the append starts, touches nothing
-but the spool files and the storage's folders (never the commit index's SQLite connection,
+but the JSONL (reading) and the storage's folders (never the commit index's SQLite connection,
 never the writer lock), dies with its parent (PR_SET_PDEATHSIG) and leaves by ``os._exit``.
 """
 
@@ -72,8 +74,9 @@ class BundleWriter:
     """The child process writing one bulk append's entry bundles (see the module docstring).
 
     Create it (it forks) before the append starts threads or worker processes; hand it each
-    chunk's spool range in order (:meth:`add`); then :meth:`finish` with the batch's row count
-    (the indexes of the bundles that became full) or :meth:`abort`.
+    chunk's JSONL range and leaf hashes in order once the rows are there (:meth:`add`); then
+    :meth:`finish` with the batch's row count (the indexes of the bundles that became full) or
+    :meth:`abort`.
     """
 
     def __init__(self, led: Ledger, old_size: int, edge: RightEdge | None, jsonl_fd: int) -> None:
