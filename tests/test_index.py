@@ -343,3 +343,83 @@ def test_an_in_memory_index_via_the_fixture_kind(conn_factory) -> None:
         idx.close()
         reopened = CommitIndex(conn_factory())
         assert reopened.at(0) == entry(0)
+
+
+class BusyFirst:
+    """An index location whose first ``busy`` connections fail as if another writer held a lock."""
+
+    def __init__(self, path: Path, busy: int) -> None:
+        from kfm_ledger.index import SqliteFileIndex
+
+        self.inner = SqliteFileIndex(path)
+        self.busy = busy
+        self.connects = 0
+        self.discards = 0
+
+    def connect(self) -> sqlite3.Connection:
+        self.connects += 1
+        if self.connects <= self.busy:
+            # The error SQLite gives a switch to WAL while another connection reads the file.
+            blocker = sqlite3.connect(self.inner.path, isolation_level=None, timeout=0)
+            blocker.execute("PRAGMA journal_mode=DELETE")
+            blocker.execute("BEGIN EXCLUSIVE")
+            try:
+                conn = sqlite3.connect(self.inner.path, isolation_level=None, timeout=0)
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                finally:
+                    conn.close()
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            raise AssertionError("the blocker did not block")
+        return self.inner.connect()
+
+    def discard(self) -> None:
+        self.discards += 1
+        self.inner.discard()
+
+
+def test_an_index_locked_by_another_writer_is_waited_for_never_discarded(tmp_path: Path) -> None:
+    from kfm_ledger.index import is_busy, open_commit_index
+
+    location = BusyFirst(tmp_path / "index.sqlite", busy=3)
+    idx = open_commit_index(location)
+    idx.add(entries(0, 3), size=3, end_offset=300)
+    assert (location.connects, location.discards) == (4, 0)
+    idx.close()
+    # Locked for longer than the wait: the lock's own error, still nothing discarded.
+    location = BusyFirst(tmp_path / "index.sqlite", busy=10**6)
+    with pytest.raises(sqlite3.OperationalError) as e:
+        open_commit_index(location, busy_seconds=0.2)
+    assert is_busy(e.value) and location.discards == 0
+    assert open_commit_index(BusyFirst(tmp_path / "index.sqlite", busy=0)).size() == 3
+
+
+def test_the_index_of_an_s3_ledger_is_not_discarded_for_a_lock(tmp_path: Path) -> None:
+    """A lock (another writer on this machine) once made the S3 ledger's index cache be deleted under
+    the writers using it (their next statement: "disk I/O error")."""
+    from kfm_ledger.log.remote_index import RemoteIndex
+
+    location = BusyFirst(tmp_path / "index.sqlite", busy=2)
+    remote = RemoteIndex(location)  # type: ignore[arg-type]
+    assert location.discards == 0 and remote.index.size() == 0
+    remote.close()
+
+
+def test_a_local_ledgers_index_is_not_discarded_for_a_lock(tmp_path: Path) -> None:
+    from kfm_ledger.log.ledger import Ledger
+
+    from conftest import ORIGIN, fill
+
+    Ledger.init(tmp_path / "led", origin=ORIGIN).close()
+    led = Ledger.open(tmp_path / "led")
+    fill(led, 5)
+    led.close()
+    location = BusyFirst(tmp_path / "led" / "index.sqlite", busy=2)
+    led = Ledger.open(tmp_path / "led", index=location)  # type: ignore[arg-type]
+    try:
+        assert led.index.lookup(led.entry(3).row.lakefs_commit).leaf == 3
+        assert location.discards == 0
+    finally:
+        led.close()

@@ -15,7 +15,8 @@ from __future__ import annotations
 import itertools
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple, Protocol
 
 from kfm_ledger.index_seal import add_terms, buckets_of
@@ -106,6 +107,49 @@ class IndexLocation(Protocol):
 
 
 _SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+#: How long opening the index waits for another connection's lock (SQLITE_BUSY, SQLITE_LOCKED)
+#: before giving up: a lock is a writer at work, not damage (see :func:`open_commit_index`).
+OPEN_BUSY_SECONDS = 60.0
+
+
+def is_busy(error: sqlite3.Error) -> bool:
+    """Whether ``error`` is SQLITE_BUSY or SQLITE_LOCKED (another connection holds a lock)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def open_commit_index(
+    location: IndexLocation,
+    prepare: Callable[[sqlite3.Connection], None] | None = None,
+    *,
+    busy_seconds: float = OPEN_BUSY_SECONDS,
+) -> CommitIndex:
+    """``CommitIndex(location.connect())`` (after ``prepare(conn)``), tried again while another
+    connection holds a lock, for up to ``busy_seconds``.
+
+    Opening may have to write (switching a new file to WAL, creating the tables), which waits
+    for any other writer; SQLite's own wait can give up first (a journal-mode switch is refused
+    at once when another connection reads).  A lock is never mistaken for damage: only a
+    sqlite3.DatabaseError that is not SQLITE_BUSY/LOCKED reaches the caller as one (to discard
+    the derived file and start it again); after ``busy_seconds`` the last busy error is raised.
+    """
+    deadline = time.monotonic() + busy_seconds
+    pause = 0.01
+    while True:
+        conn = None
+        try:
+            conn = location.connect()
+            if prepare is not None:
+                prepare(conn)
+            return CommitIndex(conn)
+        except sqlite3.DatabaseError as e:
+            if conn is not None:
+                conn.close()
+            if not is_busy(e) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, 0.5)
 
 
 def _race_hook(stage: str, path: str) -> None:
@@ -272,6 +316,11 @@ class CommitIndex:
             # index of the same name was put in its place, which would hide repeated commits.
             # Derived data: start again from the JSONL.
             self.reset()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The index's connection (a caller's own tables may live in the same file)."""
+        return self._conn
 
     def _commit_index_is_unique(self) -> bool:
         """Whether ``entries_commit`` is a UNIQUE index on exactly ``entries(lakefs_commit)``."""

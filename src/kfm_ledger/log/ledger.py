@@ -30,7 +30,7 @@ from kfm_ledger.errors import (
     ObjectNotFoundError,
     StorageError,
 )
-from kfm_ledger.index import CommitIndex, IndexedEntry, IndexLocation, SqliteFileIndex
+from kfm_ledger.index import CommitIndex, IndexedEntry, IndexLocation, SqliteFileIndex, is_busy, open_commit_index
 from kfm_ledger.storage import (
     IndexLocator,
     LocalFiles,
@@ -265,8 +265,10 @@ class Ledger(SignedLog):
         if self._index is not None:
             return self._index
         try:
-            self._index = CommitIndex(self.index_location.connect())
-        except sqlite3.DatabaseError:
+            self._index = open_commit_index(self.index_location)
+        except sqlite3.DatabaseError as e:
+            if is_busy(e):  # a writer at work for over a minute: not "does not open"
+                raise
             return None
         return self._index
 
@@ -274,12 +276,14 @@ class Ledger(SignedLog):
         """The commit index as stored (possibly behind); recreated empty if it does not open."""
         if self._index is None:
             try:
-                self._index = CommitIndex(self.index_location.connect())
-            except sqlite3.DatabaseError:
+                self._index = open_commit_index(self.index_location)
+            except sqlite3.DatabaseError as e:
+                if is_busy(e):  # a writer at work for over a minute: not damage, nothing discarded
+                    raise
                 # Derived data that no longer opens: start it again from the JSONL.
                 with self.writer_lock(wait=60.0):
                     self.index_location.discard()
-                    self._index = CommitIndex(self.index_location.connect())
+                    self._index = open_commit_index(self.index_location)
         return self._index
 
     def pending_append(self) -> PendingAppend | None:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from kfm_ledger import schema
 from kfm_ledger.core import merkle
 from kfm_ledger.errors import CorruptLedgerError, KfmError
-from kfm_ledger.index import CommitIndex, IndexedEntry, IndexLocation
+from kfm_ledger.index import IndexedEntry, IndexLocation, is_busy, open_commit_index
 
 __all__ = ["RemoteIndex"]
 
@@ -48,16 +48,18 @@ class RemoteIndex:
         self._open()
 
     def _open(self) -> None:
+        def prepare(conn: sqlite3.Connection) -> None:
+            conn.execute(_TREE_DDL)
+
         try:
-            conn = self.location.connect()
-            conn.execute(_TREE_DDL)
-            self.index = CommitIndex(conn)
-        except sqlite3.DatabaseError:
+            self.index = open_commit_index(self.location, prepare)
+        except sqlite3.DatabaseError as e:
+            if is_busy(e):  # other writers at work for over a minute: not damage, nothing discarded
+                raise
+            # Derived data that no longer opens: start it again from the bundles.
             self.location.discard()
-            conn = self.location.connect()
-            conn.execute(_TREE_DDL)
-            self.index = CommitIndex(conn)
-        self.conn = conn
+            self.index = open_commit_index(self.location, prepare)
+        self.conn = self.index.connection
 
     def close(self) -> None:
         self.index.close()
