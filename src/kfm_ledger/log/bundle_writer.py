@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from kfm_ledger.errors import KfmError, StorageError
+from kfm_ledger.storage.page_cache import WriteWindow
 
 from .layout import ENTRIES_PREFIX, JSONL_KEY
 
@@ -176,6 +177,9 @@ def _child(  # pragma: no cover - runs in the forked child
     from .tile_writer import write_bundles
 
     count: list[int] = []
+    # The rows read here are not read again by this append: once on the disk their pages are
+    # dropped, so that they do not push other files' out of the page cache (storage.page_cache).
+    window = WriteWindow()
 
     def rows() -> Iterator[bytes]:
         while True:
@@ -186,6 +190,7 @@ def _child(  # pragma: no cover - runs in the forked child
                 (offset, length), leaf_hashes = message[1], message[2]
                 data = _read_rows(jsonl_fd, offset, length)
                 _check_rows(data, leaf_hashes, offset)
+                window.add(jsonl_fd, offset, length)
                 yield data
             elif message[0] == "finish":
                 count.append(int(message[1]))
