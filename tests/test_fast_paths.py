@@ -584,9 +584,9 @@ def test_commit_ids_are_lower_case_on_both_paths() -> None:
     st.text(alphabet="0123456789", min_size=0, max_size=6),
 )
 def test_a_short_decimal_taken_without_encoding_is_what_msgspec_writes(integer: int, fraction: str) -> None:
-    """The fast path's shortcut for energy numbers (schema/fast_path._SHORT_DECIMAL) accepts only
-    spellings that encoding the value gives back (the check it skips)."""
-    from kfm_ledger.schema.fast_path import _SHORT_DECIMAL
+    """The fast path's shortcut for energy numbers (schema/fast_path._SHORT_DECIMAL, the strict
+    regex's decimals) accepts only spellings that encoding the value gives back (the check it skips)."""
+    from kfm_ledger.schema.fast_path import _is_short_decimal as _SHORT_DECIMAL
     from kfm_ledger.schema.rows import ENCODER
 
     text = f"{integer}.{fraction or '0'}".encode()
@@ -597,3 +597,71 @@ def test_a_short_decimal_taken_without_encoding_is_what_msgspec_writes(integer: 
     for refused in (b"0.10", b"1.000000", b"0.000001", b"10000000000.5", b"00.5", b"1e5"):
         assert _SHORT_DECIMAL(refused) is None
 
+
+
+@pytest.mark.parametrize("year", [2023, 2024, 2000, 1900])
+def test_the_strict_regex_knows_the_calendar_but_february_29(year: int) -> None:
+    """Every month-day of a year: the strict regex takes exactly the real dates but February 29;
+    the fast path as a whole takes exactly the real dates (Feb 29 of a leap year by its wider regex)."""
+    import calendar
+
+    from kfm_ledger.schema.fast_path import strict_canonical_line
+
+    line = LINES[5]
+    at = line.index(b'"created_at":"') + len(b'"created_at":"')
+    for month in range(1, 13):
+        for day in range(1, 32):
+            dated = line[:at] + b"%04d-%02d-%02d" % (year, month, day) + line[at + 10 :]
+            real = day <= calendar.monthrange(year, month)[1]
+            assert (strict_canonical_line(dated) is not None) == (real and (month, day) != (2, 29)), (month, day)
+            assert (schema.canonical_line_fields(dated) is not None) == real, (month, day)
+            assert (general(dated) is not None) == real, (month, day)
+
+
+@settings(max_examples=300, deadline=None)
+@given(which=st.integers(0, len(LINES) - 1), at=st.integers(0, 2000), byte=st.sampled_from([0x5C, *range(0x80, 0x100)]))
+def test_no_line_with_a_backslash_or_a_byte_beyond_ascii_takes_the_fast_path(which: int, at: int, byte: int) -> None:
+    """The regexes' classes exclude both (an escape, or a string whose characters are not its
+    bytes): such a line is the general path's, whatever position the byte is at."""
+    from kfm_ledger.schema.fast_path import strict_canonical_line
+
+    line = bytearray(LINES[which])
+    at %= len(line)
+    for edited in (line[:at] + bytes([byte]) + line[at:], line[:at] + bytes([byte]) + line[at + 1 :]):
+        assert strict_canonical_line(bytes(edited)) is None
+        assert schema.canonical_line_bytes(bytes(edited)) is None
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.tuples(st.integers(0, 3), st.text("0123456789", max_size=6)),
+    st.tuples(st.integers(0, 3), st.text("0123456789", max_size=6)),
+)
+def test_canonical_timestamps_without_their_z_sort_as_their_instants(a: tuple, b: tuple) -> None:
+    """The bulk path's order check (log/bulk._note_backwards) compares created_at[:-1]: for the
+    one spelling of each instant (no trailing zeros), that is the order of the instants."""
+    from kfm_ledger.schema.codec import canonical_timestamp
+    from kfm_ledger.schema.timestamps import timestamp_to_datetime
+
+    def spelled(second: int, fraction: str) -> str:
+        return canonical_timestamp(f"2025-01-01T00:00:0{second}" + (f".{fraction}" if fraction else "") + "Z")
+
+    x, y = spelled(*a), spelled(*b)
+    assert (x[:-1] < y[:-1]) == (timestamp_to_datetime(x) < timestamp_to_datetime(y))
+    assert (x[:-1] < y[:-1]) == (schema.created_at_order_key(x) < schema.created_at_order_key(y))
+
+
+def test_a_chunk_of_canonical_lines_gives_what_the_line_by_line_path_gives() -> None:
+    """validate_input_chunk's C-level path (every line canonical) and its line-by-line path
+    (taken here because of one trailing blank line) agree, backwards rows included."""
+    lines = [encode_row(sample_row(i)) for i in (0, 1, 2, 5, 3, 4, 9, 8)]  # created_at goes back twice
+    data = b"\n".join(lines) + b"\n"
+    fast, slow = bulk.validate_input_chunk(7, data), bulk.validate_input_chunk(7, data + b"\n")
+    assert fast.canonical is data
+    assert slow.canonical == data
+    assert fast.backwards and fast.backwards == slow.backwards
+    for name in ("rows", "commit_text", "created_text", "lines", "lengths", "leaf_hashes", "first_created",
+                 "last_created", "problems"):
+        assert getattr(fast, name) == getattr(slow, name), name
+    assert fast.leaf_hashes == b"".join(merkle.leaf_hash(line) for line in lines)
+    assert slow.line_count == fast.line_count + 1

@@ -29,6 +29,7 @@ from kfm_ledger.index_seal import (
     seal_key,
     seal_mac,
     term,
+    utf8_buckets_of,
 )
 from kfm_ledger.log import bulk
 from kfm_ledger.log.index_guard import check_seal
@@ -126,7 +127,10 @@ def test_chunk_sums_placed_at_their_base_equal_the_terms_of_each_entry(
     for cut in [*cuts, len(commits)]:  # the entries split into runs, each placed at its own base
         end = min(len(commits), start + cut)
         run_commits, run_created = commits[start:end], created[start:end]
-        touched, a, b_sums = chunk_sums(key, run_commits, run_created, [bucket_of(c) for c in run_commits])
+        utf8_commits = [c.encode() for c in run_commits]
+        touched, a, b_sums = chunk_sums(
+            key, utf8_commits, [c.encode() for c in run_created], utf8_buckets_of(utf8_commits)
+        )
         assert list(touched) == sorted(set(map(bucket_of, run_commits)))
         place_chunk_sums(placed, base + start, touched, a, b_sums)
         start = end

@@ -28,6 +28,7 @@ when a check fails.  Pure: bytes and integers in and out.
 from __future__ import annotations
 
 import array
+import collections
 import functools
 import hashlib
 import hmac
@@ -36,7 +37,7 @@ import operator
 import struct
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 #: Number of buckets (a power of two; 4096 keeps a bucket at ~250 entries at 1M rows
 #: and the table at 64 KiB).
@@ -106,7 +107,12 @@ def bucket_of(commit: str) -> int:
 
 def buckets_of(commits: Iterable[str]) -> list[int]:
     """:func:`bucket_of` of each commit (C-level maps: no Python code per commit)."""
-    return list(map(operator.rshift, map(zlib.crc32, map(str.encode, commits)), itertools.repeat(_BUCKET_SHIFT)))
+    return utf8_buckets_of(map(str.encode, commits))
+
+
+def utf8_buckets_of(commits: Iterable[bytes]) -> list[int]:
+    """:func:`bucket_of` of each commit given in UTF-8."""
+    return list(map(operator.rshift, map(zlib.crc32, commits), itertools.repeat(_BUCKET_SHIFT)))
 
 
 def _digests(key: bytes, commits: Iterable[str], created: Iterable[str]) -> Iterator[bytes]:
@@ -157,28 +163,32 @@ def add_terms(
 
 
 def chunk_sums(
-    key: bytes, commits: Sequence[str], created: Sequence[str], buckets: Sequence[int]
+    key: bytes, commits: Sequence[bytes], created: Sequence[bytes], buckets: Sequence[int]
 ) -> tuple[array.array[int], list[int], list[int]]:
     """The seal terms of a run of entries whose leaves are not known yet, summed per bucket:
     the entries are at leaves ``base + 0, base + 1, ...`` for a ``base`` fixed later.
+    ``commits`` and ``created`` are the entries' values in UTF-8.
 
     Returns (the buckets touched, sorted; for each, ``A = sum(H1 + j * H2)`` and
     ``B = sum(H2)`` over its entries, ``j`` an entry's position in the run), each reduced
     modulo :data:`MODULUS`.  The bucket's share of the sums is then ``A + base * B``
-    (:func:`place_chunk_sums`).  Used by a bulk append's worker processes.
+    (:func:`place_chunk_sums`).  Used by a bulk append's worker processes: everything but the
+    sums per bucket runs in C-level maps.
     """
+    count = len(commits)
+    keyed = hashlib.blake2b(key=key, digest_size=_DIGEST_BYTES)  # the key block hashed once, copied per entry
+    macs = [keyed.copy() for _ in range(count)]
+    collections.deque(map(type(keyed).update, macs, map(b"%s\x00%s".__mod__, zip(commits, created))), maxlen=0)
+    digests = list(map(operator.methodcaller("digest"), macs))
+    big: itertools.repeat[Literal["big"]] = itertools.repeat("big")
+    h1 = map(int.from_bytes, map(operator.itemgetter(slice(_SUM_BYTES)), digests), big)
+    h2 = list(map(int.from_bytes, map(operator.itemgetter(slice(_SUM_BYTES, None)), digests), big))
     a: dict[int, int] = {}
     b: dict[int, int] = {}
     get_a, get_b = a.get, b.get
-    frombytes = int.from_bytes
-    keyed = hashlib.blake2b(key=key, digest_size=_DIGEST_BYTES)  # the key block hashed once, copied per entry
-    for j, (bucket, commit, created_at) in enumerate(zip(buckets, commits, created)):
-        h = keyed.copy()
-        h.update(b"%s\x00%s" % (commit.encode(), created_at.encode()))
-        digest = h.digest()
-        h2 = frombytes(digest[_SUM_BYTES:], "big")
-        a[bucket] = get_a(bucket, 0) + frombytes(digest[:_SUM_BYTES], "big") + j * h2
-        b[bucket] = get_b(bucket, 0) + h2
+    for bucket, a_term, b_term in zip(buckets, map(operator.add, h1, map(operator.mul, range(count), h2)), h2):
+        a[bucket] = get_a(bucket, 0) + a_term
+        b[bucket] = get_b(bucket, 0) + b_term
     touched = sorted(a)
     return array.array("H", touched), [a[t] % MODULUS for t in touched], [b[t] % MODULUS for t in touched]
 

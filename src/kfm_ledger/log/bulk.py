@@ -16,16 +16,18 @@ import array
 import gc
 import hashlib
 import itertools
+import operator
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from kfm_ledger import schema
 from kfm_ledger.errors import RowProblem, SchemaError
-from kfm_ledger.index_seal import buckets_of, chunk_sums
+from kfm_ledger.index_seal import chunk_sums, utf8_buckets_of
 from kfm_ledger.schema.codec import check_size, decode_and_encode
+from kfm_ledger.schema.fast_path import strict_canonical_line
 
 #: Size of a chunk handed to a worker.
 CHUNK_BYTES = 4 << 20
@@ -106,23 +108,35 @@ def validate_input_chunk(first_line: int, data: bytes) -> ChunkResult:
     when it can, the general path otherwise; both apply the same rules.  A commit
     repeated within the chunk is the caller's to find (with the rest of the batch).
     """
+    return _validate_input(first_line, data)[0]
+
+
+def _validate_input(first_line: int, data: bytes) -> tuple[ChunkResult, list[bytes], list[bytes]]:
+    """:func:`validate_input_chunk`, and the valid rows' commits and created_at values (ASCII)."""
     lines = data.split(b"\n")
     if lines[-1] == b"":
         lines.pop()  # after the last newline (or no data at all): no line
     result = ChunkResult(first_line=first_line, line_count=len(lines))
-    fast = schema.canonical_line_fields
-    order_key = schema.created_at_order_key
+    # The usual chunk: every line canonical as given, each matched whole by the strict fast-path
+    # regex, with no Python code run per row (the maps below run in C).
+    matches = list(map(strict_canonical_line, lines))
+    if lines and data.endswith(b"\n") and None not in matches and max(map(len, lines)) <= schema.MAX_LINE_BYTES:
+        commits: list[bytes] = list(map(operator.methodcaller("group", "commit"), matches))
+        created: list[bytes] = list(map(operator.methodcaller("group", "created"), matches))
+        keys = list(map(operator.itemgetter(slice(None, -1)), created))
+        if not all(map(operator.le, keys, itertools.islice(keys, 1, None))):
+            _note_backwards(result, first_line, created)
+        result.canonical = data
+        result.lines = array.array("q", range(first_line, first_line + len(lines)))
+        result.lengths = array.array("q", map(len, lines))
+        return _finish_input_chunk(result, lines, commits, created), commits, created
+    del matches
+    fast = schema.canonical_line_bytes
     general = decode_and_encode  # the batch parser's own path
-    sha = hashlib.sha256
     problems = result.problems
     out: list[bytes] = []
-    hashes: list[bytes] = []
-    commits: list[str] = []
-    created: list[str] = []
+    commits, created = [], []
     numbers = result.lines
-    lengths = result.lengths
-    previous: tuple[int, str] | None = None  # (line, created_at) of the last valid row
-    previous_key = ""
     number = first_line - 1
     rewritten = not data.endswith(b"\n")  # whether the canonical lines differ from ``data``
     for line in lines:
@@ -144,30 +158,49 @@ def validate_input_chunk(first_line: int, data: bytes) -> ChunkResult:
             except SchemaError as e:
                 problems.append(RowProblem(number, e.path, e.message))
                 continue
-            commit, created_at = row.lakefs_commit, row.created_at
-        else:
-            commit, created_at = fields
-        key = order_key(created_at)
-        if key < previous_key:
-            result.backwards.append((number, created_at, *previous))  # type: ignore[misc]
-        previous, previous_key = (number, created_at), key
+            fields = row.lakefs_commit.encode(), row.created_at.encode()
         out.append(line)
-        hashes.append(sha(b"\x00" + line).digest())
-        commits.append(commit)
-        created.append(created_at)
+        commits.append(fields[0])
+        created.append(fields[1])
         numbers.append(number)
-        lengths.append(len(line))
-    out.append(b"")
+    _note_backwards(result, numbers, created)
     # Every line canonical as given (the fast path took each one, whole): ``data`` is the output.
-    result.canonical = b"\n".join(out) if rewritten else data
-    result.leaf_hashes = b"".join(hashes)
-    result.commit_text = "\n".join(commits)
-    result.created_text = "\n".join(created)
+    result.canonical = b"\n".join([*out, b""]) if rewritten else data
+    result.lengths = array.array("q", map(len, out))
+    return _finish_input_chunk(result, out, commits, created), commits, created
+
+
+def _note_backwards(result: ChunkResult, numbers: Sequence[int] | int, created: list[bytes]) -> None:
+    """Record in ``result.backwards`` each row whose created_at is earlier than the row before
+    it (rows numbered by ``numbers``, or from ``numbers`` on).  Canonical spellings (no trailing
+    zeros in a fraction) sort as their instants once the final ``Z`` is cut off."""
+    if isinstance(numbers, int):
+        numbers = range(numbers, numbers + len(created))
+    previous = b""
+    for k, created_at in enumerate(created):
+        key = created_at[:-1]
+        if key < previous:
+            result.backwards.append(
+                (numbers[k], created_at.decode("ascii"), numbers[k - 1], created[k - 1].decode("ascii"))
+            )
+        previous = key
+
+
+def _finish_input_chunk(
+    result: ChunkResult, rows: list[bytes], commits: list[bytes], created: list[bytes]
+) -> ChunkResult:
+    """Fill in the valid rows' leaf hashes (RFC 9162 §2.1.1), commits and created_at values."""
+    result.leaf_hashes = b"".join(map(_DIGEST, map(hashlib.sha256, map(b"\x00".__add__, rows))))
+    result.commit_text = b"\n".join(commits).decode("ascii")
+    result.created_text = b"\n".join(created).decode("ascii")
     result.rows = len(commits)
     if commits:
-        result.first_created = (numbers[0], created[0])
-        result.last_created = (numbers[-1], created[-1])
+        result.first_created = (result.lines[0], created[0].decode("ascii"))
+        result.last_created = (result.lines[-1], created[-1].decode("ascii"))
     return result
+
+
+_DIGEST = operator.methodcaller("digest")
 
 
 def validate_stored_chunk(first_line: int, data: bytes) -> ChunkResult:
@@ -391,11 +424,10 @@ def _validate_input_range(start: int, end: int, file_start: int) -> ChunkResult:
     caller rebases them: only it knows how many lines came before).
     """
     first, data = lines_in_range(_WORKER["input"], start, end, file_start)
-    result = validate_input_chunk(1, data)
+    result, commits, created = _validate_input(1, data)
     # The commit index's per-row work, done here on both cores instead of in the writer: each
     # row's seal bucket and, with the key, the rows' seal terms summed per bucket.
-    commits, created = result.commits, result.created_at
-    result.buckets = array.array("H", buckets_of(commits))
+    result.buckets = array.array("H", utf8_buckets_of(commits))
     if _WORKER_SEAL_KEY:
         result.seal_sums = chunk_sums(_WORKER_SEAL_KEY[0], commits, created, result.buckets)
     if _WORKER.get("in_place") and result.canonical is data:

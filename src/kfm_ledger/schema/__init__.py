@@ -92,7 +92,7 @@ from .batch import (
     repeated_commit_problem,
 )
 from .codec import canonicalize, decode_canonical_line, decode_row, encode_row
-from .fast_path import canonical_line_fields
+from .fast_path import canonical_line_bytes, canonical_line_fields
 from .json_schema import row_json_schema
 from .problems import row_problems
 from .rows import Checksums, Config, DataSnapshot, EnergyCarbon, Entry, Model, Row, Signatures
@@ -111,6 +111,7 @@ __all__ = [
     "Row",
     "Signatures",
     "backwards_problem",
+    "canonical_line_bytes",
     "canonical_line_fields",
     "canonicalize",
     "check_batch",

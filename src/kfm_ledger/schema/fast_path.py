@@ -12,7 +12,7 @@ from .rows import ENCODER
 from .rules import STRING_RULES
 from .timestamps import timestamp_to_datetime
 
-__all__ = ["canonical_line_fields"]
+__all__ = ["canonical_line_bytes", "canonical_line_fields", "strict_canonical_line"]
 
 # ------------------------------------------------- the canonical-line fast path
 #
@@ -23,16 +23,24 @@ __all__ = ["canonical_line_fields"]
 # spelling and the artifact_uri/commit cross-check (a backreference).  It applies only
 # to ASCII lines without a backslash: then no string holds an escape, so a string's
 # bytes are its characters, '"' ends it, and the ASCII-only byte classes below mean the
-# same as the rules' str classes.  A line it does not accept is not thereby wrong: it
-# takes the general path, which decides and names the problem.
+# same as the rules' str classes.  The regex enforces that itself: every byte of a line it
+# accepts is a literal of the layout or in a class, and every class below excludes bytes
+# 0x80-0xff and the backslash.  A line it does not accept is not thereby wrong: it takes the
+# general path, which decides and names the problem.
+#
+# Two regexes: the first (strict) takes nearly every row with no work after it, since it
+# checks the calendar (all but February 29) and takes only the decimals whose spelling is
+# certainly canonical; a line it declines gets the second, wider one, whose matches are then
+# checked for those two things in Python.
 
 
 def _inline_json(field: str) -> str:
     """A rule's pattern for the inside of a canonical JSON string (no anchors, no '"')."""
     pattern = STRING_RULES[field].pattern
     assert pattern.startswith("^") and pattern.endswith(r"\Z")
-    # The string's closing quote is where the value ends; no character class may cross it.
-    return pattern[1:-2].replace(r"\Z", '"').replace("[^", '[^"')
+    # The string's closing quote is where the value ends; no character class may cross it,
+    # nor take a backslash (an escape) or a byte beyond ASCII.
+    return pattern[1:-2].replace(r"\Z", '"').replace("[^", r'[^"\\\x80-\xff')
 
 
 def _json_field(field: str, group: str | None = None) -> str:
@@ -44,52 +52,88 @@ def _json_array(field: str, element: str) -> str:
     return f'"{field}":\\[(?:{element}(?:,{element})*)?\\]'
 
 
+_TIME_OF_DAY = r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{0,5}[1-9])?Z"
 # created_at in its one spelling (no zero fraction, no trailing zeros: the rule's own
-# fraction), with the calendar checked as far as a regex can cheaply: days 29-31 are
-# checked against the real calendar afterwards.
-_TIMESTAMP_FAST = (
-    r"(?!0000)[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
-    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{0,5}[1-9])?Z"
+# fraction), each month with its own days: all of the calendar but February 29.
+_TIMESTAMP_STRICT = (
+    r"(?!0000)[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    r"|02-(?:0[1-9]|1[0-9]|2[0-8]))" + _TIME_OF_DAY
 )
-# A non-negative decimal with a '.', the only form the fast path takes; that it is the
-# canonical spelling of its value is checked afterwards (msgspec writes 1e-05 as 0.00001).
-_DECIMAL = r"(?:0|[1-9][0-9]*)\.[0-9]+"
+# The same, with days 29-31 of any month: checked against the real calendar afterwards.
+_TIMESTAMP_WIDE = r"(?!0000)[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])" + _TIME_OF_DAY
 
 # A decimal that is certainly the canonical spelling of its value, with no need to encode it: at most
 # 10 integer and 5 fraction digits (15 significant digits: an IEEE double keeps any such decimal
 # exactly, so its shortest round-trip spelling has the same digits), no trailing zero in the
 # fraction but ".0" itself, and in [0.00001, 1e10), where msgspec writes plain decimals, never
-# exponents (tests/test_fast_paths.py compares the two over random decimals).  Others are encoded.
-_SHORT_DECIMAL = re.compile(rb"(?:0|[1-9][0-9]{0,9})\.(?:0|[0-9]{0,4}[1-9])").fullmatch
+# exponents (tests/test_fast_paths.py compares the two over random decimals).
+_SHORT_DECIMAL = r"(?:0|[1-9][0-9]{0,9})\.(?:0|[0-9]{0,4}[1-9])"
+# A non-negative decimal with a '.', the only form the wide regex takes; that it is the
+# canonical spelling of its value is checked afterwards (msgspec writes 1e-05 as 0.00001).
+_DECIMAL = r"(?:0|[1-9][0-9]*)\.[0-9]+"
+_is_short_decimal = re.compile(_SHORT_DECIMAL.encode("ascii")).fullmatch
 
-_CANONICAL_LINE = re.compile(
-    (
-        r"\{"
-        + ",".join(
-            [
-                _json_field("lakefs_repo"),
-                _json_field("lakefs_branch"),
-                _json_field("lakefs_commit", "commit"),
-                f'"created_at":"(?P<created>{_TIMESTAMP_FAST})"',
-                _json_field("producer"),
-                _json_field("openlineage_run_id"),
-                _json_field("otel_trace_id"),
-                # An s3:// URI whose last path segment is "<lakefs_commit>.tar.zst".
-                '"artifact_uri":"(?=' + _inline_json("artifact_uri") + r'")[^"]*/(?P=commit)\.tar\.zst"',
-                _json_array("data_snapshot", r"\{" + _json_field("stac") + "," + _json_field("lakefs_ref") + r"\}"),
-                _json_array(
-                    "models",
-                    r"\{" + _json_field("name") + "," + _json_field("version") + "," + _json_field("uri") + r"\}",
-                ),
-                _json_array("configs", r"\{" + _json_field("path") + "," + _json_field("sha256") + r"\}"),
-                r'"checksums":\{' + _json_field("artifact_sha256") + r"\}",
-                r'"signatures":\{' + _json_field("in_toto") + r"\}",
-                rf'"energy_carbon":\{{"kwh":(?P<kwh>{_DECIMAL}),"co2e_kg":(?P<co2e_kg>{_DECIMAL})\}}',
-            ]
-        )
-        + r"\}"
-    ).encode("ascii")
-).fullmatch
+
+def _canonical_line(timestamp: str, decimal: str) -> re.Pattern[bytes]:
+    return re.compile(
+        (
+            r"\{"
+            + ",".join(
+                [
+                    _json_field("lakefs_repo"),
+                    _json_field("lakefs_branch"),
+                    _json_field("lakefs_commit", "commit"),
+                    f'"created_at":"(?P<created>{timestamp})"',
+                    _json_field("producer"),
+                    _json_field("openlineage_run_id"),
+                    _json_field("otel_trace_id"),
+                    # An s3:// URI whose last path segment is "<lakefs_commit>.tar.zst".
+                    '"artifact_uri":"(?=' + _inline_json("artifact_uri") + r'")[^"]*/(?P=commit)\.tar\.zst"',
+                    _json_array(
+                        "data_snapshot", r"\{" + _json_field("stac") + "," + _json_field("lakefs_ref") + r"\}"
+                    ),
+                    _json_array(
+                        "models",
+                        r"\{" + _json_field("name") + "," + _json_field("version") + "," + _json_field("uri") + r"\}",
+                    ),
+                    _json_array("configs", r"\{" + _json_field("path") + "," + _json_field("sha256") + r"\}"),
+                    r'"checksums":\{' + _json_field("artifact_sha256") + r"\}",
+                    r'"signatures":\{' + _json_field("in_toto") + r"\}",
+                    rf'"energy_carbon":\{{"kwh":(?P<kwh>{decimal}),"co2e_kg":(?P<co2e_kg>{decimal})\}}',
+                ]
+            )
+            + r"\}"
+        ).encode("ascii")
+    )
+
+
+_STRICT_LINE = _canonical_line(_TIMESTAMP_STRICT, _SHORT_DECIMAL).fullmatch
+#: The strict regex's ``fullmatch``: a match means :func:`canonical_line_bytes` would return its
+#: groups ``commit`` and ``created`` with nothing else to check (a bulk worker maps it over a
+#: chunk's lines in C).
+strict_canonical_line = _STRICT_LINE
+_WIDE_LINE = _canonical_line(_TIMESTAMP_WIDE, _DECIMAL).fullmatch
+
+
+def canonical_line_bytes(line: bytes) -> tuple[bytes, bytes] | None:
+    """:func:`canonical_line_fields` with the two values as ASCII bytes (a bulk worker joins
+    them and decodes once per chunk)."""
+    m = _STRICT_LINE(line)
+    if m is not None:
+        return m.group("commit", "created")  # type: ignore[return-value]
+    m = _WIDE_LINE(line)
+    if m is None:
+        return None
+    for number in m.group("kwh", "co2e_kg"):
+        if _is_short_decimal(number) is None and ENCODER.encode(float(number)) != number:
+            return None
+    commit, created = m.group("commit", "created")
+    if created[8:10] > b"28":  # the days the wide pattern cannot rule out (Feb 30, Apr 31)
+        try:
+            timestamp_to_datetime(created.decode("ascii"))
+        except SchemaError:
+            return None
+    return commit, created
 
 
 def canonical_line_fields(line: bytes) -> tuple[str, str] | None:
@@ -100,20 +144,7 @@ def canonical_line_fields(line: bytes) -> tuple[str, str] | None:
     None does not mean the line is invalid, only that the general path must decide.  The
     line size limit is the caller's.
     """
-    if not line.isascii() or b"\\" in line:
+    found = canonical_line_bytes(line)
+    if found is None:
         return None
-    m = _CANONICAL_LINE(line)
-    if m is None:
-        return None
-    kwh, co2e_kg, commit, created_bytes = m.group("kwh", "co2e_kg", "commit", "created")
-    for number in (kwh, co2e_kg):
-        if _SHORT_DECIMAL(number) is None and ENCODER.encode(float(number)) != number:
-            return None
-    created = created_bytes.decode("ascii")
-    if created[8:10] > "28":  # the only days the pattern cannot rule out (Feb 30, Apr 31)
-        try:
-            timestamp_to_datetime(created)
-        except SchemaError:
-            return None
-    return commit.decode("ascii"), created
-
+    return found[0].decode("ascii"), found[1].decode("ascii")
