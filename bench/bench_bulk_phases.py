@@ -55,6 +55,34 @@ def wrap(owner: Any, name: str, label: str | None = None) -> None:
     setattr(owner, name, timed)
 
 
+PASS_ONE: dict[str, float] = {}  # CPU seconds by the end of the validation pass (commit_batch's start)
+
+
+def _cpu_of(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def _live_children() -> list[int]:
+    found = []
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            found += [int(pid) for pid in f.read().split()]
+    return found
+
+
+def note_pass_one(*_: Any, **__: Any) -> None:
+    """At commit_batch's start: CPU so far of this process, the reaped workers and live children."""
+    if PASS_ONE:
+        return
+    own, reaped = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    PASS_ONE["at"] = time.perf_counter() - START[0]
+    PASS_ONE["this process"] = own.ru_utime + own.ru_stime
+    PASS_ONE["exited workers"] = reaped.ru_utime + reaped.ru_stime
+    PASS_ONE["live children"] = sum(_cpu_of(pid) for pid in _live_children())
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--input", required=True)
@@ -75,6 +103,13 @@ def main() -> None:
         (bulk_append, "seal_appended", None),
     ]:
         wrap(owner, name, label)
+    commit_batch = bulk_append.commit_batch
+
+    def noted_commit_batch(*a: Any, **k: Any) -> Any:
+        note_pass_one()
+        return commit_batch(*a, **k)
+
+    bulk_append.commit_batch = noted_commit_batch  # type: ignore[assignment]
     ledger = os.path.join(a.dir, "ledger")
     if os.path.exists(ledger):  # the last run's: deleted, then a wait (bench_bulk.py's --settle)
         shutil.rmtree(ledger, ignore_errors=True)
@@ -103,6 +138,10 @@ def main() -> None:
     print(f"total {wall:.2f} s for {result.count} rows; CPU: this process {own.ru_utime + own.ru_stime:.1f} s "
           f"(sys {own.ru_stime:.1f}), workers {children.ru_utime + children.ru_stime:.1f} s "
           f"(sys {children.ru_stime:.1f}); load average {os.getloadavg()[0]:.2f}")
+    if PASS_ONE:
+        at = PASS_ONE.pop("at")
+        print(f"CPU by the end of validation ({at:.2f} s): "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in PASS_ONE.items()))
     for label, (seconds, calls, first, last) in STEPS.items():
         print(f"  {label:34s} {seconds:6.2f} s  x{int(calls):<4d} from {first:6.2f} to {last:6.2f} s")
     if samples:
