@@ -304,3 +304,24 @@ def test_a_range_of_rows_is_proven_with_the_tiles_around_it(led: RemoteLedger, s
     assert list(led.iter_lines(0, 256)) == LINES[:256]  # the rows before it still prove
     with pytest.raises(CorruptLedgerError, match=r"rows 256\.\.299"):
         list(led.iter_lines(256, 300))
+
+
+def test_an_s3_append_lists_at_most_max_problems_and_counts_them_all(
+    led: RemoteLedger, storage: S3Storage, tmp_path: Path
+) -> None:
+    # Five rows with one problem each (a branch name with a leading space).
+    bad = sample_jsonl(5).replace(b'"lakefs_branch":"', b'"lakefs_branch":" ')
+    for call in (
+        lambda: led.append(bad, signer=SIGNER, max_problems=2),
+        lambda: led.append_file(write(tmp_path / "bad.jsonl", bad), signer=SIGNER, max_problems=2),
+    ):
+        with pytest.raises(InputRejected) as e:
+            call()
+        assert len(e.value.problems) == 2 and e.value.total >= 5
+        assert [p.line for p in e.value.problems] == [1, 2]
+    assert led.size == 0 and list(storage.list(STAGING_PREFIX)) == []
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path

@@ -55,7 +55,7 @@ from kfm_ledger.errors import (
     RowProblem,
     StorageError,
 )
-from kfm_ledger.schema.batch import check_batch_capped
+from kfm_ledger.schema.batch import MAX_LISTED_PROBLEMS, check_batch_counted
 
 from .append import AppendResult, before_last_row_problem, stored_commit_problem
 from .checkpoint_chain import previous_size_line
@@ -265,16 +265,24 @@ def _ledger_problems(
     return problems
 
 
-def append(led: RemoteLedger, batch: bytes | Sequence[schema.Row], *, signer: Signer, wait: float) -> AppendResult:
+def append(
+    led: RemoteLedger,
+    batch: bytes | Sequence[schema.Row],
+    *,
+    signer: Signer,
+    wait: float,
+    max_problems: int = MAX_LISTED_PROBLEMS,
+) -> AppendResult:
     """Validate a batch and append it by the protocol of this module (see :meth:`RemoteLedger.append`)."""
     led._check_signer(signer)
+    exact = True
     if isinstance(batch, (bytes, bytearray, memoryview)):
-        parsed, problems, total = check_batch_capped(bytes(batch))
+        parsed, problems, total, exact = check_batch_counted(bytes(batch), max_problems)
     else:
         parsed, problems = schema.check_rows(batch)
         total = len(problems)
     if problems:
-        raise InputRejected(problems, total=total)
+        raise InputRejected(problems, total=total, limit=max_problems, exact=exact)
     if not parsed:
         raise InputRejected([RowProblem(1, "$", "no rows in the input")])
     entries = tuple(line for _, _, line in parsed)
@@ -286,7 +294,7 @@ def append(led: RemoteLedger, batch: bytes | Sequence[schema.Row], *, signer: Si
         except _Stale:
             continue
         if problems:
-            raise InputRejected(problems)
+            raise InputRejected(problems, limit=max_problems)
         ext, note, key = _stage(led, state, entries, signer)  # steps 4 and 5
         etag = _swap(led, note, state, key)  # step 6
         if etag == SUPERSEDED:  # won, and others have completed our tree and built on it since
@@ -428,13 +436,14 @@ def append_file(
     *,
     signer: Signer,
     wait: float,
+    max_problems: int = MAX_LISTED_PROBLEMS,
     progress: Progress | None = None,
 ) -> AppendResult:
     """:func:`append` for a file the user named (refused past :data:`MAX_BATCH_BYTES`)."""
     from kfm_ledger.inputs import read_bounded
 
     data = read_bounded(path, MAX_BATCH_BYTES, "input file")
-    result = append(led, data, signer=signer, wait=wait)
+    result = append(led, data, signer=signer, wait=wait, max_problems=max_problems)
     if progress is not None:
         progress(len(data), len(data))
     return result

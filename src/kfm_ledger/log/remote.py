@@ -400,15 +400,18 @@ class RemoteLedger(SignedLog):
 
     # ------------------------------------------------------------ writing
 
-    def append(self, batch: bytes | Sequence[schema.Row], *, signer: Signer, wait: float = 10.0) -> AppendResult:
+    def append(
+        self, batch: bytes | Sequence[schema.Row], *, signer: Signer, wait: float = 10.0, max_problems: int = 1000
+    ) -> AppendResult:
         """Validate a batch and append it by compare-and-swap of ``checkpoint`` (:mod:`.cas_append`).
 
         ``wait``: seconds to keep retrying after lost races before giving up
-        (:class:`~kfm_ledger.errors.ContentionError`).
+        (:class:`~kfm_ledger.errors.ContentionError`).  A refusal lists at most ``max_problems``
+        problems and counts them all, as :meth:`Ledger.append <kfm_ledger.log.ledger.Ledger.append>`'s.
         """
         from .cas_append import append
 
-        return append(self, batch, signer=signer, wait=wait)
+        return append(self, batch, signer=signer, wait=wait, max_problems=max_problems)
 
     def append_file(
         self,
@@ -420,10 +423,14 @@ class RemoteLedger(SignedLog):
         max_problems: int = 1000,
         progress: Progress | None = None,
     ) -> AppendResult:
-        """:meth:`append` for an input file (read whole, at most :data:`~kfm_ledger.log.cas_append.MAX_BATCH_BYTES`)."""
+        """:meth:`append` for an input file (read whole, at most :data:`~kfm_ledger.log.cas_append.MAX_BATCH_BYTES`).
+
+        ``workers`` is accepted for the same call as a local ledger's and has no effect: an S3
+        batch is validated in this process.
+        """
         from .cas_append import append_file
 
-        return append_file(self, path, signer=signer, wait=wait, progress=progress)
+        return append_file(self, path, signer=signer, wait=wait, max_problems=max_problems, progress=progress)
 
     def recover(self, signer: Signer | None = None, *, wait: float = 10.0) -> RecoverySummary:
         """Complete the latest signed tree if a writer died before it did, and remove stale staging objects."""
