@@ -121,8 +121,7 @@ def _validate_input(first_line: int, data: bytes) -> tuple[ChunkResult, list[byt
     # regex, with no Python code run per row (the maps below run in C).
     matches = list(map(strict_canonical_line, lines))
     if lines and data.endswith(b"\n") and None not in matches and max(map(len, lines)) <= schema.MAX_LINE_BYTES:
-        commits: list[bytes] = list(map(operator.methodcaller("group", "commit"), matches))
-        created: list[bytes] = list(map(operator.methodcaller("group", "created"), matches))
+        commits, created = map(list, zip(*map(_COMMIT_AND_CREATED, matches)))
         keys = list(map(operator.itemgetter(slice(None, -1)), created))
         if not all(map(operator.le, keys, itertools.islice(keys, 1, None))):
             _note_backwards(result, first_line, created)
@@ -201,6 +200,7 @@ def _finish_input_chunk(
 
 
 _DIGEST = operator.methodcaller("digest")
+_COMMIT_AND_CREATED = operator.methodcaller("group", "commit", "created")
 
 
 def validate_stored_chunk(first_line: int, data: bytes) -> ChunkResult:

@@ -181,17 +181,16 @@ def _child(  # pragma: no cover - runs in the forked child
     # dropped, so that they do not push other files' out of the page cache (storage.page_cache).
     window = WriteWindow()
 
-    def rows() -> Iterator[bytes]:
+    def rows() -> Iterator[list[bytes]]:
         while True:
             message = _receive(commands)
             if not isinstance(message, tuple) or not message:
                 raise _Aborted
             if message[0] == "chunk":
                 (offset, length), leaf_hashes = message[1], message[2]
-                data = _read_rows(jsonl_fd, offset, length)
-                _check_rows(data, leaf_hashes, offset)
+                checked = _check_rows(_read_rows(jsonl_fd, offset, length), leaf_hashes, offset)
                 window.add(jsonl_fd, offset, length)
-                yield data
+                yield checked
             elif message[0] == "finish":
                 count.append(int(message[1]))
                 return
@@ -200,7 +199,7 @@ def _child(  # pragma: no cover - runs in the forked child
 
     try:
         done = write_bundles(
-            led, old_size, entries.pieces_from_lines(rows(), lambda: count[0]), led.storage.write_once_many, edge,
+            led, old_size, entries.pieces_from_rows(rows(), lambda: count[0]), led.storage.write_once_many, edge,
             write_stream=getattr(led.storage, "write_once_stream", None),
         )
     except _Aborted:
@@ -223,15 +222,18 @@ def _read_rows(fd: int, offset: int, length: int) -> bytes:  # pragma: no cover 
     return b"".join(parts)
 
 
-def _check_rows(data: bytes, leaf_hashes: bytes, offset: int) -> None:  # pragma: no cover - the child's
-    """Each newline-terminated row of ``data`` hashes to its leaf hash (RFC 9162 §2.1.1)."""
+def _check_rows(data: bytes, leaf_hashes: bytes, offset: int) -> list[bytes]:  # pragma: no cover - the child's
+    """The newline-terminated rows of ``data``, each checked to hash to its leaf hash (RFC 9162 §2.1.1)."""
     rows = data.split(b"\n")
-    rows.pop()  # after the last newline
+    rows.pop()  # after the last newline (a partial row there leaves the hashes one short)
     found = b"".join(map(operator.methodcaller("digest"), map(hashlib.sha256, map(b"\x00".__add__, rows))))
     if found != leaf_hashes:
-        k = next((i for i in range(len(rows)) if found[32 * i : 32 * i + 32] != leaf_hashes[32 * i : 32 * i + 32]), 0)
+        k = next(
+            (i for i in range(len(rows)) if found[32 * i : 32 * i + 32] != leaf_hashes[32 * i : 32 * i + 32]), len(rows)
+        )
         raise StorageError(
             f"the batch's rows in {JSONL_KEY} are not the rows that were checked (from byte {offset}, row {k + 1} "
             "of that chunk differs): the input file changed while it was appended; nothing was signed",
             key=JSONL_KEY,
         )
+    return rows

@@ -48,6 +48,7 @@ __all__ = [
     "encode_pieces",
     "has_entry_bundles",
     "pieces_from_lines",
+    "pieces_from_rows",
     "prune_partial_bundles",
     "read_bundle",
     "read_entries",
@@ -113,20 +114,33 @@ def pieces_from_lines(chunks: Iterable[bytes], count: int | Callable[[], int]) -
     bytes a batch appended), one per chunk of the stream.  StorageError when the stream does
     not hold exactly ``count`` whole rows (the rows were not all written).  ``count`` may be a
     function, asked when the stream ends (a stream whose length is known only then)."""
-    rest = b""
+    rest = [b""]
+
+    def row_lists() -> Iterator[list[bytes]]:
+        for chunk in chunks:
+            lines = (rest[0] + chunk).split(b"\n") if rest[0] else chunk.split(b"\n")
+            rest[0] = lines.pop()
+            yield lines
+
+    return pieces_from_rows(row_lists(), count, lambda: bool(rest[0]))
+
+
+def pieces_from_rows(
+    row_lists: Iterable[list[bytes]], count: int | Callable[[], int], partial: Callable[[], bool] = lambda: False
+) -> Iterator[Piece]:
+    """:func:`pieces_from_lines` for rows already cut apart (lists of rows without their
+    newlines); ``partial()`` says, once they end, whether a partial row followed the last."""
     seen = 0
-    for chunk in chunks:
-        lines = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
-        rest = lines.pop()
-        if lines:
-            seen += len(lines)
-            lengths = list(map(len, lines))
-            yield encode_entries(lines, lengths), lengths
+    for rows in row_lists:
+        if rows:
+            seen += len(rows)
+            lengths = list(map(len, rows))
+            yield encode_entries(rows, lengths), lengths
     if not isinstance(count, int):
         count = count()
-    if rest or seen != count:
+    if partial() or seen != count:
         raise StorageError(
-            f"the batch's rows in {JSONL_KEY} are {seen} whole rows{' and a partial one' if rest else ''}, "
+            f"the batch's rows in {JSONL_KEY} are {seen} whole rows{' and a partial one' if partial() else ''}, "
             f"not the {count} appended: nothing was signed",
             key=JSONL_KEY,
         )
