@@ -94,3 +94,18 @@ def test_a_byte_order_mark_is_ignored_in_a_streamed_file(tmp_path: Path) -> None
     (tmp_path / "rows.jsonl").write_bytes(b"\xef\xbb\xbf" + sample_jsonl(200))
     assert led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2).count == 200
     assert led.entry(0).line == encode_row(sample_row(0))
+
+
+def test_rebasing_a_chunk_shifts_every_line_number() -> None:
+    """ChunkResult.rebase: consecutive rows (the usual chunk, rebuilt as a range) and rows with
+    gaps (blank or refused lines between them) both move by the same amount."""
+    import array
+
+    from kfm_ledger.errors import RowProblem
+
+    for lines in ([1, 2, 3, 4], [1, 3, 4, 9], [2], []):
+        result = bulk.ChunkResult(first_line=1, line_count=10, lines=array.array("q", lines))
+        result.problems = [RowProblem(5, "$", "x")]
+        result.rebase(101)
+        assert list(result.lines) == [n + 100 for n in lines]
+        assert result.first_line == 101 and result.problems[0].line == 105

@@ -82,7 +82,11 @@ class ChunkResult:
         if not delta:
             return
         self.first_line = first_line
-        self.lines = array.array("q", [n + delta for n in self.lines])
+        lines = self.lines
+        if lines and lines[-1] - lines[0] == len(lines) - 1:  # increasing: consecutive lines, the usual chunk
+            self.lines = array.array("q", range(lines[0] + delta, lines[-1] + delta + 1))
+        else:
+            self.lines = array.array("q", [n + delta for n in lines])
         self.problems = [RowProblem(p.line + delta, p.path, p.message) for p in self.problems]
         self.backwards = [(a + delta, b, c + delta, d) for a, b, c, d in self.backwards]
         if self.first_created is not None:
@@ -398,23 +402,40 @@ def read_lines_in_range(fd: int, start: int, end: int, file_start: int) -> bytes
 
 
 def lines_in_range(fd: int, start: int, end: int, file_start: int) -> tuple[int, bytes]:
-    """:func:`read_lines_in_range` and the file offset of the first byte read."""
+    """:func:`read_lines_in_range` and the file offset of the first byte read.
+
+    One read of the range and a little past it (where the last line usually ends), then one copy
+    of the lines out of it; a last line longer than that is read to its end piece by piece.
+    """
+    offset = start - 1 if start > file_start else start  # from the byte before: is a line beginning at start?
+    data = os.pread(fd, end - offset + _READ_PAST, offset)
+    begin = start
     if start > file_start:
-        head = os.pread(fd, end - start + 1, start - 1)
-        cut = head.find(b"\n")
-        if cut < 0 or start + cut >= end:
+        cut = data.find(b"\n", 0, end - offset)
+        if cut < 0:
             return start, b""  # no line begins in the range
-        start += cut
-    data = bytearray(os.pread(fd, end - start, start))
-    position = start + len(data)
-    while data and data[-1:] != b"\n":
+        begin = offset + cut + 1
+    stop = data.find(b"\n", end - 1 - offset)
+    if stop >= 0:
+        return begin, data[begin - offset : stop + 1]
+    if len(data) < end - offset + _READ_PAST:  # the file ends first: its last line has no newline
+        return begin, data[begin - offset :]
+    lines = bytearray(data[begin - offset :])
+    position = offset + len(data)
+    while True:  # a last line longer than _READ_PAST past the range
         more = os.pread(fd, 1 << 16, position)
         if not more:
             break  # the file's last line has no newline
         cut = more.find(b"\n")
-        data += more if cut < 0 else more[: cut + 1]
+        lines += more if cut < 0 else more[: cut + 1]
+        if cut >= 0:
+            break
         position += len(more)
-    return start, bytes(data)
+    return begin, bytes(lines)
+
+
+#: How far past its range a worker reads at once, for the range's last line.
+_READ_PAST = 1 << 16
 
 
 def _validate_input_range(start: int, end: int, file_start: int) -> ChunkResult:
