@@ -173,28 +173,6 @@ def test_byte_ranges_give_every_line_once(
         assert bytes(out) == b"".join(LINES[i] + b"\n" for i in range(30) if i not in blank)
 
 
-@pytest.mark.parametrize("read_past", [1, 7, 500, 1 << 16])
-def test_byte_ranges_give_every_line_once_whatever_is_read_past_the_range(
-    tmp_path: Path, monkeypatch, read_past: int
-) -> None:
-    """lines_in_range reads a little past its range for the last line: a line longer than that
-    is read on, piece by piece, to its newline or the end of the file."""
-    monkeypatch.setattr(bulk, "_READ_PAST", read_past)
-    for newline_at_end in (True, False):
-        lines = [LINES[0], b"", LINES[1] * 3, LINES[2]]  # one blank line, one long one
-        data = b"\xef\xbb\xbf" + b"\n".join(lines) + (b"\n" if newline_at_end else b"")
-        path = tmp_path / "in.jsonl"
-        path.write_bytes(data)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            for chunk in (1, 2, 100, 999, 1500, 5000, len(data)):
-                ranges = [(s, min(s + chunk, len(data))) for s in range(3, len(data), chunk)]
-                pieces = [bulk.read_lines_in_range(fd, s, e, 3) for s, e in ranges]
-                assert b"".join(pieces) == data[3:], (chunk, newline_at_end)
-        finally:
-            os.close(fd)
-
-
 @pytest.fixture
 def bulk_path(monkeypatch) -> None:
     monkeypatch.setattr(bulk, "CHUNK_BYTES", 16 << 10)

@@ -402,40 +402,23 @@ def read_lines_in_range(fd: int, start: int, end: int, file_start: int) -> bytes
 
 
 def lines_in_range(fd: int, start: int, end: int, file_start: int) -> tuple[int, bytes]:
-    """:func:`read_lines_in_range` and the file offset of the first byte read.
-
-    One read of the range and a little past it (where the last line usually ends), then one copy
-    of the lines out of it; a last line longer than that is read to its end piece by piece.
-    """
-    offset = start - 1 if start > file_start else start  # from the byte before: is a line beginning at start?
-    data = os.pread(fd, end - offset + _READ_PAST, offset)
-    begin = start
+    """:func:`read_lines_in_range` and the file offset of the first byte read."""
     if start > file_start:
-        cut = data.find(b"\n", 0, end - offset)
-        if cut < 0:
+        head = os.pread(fd, end - start + 1, start - 1)
+        cut = head.find(b"\n")
+        if cut < 0 or start + cut >= end:
             return start, b""  # no line begins in the range
-        begin = offset + cut + 1
-    stop = data.find(b"\n", end - 1 - offset)
-    if stop >= 0:
-        return begin, data[begin - offset : stop + 1]
-    if len(data) < end - offset + _READ_PAST:  # the file ends first: its last line has no newline
-        return begin, data[begin - offset :]
-    lines = bytearray(data[begin - offset :])
-    position = offset + len(data)
-    while True:  # a last line longer than _READ_PAST past the range
+        start += cut
+    data = bytearray(os.pread(fd, end - start, start))
+    position = start + len(data)
+    while data and data[-1:] != b"\n":
         more = os.pread(fd, 1 << 16, position)
         if not more:
             break  # the file's last line has no newline
         cut = more.find(b"\n")
-        lines += more if cut < 0 else more[: cut + 1]
-        if cut >= 0:
-            break
+        data += more if cut < 0 else more[: cut + 1]
         position += len(more)
-    return begin, bytes(lines)
-
-
-#: How far past its range a worker reads at once, for the range's last line.
-_READ_PAST = 1 << 16
+    return start, bytes(data)
 
 
 def _validate_input_range(start: int, end: int, file_start: int) -> ChunkResult:
