@@ -114,10 +114,12 @@ def main() -> None:
         shutil.rmtree(ledger, ignore_errors=True)
         os.sync()  # the deleted ledger's I/O must not land inside the timed run
         # ext4 without a journal (this machine's disk) passes over every inode freed in the last
-        # 60 s when it allocates one (fs/ext4/ialloc.c, recently_deleted()): creating the ~7,800
-        # tile and bundle files right after deleting the previous run's ~7,800 cost 2-3 s of
-        # kernel CPU (perf: __ext4_new_inode 11 % of all samples) that a ledger in service,
-        # which deletes a few files an append, never pays.
+        # 60 s when it allocates one (fs/ext4/ialloc.c, recently_deleted()), 360 s once the freed
+        # inode's table block is dirty again: creating the ~7,800 tile and bundle files right
+        # after deleting the previous run's ~7,800 cost 2-3 s of kernel CPU (perf:
+        # __ext4_new_inode 11 % of all samples) that a ledger in service, which deletes a few
+        # files an append, never pays.  The wait removes most of it, not all; a journaled ext4
+        # (mkfs.ext4's default) has no such check (docs/performance.md, session 6).
         time.sleep(a.settle)
     run(["init", "--origin", ORIGIN, "--ledger", str(ledger)], False)
     t, rss, last = run(["append", str(data), "--ledger", str(ledger)], a.time_v)
