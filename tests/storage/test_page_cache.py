@@ -79,16 +79,13 @@ def test_without_a_window_the_same_write_stays_cached(tmp_path: Path) -> None:
 
 def test_owned_descriptors_are_closed_once_dropped_or_at_close(tmp_path: Path) -> None:
     window = WriteWindow(limit=1 * MiB)
-    fds = []
     for k in range(12):
         fd = os.open(tmp_path / f"bundle-{k}", os.O_WRONLY | os.O_CREAT, 0o644)
         os.write(fd, b"x" * (256 << 10))
         window.add(fd, 0, 256 << 10, owned=True)
-        fds.append(fd)
-    open_now = [fd for fd in fds if _is_open(fd)]
-    assert 0 < len(open_now) < len(fds)  # the oldest were dropped and closed, the newest held
+    assert 0 < open_in(tmp_path) < 12  # the oldest were dropped and closed, the newest held
     window.close()
-    assert not any(_is_open(fd) for fd in fds)
+    assert open_in(tmp_path) == 0
     assert all((tmp_path / f"bundle-{k}").stat().st_size == 256 << 10 for k in range(12))
 
 
@@ -117,9 +114,33 @@ def test_start_writeback_leaves_the_bytes_as_written(tmp_path: Path) -> None:
     assert path.read_bytes() == b"abc" * 1000
 
 
+def open_in(folder: Path) -> int:
+    """How many descriptors of this process are open on files in ``folder``."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{name}").startswith(str(folder) + "/")
+        except OSError:
+            pass  # closed meanwhile
+    return count
+
+
 def _is_open(fd: int) -> bool:
     try:
         os.fstat(fd)
     except OSError:
         return False
     return True
+
+
+def test_many_small_files_never_hold_more_than_max_ranges_descriptors(tmp_path: Path) -> None:
+    """Tiny ranges far below the byte limit: the count of ranges bounds the open descriptors."""
+    window = WriteWindow(limit=1 << 30, max_ranges=8)
+    for k in range(40):
+        fd = os.open(tmp_path / f"f{k}", os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, b"z" * 100)
+        window.add(fd, 0, 100, owned=True)
+        assert open_in(tmp_path) <= 8
+    assert open_in(tmp_path) > 0
+    window.close()
+    assert open_in(tmp_path) == 0

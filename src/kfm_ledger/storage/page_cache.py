@@ -64,8 +64,9 @@ class WriteWindow:
     """At most about ``limit`` bytes of a bulk writer's recent writes kept in the page cache.
 
     :meth:`add` takes a range just written (its write-back is started); when the ranges held
-    pass ``limit``, the oldest are waited for and dropped from the cache (``POSIX_FADV_DONTNEED``
-    on clean pages) until half the limit is held.  A descriptor handed over with ``owned`` is
+    pass ``limit`` bytes (or ``max_ranges`` ranges: each may hold a descriptor open), the oldest
+    are waited for and dropped from the cache (``POSIX_FADV_DONTNEED`` on clean pages) until half
+    of each is held.  A descriptor handed over with ``owned`` is
     closed by the window once its range is dropped (or by :meth:`close`), so a writer of many
     small files need not keep them.  Where ``sync_file_range`` or ``posix_fadvise`` is missing,
     nothing is dropped and owned descriptors are closed at once.  Not thread-safe: one per writer.
@@ -76,8 +77,12 @@ class WriteWindow:
     #: unbounded write cost 7 s: docs/performance.md).
     LIMIT = 32 << 20
 
-    def __init__(self, limit: int = LIMIT) -> None:
+    #: The default bound on the ranges held (a bulk append's bundles: 256 rows, 100 KB or more, each).
+    MAX_RANGES = 256
+
+    def __init__(self, limit: int = LIMIT, max_ranges: int = MAX_RANGES) -> None:
         self._limit = limit
+        self._max_ranges = max_ranges
         self._held: deque[tuple[int, int, int, bool]] = deque()  # (fd, offset, length, owned)
         self._bytes = 0
         self._raw = _sync_file_range()
@@ -93,8 +98,8 @@ class WriteWindow:
         self._raw(fd, offset, length, _WRITE)
         self._held.append((fd, offset, length, owned))
         self._bytes += length
-        if self._bytes > self._limit:
-            while self._held and self._bytes > self._limit // 2:
+        if self._bytes > self._limit or len(self._held) > self._max_ranges:
+            while self._held and (self._bytes > self._limit // 2 or len(self._held) > self._max_ranges // 2):
                 self._drop(*self._held.popleft())
 
     def _drop(self, fd: int, offset: int, length: int, owned: bool) -> None:
