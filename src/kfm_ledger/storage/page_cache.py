@@ -66,15 +66,15 @@ class WriteWindow:
     :meth:`add` takes a range just written (its write-back is started); when the ranges held
     pass ``limit`` bytes (or ``max_ranges`` ranges: each may hold a descriptor open), the oldest
     are waited for and dropped from the cache (``POSIX_FADV_DONTNEED`` on clean pages) until half
-    of each is held.  A descriptor handed over with ``owned`` is
-    closed by the window once its range is dropped (or by :meth:`close`), so a writer of many
-    small files need not keep them.  Where ``sync_file_range`` or ``posix_fadvise`` is missing,
-    nothing is dropped and owned descriptors are closed at once.  Not thread-safe: one per writer.
+    of each is held.  A descriptor handed over with ``owned`` is closed by the window once its
+    range is dropped (or by :meth:`close`), so a writer of many small files need not keep them.
+    Where ``sync_file_range`` or ``posix_fadvise`` is missing, nothing is dropped and owned
+    descriptors are closed at once.  Not thread-safe: one per writer.
     """
 
     #: The default limit: large enough to keep a disk busy, small enough to stay in the CPU's
-    #: reach (at 16 MiB, 811 MB were written in 0.5-0.9 s of system time on a machine where the
-    #: unbounded write cost 7 s: docs/performance.md).
+    #: caches' reach (811 MB written through it in 0.5-0.8 s of system time on a machine where the
+    #: unbounded write cost 5-7.5 s: bench/bench_page_cache.py, docs/performance.md).
     LIMIT = 32 << 20
 
     #: The default bound on the ranges held (a bulk append's bundles: 256 rows, 100 KB or more, each).
