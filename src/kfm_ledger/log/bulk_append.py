@@ -67,7 +67,6 @@ class _RowsAhead:
         import concurrent.futures
 
         self.led, self.old_size, self.old_end, self._copy, self._copied_hook = led, old_size, old_end, copy, copied
-        self.chunks = 0  # chunks handed over, in order
         self._copied = 0  # bytes handed over (each chunk's canonical lines, newlines included)
         self._span = 0
         self._record: PendingAppend | None = None
@@ -90,7 +89,6 @@ class _RowsAhead:
         record = self._next_record(length) if self._copied + length > self._span else None
         self._jobs.append(self._pool.submit(self._write, record, spool, self.old_end + self._copied, leaf_hashes))
         self._copied += length
-        self.chunks += 1
 
     def _write(
         self, record: PendingAppend | None, spool: tuple[int, int, int] | None, at: int = 0, leaf_hashes: bytes = b""
@@ -218,7 +216,7 @@ def _append_file(
     problem = _Problems(max_problems)
     hashes = bytearray()
     lines = array.array("q")  # input line of each row, by position in the batch
-    spooled_chunks: list[tuple[int, int, int]] = []
+    spooled_chunks: list[tuple[int, int, int]] = []  # (without rows copied ahead) pass 2 copies them
     bom = 3 if os.pread(fd, 3, 0) == b"\xef\xbb\xbf" else 0  # a UTF-8 byte order mark is ignored
     # The writer lock is held for the whole append: the batch's index entries go
     # into the commit index inside one open transaction while the workers
@@ -292,10 +290,11 @@ def _append_file(
                 seq += count
                 spooled += sum(result.lengths) + count
                 if not problem.found and result.spool is not None:
-                    spooled_chunks.append(result.spool)
                     hashes += result.leaf_hashes
                     if rows_ahead is not None:
-                        rows_ahead.add(result.spool, result.leaf_hashes)
+                        rows_ahead.add(result.spool, result.leaf_hashes)  # to the JSONL now
+                    else:
+                        spooled_chunks.append(result.spool)  # to the append log in pass 2
 
             def last_checks() -> None:
                 # The deferred UNIQUE commit index (repeats in the batch or against the ledger),
@@ -329,11 +328,9 @@ def _append_file(
                 # buffer) as they passed; any other append log gets them now, in pieces.
                 try:
                     if rows_ahead is not None:
-                        rows_ahead.drain()
-                    for chunk in spooled_chunks[rows_ahead.chunks if rows_ahead is not None else 0 :]:
-                        if append_from_fd is not None:
-                            spooled_input.copy_by_fd(chunk, append_from_fd)
-                        else:
+                        rows_ahead.drain()  # every chunk went to rows_ahead as it passed
+                    else:
+                        for chunk in spooled_chunks:
                             spooled_input.copy(chunk, led._jsonl.append)
                     # Dropping the spools now spares the disk their write-back (and every
                     # later fsync the wait for it).
