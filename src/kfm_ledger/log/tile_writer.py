@@ -265,23 +265,21 @@ def write_bundles(
     """
     head = entries.edge_head(led, old_size, edge_leaf_hashes(led, old_size, edge))
     completed: list[int] = []
+
+    def cut() -> Iterator[tuple[str, bytes]]:
+        for key, data in entries.batch_bundles(old_size, head, pieces):
+            if ".p/" not in key:
+                completed.append(tiles.parse_entries_path(key)[0])
+            yield key, data
+
     if write_stream is not None:
-
-        def cut() -> Iterator[tuple[str, bytes]]:
-            for key, data in entries.batch_bundles(old_size, head, pieces):
-                if ".p/" not in key:
-                    completed.append(tiles.parse_entries_path(key)[0])
-                yield key, data
-
         write_stream(cut())
         return tuple(completed)
     group: list[tuple[str, bytes]] = []
     group_bytes = 0
-    for key, data in entries.batch_bundles(old_size, head, pieces):
+    for key, data in cut():
         group.append((key, data))
         group_bytes += len(data)
-        if ".p/" not in key:
-            completed.append(tiles.parse_entries_path(key)[0])
         if group_bytes >= BUNDLE_GROUP_BYTES:
             write_many(group)
             group, group_bytes = [], 0

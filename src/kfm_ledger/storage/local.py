@@ -737,22 +737,22 @@ class LocalStorage:
             return
         held: dict[str, int] = {}
         renames: list[tuple[int, str, str]] = []  # (folder descriptor, temporary name, name)
-        window = WriteWindow()  # 811 MB of bundles at a million rows: not left in the page cache
         try:
             try:
-                for key, data in items:
-                    if self._check_same(key, data):
-                        continue
-                    folder, name = self._split(key)
-                    if folder not in held:
-                        held[folder] = self._acquire(folder, True)  # open (and in use) until the end
-                    dfd = held[folder]
-                    renames.append((dfd, self._write_tmp(dfd, name, data, 0o644, sync=False, window=window), name))
+                # 811 MB of bundles at a million rows: not left in the page cache.
+                with WriteWindow() as window:
+                    for key, data in items:
+                        if self._check_same(key, data):
+                            continue
+                        folder, name = self._split(key)
+                        if folder not in held:
+                            held[folder] = self._acquire(folder, True)  # open (and in use) until the end
+                        dfd = held[folder]
+                        tmp = self._write_tmp(dfd, name, data, 0o644, sync=False, window=window)
+                        renames.append((dfd, tmp, name))
             except BaseException:
-                window.close()
                 _publish_renames(held, renames, None)  # called off: the temporary files removed
                 raise
-            window.close()
             _publish_renames(held, renames, syncfs)
         finally:
             for _ in held:
