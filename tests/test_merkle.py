@@ -642,3 +642,11 @@ def test_cross_check_with_pymerkle(n: int) -> None:
             # pymerkle's path starts with the leaf hash itself.
             assert bytes.fromhex(path[0]) == leaf_hash(data[index])
             assert [bytes.fromhex(h) for h in path[1:]] == inclusion_proof(index, size, tree)
+
+
+def test_joined_leaf_hashes_are_each_entrys_leaf_hash_in_order() -> None:
+    entries = [b"", b"a", b"\x00", b"row\n" * 100]
+    from kfm_ledger.core.merkle import joined_leaf_hashes
+
+    assert joined_leaf_hashes(entries) == b"".join(leaf_hash(e) for e in entries)
+    assert joined_leaf_hashes([]) == b""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import array
 import gc
-import hashlib
 import itertools
 import operator
 import os
@@ -24,6 +23,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from kfm_ledger import schema
+from kfm_ledger.core import merkle
 from kfm_ledger.errors import RowProblem, SchemaError
 from kfm_ledger.index_seal import chunk_sums, utf8_buckets_of
 from kfm_ledger.schema.codec import check_size, decode_and_encode
@@ -193,7 +193,7 @@ def _finish_input_chunk(
     result: ChunkResult, rows: list[bytes], commits: list[bytes], created: list[bytes]
 ) -> ChunkResult:
     """Fill in the valid rows' leaf hashes (RFC 9162 §2.1.1), commits and created_at values."""
-    result.leaf_hashes = b"".join(map(_DIGEST, map(hashlib.sha256, map(b"\x00".__add__, rows))))
+    result.leaf_hashes = merkle.joined_leaf_hashes(rows)
     result.commit_text = b"\n".join(commits).decode("ascii")
     result.created_text = b"\n".join(created).decode("ascii")
     result.rows = len(commits)
@@ -203,7 +203,6 @@ def _finish_input_chunk(
     return result
 
 
-_DIGEST = operator.methodcaller("digest")
 _COMMIT_AND_CREATED = operator.methodcaller("group", "commit", "created")
 
 
@@ -216,8 +215,6 @@ def validate_stored_chunk(first_line: int, data: bytes) -> ChunkResult:
     result.line_lengths = array.array("q", map(len, lines))
     fast = schema.canonical_line_fields
     order_key = schema.created_at_order_key
-    sha = hashlib.sha256
-    hashes = []
     commits: list[str] = []
     created: list[str] = []
     previous: tuple[int, str] | None = None
@@ -225,7 +222,6 @@ def validate_stored_chunk(first_line: int, data: bytes) -> ChunkResult:
     number = first_line - 1
     for line in lines:
         number += 1
-        hashes.append(sha(b"\x00" + line).digest())
         fields = fast(line) if len(line) <= schema.MAX_LINE_BYTES else None
         if fields is None:
             try:
@@ -249,7 +245,7 @@ def validate_stored_chunk(first_line: int, data: bytes) -> ChunkResult:
         created.append(created_at)
         result.lines.append(number)
         result.lengths.append(len(line))
-    result.leaf_hashes = b"".join(hashes)
+    result.leaf_hashes = merkle.joined_leaf_hashes(lines)  # every line as stored, valid or not
     result.commit_text = "\n".join(commits)
     result.created_text = "\n".join(created)
     result.rows = len(lines)

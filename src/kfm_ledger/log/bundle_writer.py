@@ -22,14 +22,13 @@ never the writer lock), dies with its parent (PR_SET_PDEATHSIG) and leaves by ``
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import operator
 import os
 import pickle
 import struct
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from kfm_ledger.core import merkle
 from kfm_ledger.errors import KfmError, StorageError
 from kfm_ledger.storage.page_cache import WriteWindow
 
@@ -226,7 +225,7 @@ def _check_rows(data: bytes, leaf_hashes: bytes, offset: int) -> list[bytes]:  #
     """The newline-terminated rows of ``data``, each checked to hash to its leaf hash (RFC 9162 §2.1.1)."""
     rows = data.split(b"\n")
     rows.pop()  # after the last newline (a partial row there leaves the hashes one short)
-    found = b"".join(map(operator.methodcaller("digest"), map(hashlib.sha256, map(b"\x00".__add__, rows))))
+    found = merkle.joined_leaf_hashes(rows)
     if found != leaf_hashes:
         k = next(
             (i for i in range(len(rows)) if found[32 * i : 32 * i + 32] != leaf_hashes[32 * i : 32 * i + 32]), len(rows)
