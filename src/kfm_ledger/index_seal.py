@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import array
 import collections
-import functools
 import hashlib
 import hmac
 import itertools
@@ -115,12 +114,19 @@ def utf8_buckets_of(commits: Iterable[bytes]) -> list[int]:
     return list(map(operator.rshift, map(zlib.crc32, commits), itertools.repeat(_BUCKET_SHIFT)))
 
 
-def _digests(key: bytes, commits: Iterable[str], created: Iterable[str]) -> Iterator[bytes]:
-    """Keyed BLAKE2b-256 (RFC 7693 §2.5) of ``commit NUL created_at`` for each entry (C-level maps)."""
-    fields = zip(map(str.encode, commits), map(str.encode, created))
-    messages = map(bytes.__mod__, itertools.repeat(b"%s\x00%s"), fields)
-    mac = functools.partial(hashlib.blake2b, key=key, digest_size=_DIGEST_BYTES)
-    return map(operator.methodcaller("digest"), map(mac, messages))
+def _digests(key: bytes, commits: Iterable[str], created: Iterable[str]) -> list[bytes]:
+    """:func:`_utf8_digests` of entries given as text."""
+    return _utf8_digests(key, map(str.encode, commits), map(str.encode, created))
+
+
+def _utf8_digests(key: bytes, commits: Iterable[bytes], created: Iterable[bytes]) -> list[bytes]:
+    """Keyed BLAKE2b-256 (RFC 7693 §2.5) of ``commit NUL created_at`` (UTF-8) for each entry,
+    with C-level maps: the key block is hashed once and its state copied per entry."""
+    messages = list(map(b"%s\x00%s".__mod__, zip(commits, created)))
+    keyed = hashlib.blake2b(key=key, digest_size=_DIGEST_BYTES)
+    macs = [keyed.copy() for _ in messages]
+    collections.deque(map(type(keyed).update, macs, messages), maxlen=0)
+    return list(map(operator.methodcaller("digest"), macs))
 
 
 def _check_leaves(leaves: Iterable[int]) -> Iterator[int]:
@@ -176,10 +182,7 @@ def chunk_sums(
     sums per bucket runs in C-level maps.
     """
     count = len(commits)
-    keyed = hashlib.blake2b(key=key, digest_size=_DIGEST_BYTES)  # the key block hashed once, copied per entry
-    macs = [keyed.copy() for _ in range(count)]
-    collections.deque(map(type(keyed).update, macs, map(b"%s\x00%s".__mod__, zip(commits, created))), maxlen=0)
-    digests = list(map(operator.methodcaller("digest"), macs))
+    digests = _utf8_digests(key, commits, created)
     big: itertools.repeat[Literal["big"]] = itertools.repeat("big")
     h1 = map(int.from_bytes, map(operator.itemgetter(slice(_SUM_BYTES)), digests), big)
     h2 = list(map(int.from_bytes, map(operator.itemgetter(slice(_SUM_BYTES, None)), digests), big))
