@@ -134,7 +134,8 @@ def open_commit_index(
     for any other writer; SQLite's own wait can give up first (a journal-mode switch is refused
     at once when another connection reads).  A lock is never mistaken for damage: only a
     sqlite3.DatabaseError that is not SQLITE_BUSY/LOCKED reaches the caller as one (to discard
-    the derived file and start it again); after ``busy_seconds`` the last busy error is raised.
+    the derived file and start it again); after ``busy_seconds`` of locks,
+    :class:`~kfm_ledger.errors.LockedError` (retry later), which is not a DatabaseError.
     """
     deadline = time.monotonic() + busy_seconds
     pause = 0.01
@@ -148,8 +149,17 @@ def open_commit_index(
         except sqlite3.DatabaseError as e:
             if conn is not None:
                 conn.close()
-            if not is_busy(e) or time.monotonic() >= deadline:
+            if not is_busy(e):
                 raise
+            if time.monotonic() >= deadline:
+                from kfm_ledger.errors import LockedError
+
+                path = getattr(location, "path", None)
+                raise LockedError(
+                    f"the commit index{f' {path}' if path else ''} stayed locked by another connection for "
+                    f"{busy_seconds:.0f} s ({e}); retry when the other writer is done",
+                    key=os.path.basename(path) if path else None,
+                ) from e
         time.sleep(pause)
         pause = min(2 * pause, 0.5)
 

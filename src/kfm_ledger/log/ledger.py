@@ -30,7 +30,7 @@ from kfm_ledger.errors import (
     ObjectNotFoundError,
     StorageError,
 )
-from kfm_ledger.index import CommitIndex, IndexedEntry, IndexLocation, SqliteFileIndex, is_busy, open_commit_index
+from kfm_ledger.index import CommitIndex, IndexedEntry, IndexLocation, SqliteFileIndex, open_commit_index
 from kfm_ledger.storage import (
     IndexLocator,
     LocalFiles,
@@ -266,9 +266,7 @@ class Ledger(SignedLog):
             return self._index
         try:
             self._index = open_commit_index(self.index_location)
-        except sqlite3.DatabaseError as e:
-            if is_busy(e):  # a writer at work for over a minute: not "does not open"
-                raise
+        except sqlite3.DatabaseError:
             return None
         return self._index
 
@@ -277,9 +275,7 @@ class Ledger(SignedLog):
         if self._index is None:
             try:
                 self._index = open_commit_index(self.index_location)
-            except sqlite3.DatabaseError as e:
-                if is_busy(e):  # a writer at work for over a minute: not damage, nothing discarded
-                    raise
+            except sqlite3.DatabaseError:
                 # Derived data that no longer opens: start it again from the JSONL.
                 with self.writer_lock(wait=60.0):
                     self.index_location.discard()

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from kfm_ledger import schema
 from kfm_ledger.core import merkle
 from kfm_ledger.errors import CorruptLedgerError, KfmError
-from kfm_ledger.index import IndexedEntry, IndexLocation, is_busy, open_commit_index
+from kfm_ledger.index import IndexedEntry, IndexLocation, open_commit_index
 
 __all__ = ["RemoteIndex"]
 
@@ -53,9 +53,7 @@ class RemoteIndex:
 
         try:
             self.index = open_commit_index(self.location, prepare)
-        except sqlite3.DatabaseError as e:
-            if is_busy(e):  # other writers at work for over a minute: not damage, nothing discarded
-                raise
+        except sqlite3.DatabaseError:
             # Derived data that no longer opens: start it again from the bundles.
             self.location.discard()
             self.index = open_commit_index(self.location, prepare)
