@@ -405,10 +405,7 @@ class CommitIndex:
         Returns how many were inserted: fewer than given when a commit was
         already indexed (unless the check is deferred to :meth:`finish_inserts`).
         """
-        before = self._conn.total_changes
-        sql = _INSERT if self._deferred else _INSERT.replace("INSERT", "INSERT OR IGNORE", 1)
-        self._conn.executemany(sql, _with_buckets(entries, self.delta))
-        return self._conn.total_changes - before
+        return self._insert(_with_buckets(entries, self.delta))
 
     def insert_columns(
         self,
@@ -423,9 +420,14 @@ class CommitIndex:
         (:func:`kfm_ledger.index_seal.bucket_of` of each commit, computed by a bulk worker): no
         Python code runs per row.  Their seal terms are the caller's to add to :attr:`delta`
         (a bulk append's workers sum them per bucket: :func:`kfm_ledger.index_seal.chunk_sums`)."""
+        return self._insert(zip(leaves, commits, offsets, lengths, created, buckets))
+
+    def _insert(self, rows: Iterable[tuple[int, str, int, int, str, int]]) -> int:
+        """Insert (leaf, commit, offset, length, created_at, bucket) rows; how many were inserted
+        (a commit already indexed is skipped unless the UNIQUE check is deferred)."""
         before = self._conn.total_changes
         sql = _INSERT if self._deferred else _INSERT.replace("INSERT", "INSERT OR IGNORE", 1)
-        self._conn.executemany(sql, zip(leaves, commits, offsets, lengths, created, buckets))
+        self._conn.executemany(sql, rows)
         return self._conn.total_changes - before
 
     def finish_inserts(self, *, limit: int) -> list[tuple[str, list[int]]]:
