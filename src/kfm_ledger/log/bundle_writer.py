@@ -89,9 +89,12 @@ class BundleWriter:
             try:
                 os.close(self._to_child)
                 os.close(self._from_child)
-                from .bulk import _die_with_parent
+                from .bulk import _die_with_parent, _keep_freed_memory
 
                 _die_with_parent(parent)
+                # Several buffers of a chunk's size per chunk (the rows read, split, encoded, sliced):
+                # reused, not mapped afresh each time (as in the validation workers).
+                _keep_freed_memory()
                 status = _child(led, old_size, edge, jsonl_fd, to_child_r, from_child_w)
             except BaseException:
                 status = 1
