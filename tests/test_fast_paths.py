@@ -600,9 +600,9 @@ def test_a_short_decimal_taken_without_encoding_is_what_msgspec_writes(integer: 
 
 
 @pytest.mark.parametrize("year", [2023, 2024, 2000, 1900])
-def test_the_strict_regex_knows_the_calendar_but_february_29(year: int) -> None:
-    """Every month-day of a year: the strict regex takes exactly the real dates but February 29;
-    the fast path as a whole takes exactly the real dates (Feb 29 of a leap year by its wider regex)."""
+def test_the_strict_regex_knows_the_calendar(year: int) -> None:
+    """Every month-day of a year: the strict regex, the fast path as a whole and the general
+    path each take exactly the real dates."""
     import calendar
 
     from kfm_ledger.schema.fast_path import strict_canonical_line
@@ -613,9 +613,26 @@ def test_the_strict_regex_knows_the_calendar_but_february_29(year: int) -> None:
         for day in range(1, 32):
             dated = line[:at] + b"%04d-%02d-%02d" % (year, month, day) + line[at + 10 :]
             real = day <= calendar.monthrange(year, month)[1]
-            assert (strict_canonical_line(dated) is not None) == (real and (month, day) != (2, 29)), (month, day)
+            assert (strict_canonical_line(dated) is not None) == real, (month, day)
             assert (schema.canonical_line_fields(dated) is not None) == real, (month, day)
             assert (general(dated) is not None) == real, (month, day)
+
+
+def test_the_strict_regex_takes_february_29_in_exactly_the_leap_years() -> None:
+    """Every year from 0001 to 9999 (0000 is no year of the schema): February 29 matches the
+    strict regex exactly when the calendar has it (the rule of 4, 100 and 400)."""
+    import calendar
+
+    from kfm_ledger.schema.fast_path import strict_canonical_line
+
+    line = LINES[5]
+    at = line.index(b'"created_at":"') + len(b'"created_at":"')
+    for year in range(0, 10000):
+        dated = line[:at] + b"%04d-02-29" % year + line[at + 10 :]
+        assert (strict_canonical_line(dated) is not None) == (year > 0 and calendar.isleap(year)), year
+    for sample in (4, 96, 100, 400, 1600, 1700, 2000, 2100, 2400, 9996):
+        dated = line[:at] + b"%04d-02-29" % sample + line[at + 10 :]
+        assert (general(dated) is not None) == calendar.isleap(sample), sample
 
 
 @settings(max_examples=300, deadline=None)

@@ -29,9 +29,9 @@ __all__ = ["canonical_line_bytes", "canonical_line_fields", "strict_canonical_li
 # general path, which decides and names the problem.
 #
 # Two regexes: the first (strict) takes nearly every row with no work after it, since it
-# checks the calendar (all but February 29) and takes only the decimals whose spelling is
-# certainly canonical; a line it declines gets the second, wider one, whose matches are then
-# checked for those two things in Python.
+# checks the whole calendar and takes only the decimals whose spelling is certainly
+# canonical; a line it declines gets the second, wider one, whose matches are then checked
+# for those two things in Python.
 
 
 def _inline_json(field: str) -> str:
@@ -53,11 +53,14 @@ def _json_array(field: str, element: str) -> str:
 
 
 _TIME_OF_DAY = r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{0,5}[1-9])?Z"
+# The leap years of the proleptic Gregorian calendar (Python's datetime): those divisible by 4,
+# but of the centuries only those divisible by 400 (year 0000 is excluded where this is used).
+_LEAP_YEAR = r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)"
 # created_at in its one spelling (no zero fraction, no trailing zeros: the rule's own
-# fraction), each month with its own days: all of the calendar but February 29.
+# fraction), each month with its own days, February 29 in leap years only: the whole calendar.
 _TIMESTAMP_STRICT = (
-    r"(?!0000)[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
-    r"|02-(?:0[1-9]|1[0-9]|2[0-8]))" + _TIME_OF_DAY
+    r"(?!0000)(?:[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    r"|02-(?:0[1-9]|1[0-9]|2[0-8]))|" + _LEAP_YEAR + "-02-29)" + _TIME_OF_DAY
 )
 # The same, with days 29-31 of any month: checked against the real calendar afterwards.
 _TIMESTAMP_WIDE = r"(?!0000)[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])" + _TIME_OF_DAY
