@@ -3,6 +3,7 @@ and read back through the library API (kfm_ledger.log.entries)."""
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -12,8 +13,9 @@ from hypothesis import strategies as st
 
 from kfm_ledger.core import tiles
 from kfm_ledger.core.entry_bundle import bundle_width, decode_entry_bundle, encode_entry_bundle
-from kfm_ledger.errors import CorruptLedgerError, KfmError
+from kfm_ledger.errors import CorruptLedgerError, InputRejected, KfmError
 from kfm_ledger.log import bulk, entries
+from kfm_ledger.log.layout import JSONL_KEY
 from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_jsonl
 from kfm_ledger.storage import MemoryStorage
@@ -389,8 +391,8 @@ def test_a_bundle_writer_that_dies_or_a_refused_batch_leaves_the_ledger_as_it_wa
     real_add = bundle_writer.BundleWriter.add
     calls: list[int] = []
 
-    def add(self, offset, length, leaf_hashes):  # type: ignore[no-untyped-def]
-        real_add(self, offset, length, leaf_hashes)
+    def add(self, offset, length, leaf_hashes, *ring):  # type: ignore[no-untyped-def]
+        real_add(self, offset, length, leaf_hashes, *ring)
         calls.append(1)
         if how == "killed" and len(calls) == 4:
             # Once the child has a bundle in a temporary file (of its own pid), kill it.
@@ -423,15 +425,57 @@ def test_a_bundle_writer_that_dies_or_a_refused_batch_leaves_the_ledger_as_it_wa
         led.close()
 
 
-def test_canonical_input_is_copied_from_the_file_and_checked_when_it_arrives(
+def test_canonical_input_goes_through_the_row_ring_and_an_edit_of_the_input_meanwhile_changes_nothing(
     tmp_path: Path, bulk_path, monkeypatch
 ) -> None:
-    """Canonical input is not spooled: its rows are copied from the input file itself, and the
-    bundle writer checks every row that reaches the JSONL against the leaf hash its validation
-    computed.  An input file changed between the check and the copy fails the append, nothing
-    signed or left behind."""
+    """Canonical input is not spooled: each chunk's rows, as its worker validated and hashed them,
+    go to the row ring, from where the JSONL and the bundle writer take them.  The input file
+    edited after its rows were validated changes nothing: the rows stored are the ones checked.
+    Small chunks (about 40 for 8 ring slots) make every slot serve several chunks in turn."""
+    monkeypatch.setattr(bulk, "CHUNK_BYTES", 20_000)
+    real_copy = bulk.SpooledInput.copy_by_fd
+    sources: list[int] = []
+
+    def copy_by_fd(self, spool, append_from_fd):  # type: ignore[no-untyped-def]
+        sources.append(spool[0])
+        if len(sources) == 3:  # the input's bytes change after they were validated
+            with open(tmp_path / "rows.jsonl", "r+b") as f:
+                f.seek(20_000 * 2 + 100)
+                f.write(b"X")
+        return real_copy(self, spool, append_from_fd)
+
+    monkeypatch.setattr(bulk.SpooledInput, "copy_by_fd", copy_by_fd)
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    try:
+        fill(led, 30)
+        data = sample_jsonl(700, start=30)
+        (tmp_path / "rows.jsonl").write_bytes(data)
+        jsonl = led.storage.read(JSONL_KEY)
+        assert led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2).count == 700
+        assert set(sources) == {bulk.RING_SLOT} and len(sources) > 30  # canonical rows: none spooled
+        assert led.storage.read(JSONL_KEY) == jsonl + data  # the rows as validated, not as edited
+        assert verify_ledger(led).ok
+        # A bad row in the second chunk: the batch is refused, every later chunk's slot given back.
+        bad = sample_jsonl(700, start=730).splitlines()
+        bad[30] = bad[30].replace(b'"created_at":"', b'"created_at":"x', 1)
+        (tmp_path / "bad.jsonl").write_bytes(b"\n".join(bad) + b"\n")
+        with pytest.raises(InputRejected, match=r"1 problem.*line 31: \$\.created_at"):
+            led.append_file(tmp_path / "bad.jsonl", signer=signer_of(led), workers=2)
+        assert led.size == 730 and verify_ledger(led).ok
+    finally:
+        led.close()
+
+
+def test_without_a_row_ring_canonical_input_is_copied_from_the_file_and_checked_when_it_arrives(
+    tmp_path: Path, bulk_path, monkeypatch
+) -> None:
+    """Where there is no row ring (no memfd_create), canonical input is copied from the input
+    file itself, and the bundle writer checks every row that reaches the JSONL against the leaf
+    hash its validation computed.  An input file changed between the check and the copy fails
+    the append, nothing signed or left behind."""
     from kfm_ledger.errors import StorageError
 
+    monkeypatch.delattr(bulk.os, "memfd_create", raising=False)
     real_copy = bulk.SpooledInput.copy_by_fd
     sources: list[int] = []
 
@@ -467,3 +511,29 @@ def test_canonical_input_is_copied_from_the_file_and_checked_when_it_arrives(
         assert verify_ledger(led).ok
     finally:
         led.close()
+
+
+def test_the_row_ring_hands_out_its_slots_in_turn_and_waits_for_a_busy_one() -> None:
+    import threading
+
+    if not hasattr(os, "memfd_create"):
+        pytest.skip("no memfd_create here")
+    ring = bulk._RowRing(3, 4096)
+    try:
+        assert os.fstat(ring.fd).st_size == 3 * 4096
+        assert [ring.acquire() for _ in range(3)] == [0, 1, 2]
+        got: list[int] = []
+        waiter = threading.Thread(target=lambda: got.append(ring.acquire()))
+        waiter.start()
+        waiter.join(0.2)
+        assert waiter.is_alive() and not got  # slot 0 is still held
+        ring.release(1)  # another slot freed: not the one next in turn
+        waiter.join(0.2)
+        assert waiter.is_alive() and not got
+        ring.release(0)
+        waiter.join(5)
+        assert got == [0]
+        ring.release(-1)  # a chunk that held no slot: nothing
+        assert ring.acquire() == 1
+    finally:
+        ring.close()

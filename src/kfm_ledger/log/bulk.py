@@ -67,8 +67,12 @@ class ChunkResult:
     #: input mode: (line, created_at, previous line, previous created_at) where created_at went backwards
     backwards: list[tuple[int, str, int, str]] = field(default_factory=list)
     #: input mode, read by a worker: (spool slot, offset, length) of the canonical lines; the slot
-    #: :data:`INPUT_SLOT` when they are the input file's own bytes (``results(in_place=True)``)
+    #: :data:`RING_SLOT` when they are in the row ring, :data:`INPUT_SLOT` when they are the input
+    #: file's own bytes (both only with ``results(in_place=True)``)
     spool: tuple[int, int, int] | None = None
+    #: input mode: the row ring slot this chunk's job held (-1: none), to be handed back with
+    #: :meth:`SpooledInput.release` once its rows are no longer read from there
+    ring_slot: int = -1
 
     def all_problems(self) -> list[RowProblem]:
         """Every problem found, in line order (input mode)."""
@@ -365,15 +369,17 @@ def _in_order(
 # spool file of its own.  Only the per-row facts travel back through the pipe: the
 # input and the canonical bytes, gigabytes at a million rows, never do.
 
-_WORKER: dict[str, int] = {}  # in a worker: the input fd, its spool fd and slot, in_place
-#: The "spool slot" of rows that are the input's own bytes (:attr:`SpooledInput.in_place`).
+_WORKER: dict[str, int] = {}  # in a worker: the input fd, its spool fd and slot, in_place, the row ring
+#: The "spool slot" of rows that are the input's own bytes (``SpooledInput.results(in_place=True)``).
 INPUT_SLOT = -1
+#: The "spool slot" of rows in the row ring (:class:`_RowRing`), offset and length within it.
+RING_SLOT = -2
 _WORKER_SEAL_KEY: list[bytes] = []  # in an input worker: the commit index seal key, if given
 
 
 def _start_input_worker(
     input_fd: int, spool_fds: list[int], slots: object, parent: int, seal_key: bytes | None, in_place: bool,
-    in_worker: bool,
+    ring: tuple[int, int], in_worker: bool,
 ) -> None:
     if in_worker:
         _die_with_parent(parent)
@@ -384,7 +390,9 @@ def _start_input_worker(
     with slots.get_lock():  # type: ignore[attr-defined]
         slot = slots.value  # type: ignore[attr-defined]
         slots.value += 1  # type: ignore[attr-defined]
-    _WORKER.update(input=input_fd, spool=spool_fds[slot], slot=slot, in_place=int(in_place))
+    _WORKER.update(
+        input=input_fd, spool=spool_fds[slot], slot=slot, in_place=int(in_place), ring=ring[0], ring_slot_bytes=ring[1]
+    )
     _WORKER_SEAL_KEY[:] = [] if seal_key is None else [seal_key]
 
 
@@ -417,8 +425,9 @@ def lines_in_range(fd: int, start: int, end: int, file_start: int) -> tuple[int,
     return start, bytes(data)
 
 
-def _validate_input_range(start: int, end: int, file_start: int) -> ChunkResult:
-    """Worker task: validate the lines beginning in [start, end), spool their canonical bytes.
+def _validate_input_range(start: int, end: int, file_start: int, ring_slot: int = -1) -> ChunkResult:
+    """Worker task: validate the lines beginning in [start, end), spool their canonical bytes
+    (into row ring slot ``ring_slot`` when they are the input's own and it is given).
 
     Line numbers in the result count from 1 at the range's first line (the
     caller rebases them: only it knows how many lines came before).
@@ -430,11 +439,19 @@ def _validate_input_range(start: int, end: int, file_start: int) -> ChunkResult:
     result.buckets = array.array("H", utf8_buckets_of(commits))
     if _WORKER_SEAL_KEY:
         result.seal_sums = chunk_sums(_WORKER_SEAL_KEY[0], commits, created, result.buckets)
+    result.ring_slot = ring_slot
     if _WORKER.get("in_place") and result.canonical is data:
-        # Canonical as given: the rows are the input's own bytes, copied from the input file
-        # (INPUT_SLOT) and checked against these leaf hashes after the copy.
         result.canonical = b""
-        result.spool = (INPUT_SLOT, first, len(data))
+        slot_bytes = _WORKER["ring_slot_bytes"]
+        if ring_slot >= 0 and len(data) <= slot_bytes:
+            # Canonical as given: the very bytes just validated and hashed go to the ring, from
+            # where the JSONL and the entry bundles get them (RING_SLOT): nothing to check again.
+            _pwrite_all(_WORKER["ring"], data, ring_slot * slot_bytes)
+            result.spool = (RING_SLOT, ring_slot * slot_bytes, len(data))
+        else:
+            # The input's own bytes, copied from the input file (INPUT_SLOT) and checked against
+            # these leaf hashes after the copy (the file may have changed meanwhile).
+            result.spool = (INPUT_SLOT, first, len(data))
         return result
     spool = _WORKER["spool"]
     offset = os.lseek(spool, 0, os.SEEK_END)
@@ -447,9 +464,16 @@ def _validate_input_range(start: int, end: int, file_start: int) -> ChunkResult:
     return result
 
 
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
 def _map_ranges(
     task: Callable[..., ChunkResult],
-    jobs: list[tuple[int, ...]],
+    jobs: Iterable[tuple[int, ...]],
     initializer: Callable[..., None],
     initargs: tuple[object, ...],
     workers: int,
@@ -463,7 +487,10 @@ def _map_ranges(
     import multiprocessing
 
     next_line = 1
-    if workers < 2 or len(jobs) < 2:
+    jobs = iter(jobs)
+    head = list(itertools.islice(jobs, 2))
+    jobs = itertools.chain(head, jobs)
+    if workers < 2 or len(head) < 2:
         saved, saved_key = dict(_WORKER), list(_WORKER_SEAL_KEY)
         initializer(*initargs, False)
         try:
@@ -517,6 +544,55 @@ def validate_stored_file(
         os.close(fd)
 
 
+class _RowRing:
+    """The row ring: an anonymous in-memory file (Linux ``memfd_create(2)``) of ``slots`` slots,
+    each holding one chunk's rows that are canonical as given (:data:`RING_SLOT`).
+
+    A worker writes the bytes it has just validated and hashed into its job's slot; the JSONL
+    copy (a kernel copy) and the entry bundle writer read them there, so neither reads the
+    caller's input file again (it may change meanwhile) nor hashes the rows a second time: no
+    process but this append's can reach the file.  Slots are handed out in turn to the jobs as
+    they are submitted (:meth:`acquire` waits while the slot's last chunk is still being read)
+    and given back by whoever read them last (:meth:`release`).  The slots' pages are written
+    again and again, never fresh memory after the first round.
+    """
+
+    def __init__(self, slots: int, slot_bytes: int) -> None:
+        import threading
+
+        self.fd = os.memfd_create("kfm-append-rows", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(self.fd, slots * slot_bytes)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.slot_bytes = slot_bytes
+        self._busy = [False] * slots
+        self._next = 0
+        self._changed = threading.Condition()
+
+    def acquire(self) -> int:
+        """The next slot in turn, once the chunk that last held it is released."""
+        with self._changed:
+            slot = self._next
+            self._next = (slot + 1) % len(self._busy)
+            self._changed.wait_for(lambda: not self._busy[slot])
+            self._busy[slot] = True
+            return slot
+
+    def release(self, slot: int) -> None:
+        if slot < 0:
+            return
+        with self._changed:
+            self._busy[slot] = False
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 class SpooledInput:
     """Validate a JSONL input file in worker processes; keep its canonical lines in spool files.
 
@@ -536,6 +612,26 @@ class SpooledInput:
         self._input = os.open(path, os.O_RDONLY)
         self._size = os.fstat(self._input).st_size
         self._spools = [tempfile.TemporaryFile(prefix="kfm-append-") for _ in range(max(1, self._workers))]
+        # The row ring (results(in_place=True)): made now, so that a process forked before the
+        # workers (the entry bundle writer) has it too.  A chunk's lines all begin in its range and
+        # each ends within MAX_LINE_BYTES.  Slots: the jobs in flight (two a worker), the chunks the
+        # JSONL copy and the bundle writer have not reached yet, and one spare.
+        self._ring = (
+            _RowRing(2 * max(1, self._workers) + 4, self.chunk_bytes + schema.MAX_LINE_BYTES + 1)
+            if hasattr(os, "memfd_create")
+            else None
+        )
+
+    @property
+    def ring_fd(self) -> int:
+        """The row ring's descriptor (-1: no ring on this system): the slot :data:`RING_SLOT`'s file."""
+        return self._ring.fd if self._ring is not None else -1
+
+    def release(self, ring_slot: int) -> None:
+        """Give a chunk's row ring slot (:attr:`ChunkResult.ring_slot`) back, once nothing will read
+        its rows there again (any slot number below 0: nothing to do)."""
+        if self._ring is not None:
+            self._ring.release(ring_slot)
 
     @property
     def spool_fds(self) -> list[int]:
@@ -543,6 +639,8 @@ class SpooledInput:
         return [spool.fileno() for spool in self._spools]
 
     def _source_fd(self, slot: int) -> int:
+        if slot == RING_SLOT:
+            return self.ring_fd
         return self._input if slot == INPUT_SLOT else self._spools[slot].fileno()
 
     def __enter__(self) -> SpooledInput:
@@ -555,27 +653,41 @@ class SpooledInput:
         for spool in self._spools:
             spool.close()
         self._spools = []
+        if self._ring is not None:
+            self._ring.close()
         if self._input >= 0:
             os.close(self._input)
             self._input = -1
 
     def results(self, *, seal_key: bytes | None = None, in_place: bool = False) -> Iterator[ChunkResult]:
         """The chunks' results, in order; with ``seal_key`` each carries its rows' seal terms
-        summed per bucket (:attr:`ChunkResult.seal_sums`).  With ``in_place`` a chunk whose lines
-        are canonical as given is not spooled: its :attr:`ChunkResult.spool` names the input file
-        (:data:`INPUT_SLOT`) and the caller must check the bytes it copies from there against the
-        chunk's leaf hashes (the file may change meanwhile)."""
+        summed per bucket (:attr:`ChunkResult.seal_sums`).
+
+        With ``in_place`` a chunk whose lines are canonical as given is not spooled.  Its rows
+        are in the row ring (:data:`RING_SLOT`), the bytes validated; the caller must
+        :meth:`release` each result's :attr:`~ChunkResult.ring_slot` once it has read them there
+        (a later chunk waits for the slot).  Otherwise (no ring here, or a chunk longer than a
+        slot) they stay in the input file (:data:`INPUT_SLOT`), and the caller must check the
+        bytes it copies from there against the chunk's leaf hashes (the file may change meanwhile).
+        """
         import multiprocessing
 
         step = self.chunk_bytes
         ranges = [(s, min(s + step, self._size)) for s in range(self._start, self._size, step)]
         slots = multiprocessing.get_context("fork").Value("i", 0)
         spool_fds = [spool.fileno() for spool in self._spools]
+        ring = self._ring if in_place else None
+
+        def jobs() -> Iterator[tuple[int, int, int, int]]:
+            for start, end in ranges:  # a slot is taken as its job is submitted (lazily, in order)
+                yield start, end, self._start, ring.acquire() if ring is not None else -1
+
         return _map_ranges(
             _validate_input_range,
-            [(start, end, self._start) for start, end in ranges],
+            jobs(),
             _start_input_worker,
-            (self._input, spool_fds, slots, os.getpid(), seal_key, in_place),
+            (self._input, spool_fds, slots, os.getpid(), seal_key, in_place,
+             (ring.fd, ring.slot_bytes) if ring is not None else (-1, 0)),
             self._workers,
         )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import functools
 import itertools
 import os
 import threading
@@ -60,10 +61,10 @@ class _RowsAhead:
         old_size: int,
         old_end: int,
         copy: Callable[[tuple[int, int, int]], None],
-        copied: Callable[[int, int, bytes], None] | None = None,
+        copied: Callable[[int, tuple[int, int, int], bytes], None] | None = None,
     ) -> None:
-        """``copy(spool)`` appends a chunk's rows to the JSONL; ``copied(offset, length, leaf_hashes)``,
-        if given, is told of each chunk once it is there (the bundle writer, which checks it)."""
+        """``copy(spool)`` appends a chunk's rows to the JSONL; ``copied(offset, spool, leaf_hashes)``,
+        if given, is told of each chunk once it is there (the bundle writer)."""
         import concurrent.futures
 
         self.led, self.old_size, self.old_end, self._copy, self._copied_hook = led, old_size, old_end, copy, copied
@@ -83,25 +84,35 @@ class _RowsAhead:
         )
         return self._record
 
-    def add(self, spool: tuple[int, int, int], leaf_hashes: bytes) -> None:
-        """Copy the next chunk's canonical lines (its spool range) after those handed over so far."""
+    def add(
+        self, spool: tuple[int, int, int], leaf_hashes: bytes, done: Callable[[], None] | None = None
+    ) -> None:
+        """Copy the next chunk's canonical lines (its spool range) after those handed over so far;
+        then call ``done()`` (whether the copy worked or not)."""
         length = spool[2]
         record = self._next_record(length) if self._copied + length > self._span else None
-        self._jobs.append(self._pool.submit(self._write, record, spool, self.old_end + self._copied, leaf_hashes))
+        self._jobs.append(
+            self._pool.submit(self._write, record, spool, self.old_end + self._copied, leaf_hashes, done)
+        )
         self._copied += length
 
     def _write(
-        self, record: PendingAppend | None, spool: tuple[int, int, int] | None, at: int = 0, leaf_hashes: bytes = b""
+        self, record: PendingAppend | None, spool: tuple[int, int, int] | None, at: int = 0, leaf_hashes: bytes = b"",
+        done: Callable[[], None] | None = None,
     ) -> None:
-        if record is not None:
-            self.led.storage.write_atomic(PENDING_KEY, record.to_json())  # durable before the bytes it covers
-        if spool is not None:
-            self._copy(spool)
-            if self._copied_hook is not None:
-                self._copied_hook(at, spool[2], leaf_hashes)
+        try:
+            if record is not None:
+                self.led.storage.write_atomic(PENDING_KEY, record.to_json())  # durable before the bytes it covers
+            if spool is not None:
+                self._copy(spool)
+                if self._copied_hook is not None:
+                    self._copied_hook(at, spool, leaf_hashes)
+        finally:
+            if done is not None:
+                done()
 
-    def set_copied_hook(self, copied: Callable[[int, int, bytes], None]) -> None:
-        """Tell ``copied(offset, length, leaf_hashes)`` of each chunk once it is in the JSONL."""
+    def set_copied_hook(self, copied: Callable[[int, tuple[int, int, int], bytes], None]) -> None:
+        """Tell ``copied(offset, spool, leaf_hashes)`` of each chunk once it is in the JSONL."""
         self._copied_hook = copied
 
     def drain(self) -> None:
@@ -255,18 +266,23 @@ def _append_file(
             else None
         )
         # A local ledger's entry bundles are cut and written by a child process from the rows as
-        # they reach the JSONL, each checked against its leaf hash (forked now: before any thread or
-        # worker of this append starts).  Then canonical input is not spooled: its rows are copied
-        # from the input file itself, since the child checks what arrives.
+        # they reach the JSONL (forked now: before any thread or worker of this append starts).
+        # Then canonical input is not spooled: its rows go from the workers to the row ring, from
+        # where the JSONL and the child get the bytes validated; or, where a chunk does not fit
+        # a slot, they are copied from the input file itself and the child checks what arrives.
         jsonl_fileno = getattr(led._jsonl, "fileno", None)
         bundle_writer = (
-            BundleWriter(led, old_size, led._right_edge, jsonl_fileno())
+            BundleWriter(led, old_size, led._right_edge, jsonl_fileno(), spooled_input.ring_fd)
             if rows_ahead is not None and jsonl_fileno is not None and hasattr(led.storage, "write_once_stream")
             and has_entry_bundles(led.storage, old_size)
             else None
         )
         if rows_ahead is not None and bundle_writer is not None:
-            rows_ahead.set_copied_hook(bundle_writer.add)
+            rows_ahead.set_copied_hook(
+                lambda at, spool, hashes: bundle_writer.add(
+                    at, spool[2], hashes, spool[1] if spool[0] == bulk.RING_SLOT else None
+                )
+            )
         try:
             idx.begin(defer_unique=rough_rows >= old_size, defer_buckets=4 * rough_rows >= old_size)
         except BaseException:
@@ -289,12 +305,15 @@ def _append_file(
                 count = _index_chunk(idx, result, old_size + seq, old_end + spooled, lines, old_size, problem)
                 seq += count
                 spooled += sum(result.lengths) + count
-                if not problem.found and result.spool is not None:
-                    hashes += result.leaf_hashes
-                    if rows_ahead is not None:
-                        rows_ahead.add(result.spool, result.leaf_hashes)  # to the JSONL now
-                    else:
-                        spooled_chunks.append(result.spool)  # to the append log in pass 2
+                if problem.found or result.spool is None:  # nothing of it is copied (nor of a refused batch)
+                    spooled_input.release(result.ring_slot)
+                    continue
+                hashes += result.leaf_hashes
+                if rows_ahead is not None:  # to the JSONL now; its row ring slot given back once read there
+                    release = functools.partial(spooled_input.release, result.ring_slot)
+                    rows_ahead.add(result.spool, result.leaf_hashes, release)
+                else:
+                    spooled_chunks.append(result.spool)  # to the append log in pass 2 (not in place: no slot)
 
             def last_checks() -> None:
                 # The deferred UNIQUE commit index (repeats in the batch or against the ledger),

@@ -4,9 +4,11 @@ The bundles (c2sp.org/tlog-tiles "Log entries": each entry a uint16 big-endian l
 row) repeat every row of the batch: 811 MB for a million rows.  Cutting and writing them in
 the appending process would hold Python's lock against the index inserts and the tiles; the
 child forked here does it on its own core, from each chunk's rows once they are in the JSONL
-(:meth:`BundleWriter.add`, told by the thread that copies them), every row checked against the
-leaf hash its validation computed first (canonical input is copied from the caller's file,
-which may change meanwhile).  Each bundle goes to a
+(:meth:`BundleWriter.add`, told by the thread that copies them).  Rows canonical as given are
+read from the row ring (``bulk._RowRing``): the very bytes a worker validated and hashed,
+where only this append's processes can reach them.  Rows read back from the JSONL instead
+(spooled ones, or the input's own bytes copied from the caller's file, which may change
+meanwhile) are checked against the leaf hashes their validation computed first.  Each bundle goes to a
 temporary file at once (:meth:`~kfm_ledger.storage.local.LocalStorage.write_once_stream`):
 nothing is visible until the batch has passed every check and :meth:`BundleWriter.finish`
 has the child make them durable and rename them, still before the checkpoint is signed, as
@@ -17,6 +19,8 @@ failure) has the child delete its temporary files; a crash leaves only temporary
 The child is forked before any thread or worker pool of the append starts, touches nothing
 but the JSONL (reading) and the storage's folders (never the commit index's SQLite connection,
 never the writer lock), dies with its parent (PR_SET_PDEATHSIG) and leaves by ``os._exit``.
+It reads a ring slot's rows as soon as it is told of them and acknowledges that at once, so
+that the slot can be handed to a later chunk (:meth:`BundleWriter.add` waits for that).
 """
 
 from __future__ import annotations
@@ -79,9 +83,12 @@ class BundleWriter:
     :meth:`abort`.
     """
 
-    def __init__(self, led: Ledger, old_size: int, edge: RightEdge | None, jsonl_fd: int) -> None:
+    def __init__(self, led: Ledger, old_size: int, edge: RightEdge | None, jsonl_fd: int, ring_fd: int = -1) -> None:
+        """``ring_fd``: the row ring's file (``SpooledInput.ring_fd``), if :meth:`add` is to be
+        given chunks there."""
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
+        self._acks, acks_w = os.pipe()  # one byte for each ring chunk the child has read
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child (its work is checked through the parent)
@@ -89,31 +96,42 @@ class BundleWriter:
             try:
                 os.close(self._to_child)
                 os.close(self._from_child)
+                os.close(self._acks)
                 from .bulk import _die_with_parent, _keep_freed_memory
 
                 _die_with_parent(parent)
                 # Several buffers of a chunk's size per chunk (the rows read, split, encoded, sliced):
                 # reused, not mapped afresh each time (as in the validation workers).
                 _keep_freed_memory()
-                status = _child(led, old_size, edge, jsonl_fd, to_child_r, from_child_w)
+                status = _child(led, old_size, edge, jsonl_fd, ring_fd, to_child_r, from_child_w, acks_w)
             except BaseException:
                 status = 1
             finally:
                 os._exit(status)
         os.close(to_child_r)
         os.close(from_child_w)
+        os.close(acks_w)
         self._led = led
         self._pid = pid
         self._done = False
         self._lost = False  # the child stopped reading (it died): finish() reports it
 
-    def add(self, offset: int, length: int, leaf_hashes: bytes) -> None:
-        """The next chunk's rows, written to the JSONL at ``[offset, offset + length)``: the child
-        reads them there and checks each against its leaf hash (RFC 9162 §2.1.1) first."""
+    def add(self, offset: int, length: int, leaf_hashes: bytes, ring_offset: int | None = None) -> None:
+        """The next chunk's rows, written to the JSONL at ``[offset, offset + length)``.
+
+        With ``ring_offset`` they are also in the row ring from there: the child reads them from
+        the ring, and this returns once it has (the slot may then be reused).  Else the child
+        reads them from the JSONL and checks each against its leaf hash (RFC 9162 §2.1.1) first.
+        """
         if self._lost:
             return
         try:
-            _send(self._to_child, ("chunk", (offset, length), leaf_hashes))
+            if ring_offset is None:
+                _send(self._to_child, ("chunk", (offset, length), leaf_hashes))
+                return
+            _send(self._to_child, ("ring", (offset, length), ring_offset))
+            if not os.read(self._acks, 1):  # the child died before it read them (nor will it)
+                self._lost = True
         except OSError:  # EPIPE: the child is gone; the batch fails at finish(), with the reason
             self._lost = True
 
@@ -160,6 +178,7 @@ class BundleWriter:
         self._done = True
         self._close_to_child()
         os.close(self._from_child)
+        os.close(self._acks)
         _, status = os.waitpid(self._pid, 0)
         if os.waitstatus_to_exitcode(status) < 0:
             # Killed (it deletes its own temporary files otherwise): sweep those of its pid, gone now.
@@ -170,11 +189,13 @@ class BundleWriter:
 
 
 def _child(  # pragma: no cover - runs in the forked child
-    led: Ledger, old_size: int, edge: RightEdge | None, jsonl_fd: int, commands: int, results: int
+    led: Ledger, old_size: int, edge: RightEdge | None, jsonl_fd: int, ring_fd: int, commands: int, results: int,
+    acks: int,
 ) -> int:
-    """The child's work: bundles from the rows as they reach the JSONL, each row checked against
-    the leaf hash its validation computed (the rows may have been copied from the caller's input
-    file, which can change), then the outcome."""
+    """The child's work: bundles from the rows as they reach the JSONL, then the outcome.  Rows
+    read from the ring are the bytes validated; rows read back from the JSONL are checked against
+    the leaf hashes their validation computed (they may have been copied from the caller's input
+    file, which can change)."""
     from . import entries
     from .tile_writer import write_bundles
 
@@ -188,7 +209,15 @@ def _child(  # pragma: no cover - runs in the forked child
             message = _receive(commands)
             if not isinstance(message, tuple) or not message:
                 raise _Aborted
-            if message[0] == "chunk":
+            if message[0] == "ring":
+                (offset, length), ring_offset = message[1], message[2]
+                data = _read_rows(ring_fd, ring_offset, length, "the row ring")
+                os.write(acks, b"\x01")  # the slot is free again
+                rows = data.split(b"\n")
+                rows.pop()  # after the last newline (a worker's chunk of whole lines)
+                window.add(jsonl_fd, offset, length)  # (the JSONL's pages, written by the parent)
+                yield rows
+            elif message[0] == "chunk":
                 (offset, length), leaf_hashes = message[1], message[2]
                 checked = _check_rows(_read_rows(jsonl_fd, offset, length), leaf_hashes, offset)
                 window.add(jsonl_fd, offset, length)
@@ -213,12 +242,12 @@ def _child(  # pragma: no cover - runs in the forked child
     return 0
 
 
-def _read_rows(fd: int, offset: int, length: int) -> bytes:  # pragma: no cover - the child's
+def _read_rows(fd: int, offset: int, length: int, name: str = JSONL_KEY) -> bytes:  # pragma: no cover - the child's
     parts, end = [], offset + length
     while offset < end:
         data = os.pread(fd, end - offset, offset)
         if not data:
-            raise StorageError(f"{JSONL_KEY} ends at byte {offset}, {end - offset} bytes short of the batch's rows")
+            raise StorageError(f"{name} ends at byte {offset}, {end - offset} bytes short of the batch's rows")
         parts.append(data)
         offset += len(data)
     return b"".join(parts)
