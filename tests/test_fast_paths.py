@@ -636,6 +636,37 @@ def test_the_strict_regex_takes_february_29_in_exactly_the_leap_years() -> None:
 
 
 @settings(max_examples=300, deadline=None)
+@given(
+    picks=st.lists(
+        st.tuples(
+            st.integers(0, len(LINES) - 1),
+            st.integers(0, 2000),
+            st.sampled_from([b"", b"\n", b"x", b"\\", b" ", b"\xff"]),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_the_strict_findall_over_a_chunk_finds_exactly_the_lines_the_strict_regex_matches(
+    picks: list[tuple[int, int, bytes]],
+) -> None:
+    """A bulk worker finds its chunk's rows with one findall (``strict_canonical_rows``) and takes
+    the chunk whole when there are as many as lines: that holds only if the findall yields, in
+    order, the (commit, created) of exactly the lines the strict ``fullmatch`` takes, whatever the
+    other lines hold (a newline cut in, a stray byte)."""
+    from kfm_ledger.schema.fast_path import strict_canonical_line, strict_canonical_rows
+
+    lines = []
+    for which, at, extra in picks:
+        line = LINES[which]
+        at %= len(line) + 1
+        lines.append(line[:at] + extra + line[at:])
+    data = b"\n".join(lines) + b"\n"
+    expected = [m.group("commit", "created") for m in map(strict_canonical_line, data.split(b"\n")[:-1]) if m]
+    assert strict_canonical_rows(data) == expected
+
+
+@settings(max_examples=300, deadline=None)
 @given(which=st.integers(0, len(LINES) - 1), at=st.integers(0, 2000), byte=st.sampled_from([0x5C, *range(0x80, 0x100)]))
 def test_no_line_with_a_backslash_or_a_byte_beyond_ascii_takes_the_fast_path(which: int, at: int, byte: int) -> None:
     """The regexes' classes exclude both (an escape, or a string whose characters are not its

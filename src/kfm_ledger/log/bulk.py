@@ -27,7 +27,7 @@ from kfm_ledger.core import merkle
 from kfm_ledger.errors import RowProblem, SchemaError
 from kfm_ledger.index_seal import chunk_sums, utf8_buckets_of
 from kfm_ledger.schema.codec import check_size, decode_and_encode
-from kfm_ledger.schema.fast_path import strict_canonical_line
+from kfm_ledger.schema.fast_path import strict_canonical_rows
 
 #: Size of a chunk handed to a worker.
 CHUNK_BYTES = 4 << 20
@@ -126,10 +126,11 @@ def _validate_input(first_line: int, data: bytes) -> tuple[ChunkResult, list[byt
         lines.pop()  # after the last newline (or no data at all): no line
     result = ChunkResult(first_line=first_line, line_count=len(lines))
     # The usual chunk: every line canonical as given, each matched whole by the strict fast-path
-    # regex, with no Python code run per row (the maps below run in C).
-    matches = list(map(strict_canonical_line, lines))
-    if lines and data.endswith(b"\n") and None not in matches and max(map(len, lines)) <= schema.MAX_LINE_BYTES:
-        commits, created = map(list, zip(*map(_COMMIT_AND_CREATED, matches)))
+    # regex (one findall over the chunk: as many matches as lines), with no Python code run per
+    # row (the maps below run in C).
+    found = strict_canonical_rows(data) if data.endswith(b"\n") else []
+    if lines and len(found) == len(lines) and max(map(len, lines)) <= schema.MAX_LINE_BYTES:
+        commits, created = map(list, zip(*found))
         keys = list(map(operator.itemgetter(slice(None, -1)), created))
         if not all(map(operator.le, keys, itertools.islice(keys, 1, None))):
             _note_backwards(result, first_line, created)
@@ -137,7 +138,7 @@ def _validate_input(first_line: int, data: bytes) -> tuple[ChunkResult, list[byt
         result.lines = array.array("q", range(first_line, first_line + len(lines)))
         result.lengths = array.array("q", map(len, lines))
         return _finish_input_chunk(result, lines, commits, created), commits, created
-    del matches
+    del found
     fast = schema.canonical_line_bytes
     general = decode_and_encode  # the batch parser's own path
     problems = result.problems
@@ -205,9 +206,6 @@ def _finish_input_chunk(
         result.first_created = (result.lines[0], created[0].decode("ascii"))
         result.last_created = (result.lines[-1], created[-1].decode("ascii"))
     return result
-
-
-_COMMIT_AND_CREATED = operator.methodcaller("group", "commit", "created")
 
 
 def validate_stored_chunk(first_line: int, data: bytes) -> ChunkResult:

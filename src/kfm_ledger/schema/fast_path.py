@@ -12,7 +12,7 @@ from .rows import ENCODER
 from .rules import STRING_RULES
 from .timestamps import timestamp_to_datetime
 
-__all__ = ["canonical_line_bytes", "canonical_line_fields", "strict_canonical_line"]
+__all__ = ["canonical_line_bytes", "canonical_line_fields", "strict_canonical_line", "strict_canonical_rows"]
 
 # ------------------------------------------------- the canonical-line fast path
 #
@@ -77,45 +77,52 @@ _DECIMAL = r"(?:0|[1-9][0-9]*)\.[0-9]+"
 _is_short_decimal = re.compile(_SHORT_DECIMAL.encode("ascii")).fullmatch
 
 
-def _canonical_line(timestamp: str, decimal: str) -> re.Pattern[bytes]:
-    return re.compile(
-        (
-            r"\{"
-            + ",".join(
-                [
-                    _json_field("lakefs_repo"),
-                    _json_field("lakefs_branch"),
-                    _json_field("lakefs_commit", "commit"),
-                    f'"created_at":"(?P<created>{timestamp})"',
-                    _json_field("producer"),
-                    _json_field("openlineage_run_id"),
-                    _json_field("otel_trace_id"),
-                    # An s3:// URI whose last path segment is "<lakefs_commit>.tar.zst".
-                    '"artifact_uri":"(?=' + _inline_json("artifact_uri") + r'")[^"]*/(?P=commit)\.tar\.zst"',
-                    _json_array(
-                        "data_snapshot", r"\{" + _json_field("stac") + "," + _json_field("lakefs_ref") + r"\}"
-                    ),
-                    _json_array(
-                        "models",
-                        r"\{" + _json_field("name") + "," + _json_field("version") + "," + _json_field("uri") + r"\}",
-                    ),
-                    _json_array("configs", r"\{" + _json_field("path") + "," + _json_field("sha256") + r"\}"),
-                    r'"checksums":\{' + _json_field("artifact_sha256") + r"\}",
-                    r'"signatures":\{' + _json_field("in_toto") + r"\}",
-                    rf'"energy_carbon":\{{"kwh":(?P<kwh>{decimal}),"co2e_kg":(?P<co2e_kg>{decimal})\}}',
-                ]
-            )
-            + r"\}"
-        ).encode("ascii")
+def _canonical_line(timestamp: str, decimal: str, *, numbers: bool = True) -> str:
+    """The pattern of a canonical row: groups ``commit`` and ``created``, and with ``numbers``
+    ``kwh`` and ``co2e_kg`` (the energy numbers' spelling, for the wide regex to check)."""
+    kwh, co2e_kg = ("(?P<kwh>", "(?P<co2e_kg>") if numbers else ("(?:", "(?:")
+    return (
+        r"\{"
+        + ",".join(
+            [
+                _json_field("lakefs_repo"),
+                _json_field("lakefs_branch"),
+                _json_field("lakefs_commit", "commit"),
+                f'"created_at":"(?P<created>{timestamp})"',
+                _json_field("producer"),
+                _json_field("openlineage_run_id"),
+                _json_field("otel_trace_id"),
+                # An s3:// URI whose last path segment is "<lakefs_commit>.tar.zst".
+                '"artifact_uri":"(?=' + _inline_json("artifact_uri") + r'")[^"]*/(?P=commit)\.tar\.zst"',
+                _json_array(
+                    "data_snapshot", r"\{" + _json_field("stac") + "," + _json_field("lakefs_ref") + r"\}"
+                ),
+                _json_array(
+                    "models",
+                    r"\{" + _json_field("name") + "," + _json_field("version") + "," + _json_field("uri") + r"\}",
+                ),
+                _json_array("configs", r"\{" + _json_field("path") + "," + _json_field("sha256") + r"\}"),
+                r'"checksums":\{' + _json_field("artifact_sha256") + r"\}",
+                r'"signatures":\{' + _json_field("in_toto") + r"\}",
+                rf'"energy_carbon":\{{"kwh":{kwh}{decimal}),"co2e_kg":{co2e_kg}{decimal})\}}',
+            ]
+        )
+        + r"\}"
     )
 
 
-_STRICT_LINE = _canonical_line(_TIMESTAMP_STRICT, _SHORT_DECIMAL).fullmatch
+_STRICT_LINE = re.compile(_canonical_line(_TIMESTAMP_STRICT, _SHORT_DECIMAL).encode("ascii")).fullmatch
 #: The strict regex's ``fullmatch``: a match means :func:`canonical_line_bytes` would return its
-#: groups ``commit`` and ``created`` with nothing else to check (a bulk worker maps it over a
-#: chunk's lines in C).
+#: groups ``commit`` and ``created`` with nothing else to check.
 strict_canonical_line = _STRICT_LINE
-_WIDE_LINE = _canonical_line(_TIMESTAMP_WIDE, _DECIMAL).fullmatch
+#: ``findall`` of the strict regex over newline-terminated lines: ``(commit, created)`` of each line
+#: it matches whole, in order.  A match begins where a line begins (``^``, multi-line) and takes
+#: the line's newline: the layout holds no newline and every class excludes it.  So as many pairs
+#: as lines means every line matched (a bulk worker's chunk, in one call: no match objects).
+strict_canonical_rows = re.compile(
+    ("(?m)^" + _canonical_line(_TIMESTAMP_STRICT, _SHORT_DECIMAL, numbers=False) + "\n").encode("ascii")
+).findall
+_WIDE_LINE = re.compile(_canonical_line(_TIMESTAMP_WIDE, _DECIMAL).encode("ascii")).fullmatch
 
 
 def canonical_line_bytes(line: bytes) -> tuple[bytes, bytes] | None:
