@@ -29,6 +29,9 @@ from kfm_ledger.index_seal import chunk_sums, utf8_buckets_of
 from kfm_ledger.schema.codec import check_size, decode_and_encode
 from kfm_ledger.schema.fast_path import strict_canonical_rows
 
+from .entries import encode_entries
+from .recovery import MIN_ROW_BYTES
+
 #: Size of a chunk handed to a worker.
 CHUNK_BYTES = 4 << 20
 #: Below this many bytes of input, validate in-process (a pool costs ~50 ms to start).
@@ -119,8 +122,9 @@ def validate_input_chunk(first_line: int, data: bytes) -> ChunkResult:
     return _validate_input(first_line, data)[0]
 
 
-def _validate_input(first_line: int, data: bytes) -> tuple[ChunkResult, list[bytes], list[bytes]]:
-    """:func:`validate_input_chunk`, and the valid rows' commits and created_at values (ASCII)."""
+def _validate_input(first_line: int, data: bytes) -> tuple[ChunkResult, list[bytes], list[bytes], list[bytes]]:
+    """:func:`validate_input_chunk`, and the valid rows' commits and created_at values (ASCII)
+    and canonical bytes (without their newlines)."""
     lines = data.split(b"\n")
     if lines[-1] == b"":
         lines.pop()  # after the last newline (or no data at all): no line
@@ -137,7 +141,7 @@ def _validate_input(first_line: int, data: bytes) -> tuple[ChunkResult, list[byt
         result.canonical = data
         result.lines = array.array("q", range(first_line, first_line + len(lines)))
         result.lengths = array.array("q", map(len, lines))
-        return _finish_input_chunk(result, lines, commits, created), commits, created
+        return _finish_input_chunk(result, lines, commits, created), commits, created, lines
     del found
     fast = schema.canonical_line_bytes
     general = decode_and_encode  # the batch parser's own path
@@ -175,7 +179,7 @@ def _validate_input(first_line: int, data: bytes) -> tuple[ChunkResult, list[byt
     # Every line canonical as given (the fast path took each one, whole): ``data`` is the output.
     result.canonical = b"\n".join([*out, b""]) if rewritten else data
     result.lengths = array.array("q", map(len, out))
-    return _finish_input_chunk(result, out, commits, created), commits, created
+    return _finish_input_chunk(result, out, commits, created), commits, created, out
 
 
 def _note_backwards(result: ChunkResult, numbers: Sequence[int] | int, created: list[bytes]) -> None:
@@ -431,7 +435,7 @@ def _validate_input_range(start: int, end: int, file_start: int, ring_slot: int 
     caller rebases them: only it knows how many lines came before).
     """
     first, data = lines_in_range(_WORKER["input"], start, end, file_start)
-    result, commits, created = _validate_input(1, data)
+    result, commits, created, rows = _validate_input(1, data)
     # The commit index's per-row work, done here on both cores instead of in the writer: each
     # row's seal bucket and, with the key, the rows' seal terms summed per bucket.
     result.buckets = array.array("H", utf8_buckets_of(commits))
@@ -441,11 +445,15 @@ def _validate_input_range(start: int, end: int, file_start: int, ring_slot: int 
     if _WORKER.get("in_place") and result.canonical is data:
         result.canonical = b""
         slot_bytes = _WORKER["ring_slot_bytes"]
-        if ring_slot >= 0 and len(data) <= slot_bytes:
+        if ring_slot >= 0 and ring_slot_size(len(data), len(rows)) <= slot_bytes:
             # Canonical as given: the very bytes just validated and hashed go to the ring, from
             # where the JSONL and the entry bundles get them (RING_SLOT): nothing to check again.
-            _pwrite_all(_WORKER["ring"], data, ring_slot * slot_bytes)
-            result.spool = (RING_SLOT, ring_slot * slot_bytes, len(data))
+            # After them, the same rows encoded as in an entry bundle, and their lengths.
+            at = ring_slot * slot_bytes
+            _pwrite_all(_WORKER["ring"], data, at)
+            _pwrite_all(_WORKER["ring"], encode_entries(rows, result.lengths), at + len(data))
+            _pwrite_all(_WORKER["ring"], array.array("I", result.lengths).tobytes(), at + 2 * len(data) + len(rows))
+            result.spool = (RING_SLOT, at, len(data))
         else:
             # The input's own bytes, copied from the input file (INPUT_SLOT) and checked against
             # these leaf hashes after the copy (the file may have changed meanwhile).
@@ -542,14 +550,23 @@ def validate_stored_file(
         os.close(fd)
 
 
+def ring_slot_size(length: int, rows: int) -> int:
+    """Bytes a row ring slot takes for ``rows`` rows of ``length`` bytes (newlines included): the
+    rows, then the same rows encoded as in an entry bundle (``length + rows`` bytes: a 2-byte
+    length for each newline), then each row's length (4 bytes, native order: ``array("I")``)."""
+    return 2 * length + rows + 4 * rows
+
+
 class _RowRing:
     """The row ring: an anonymous in-memory file (Linux ``memfd_create(2)``) of ``slots`` slots,
-    each holding one chunk's rows that are canonical as given (:data:`RING_SLOT`).
+    each holding one chunk's rows that are canonical as given (:data:`RING_SLOT`) and the same
+    rows encoded for the entry bundles (:func:`ring_slot_size`).
 
     A worker writes the bytes it has just validated and hashed into its job's slot; the JSONL
     copy (a kernel copy) and the entry bundle writer read them there, so neither reads the
-    caller's input file again (it may change meanwhile) nor hashes the rows a second time: no
-    process but this append's can reach the file.  Slots are handed out in turn to the jobs as
+    caller's input file again (it may change meanwhile) nor hashes the rows a second time, and
+    the bundle writer neither splits nor encodes them: no process but this append's can reach
+    the file.  Its pages are allocated as they are written.  Slots are handed out in turn to the jobs as
     they are submitted (:meth:`acquire` waits while the slot's last chunk is still being read)
     and given back by whoever read them last (:meth:`release`).  The slots' pages are written
     again and again, never fresh memory after the first round.
@@ -612,10 +629,12 @@ class SpooledInput:
         self._spools = [tempfile.TemporaryFile(prefix="kfm-append-") for _ in range(max(1, self._workers))]
         # The row ring (results(in_place=True)): made now, so that a process forked before the
         # workers (the entry bundle writer) has it too.  A chunk's lines all begin in its range and
-        # each ends within MAX_LINE_BYTES.  Slots: the jobs in flight (two a worker), the chunks the
-        # JSONL copy and the bundle writer have not reached yet, and one spare.
+        # each ends within MAX_LINE_BYTES; a row takes at least MIN_ROW_BYTES.  Slots: the jobs in
+        # flight (two a worker), the chunks the JSONL copy and the bundle writer have not done yet,
+        # and one spare.
+        most = self.chunk_bytes + schema.MAX_LINE_BYTES + 1
         self._ring = (
-            _RowRing(2 * max(1, self._workers) + 4, self.chunk_bytes + schema.MAX_LINE_BYTES + 1)
+            _RowRing(2 * max(1, self._workers) + 4, -(-ring_slot_size(most, most // MIN_ROW_BYTES) // 4096) * 4096)
             if hasattr(os, "memfd_create")
             else None
         )

@@ -19,8 +19,9 @@ failure) has the child delete its temporary files; a crash leaves only temporary
 The child is forked before any thread or worker pool of the append starts, touches nothing
 but the JSONL (reading) and the storage's folders (never the commit index's SQLite connection,
 never the writer lock), dies with its parent (PR_SET_PDEATHSIG) and leaves by ``os._exit``.
-It reads a ring slot's rows as soon as it is told of them and acknowledges that at once, so
-that the slot can be handed to a later chunk (:meth:`BundleWriter.add` waits for that).
+It writes a ring slot's bundles straight from the ring (mapped read-only: the workers wrote the
+rows there encoded as in a bundle too) and acknowledges once they are written, so that the slot
+can be handed to a later chunk (:meth:`BundleWriter.add` waits for that).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import os
 import pickle
 import struct
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from kfm_ledger.core import merkle
 from kfm_ledger.errors import KfmError, StorageError
@@ -119,9 +120,10 @@ class BundleWriter:
     def add(self, offset: int, length: int, leaf_hashes: bytes, ring_offset: int | None = None) -> None:
         """The next chunk's rows, written to the JSONL at ``[offset, offset + length)``.
 
-        With ``ring_offset`` they are also in the row ring from there: the child reads them from
-        the ring, and this returns once it has (the slot may then be reused).  Else the child
-        reads them from the JSONL and checks each against its leaf hash (RFC 9162 §2.1.1) first.
+        With ``ring_offset`` they are also in the row ring from there (bulk.ring_slot_size: the
+        rows, then encoded, then their lengths): the child writes its bundles from the ring, and
+        this returns once it has (the slot may then be reused).  Else the child reads them from
+        the JSONL and checks each against its leaf hash (RFC 9162 §2.1.1) first.
         """
         if self._lost:
             return
@@ -129,8 +131,8 @@ class BundleWriter:
             if ring_offset is None:
                 _send(self._to_child, ("chunk", (offset, length), leaf_hashes))
                 return
-            _send(self._to_child, ("ring", (offset, length), ring_offset))
-            if not os.read(self._acks, 1):  # the child died before it read them (nor will it)
+            _send(self._to_child, ("ring", (offset, length), (ring_offset, len(leaf_hashes) // merkle.HASH_SIZE)))
+            if not os.read(self._acks, 1):  # the child died before it was done with them
                 self._lost = True
         except OSError:  # EPIPE: the child is gone; the batch fails at finish(), with the reason
             self._lost = True
@@ -196,41 +198,60 @@ def _child(  # pragma: no cover - runs in the forked child
     read from the ring are the bytes validated; rows read back from the JSONL are checked against
     the leaf hashes their validation computed (they may have been copied from the caller's input
     file, which can change)."""
+    import array
+    import mmap
+
     from . import entries
     from .tile_writer import write_bundles
 
-    count: list[int] = []
+    # The row ring, read in place: its rows are already encoded as in a bundle, and a full bundle
+    # goes to its file as a slice of the mapping, with no copy here.
+    ring = memoryview(mmap.mmap(ring_fd, 0, prot=mmap.PROT_READ)) if ring_fd >= 0 else None
     # The rows read here are not read again by this append: once on the disk their pages are
     # dropped, so that they do not push other files' out of the page cache (storage.page_cache).
     window = WriteWindow()
 
-    def rows() -> Iterator[list[bytes]]:
+    def pieces() -> Iterator[entries.Piece]:
+        seen = 0
+        in_slot = False  # a ring slot's rows were handed on: acknowledged once they are written
         while True:
+            if in_slot:
+                # Back here, every bundle of the last piece is written (a bundle it began is held
+                # as a copy): its slot may take a later chunk.
+                os.write(acks, b"\x01")
+                in_slot = False
             message = _receive(commands)
             if not isinstance(message, tuple) or not message:
                 raise _Aborted
-            if message[0] == "ring":
-                (offset, length), ring_offset = message[1], message[2]
-                data = _read_rows(ring_fd, ring_offset, length, "the row ring")
-                os.write(acks, b"\x01")  # the slot is free again
-                rows = data.split(b"\n")
-                rows.pop()  # after the last newline (a worker's chunk of whole lines)
+            if message[0] == "ring" and ring is not None:
+                (offset, length), (ring_offset, rows) = message[1], message[2]
+                lengths = array.array("I")
+                lengths.frombytes(ring[ring_offset + 2 * length + rows : ring_offset + 2 * length + 5 * rows])
                 window.add(jsonl_fd, offset, length)  # (the JSONL's pages, written by the parent)
-                yield rows
+                seen += rows
+                in_slot = True
+                # A memoryview of the ring: sliced and written as bytes are (buffer protocol).
+                yield cast(bytes, ring[ring_offset + length : ring_offset + 2 * length + rows]), lengths
             elif message[0] == "chunk":
                 (offset, length), leaf_hashes = message[1], message[2]
                 checked = _check_rows(_read_rows(jsonl_fd, offset, length), leaf_hashes, offset)
                 window.add(jsonl_fd, offset, length)
-                yield checked
+                seen += len(checked)
+                yield from entries.encode_pieces(checked)
             elif message[0] == "finish":
-                count.append(int(message[1]))
+                if seen != int(message[1]):
+                    raise StorageError(
+                        f"the batch's rows handed to the entry bundle writer are {seen} rows, not the "
+                        f"{int(message[1])} appended: nothing was signed",
+                        key=JSONL_KEY,
+                    )
                 return
             else:
                 raise _Aborted
 
     try:
         done = write_bundles(
-            led, old_size, entries.pieces_from_rows(rows(), lambda: count[0]), led.storage.write_once_many, edge,
+            led, old_size, pieces(), led.storage.write_once_many, edge,
             write_stream=getattr(led.storage, "write_once_stream", None),
         )
     except _Aborted:

@@ -92,7 +92,7 @@ def has_entry_bundles(storage: Storage, size: int) -> bool:
     return key is None or storage.exists(key)
 
 
-def encode_entries(entries: list[bytes], lengths: list[int]) -> bytes:
+def encode_entries(entries: list[bytes], lengths: Iterable[int]) -> bytes:
     """``entries`` (with their ``lengths``) encoded as in a bundle: uint16 big-endian length,
     bytes, ... (OverflowError for an entry over 65,535 bytes).  No per-entry Python loop."""
     parts: list[bytes] = [b""] * (2 * len(entries))
