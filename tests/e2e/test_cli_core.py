@@ -373,6 +373,50 @@ def test_unexpected_exceptions_still_show_a_traceback(ledger: Path, monkeypatch:
         kfm("get", "--commit", "abc", "--ledger", str(ledger))
 
 
+@pytest.mark.parametrize("bulk", [False, True])
+def test_a_full_disk_under_the_commit_index_is_an_error_message_and_the_ledger_stays(
+    tmp_path: Path, ledger: Path, monkeypatch: pytest.MonkeyPatch, bulk: bool
+) -> None:
+    """SQLite's storage failing (here SQLITE_FULL while the index is written) is one line and exit 1,
+    like an OS error, and the append is undone; another SQLite error is a bug (its traceback)."""
+    import sqlite3
+
+    from kfm_ledger import index
+    from kfm_ledger.log import bulk as bulk_module
+
+    if bulk:
+        monkeypatch.setattr(bulk_module, "PARALLEL_THRESHOLD", 1)
+        monkeypatch.setattr(bulk_module, "CHUNK_BYTES", 20_000)
+
+    def failing(code: int, message: str):  # type: ignore[no-untyped-def]
+        def fail(*args, **kwargs):  # type: ignore[no-untyped-def]
+            error = sqlite3.OperationalError(message)
+            error.sqlite_errorcode = code  # type: ignore[attr-defined]
+            error.sqlite_errorname = {13: "SQLITE_FULL", 1: "SQLITE_ERROR"}[code]  # type: ignore[attr-defined]
+            raise error
+
+        return fail
+
+    rows = tmp_path / "more.jsonl"
+    rows.write_bytes(sample_jsonl(300, start=65))
+    before = tree_bytes(ledger)
+    step = "finish_inserts" if bulk else "add"
+    monkeypatch.setattr(index.CommitIndex, step, failing(13, "database or disk is full"))
+    r = kfm("append", str(rows), "--ledger", str(ledger))
+    assert r.exit_code == 1
+    assert r.stderr == (
+        "kfm: error: SQLite storage failed: database or disk is full (SQLITE_FULL); "
+        "free space or fix the file system, then run the command again\n"
+    )
+    assert tree_bytes(ledger) == before
+    monkeypatch.setattr(index.CommitIndex, step, failing(1, "no such table: entries"))
+    with pytest.raises(sqlite3.OperationalError):
+        kfm("append", str(rows), "--ledger", str(ledger))
+    monkeypatch.undo()
+    assert kfm("append", str(rows), "--ledger", str(ledger)).exit_code == 0
+    assert kfm("verify", "--ledger", str(ledger)).exit_code == 0
+
+
 def _verify_json_open_failure(ledger: Path, *args: str) -> dict:
     r = kfm("verify", "--ledger", str(ledger), "--json", *args)
     assert r.exit_code == 1, r.output

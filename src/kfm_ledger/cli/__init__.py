@@ -354,12 +354,41 @@ def handle_errors(fn: F) -> F:
             echo(f"kfm: error: {describe_os_error(e)}", err=True)
             out.error_json("OSError", describe_os_error(e), EXIT_FAILED)
             raise typer.Exit(EXIT_FAILED) from None
+        except Exception as e:
+            # SQLite's storage failing (a full disk, an I/O error, a read-only file): the same as an
+            # OS error.  Any other SQLite error is a bug and keeps its traceback.
+            why = describe_sqlite_storage_error(e)
+            if why is None:
+                raise
+            echo(f"kfm: error: {why}", err=True)
+            out.error_json("StorageError", why, EXIT_FAILED)
+            raise typer.Exit(EXIT_FAILED) from None
 
     # typer reads the options from the signature: ``out`` is not one of them.
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[p for p in signature.parameters.values() if p.name != "out"]
     )
     return wrapper  # type: ignore[return-value]
+
+
+#: SQLite's primary result codes for storage that failed (sqlite.org/rescode.html): PERM, READONLY,
+#: IOERR, FULL, CANTOPEN, NOLFS.
+_SQLITE_STORAGE_CODES = {3: "SQLITE_PERM", 8: "SQLITE_READONLY", 10: "SQLITE_IOERR", 13: "SQLITE_FULL",
+                         14: "SQLITE_CANTOPEN", 22: "SQLITE_NOLFS"}
+
+
+def describe_sqlite_storage_error(error: BaseException) -> str | None:
+    """``SQLite storage failed: why (CODE); ...`` for a SQLite error (the commit index, a witness's
+    or client's state) whose primary result code says its storage failed; None for any other.
+    (sqlite3 is not imported here: only a command that used it can raise its errors.)"""
+    sqlite3 = sys.modules.get("sqlite3")
+    if sqlite3 is None or not isinstance(error, sqlite3.Error):
+        return None
+    code = getattr(error, "sqlite_errorcode", None)
+    if not isinstance(code, int) or (code & 0xFF) not in _SQLITE_STORAGE_CODES:
+        return None
+    name = getattr(error, "sqlite_errorname", None) or _SQLITE_STORAGE_CODES[code & 0xFF]
+    return f"SQLite storage failed: {error} ({name}); free space or fix the file system, then run the command again"
 
 
 def describe_os_error(error: OSError) -> str:
