@@ -466,16 +466,23 @@ def test_canonical_input_goes_through_the_row_ring_and_an_edit_of_the_input_mean
         led.close()
 
 
+@pytest.mark.parametrize("refused", [False, True])
 def test_without_a_row_ring_canonical_input_is_copied_from_the_file_and_checked_when_it_arrives(
-    tmp_path: Path, bulk_path, monkeypatch
+    tmp_path: Path, bulk_path, monkeypatch, refused: bool
 ) -> None:
-    """Where there is no row ring (no memfd_create), canonical input is copied from the input
+    """Where there is no row ring (no memfd_create, or refused), canonical input is copied from the input
     file itself, and the bundle writer checks every row that reaches the JSONL against the leaf
     hash its validation computed.  An input file changed between the check and the copy fails
     the append, nothing signed or left behind."""
     from kfm_ledger.errors import StorageError
 
-    monkeypatch.delattr(bulk.os, "memfd_create", raising=False)
+    if refused:  # memfd_create there but refused (a sandbox's seccomp policy)
+        def refuse(*args):  # type: ignore[no-untyped-def]
+            raise PermissionError(1, "Operation not permitted")
+
+        monkeypatch.setattr(bulk.os, "memfd_create", refuse, raising=False)
+    else:
+        monkeypatch.delattr(bulk.os, "memfd_create", raising=False)
     real_copy = bulk.SpooledInput.copy_by_fd
     sources: list[int] = []
 

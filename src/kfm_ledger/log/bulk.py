@@ -13,6 +13,7 @@ backwards across a chunk boundary) are the caller's.
 from __future__ import annotations
 
 import array
+import contextlib
 import gc
 import itertools
 import operator
@@ -631,13 +632,14 @@ class SpooledInput:
         # workers (the entry bundle writer) has it too.  A chunk's lines all begin in its range and
         # each ends within MAX_LINE_BYTES; a row takes at least MIN_ROW_BYTES.  Slots: the jobs in
         # flight (two a worker), the chunks the JSONL copy and the bundle writer have not done yet,
-        # and one spare.
+        # and one spare.  Without one (no memfd_create here, or it is refused: a sandbox's seccomp
+        # policy), canonical rows are copied from the input file and checked (INPUT_SLOT).
         most = self.chunk_bytes + schema.MAX_LINE_BYTES + 1
-        self._ring = (
-            _RowRing(2 * max(1, self._workers) + 4, -(-ring_slot_size(most, most // MIN_ROW_BYTES) // 4096) * 4096)
-            if hasattr(os, "memfd_create")
-            else None
-        )
+        self._ring: _RowRing | None = None
+        if hasattr(os, "memfd_create"):
+            with contextlib.suppress(OSError):
+                slot_bytes = -(-ring_slot_size(most, most // MIN_ROW_BYTES) // 4096) * 4096
+                self._ring = _RowRing(2 * max(1, self._workers) + 4, slot_bytes)
 
     @property
     def ring_fd(self) -> int:
