@@ -520,6 +520,50 @@ def test_without_a_row_ring_canonical_input_is_copied_from_the_file_and_checked_
         led.close()
 
 
+def test_a_chunk_its_ring_slot_refuses_is_copied_from_the_input_and_checked(
+    tmp_path: Path, bulk_path, monkeypatch
+) -> None:
+    """A write into the row ring that fails (its memory refused: ENOMEM, ENOSPC under a memory
+    limit) sends that chunk the input-file way, checked by the bundle writer; so do more workers
+    than the ring has slots for."""
+    import errno
+
+    real_pwrite_all = bulk._pwrite_all
+    writes = [0]
+
+    def pwrite_all(fd, data, offset):  # type: ignore[no-untyped-def]
+        writes[0] += 1
+        if writes[0] % 4 == 1:  # (in each worker: its first chunk's, then every fourth write)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite_all(fd, data, offset)
+
+    monkeypatch.setattr(bulk, "_pwrite_all", pwrite_all)
+    real_copy = bulk.SpooledInput.copy_by_fd
+    sources: list[int] = []
+
+    def copy_by_fd(self, spool, append_from_fd):  # type: ignore[no-untyped-def]
+        sources.append(spool[0])
+        return real_copy(self, spool, append_from_fd)
+
+    monkeypatch.setattr(bulk.SpooledInput, "copy_by_fd", copy_by_fd)
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    try:
+        fill(led, 30)
+        data = sample_jsonl(700, start=30)
+        (tmp_path / "rows.jsonl").write_bytes(data)
+        jsonl = led.storage.read(JSONL_KEY)
+        assert led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2).count == 700
+        assert set(sources) == {bulk.RING_SLOT, bulk.INPUT_SLOT}
+        assert led.storage.read(JSONL_KEY) == jsonl + data
+        assert verify_ledger(led).ok
+    finally:
+        led.close()
+    with bulk.SpooledInput(str(tmp_path / "rows.jsonl"), workers=2) as two, bulk.SpooledInput(
+        str(tmp_path / "rows.jsonl"), workers=7
+    ) as seven:
+        assert (two.ring_fd >= 0) == hasattr(os, "memfd_create") and seven.ring_fd == -1
+
+
 def test_the_row_ring_hands_out_its_slots_in_turn_and_waits_for_a_busy_one() -> None:
     import threading
 

@@ -109,6 +109,28 @@ def test_write_once_stream_writes_objects_as_they_come(store: LocalStorage) -> N
     assert temporaries(store.root) == []
 
 
+@pytest.mark.parametrize("syncfs", [True, False])
+def test_write_once_stream_is_done_with_each_view_before_it_takes_the_next(
+    store: LocalStorage, monkeypatch: pytest.MonkeyPatch, syncfs: bool
+) -> None:
+    """A bulk append's bundles are views of a buffer refilled once the next one is taken (the row
+    ring): each must be written, or copied, first, with syncfs or without (groups of 64 MiB)."""
+    if not syncfs:
+        monkeypatch.setattr(local_storage, "_syncfs_function", lambda: None)
+    buffer = bytearray(64)
+    expected = {}
+
+    def views():  # type: ignore[no-untyped-def]
+        for i in range(5):
+            buffer[:] = bytes([i]) * 64
+            expected[f"tile/entries/{i:03d}"] = bytes(buffer)
+            yield f"tile/entries/{i:03d}", memoryview(buffer)
+
+    store.write_once_stream(views())
+    assert {key: store.read(key) for key in expected} == expected
+    assert temporaries(store.root) == []
+
+
 def test_write_once_stream_shows_nothing_when_it_fails(store: LocalStorage) -> None:
     """A conflict or an error in the middle of the stream: no object of it visible, no temporary left."""
     store.write_once("tile/entries/003", b"stored")

@@ -377,6 +377,8 @@ _WORKER: dict[str, int] = {}  # in a worker: the input fd, its spool fd and slot
 INPUT_SLOT = -1
 #: The "spool slot" of rows in the row ring (:class:`_RowRing`), offset and length within it.
 RING_SLOT = -2
+#: The most row ring slots (two per worker and four): 16, ~135 MB of memory at most.
+_RING_MOST_SLOTS = 16
 _WORKER_SEAL_KEY: list[bytes] = []  # in an input worker: the commit index seal key, if given
 
 
@@ -445,17 +447,8 @@ def _validate_input_range(start: int, end: int, file_start: int, ring_slot: int 
     result.ring_slot = ring_slot
     if _WORKER.get("in_place") and result.canonical is data:
         result.canonical = b""
-        slot_bytes = _WORKER["ring_slot_bytes"]
-        if ring_slot >= 0 and ring_slot_size(len(data), len(rows)) <= slot_bytes:
-            # Canonical as given: the very bytes just validated and hashed go to the ring, from
-            # where the JSONL and the entry bundles get them (RING_SLOT): nothing to check again.
-            # After them, the same rows encoded as in an entry bundle, and their lengths.
-            at = ring_slot * slot_bytes
-            _pwrite_all(_WORKER["ring"], data, at)
-            _pwrite_all(_WORKER["ring"], encode_entries(rows, result.lengths), at + len(data))
-            _pwrite_all(_WORKER["ring"], array.array("I", result.lengths).tobytes(), at + 2 * len(data) + len(rows))
-            result.spool = (RING_SLOT, at, len(data))
-        else:
+        fits = ring_slot >= 0 and ring_slot_size(len(data), len(rows)) <= _WORKER["ring_slot_bytes"]
+        if not (fits and _to_ring(ring_slot, data, rows, result)):
             # The input's own bytes, copied from the input file (INPUT_SLOT) and checked against
             # these leaf hashes after the copy (the file may have changed meanwhile).
             result.spool = (INPUT_SLOT, first, len(data))
@@ -469,6 +462,23 @@ def _validate_input_range(start: int, end: int, file_start: int, ring_slot: int 
     result.canonical = b""
     result.spool = (_WORKER["slot"], offset, length)
     return result
+
+
+def _to_ring(ring_slot: int, data: bytes, rows: list[bytes], result: ChunkResult) -> bool:
+    """Write a chunk canonical as given to its row ring slot: the very bytes just validated and
+    hashed, from where the JSONL and the entry bundles get them (RING_SLOT: nothing to check
+    again), then the same rows encoded as in an entry bundle, then their lengths
+    (:func:`ring_slot_size`).  False if the ring refused them (its memory: ENOMEM, ENOSPC under
+    a memory limit): the caller copies them from the input file instead."""
+    ring, at = _WORKER["ring"], ring_slot * _WORKER["ring_slot_bytes"]
+    try:
+        _pwrite_all(ring, data, at)
+        _pwrite_all(ring, encode_entries(rows, result.lengths), at + len(data))
+        _pwrite_all(ring, array.array("I", result.lengths).tobytes(), at + 2 * len(data) + len(rows))
+    except OSError:
+        return False
+    result.spool = (RING_SLOT, at, len(data))
+    return True
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -560,17 +570,19 @@ def ring_slot_size(length: int, rows: int) -> int:
 
 class _RowRing:
     """The row ring: an anonymous in-memory file (Linux ``memfd_create(2)``) of ``slots`` slots,
-    each holding one chunk's rows that are canonical as given (:data:`RING_SLOT`) and the same
-    rows encoded for the entry bundles (:func:`ring_slot_size`).
+    each holding one chunk's rows that are canonical as given (:data:`RING_SLOT`), the same rows
+    encoded for the entry bundles and their lengths (:func:`ring_slot_size`).
 
     A worker writes the bytes it has just validated and hashed into its job's slot; the JSONL
     copy (a kernel copy) and the entry bundle writer read them there, so neither reads the
     caller's input file again (it may change meanwhile) nor hashes the rows a second time, and
-    the bundle writer neither splits nor encodes them: no process but this append's can reach
-    the file.  Its pages are allocated as they are written.  Slots are handed out in turn to the jobs as
-    they are submitted (:meth:`acquire` waits while the slot's last chunk is still being read)
-    and given back by whoever read them last (:meth:`release`).  The slots' pages are written
-    again and again, never fresh memory after the first round.
+    the bundle writer neither splits nor encodes them.  The file has no name: it is reached only
+    through this append's descriptors, as its memory is (a process that may inspect this one's
+    descriptors may change its memory too).  Slots are handed out in turn to the jobs as they are
+    submitted (:meth:`acquire` waits while the slot's last chunk is still being read) and given
+    back by whoever read them last (:meth:`release`): every result must be released as it is
+    taken, or a later job waits for ever.  Pages are allocated as they are first written, then
+    written again and again: never fresh memory after the first round.
     """
 
     def __init__(self, slots: int, slot_bytes: int) -> None:
@@ -632,14 +644,17 @@ class SpooledInput:
         # workers (the entry bundle writer) has it too.  A chunk's lines all begin in its range and
         # each ends within MAX_LINE_BYTES; a row takes at least MIN_ROW_BYTES.  Slots: the jobs in
         # flight (two a worker), the chunks the JSONL copy and the bundle writer have not done yet,
-        # and one spare.  Without one (no memfd_create here, or it is refused: a sandbox's seccomp
-        # policy), canonical rows are copied from the input file and checked (INPUT_SLOT).
+        # and one spare (each ~8 MiB written for 4 MiB of rows, in memory for the append's length:
+        # so not beyond _RING_MOST_SLOTS, 6 workers).  Without a ring (no memfd_create here, or it
+        # is refused: a sandbox's seccomp policy; more workers), canonical rows are copied from the
+        # input file and checked (INPUT_SLOT).
         most = self.chunk_bytes + schema.MAX_LINE_BYTES + 1
         self._ring: _RowRing | None = None
-        if hasattr(os, "memfd_create"):
+        slots = 2 * max(1, self._workers) + 4
+        if hasattr(os, "memfd_create") and slots <= _RING_MOST_SLOTS:
             with contextlib.suppress(OSError):
                 slot_bytes = -(-ring_slot_size(most, most // MIN_ROW_BYTES) // 4096) * 4096
-                self._ring = _RowRing(2 * max(1, self._workers) + 4, slot_bytes)
+                self._ring = _RowRing(slots, slot_bytes)
 
     @property
     def ring_fd(self) -> int:

@@ -268,8 +268,9 @@ def _append_file(
         # A local ledger's entry bundles are cut and written by a child process from the rows as
         # they reach the JSONL (forked now: before any thread or worker of this append starts).
         # Then canonical input is not spooled: its rows go from the workers to the row ring, from
-        # where the JSONL and the child get the bytes validated; or, where a chunk does not fit
-        # a slot, they are copied from the input file itself and the child checks what arrives.
+        # where the JSONL and the child get the bytes validated; or, where there is no ring (no
+        # memfd_create, or refused; over 6 workers) or a chunk does not fit or is refused by its
+        # slot, they are copied from the input file itself and the child checks what arrives.
         jsonl_fileno = getattr(led._jsonl, "fileno", None)
         bundle_writer = (
             BundleWriter(led, old_size, led._right_edge, jsonl_fileno(), spooled_input.ring_fd)

@@ -205,8 +205,9 @@ def _child(  # pragma: no cover - runs in the forked child
     from .tile_writer import write_bundles
 
     # The row ring, read in place: its rows are already encoded as in a bundle, and a full bundle
-    # goes to its file as a slice of the mapping, with no copy here.
-    ring = memoryview(mmap.mmap(ring_fd, 0, prot=mmap.PROT_READ)) if ring_fd >= 0 else None
+    # goes to its file as a slice of the mapping, with no copy here (mapped at its first chunk,
+    # inside the work: a failure is reported as the child's reason).
+    ring: list[memoryview] = []
     # The rows read here are not read again by this append: once on the disk their pages are
     # dropped, so that they do not push other files' out of the page cache (storage.page_cache).
     window = WriteWindow()
@@ -223,15 +224,19 @@ def _child(  # pragma: no cover - runs in the forked child
             message = _receive(commands)
             if not isinstance(message, tuple) or not message:
                 raise _Aborted
-            if message[0] == "ring" and ring is not None:
+            if message[0] == "ring" and ring_fd >= 0:
+                if not ring:
+                    ring.append(memoryview(mmap.mmap(ring_fd, 0, prot=mmap.PROT_READ)))
                 (offset, length), (ring_offset, rows) = message[1], message[2]
                 lengths = array.array("I")
-                lengths.frombytes(ring[ring_offset + 2 * length + rows : ring_offset + 2 * length + 5 * rows])
+                lengths.frombytes(ring[0][ring_offset + 2 * length + rows : ring_offset + 2 * length + 5 * rows])
                 window.add(jsonl_fd, offset, length)  # (the JSONL's pages, written by the parent)
                 seen += rows
                 in_slot = True
-                # A memoryview of the ring: sliced and written as bytes are (buffer protocol).
-                yield cast(bytes, ring[ring_offset + length : ring_offset + 2 * length + rows]), lengths
+                # A memoryview of the ring: sliced and written as bytes are (buffer protocol).  Each
+                # bundle cut from it is written before the next is asked for (write_once_stream),
+                # so that once this generator is resumed the slot is no longer read.
+                yield cast(bytes, ring[0][ring_offset + length : ring_offset + 2 * length + rows]), lengths
             elif message[0] == "chunk":
                 (offset, length), leaf_hashes = message[1], message[2]
                 checked = _check_rows(_read_rows(jsonl_fd, offset, length), leaf_hashes, offset)

@@ -722,13 +722,16 @@ class LocalStorage:
         811 MB at a million rows), none of them held: each is written to a temporary file as it
         comes (its write to the disk started at once), then one ``syncfs`` makes them all durable,
         they are renamed, and a second ``syncfs`` makes the names durable.  Where ``syncfs`` is
-        missing, :meth:`write_once_many` in groups of 64 MiB."""
+        missing, :meth:`write_once_many` in groups of 64 MiB.
+
+        Each object is done with (written, or copied into a group) before the next is asked for:
+        a bulk append's bundles are views of a buffer that is reused once the next is asked for."""
         syncfs = _syncfs_function()
         if syncfs is None:  # pragma: no cover - not Linux
             group: list[tuple[str, bytes]] = []
             size = 0
             for key, data in items:
-                group.append((key, data))
+                group.append((key, bytes(data)))  # (a view's buffer may change once the next is taken)
                 size += len(data)
                 if size >= 64 << 20:
                     self.write_once_many(group)
