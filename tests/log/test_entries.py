@@ -425,6 +425,20 @@ def test_a_bundle_writer_that_dies_or_a_refused_batch_leaves_the_ledger_as_it_wa
         led.close()
 
 
+def _append_700_canonical_rows(tmp_path: Path) -> Ledger:
+    """A ledger of 30 rows given 700 more from ``rows.jsonl`` by a bulk append (2 workers): its JSONL
+    then holds exactly those bytes after the first rows, and it verifies.  Returned open."""
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    fill(led, 30)
+    data = sample_jsonl(700, start=30)
+    (tmp_path / "rows.jsonl").write_bytes(data)
+    jsonl = led.storage.read(JSONL_KEY)
+    assert led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2).count == 700
+    assert led.storage.read(JSONL_KEY) == jsonl + data
+    assert verify_ledger(led).ok
+    return led
+
+
 def test_canonical_input_goes_through_the_row_ring_and_an_edit_of_the_input_meanwhile_changes_nothing(
     tmp_path: Path, bulk_path, monkeypatch
 ) -> None:
@@ -445,16 +459,9 @@ def test_canonical_input_goes_through_the_row_ring_and_an_edit_of_the_input_mean
         return real_copy(self, spool, append_from_fd)
 
     monkeypatch.setattr(bulk.SpooledInput, "copy_by_fd", copy_by_fd)
-    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    led = _append_700_canonical_rows(tmp_path)  # the rows as validated, not as edited
     try:
-        fill(led, 30)
-        data = sample_jsonl(700, start=30)
-        (tmp_path / "rows.jsonl").write_bytes(data)
-        jsonl = led.storage.read(JSONL_KEY)
-        assert led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2).count == 700
         assert set(sources) == {bulk.RING_SLOT} and len(sources) > 30  # canonical rows: none spooled
-        assert led.storage.read(JSONL_KEY) == jsonl + data  # the rows as validated, not as edited
-        assert verify_ledger(led).ok
         # A bad row in the second chunk: the batch is refused, every later chunk's slot given back.
         bad = sample_jsonl(700, start=730).splitlines()
         bad[30] = bad[30].replace(b'"created_at":"', b'"created_at":"x', 1)
@@ -546,18 +553,8 @@ def test_a_chunk_its_ring_slot_refuses_is_copied_from_the_input_and_checked(
         return real_copy(self, spool, append_from_fd)
 
     monkeypatch.setattr(bulk.SpooledInput, "copy_by_fd", copy_by_fd)
-    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
-    try:
-        fill(led, 30)
-        data = sample_jsonl(700, start=30)
-        (tmp_path / "rows.jsonl").write_bytes(data)
-        jsonl = led.storage.read(JSONL_KEY)
-        assert led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2).count == 700
-        assert set(sources) == {bulk.RING_SLOT, bulk.INPUT_SLOT}
-        assert led.storage.read(JSONL_KEY) == jsonl + data
-        assert verify_ledger(led).ok
-    finally:
-        led.close()
+    _append_700_canonical_rows(tmp_path).close()
+    assert set(sources) == {bulk.RING_SLOT, bulk.INPUT_SLOT}
     with bulk.SpooledInput(str(tmp_path / "rows.jsonl"), workers=2) as two, bulk.SpooledInput(
         str(tmp_path / "rows.jsonl"), workers=7
     ) as seven:
