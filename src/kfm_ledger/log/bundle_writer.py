@@ -244,12 +244,7 @@ def _child(  # pragma: no cover - runs in the forked child
                 seen += len(checked)
                 yield from entries.encode_pieces(checked)
             elif message[0] == "finish":
-                if seen != int(message[1]):
-                    raise StorageError(
-                        f"the batch's rows handed to the entry bundle writer are {seen} rows, not the "
-                        f"{int(message[1])} appended: nothing was signed",
-                        key=JSONL_KEY,
-                    )
+                entries.check_whole_rows(seen, int(message[1]))
                 return
             else:
                 raise _Aborted

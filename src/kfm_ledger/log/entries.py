@@ -136,11 +136,15 @@ def pieces_from_rows(
             seen += len(rows)
             lengths = list(map(len, rows))
             yield encode_entries(rows, lengths), lengths
-    if not isinstance(count, int):
-        count = count()
-    if partial() or seen != count:
+    check_whole_rows(seen, count if isinstance(count, int) else count(), partial=partial())
+
+
+def check_whole_rows(seen: int, count: int, *, partial: bool = False) -> None:
+    """StorageError unless the batch's rows handed on (to its bundles) are exactly the ``count``
+    appended, whole: ``seen`` of them, and ``partial`` if a partial row followed the last."""
+    if partial or seen != count:
         raise StorageError(
-            f"the batch's rows in {JSONL_KEY} are {seen} whole rows{' and a partial one' if partial() else ''}, "
+            f"the batch's rows in {JSONL_KEY} are {seen} whole rows{' and a partial one' if partial else ''}, "
             f"not the {count} appended: nothing was signed",
             key=JSONL_KEY,
         )
