@@ -447,7 +447,7 @@ def _validate_input_range(start: int, end: int, file_start: int, ring_slot: int 
     result.ring_slot = ring_slot
     if _WORKER.get("in_place") and result.canonical is data:
         result.canonical = b""
-        fits = ring_slot >= 0 and ring_slot_size(len(data), len(rows)) <= _WORKER["ring_slot_bytes"]
+        fits = ring_slot >= 0 and ring_slot_layout(len(data), len(rows))[2] <= _WORKER["ring_slot_bytes"]
         if not (fits and _to_ring(ring_slot, data, rows, result)):
             # The input's own bytes, copied from the input file (INPUT_SLOT) and checked against
             # these leaf hashes after the copy (the file may have changed meanwhile).
@@ -468,13 +468,14 @@ def _to_ring(ring_slot: int, data: bytes, rows: list[bytes], result: ChunkResult
     """Write a chunk canonical as given to its row ring slot: the very bytes just validated and
     hashed, from where the JSONL and the entry bundles get them (RING_SLOT: nothing to check
     again), then the same rows encoded as in an entry bundle, then their lengths
-    (:func:`ring_slot_size`).  False if the ring refused them (its memory: ENOMEM, ENOSPC under
+    (:func:`ring_slot_layout`).  False if the ring refused them (its memory: ENOMEM, ENOSPC under
     a memory limit): the caller copies them from the input file instead."""
     ring, at = _WORKER["ring"], ring_slot * _WORKER["ring_slot_bytes"]
+    encoded, lengths, _ = ring_slot_layout(len(data), len(rows))
     try:
         _pwrite_all(ring, data, at)
-        _pwrite_all(ring, encode_entries(rows, result.lengths), at + len(data))
-        _pwrite_all(ring, array.array("I", result.lengths).tobytes(), at + 2 * len(data) + len(rows))
+        _pwrite_all(ring, encode_entries(rows, result.lengths), at + encoded)
+        _pwrite_all(ring, array.array("I", result.lengths).tobytes(), at + lengths)
     except OSError:
         return False
     result.spool = (RING_SLOT, at, len(data))
@@ -561,17 +562,20 @@ def validate_stored_file(
         os.close(fd)
 
 
-def ring_slot_size(length: int, rows: int) -> int:
-    """Bytes a row ring slot takes for ``rows`` rows of ``length`` bytes (newlines included): the
-    rows, then the same rows encoded as in an entry bundle (``length + rows`` bytes: a 2-byte
-    length for each newline), then each row's length (4 bytes, native order: ``array("I")``)."""
-    return 2 * length + rows + 4 * rows
+def ring_slot_layout(length: int, rows: int) -> tuple[int, int, int]:
+    """Where things lie in a row ring slot holding ``rows`` rows of ``length`` bytes (newlines
+    included), from the slot's start: the rows at 0; the same rows encoded as in an entry bundle
+    (``length + rows`` bytes: a 2-byte length for each newline) from the first offset; each row's
+    length (4 bytes, native order: ``array("I")``) from the second; the third is the end."""
+    encoded = length
+    lengths = encoded + length + rows
+    return encoded, lengths, lengths + 4 * rows
 
 
 class _RowRing:
     """The row ring: an anonymous in-memory file (Linux ``memfd_create(2)``) of ``slots`` slots,
     each holding one chunk's rows that are canonical as given (:data:`RING_SLOT`), the same rows
-    encoded for the entry bundles and their lengths (:func:`ring_slot_size`).
+    encoded for the entry bundles and their lengths (:func:`ring_slot_layout`).
 
     A worker writes the bytes it has just validated and hashed into its job's slot; the JSONL
     copy (a kernel copy) and the entry bundle writer read them there, so neither reads the
@@ -653,7 +657,7 @@ class SpooledInput:
         slots = 2 * max(1, self._workers) + 4
         if hasattr(os, "memfd_create") and slots <= _RING_MOST_SLOTS:
             with contextlib.suppress(OSError):
-                slot_bytes = -(-ring_slot_size(most, most // MIN_ROW_BYTES) // 4096) * 4096
+                slot_bytes = -(-ring_slot_layout(most, most // MIN_ROW_BYTES)[2] // 4096) * 4096
                 self._ring = _RowRing(slots, slot_bytes)
 
     @property

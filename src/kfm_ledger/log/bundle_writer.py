@@ -5,8 +5,8 @@ row) repeat every row of the batch: 811 MB for a million rows.  Cutting and writ
 the appending process would hold Python's lock against the index inserts and the tiles; the
 child forked here does it on its own core, from each chunk's rows once they are in the JSONL
 (:meth:`BundleWriter.add`, told by the thread that copies them).  Rows canonical as given are
-read from the row ring (``bulk._RowRing``): the very bytes a worker validated and hashed,
-where only this append's processes can reach them.  Rows read back from the JSONL instead
+read from the row ring (``bulk._RowRing``): the very bytes a worker validated and hashed, in
+a file with no name that only this append's descriptors reach.  Rows read back from the JSONL instead
 (spooled ones, or the input's own bytes copied from the caller's file, which may change
 meanwhile) are checked against the leaf hashes their validation computed first.  Each bundle goes to a
 temporary file at once (:meth:`~kfm_ledger.storage.local.LocalStorage.write_once_stream`):
@@ -89,7 +89,7 @@ class BundleWriter:
         given chunks there."""
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
-        self._acks, acks_w = os.pipe()  # one byte for each ring chunk the child has read
+        self._acks, acks_w = os.pipe()  # one byte for each ring chunk whose bundles the child has written
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child (its work is checked through the parent)
@@ -120,7 +120,7 @@ class BundleWriter:
     def add(self, offset: int, length: int, leaf_hashes: bytes, ring_offset: int | None = None) -> None:
         """The next chunk's rows, written to the JSONL at ``[offset, offset + length)``.
 
-        With ``ring_offset`` they are also in the row ring from there (bulk.ring_slot_size: the
+        With ``ring_offset`` they are also in the row ring from there (bulk.ring_slot_layout: the
         rows, then encoded, then their lengths): the child writes its bundles from the ring, and
         this returns once it has (the slot may then be reused).  Else the child reads them from
         the JSONL and checks each against its leaf hash (RFC 9162 §2.1.1) first.
@@ -202,6 +202,7 @@ def _child(  # pragma: no cover - runs in the forked child
     import mmap
 
     from . import entries
+    from .bulk import ring_slot_layout
     from .tile_writer import write_bundles
 
     # The row ring, read in place: its rows are already encoded as in a bundle, and a full bundle
@@ -228,15 +229,16 @@ def _child(  # pragma: no cover - runs in the forked child
                 if not ring:
                     ring.append(memoryview(mmap.mmap(ring_fd, 0, prot=mmap.PROT_READ)))
                 (offset, length), (ring_offset, rows) = message[1], message[2]
+                encoded_at, lengths_at, end = (ring_offset + k for k in ring_slot_layout(length, rows))
                 lengths = array.array("I")
-                lengths.frombytes(ring[0][ring_offset + 2 * length + rows : ring_offset + 2 * length + 5 * rows])
+                lengths.frombytes(ring[0][lengths_at:end])
                 window.add(jsonl_fd, offset, length)  # (the JSONL's pages, written by the parent)
                 seen += rows
                 in_slot = True
                 # A memoryview of the ring: sliced and written as bytes are (buffer protocol).  Each
                 # bundle cut from it is written before the next is asked for (write_once_stream),
                 # so that once this generator is resumed the slot is no longer read.
-                yield cast(bytes, ring[0][ring_offset + length : ring_offset + 2 * length + rows]), lengths
+                yield cast(bytes, ring[0][encoded_at:lengths_at]), lengths
             elif message[0] == "chunk":
                 (offset, length), leaf_hashes = message[1], message[2]
                 checked = _check_rows(_read_rows(jsonl_fd, offset, length), leaf_hashes, offset)
@@ -263,12 +265,12 @@ def _child(  # pragma: no cover - runs in the forked child
     return 0
 
 
-def _read_rows(fd: int, offset: int, length: int, name: str = JSONL_KEY) -> bytes:  # pragma: no cover - the child's
+def _read_rows(fd: int, offset: int, length: int) -> bytes:  # pragma: no cover - the child's
     parts, end = [], offset + length
     while offset < end:
         data = os.pread(fd, end - offset, offset)
         if not data:
-            raise StorageError(f"{name} ends at byte {offset}, {end - offset} bytes short of the batch's rows")
+            raise StorageError(f"{JSONL_KEY} ends at byte {offset}, {end - offset} bytes short of the batch's rows")
         parts.append(data)
         offset += len(data)
     return b"".join(parts)
