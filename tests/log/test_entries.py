@@ -375,6 +375,43 @@ def test_a_bulk_append_writes_its_bundles_in_a_child_process(tmp_path: Path, bul
         led.close()
 
 
+@pytest.mark.parametrize("refused", ["third pipe", "fork"])
+def test_a_bundle_writer_that_cannot_start_closes_the_pipes_it_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: str
+) -> None:
+    """A pipe or the fork refused (EMFILE, EAGAIN): the error reaches the caller and no
+    descriptor of the pipes already made is left open."""
+    import errno
+
+    from kfm_ledger.log import bundle_writer
+
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    try:
+        real_pipe, pipes = os.pipe, []
+
+        def pipe() -> tuple[int, int]:
+            if refused == "third pipe" and len(pipes) == 2:
+                raise OSError(errno.EMFILE, "Too many open files")
+            pipes.append(real_pipe())
+            return pipes[-1]
+
+        def fork() -> int:
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+        monkeypatch.setattr(bundle_writer.os, "pipe", pipe)
+        monkeypatch.setattr(bundle_writer.os, "fork", fork)
+        with pytest.raises(OSError) as raised:
+            bundle_writer.BundleWriter(led, 0, None, led._jsonl.fileno())
+        assert raised.value.errno == (errno.EMFILE if refused == "third pipe" else errno.EAGAIN)
+        assert len(pipes) == (2 if refused == "third pipe" else 3)
+        for fd in (fd for pair in pipes for fd in pair):
+            with pytest.raises(OSError) as closed:
+                os.fstat(fd)
+            assert closed.value.errno == errno.EBADF, fd
+    finally:
+        led.close()
+
+
 @pytest.mark.parametrize("how", ["killed", "refused"])
 def test_a_bundle_writer_that_dies_or_a_refused_batch_leaves_the_ledger_as_it_was(
     tmp_path: Path, bulk_path, monkeypatch, how: str

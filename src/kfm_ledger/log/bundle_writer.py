@@ -87,11 +87,20 @@ class BundleWriter:
     def __init__(self, led: Ledger, old_size: int, edge: RightEdge | None, jsonl_fd: int, ring_fd: int = -1) -> None:
         """``ring_fd``: the row ring's file (``SpooledInput.ring_fd``), if :meth:`add` is to be
         given chunks there."""
-        to_child_r, self._to_child = os.pipe()
-        self._from_child, from_child_w = os.pipe()
-        self._acks, acks_w = os.pipe()  # one byte for each ring chunk whose bundles the child has written
-        parent = os.getpid()
-        pid = os.fork()
+        # Three pipes: commands to the child, its outcome back, and one byte for each ring chunk
+        # whose bundles the child has written.  A pipe or the fork refused (EMFILE, EAGAIN):
+        # the descriptors already made are closed, not left to leak.
+        fds: list[int] = []
+        try:
+            for _ in range(3):
+                fds += os.pipe()
+            parent = os.getpid()
+            pid = os.fork()
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        to_child_r, self._to_child, self._from_child, from_child_w, self._acks, acks_w = fds
         if pid == 0:  # pragma: no cover - the child (its work is checked through the parent)
             status = 1
             try:
