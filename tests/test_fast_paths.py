@@ -756,3 +756,48 @@ def test_the_regex_rewrites_keep_their_shapes() -> None:
     assert _text_form(f"{x}(?:{y}*{x})?") == f"{x}{y}*(?<!\\x20)"
     other = r"[^ab\x00-\x1f]"  # X not Y without the space: left alone
     assert _text_form(f"{other}(?:{y}*{other})?") == f"{other}(?:{y}*{other})?"
+
+
+_STORED_FIELDS = ("line_count", "rows", "commit_text", "created_text", "lines", "lengths", "line_lengths",
+                  "leaf_hashes", "first_created", "last_created", "problems")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    order=st.lists(st.integers(0, 39), min_size=1, max_size=12),
+    edit=st.sampled_from([None, b" ", b"\\", b"x", b"\n"]),
+    at=st.integers(0, 2000),
+    newline_at_end=st.booleans(),
+)
+def test_a_stored_chunk_checked_whole_gives_what_the_line_by_line_loop_gives(
+    order: list[int], edit: bytes | None, at: int, newline_at_end: bool
+) -> None:
+    """`kfm verify`'s workers check a chunk of stored lines with one findall when every line is
+    canonical and created_at never goes back; the result (rows, line numbers, lengths, leaf
+    hashes, commits, created_at values, problems) is the loop's, whatever the chunk holds:
+    rows out of order, an edited line, a torn last line."""
+    lines = [LINES[k] for k in order]
+    if edit is not None:
+        k = at % len(lines)
+        cut = at % (len(lines[k]) + 1)
+        lines[k] = lines[k][:cut] + edit + lines[k][cut:]
+    data = b"\n".join(lines) + (b"\n" if newline_at_end else b"")
+    whole = bulk.validate_stored_chunk(5, data)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(bulk, "strict_canonical_rows", lambda _data: [])
+        by_line = bulk.validate_stored_chunk(5, data)
+    for name in _STORED_FIELDS:
+        assert getattr(whole, name) == getattr(by_line, name), name
+
+
+def test_a_stored_chunk_of_canonical_rows_in_order_is_checked_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The usual chunk takes the whole-chunk way: no line goes through the per-line fast path."""
+    data = b"".join(line + b"\n" for line in LINES)
+
+    def per_line(_line: bytes) -> None:
+        raise AssertionError("a line was checked on its own")
+
+    monkeypatch.setattr(schema, "canonical_line_fields", per_line)
+    result = bulk.validate_stored_chunk(1, data)
+    assert result.rows == len(LINES) and not result.problems
+    assert result.commit_text.split("\n") == [schema.decode_row(line).lakefs_commit for line in LINES]
