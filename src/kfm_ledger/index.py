@@ -586,6 +586,16 @@ class CommitIndex:
         ).fetchall()
         return [IndexedEntry(*r) for r in rows]
 
+    def range_facts(self, start: int, stop: int) -> list[tuple[str, int, int, int, str, int]]:
+        """(commit, leaf, offset, length, created_at, seal bucket) for leaves [start, stop), in
+        leaf order, as SQLite returns them: one tuple an entry, no object built per entry (a
+        verify compares a chunk's rows with them whole)."""
+        return self._conn.execute(
+            "SELECT lakefs_commit, leaf, offset, length, created_at, bucket FROM entries "
+            "WHERE leaf >= ? AND leaf < ? ORDER BY leaf",
+            (start, stop),
+        ).fetchall()
+
     def range_buckets(self, start: int, stop: int) -> list[tuple[int, int]]:
         """(leaf, seal bucket) for leaves [start, stop), in leaf order."""
         return self._conn.execute(
