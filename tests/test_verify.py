@@ -279,3 +279,41 @@ def test_verify_during_appends_never_reports_a_healthy_ledger_broken(tmp_path: P
     t.join()
     assert reports and all(r.ok for r in reports), [r.failures for r in reports if not r.ok][:1]
     assert verify_ledger(Ledger.open(d)).size == 340
+
+
+def test_a_changed_row_fails_every_signed_root_after_it_even_inside_a_whole_tile() -> None:
+    """The row pass folds each whole level-0 tile of valid rows in at once, but never across a
+    signed size: the roots at 300 and 600 (inside tiles 1 and 2) are checked as at 1000."""
+    storage, _led = ledger_with(0, 300, 300, 400)
+    data = storage.read(JSONL_KEY)
+    old = encode_row(sample_row(7))
+    rewrite_jsonl(storage, data.replace(old, old.replace(b'"kwh":', b'"kwh":1')))
+    report = verify_ledger(Ledger.open(storage))
+    assert {"checkpoint 300", "checkpoint 600", "checkpoint 1000", "line 8"} <= set(wheres(report))
+
+
+@pytest.mark.parametrize("tamper", ["nothing", "a row", "a full tile", "a partial tile", "a tile missing"])
+def test_whole_tiles_and_leaf_by_leaf_give_the_same_report(monkeypatch: pytest.MonkeyPatch, tamper: str) -> None:
+    """verify/rows._check_valid_chunk takes whole tiles where it can; forced to take every leaf
+    on its own, the report is the same, whatever was changed."""
+    from kfm_ledger.verify import rows as row_pass
+
+    storage, _led = ledger_with(0, 300, 300, 400)
+    if tamper == "a row":
+        data = storage.read(JSONL_KEY)
+        old = encode_row(sample_row(400))
+        rewrite_jsonl(storage, data.replace(old, old.replace(b'"kwh":', b'"kwh":1')))
+    elif tamper == "a full tile":
+        key = tiles.tile_path(0, 2)
+        storage.objects[key] = storage.objects[key][:64] + bytes(32) + storage.objects[key][96:]
+    elif tamper == "a partial tile":
+        key = tiles.tile_path(0, 3, 232)  # the right edge of size 1000
+        storage.objects[key] = bytes(32) + storage.objects[key][32:]
+    elif tamper == "a tile missing":
+        del storage.objects[tiles.tile_path(0, 1)]
+    whole = verify_ledger(Ledger.open(storage))
+    monkeypatch.setattr(row_pass, "_inside", lambda sizes, low, high: True)
+    by_leaf = verify_ledger(Ledger.open(storage))
+    assert whole.failures == by_leaf.failures
+    assert whole.tiles_checked == by_leaf.tiles_checked
+    assert whole.ok == (tamper == "nothing")

@@ -3,7 +3,6 @@ pointing each commit at its own row."""
 
 from __future__ import annotations
 
-import operator
 import sqlite3
 
 from ..errors import KfmError
@@ -82,11 +81,13 @@ class CommitChecker:
         first, stop = batch[0][1], batch[-1][1] + 1
         if stop - first == len(batch):
             # The usual batch (every row of the chunk valid): the index's entries for its leaves,
-            # compared whole with the rows' facts and buckets (list and tuple equality, in C).
-            # Any difference takes the loop below, which finds the first mismatch and names it.
-            facts = list(map(operator.add, batch, zip(buckets_of(map(operator.itemgetter(0), batch)))))
-            if index.range_facts(first, stop) == facts:
-                return rest
+            # compared whole with the rows' facts and buckets, column by column (tuple equality,
+            # in C).  Any difference takes the loop below, which finds the first mismatch and names it.
+            stored = index.range_facts(first, stop)
+            if len(stored) == len(batch):
+                columns = list(zip(*stored))
+                if columns[:5] == list(zip(*batch)) and list(columns[5]) == buckets_of(columns[0]):
+                    return rest
         entries = {e.leaf: e for e in index.range(first, stop)}
         # Each entry's seal bucket (index_seal.bucket_of of its commit) is checked too.
         buckets = dict(index.range_buckets(first, stop))

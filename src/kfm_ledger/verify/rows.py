@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import base64
+import bisect
+import functools
+import itertools
 import os
 import re
 from collections.abc import Iterator
 
 from kfm_ledger import schema
-from kfm_ledger.core import merkle
+from kfm_ledger.core import merkle, tiles
 from kfm_ledger.log import bulk
 from kfm_ledger.log.progress import Progress  # here: (bytes of the JSONL read, its size), per chunk
 
@@ -39,6 +42,12 @@ def find_signed_end(log: AppendLog, size: int) -> tuple[int, int]:
         lines += count
         offset += len(chunk)
     return -1, lines
+
+
+def _inside(sizes: list[int], low: int, high: int) -> bool:
+    """Whether a size of the sorted ``sizes`` lies strictly between ``low`` and ``high``."""
+    k = bisect.bisect_right(sizes, low)
+    return k < len(sizes) and sizes[k] < high
 
 
 #: A created_at whose fraction ends in a zero (an instant's earlier spellings).
@@ -136,6 +145,9 @@ class RowPass:
                 )
         if result.last_created is not None:
             self.previous = result.last_created
+        if result.rows and len(result.lines) == result.rows and result.lines[-1] - result.lines[0] == result.rows - 1:
+            self._check_valid_chunk(result)  # every line a valid row (the usual chunk)
+            return
         # Offsets of the valid rows, for the index check: recomputed from every line's length.
         # The hot loop (once per row): what it reads and writes is held in locals, and a root is
         # computed only at a size that has one to compare with (a signed size, the saved one).
@@ -170,6 +182,53 @@ class RowPass:
         self.rows = n
         self.offset = offset
         self.commits.check(batch)
+
+    def _check_valid_chunk(self, result: bulk.ChunkResult) -> None:
+        """:meth:`_check_chunk`'s fold for a chunk whose every line is a valid row: the leaves of
+        each whole level-0 tile it covers enter the tree as one subtree (RFC 9162 §2.1.1: the
+        255 nodes above them hashed level by level, c2sp.org/tlog-tiles' tile), unless a root to
+        check (a signed size, the ``--since`` size) falls inside it; the others leaf by leaf.  The
+        rows' facts for the index check are built column by column."""
+        run = self.run
+        leaf_hashes = result.leaf_hashes
+        count = result.rows
+        crange = self.crange
+        checker = self.tile_checker
+        expected_roots = run.expected_roots
+        since_size = run.report.since_size if run.since_root is not None else None
+        stops = self._root_sizes
+        width, height = tiles.TILE_WIDTH, tiles.TILE_HEIGHT
+        k = 0
+        while k < count:
+            size = crange.size
+            if size % width == 0 and count - k >= width and not _inside(stops, size, size + width):
+                tile = leaf_hashes[32 * k : 32 * (k + width)]
+                levels = tiles.expand_tile(tile)
+                checker.add_level0_tile(size // width, tile, levels)
+                checker.add(crange.append_subtree(height, levels[height]))
+                k += width
+            else:
+                checker.add(crange.append(leaf_hashes[32 * k : 32 * k + 32]))
+                k += 1
+            size = crange.size
+            if size in expected_roots:
+                self._check_signed_root(size)
+            if size == since_size:
+                since.check_prefix_root(run, size, crange.root())
+        first, lengths = self.rows, result.line_lengths
+        offsets = list(itertools.accumulate(map((1).__add__, lengths), initial=self.offset))
+        self.offset = offsets.pop()
+        self.rows = first + count
+        batch = list(zip(result.commits, range(first, first + count), offsets, lengths, result.created_at))
+        self.commits.check(batch)
+
+    @functools.cached_property
+    def _root_sizes(self) -> list[int]:
+        """The sizes at which the pass checks a root, sorted (for :func:`_inside`)."""
+        sizes = set(self.run.expected_roots)
+        if self.run.since_root is not None and self.run.report.since_size is not None:
+            sizes.add(self.run.report.since_size)
+        return sorted(sizes)
 
     def _check_signed_root(self, size: int) -> None:
         """At a signed size: the tree of the rows so far must have the root the log signed."""

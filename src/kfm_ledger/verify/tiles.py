@@ -45,7 +45,8 @@ class TileChecker:
                 continue
             self.present.setdefault((level, index), {})[width] = key
 
-    def _compare(self, level: int, index: int, hashes: list[bytes], key: str) -> None:
+    def _compare(self, level: int, index: int, want: bytes, key: str) -> None:
+        """Compare stored tile ``key`` with ``want``, the hashes recomputed from the rows, joined."""
         self.checked.add(key)
         self.report.tiles_checked += 1
         try:
@@ -53,9 +54,9 @@ class TileChecker:
         except KfmError as e:
             self.tile_failures.append((f"tile {key}", str(e)))
             return
-        want = b"".join(hashes)
         if stored == want:
             return
+        hashes = [want[k : k + 32] for k in range(0, len(want), 32)]
         if len(stored) != len(want):
             self.tile_failures.append(
                 (f"tile {key}", f"{len(stored)} bytes, want {len(want)} ({len(hashes)} hashes of 32 bytes)")
@@ -74,14 +75,14 @@ class TileChecker:
             )
         )
 
-    def _check_expansion(self, tile_index: int, hashes: list[bytes]) -> None:
-        """The stored expansion record of a full level-0 tile (derived data), if there is one."""
+    def _check_expansion(self, tile_index: int, tile: bytes, levels: tuple[bytes, ...] | None = None) -> None:
+        """The stored expansion record of a full level-0 tile (derived data), if there is one
+        (``levels``: the tile's :func:`~kfm_ledger.core.tiles.expand_tile`, when already computed)."""
         record = self.ledger.read_expansion_record(tile_index)
         if record is None:
             return
         self.expansions_checked += 1
-        tile = b"".join(hashes)
-        if record == expansion_record(tiles.expand_tile(tile)):
+        if record == expansion_record(levels if levels is not None else tiles.expand_tile(tile)):
             return
         if levels_from_record(tile, record) is None:
             # Torn or stale (its checksum does not match the tile): never used, so a note.
@@ -107,14 +108,28 @@ class TileChecker:
             width = len(buf)
             stored = self.present.get((tile_level, index // tiles.TILE_WIDTH))
             if stored is not None and width in stored:
-                self._compare(tile_level, index // tiles.TILE_WIDTH, buf, stored[width])
+                self._compare(tile_level, index // tiles.TILE_WIDTH, b"".join(buf), stored[width])
             if width == tiles.TILE_WIDTH:
                 if stored is None or width not in stored:
                     key = tiles.tile_path(tile_level, index // tiles.TILE_WIDTH)
                     self.tile_failures.append((f"tile {key}", "missing; run `kfm rebuild`"))
                 if tile_level == 0:
-                    self._check_expansion(index // tiles.TILE_WIDTH, buf)
+                    self._check_expansion(index // tiles.TILE_WIDTH, b"".join(buf))
                 buf.clear()
+
+    def add_level0_tile(self, index: int, tile: bytes, levels: tuple[bytes, ...]) -> None:
+        """:meth:`add` of the 256 leaf hashes of level-0 tile ``index`` at once (``tile``: them
+        joined; ``levels``: its :func:`~kfm_ledger.core.tiles.expand_tile`): each stored width of
+        the tile compared, in the order :meth:`add` would reach them, then the full tile's presence
+        and its expansion record.  The nodes above the tile are the caller's to :meth:`add`."""
+        if self.buffers.get(0):
+            raise ValueError(f"level-0 tile {index} added whole while {len(self.buffers[0])} leaves are buffered")
+        stored = self.present.get((0, index), {})
+        for width in sorted(stored):
+            self._compare(0, index, tile[: width * 32], stored[width])
+        if tiles.TILE_WIDTH not in stored:
+            self.tile_failures.append((f"tile {tiles.tile_path(0, index)}", "missing; run `kfm rebuild`"))
+        self._check_expansion(index, tile, levels)
 
     def finish(self, size: int, *, rows_changed: bool, beyond_ok: bool, signed_sizes: Iterable[int] = ()) -> None:
         # Every partial tile a client holding any signed checkpoint may ask for must be
