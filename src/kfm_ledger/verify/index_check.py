@@ -4,6 +4,7 @@ pointing each commit at its own row."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 from ..errors import KfmError
 from ..index import CommitIndex
@@ -75,19 +76,36 @@ class CommitChecker:
                 return
         self._find_repeats(rest)
 
+    def check_consecutive(
+        self, first: int, commits: list[str], offsets: list[int], lengths: Sequence[int], created: list[str]
+    ) -> None:
+        """:meth:`check` of the valid rows at leaves ``first``, ``first + 1``, ... given column by
+        column (the usual chunk: every row valid).  While the index matches every row, its entries
+        for those leaves are compared with them whole, column by column (list equality, in C);
+        otherwise, or at any difference, the rows go through :meth:`check`, which finds the first
+        mismatch and names it."""
+        count = len(commits)
+        if not count:
+            return
+        if self.index is not None and self.unique_by_index:
+            stored = self.index.range_facts(first, first + count)
+            if len(stored) == count:
+                columns = list(map(list, zip(*stored)))
+                if (
+                    columns[0] == commits
+                    and columns[1] == list(range(first, first + count))
+                    and columns[2] == offsets
+                    and columns[3] == list(lengths)
+                    and columns[4] == created
+                    and columns[5] == buckets_of(commits)
+                ):
+                    return
+        self.check(list(zip(commits, range(first, first + count), offsets, lengths, created)))
+
     def _compare_with_index(self, index: CommitIndex, batch: list[RowFacts]) -> list[RowFacts]:
         """Compare the batch with the index; return the rows still to check for repeats."""
         rest = batch
         first, stop = batch[0][1], batch[-1][1] + 1
-        if stop - first == len(batch):
-            # The usual batch (every row of the chunk valid): the index's entries for its leaves,
-            # compared whole with the rows' facts and buckets, column by column (tuple equality,
-            # in C).  Any difference takes the loop below, which finds the first mismatch and names it.
-            stored = index.range_facts(first, stop)
-            if len(stored) == len(batch):
-                columns = list(zip(*stored))
-                if columns[:5] == list(zip(*batch)) and list(columns[5]) == buckets_of(columns[0]):
-                    return rest
         entries = {e.leaf: e for e in index.range(first, stop)}
         # Each entry's seal bucket (index_seal.bucket_of of its commit) is checked too.
         buckets = dict(index.range_buckets(first, stop))

@@ -219,8 +219,7 @@ class RowPass:
         offsets = list(itertools.accumulate(map((1).__add__, lengths), initial=self.offset))
         self.offset = offsets.pop()
         self.rows = first + count
-        batch = list(zip(result.commits, range(first, first + count), offsets, lengths, result.created_at))
-        self.commits.check(batch)
+        self.commits.check_consecutive(first, result.commits, offsets, lengths, result.created_at)
 
     @functools.cached_property
     def _root_sizes(self) -> list[int]:
