@@ -220,26 +220,8 @@ def validate_stored_chunk(first_line: int, data: bytes) -> ChunkResult:
         lines.pop()
     result = ChunkResult(first_line=first_line, line_count=len(lines))
     result.line_lengths = array.array("q", map(len, lines))
-    # The usual chunk: every line canonical, each matched whole by the strict fast-path regex (one
-    # findall over the chunk, as in _validate_input), and created_at never going back (compared
-    # without the final Z: canonical spellings sort as their instants).  Nothing then runs per
-    # line in Python; any other chunk takes the line-by-line loop below, which names each problem.
-    found = strict_canonical_rows(data) if data.endswith(b"\n") else []
-    if lines and len(found) == len(lines) and max(result.line_lengths) <= schema.MAX_LINE_BYTES:
-        commits, created = map(list, zip(*found))
-        keys = list(map(operator.itemgetter(slice(None, -1)), created))
-        if all(map(operator.le, keys, itertools.islice(keys, 1, None))):
-            result.lines = array.array("q", range(first_line, first_line + len(lines)))
-            result.lengths = array.array("q", result.line_lengths)
-            result.leaf_hashes = merkle.joined_leaf_hashes(lines)
-            result.commit_text = b"\n".join(commits).decode("ascii")
-            result.created_text = b"\n".join(created).decode("ascii")
-            result.rows = len(lines)
-            result.first_created = (first_line, created[0].decode("ascii"))
-            result.last_created = (first_line + len(lines) - 1, created[-1].decode("ascii"))
-            return result
-        del commits, created, keys
-    del found
+    if _stored_chunk_whole(result, data, lines):
+        return result
     fast = schema.canonical_line_fields
     order_key = schema.created_at_order_key
     commits: list[str] = []
@@ -280,6 +262,31 @@ def validate_stored_chunk(first_line: int, data: bytes) -> ChunkResult:
         result.first_created = (result.lines[0], created[0])
         result.last_created = (result.lines[-1], created[-1])
     return result
+
+
+def _stored_chunk_whole(result: ChunkResult, data: bytes, lines: list[bytes]) -> bool:
+    """:func:`validate_stored_chunk` for the usual chunk, filling ``result``: every line canonical,
+    each matched whole by the strict fast-path regex (one findall over the chunk, as in
+    _validate_input), and created_at never going back (compared without the final Z: canonical
+    spellings sort as their instants).  Nothing then runs per line in Python.  False for any other
+    chunk (``result`` untouched but its line lengths): the line-by-line loop names each problem."""
+    found = strict_canonical_rows(data) if data.endswith(b"\n") else []
+    if not lines or len(found) != len(lines) or max(result.line_lengths) > schema.MAX_LINE_BYTES:
+        return False
+    commits, created = map(list, zip(*found))
+    keys = list(map(operator.itemgetter(slice(None, -1)), created))
+    if not all(map(operator.le, keys, itertools.islice(keys, 1, None))):
+        return False
+    first_line, count = result.first_line, len(lines)
+    result.lines = array.array("q", range(first_line, first_line + count))
+    result.lengths = array.array("q", result.line_lengths)
+    result.leaf_hashes = merkle.joined_leaf_hashes(lines)
+    result.commit_text = b"\n".join(commits).decode("ascii")
+    result.created_text = b"\n".join(created).decode("ascii")
+    result.rows = count
+    result.first_created = (first_line, created[0].decode("ascii"))
+    result.last_created = (first_line + count - 1, created[-1].decode("ascii"))
+    return True
 
 
 def iter_line_chunks(chunks: Iterable[bytes], chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
