@@ -745,7 +745,7 @@ def test_each_fields_fast_form_takes_exactly_what_its_rule_takes(
 
 def test_the_regex_rewrites_keep_their_shapes() -> None:
     """The two rewrites that make the row regex faster touch only what they are for."""
-    from kfm_ledger.schema.fast_path import _optional_groups_as_branches, _text_form
+    from kfm_ledger.schema.fast_path import _optional_groups_as_branches, _space_as_byte, _text_form
 
     assert _optional_groups_as_branches(r"a(?:b(?:c)?)?d") == r"a(?:b(?:c|)|)d"
     # capturing groups, lazy and possessive quantifiers, other quantifiers, escapes and classes kept
@@ -756,6 +756,11 @@ def test_the_regex_rewrites_keep_their_shapes() -> None:
     assert _text_form(f"{x}(?:{y}*{x})?") == f"{x}{y}*(?<!\\x20)"
     other = r"[^ab\x00-\x1f]"  # X not Y without the space: left alone
     assert _text_form(f"{other}(?:{y}*{other})?") == f"{other}(?:{y}*{other})?"
+    ranged = r"[^a\x20-\x2f\x00-\x1f]"  # the space as the start of a range: left alone
+    assert _text_form(f"{ranged}(?:{y}*{ranged})?") == f"{ranged}(?:{y}*{ranged})?"
+    # \s is rewritten escape by escape: an escaped backslash followed by "s" is not \s
+    assert _space_as_byte(r"[^\s\x00-\x1f]") == r"[^\x20\x00-\x1f]"
+    assert _space_as_byte(r"[^\\s\x00-\x1f]") == r"[^\\s\x00-\x1f]"
 
 
 _STORED_FIELDS = ("line_count", "rows", "commit_text", "created_text", "lines", "lengths", "line_lengths",
@@ -768,15 +773,27 @@ _STORED_FIELDS = ("line_count", "rows", "commit_text", "created_text", "lines", 
     edit=st.sampled_from([None, b" ", b"\\", b"x", b"\n"]),
     at=st.integers(0, 2000),
     newline_at_end=st.booleans(),
+    legacy=st.sampled_from([None, "commit", "created_at"]),
 )
 def test_a_stored_chunk_checked_whole_gives_what_the_line_by_line_loop_gives(
-    order: list[int], edit: bytes | None, at: int, newline_at_end: bool
+    order: list[int], edit: bytes | None, at: int, newline_at_end: bool, legacy: str | None
 ) -> None:
     """`kfm verify`'s workers check a chunk of stored lines with one findall when every line is
     canonical and created_at never goes back; the result (rows, line numbers, lengths, leaf
     hashes, commits, created_at values, problems) is the loop's, whatever the chunk holds:
-    rows out of order, an edited line, a torn last line."""
+    rows out of order, an edited line, a torn last line, a row stored with a spelling that only
+    older rows may have (an upper-case commit, a fraction with a trailing zero)."""
     lines = [LINES[k] for k in order]
+    if legacy is not None:
+        k = at % len(lines)
+        row = schema.decode_row(lines[k])
+        if legacy == "commit":
+            lines[k] = lines[k].replace(row.lakefs_commit.encode(), row.lakefs_commit.upper().encode())
+        else:
+            spelled = row.created_at[:-1] + ("0Z" if "." in row.created_at else ".0Z")
+            lines[k] = lines[k].replace(row.created_at.encode(), spelled.encode(), 1)
+        stored = schema.decode_canonical_line(lines[k])  # still a row a ledger may hold
+        assert (stored.lakefs_commit, stored.created_at) != (row.lakefs_commit, row.created_at)
     if edit is not None:
         k = at % len(lines)
         cut = at % (len(lines[k]) + 1)

@@ -433,3 +433,52 @@ def test_an_entry_claiming_a_new_commit_never_refuses_it_on_the_bulk_path(
     led = Ledger.open(ledger)
     assert led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2).count == rows
     assert verify_ledger(Ledger.open(ledger)).ok
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        None,
+        "UPDATE entries SET offset = offset + 1 WHERE leaf = 4",
+        "UPDATE entries SET length = length - 1 WHERE leaf = 4",
+        "UPDATE entries SET created_at = '2001-01-01T00:00:00Z' WHERE leaf = 4",
+        "UPDATE entries SET bucket = (bucket + 1) % 4096 WHERE leaf = 4",
+        "UPDATE entries SET lakefs_commit = upper(lakefs_commit) WHERE leaf = 4",
+        "UPDATE entries SET offset = 'x' || offset WHERE leaf = 4",
+        "UPDATE entries SET offset = offset + 0.5 WHERE leaf = 4",
+        "UPDATE entries SET created_at = CAST(created_at AS BLOB) WHERE leaf = 4",
+        "DELETE FROM entries WHERE leaf = 11",
+        "UPDATE entries SET leaf = 40 WHERE leaf = 11",
+    ],
+)
+def test_the_column_comparison_of_a_chunk_agrees_with_the_row_by_row_one(ledger: Path, statement: str | None) -> None:
+    """verify/index_check.CommitChecker.check_consecutive (a chunk of valid rows compared with the
+    index column by column) finds what check() of the same rows finds, row by row, whatever one
+    entry of the index was changed to (its values, their types, its leaf)."""
+    from kfm_ledger.log.layout import JSONL_KEY
+    from kfm_ledger.schema import decode_row
+    from kfm_ledger.verify.context import Run
+    from kfm_ledger.verify.index_check import CommitChecker
+    from kfm_ledger.verify.report import VerifyReport
+
+    lines = (ledger / JSONL_KEY).read_bytes().split(b"\n")[:N]
+    commits = [decode_row(line).lakefs_commit for line in lines]
+    created = [decode_row(line).created_at for line in lines]
+    lengths = [len(line) for line in lines]
+    offsets = [sum(lengths[:k]) + k for k in range(N)]
+    if statement is not None:
+        sql(ledger, statement)
+    with Ledger.open(ledger) as led:
+        found = []
+        for how in ("columns", "rows"):
+            run = Run(led, VerifyReport(origin=led.origin, size=led.size, root=led.root), 10)
+            checker = CommitChecker(run, led.stored_index())
+            if how == "columns":
+                checker.check_consecutive(0, commits, offsets, lengths, created)
+            else:
+                checker.check(list(zip(commits, range(N), offsets, lengths, created)))
+            checker.finish()
+            checker.close()
+            found.append((checker.mismatches, checker.first_mismatch, checker.unique_by_index, run.report.failures))
+    assert found[0] == found[1]
+    assert (found[0][0] == 0) == (statement is None)

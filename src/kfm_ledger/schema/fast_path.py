@@ -60,13 +60,15 @@ def _space_as_byte(pattern: str) -> str:
 
     def one_class(m: re.Match[str]) -> str:
         text = m.group()
-        if r"\s" in text:
+        escapes = re.findall(r"\\.", text)  # escape by escape: "\\s" is a backslash, then "s"
+        assert not {r"\S", r"\D", r"\W", r"\d", r"\w"} & set(escapes), text  # (only \s is rewritten)
+        if r"\s" in escapes:
             assert r"\x00-\x1f" in text, text  # (else \s would add more than the space)
-            text = text.replace(r"\s", r"\x20")
+            text = re.sub(r"\\.", lambda e: r"\x20" if e.group() == r"\s" else e.group(), text)
         return text
 
     rewritten = re.sub(_NEGATED_CLASS, one_class, pattern)
-    assert r"\s" not in rewritten, pattern  # only ever inside such a class
+    assert r"\s" not in re.findall(r"\\.", rewritten), pattern  # only ever inside such a class
     return rewritten
 
 
@@ -87,7 +89,8 @@ def _text_form(pattern: str) -> str:
 
     def one(m: re.Match[str]) -> str:
         x, y = m.group("x", "y")
-        if x.replace(r"\x20", "", 1) != y:
+        # X must be Y with the space as one more item of its own (not the end of a range).
+        if x.replace(r"\x20", "", 1) != y or r"\x20-" in x or r"-\x20" in x:
             return m.group()
         return x + y + r"*(?<!\x20)"
 
