@@ -130,20 +130,16 @@ def _validate_input(first_line: int, data: bytes) -> tuple[ChunkResult, list[byt
     if lines[-1] == b"":
         lines.pop()  # after the last newline (or no data at all): no line
     result = ChunkResult(first_line=first_line, line_count=len(lines))
-    # The usual chunk: every line canonical as given, each matched whole by the strict fast-path
-    # regex (one findall over the chunk: as many matches as lines), with no Python code run per
-    # row (the maps below run in C).
-    found = strict_canonical_rows(data) if data.endswith(b"\n") else []
-    if lines and len(found) == len(lines) and max(map(len, lines)) <= schema.MAX_LINE_BYTES:
-        commits, created = map(list, zip(*found))
-        keys = list(map(operator.itemgetter(slice(None, -1)), created))
-        if not all(map(operator.le, keys, itertools.islice(keys, 1, None))):
+    # The usual chunk: every line canonical as given, with no Python code run per row.
+    whole = _canonical_chunk(data, lines)
+    if whole is not None:
+        commits, created, in_order = whole
+        if not in_order:
             _note_backwards(result, first_line, created)
         result.canonical = data
         result.lines = array.array("q", range(first_line, first_line + len(lines)))
         result.lengths = array.array("q", map(len, lines))
-        return _finish_input_chunk(result, lines, commits, created), commits, created, lines
-    del found
+        return _finish_chunk(result, lines, commits, created), commits, created, lines
     fast = schema.canonical_line_bytes
     general = decode_and_encode  # the batch parser's own path
     problems = result.problems
@@ -180,7 +176,21 @@ def _validate_input(first_line: int, data: bytes) -> tuple[ChunkResult, list[byt
     # Every line canonical as given (the fast path took each one, whole): ``data`` is the output.
     result.canonical = b"\n".join([*out, b""]) if rewritten else data
     result.lengths = array.array("q", map(len, out))
-    return _finish_input_chunk(result, out, commits, created), commits, created, out
+    return _finish_chunk(result, out, commits, created), commits, created, out
+
+
+def _canonical_chunk(data: bytes, lines: list[bytes]) -> tuple[list[bytes], list[bytes], bool] | None:
+    """The valid rows' commits and created_at values (ASCII) of a chunk whose every line (``lines``:
+    ``data`` split, without the newlines) is canonical, each matched whole by the strict fast-path
+    regex (one findall over the chunk: as many matches as lines, the maps here running in C), and
+    whether created_at never goes back in it (compared without the final Z: canonical spellings
+    sort as their instants).  None for any other chunk: a line-by-line loop decides and names."""
+    found = strict_canonical_rows(data) if data.endswith(b"\n") else []
+    if not lines or len(found) != len(lines) or max(map(len, lines)) > schema.MAX_LINE_BYTES:
+        return None
+    commits, created = map(list, zip(*found))
+    keys = list(map(operator.itemgetter(slice(None, -1)), created))
+    return commits, created, all(map(operator.le, keys, itertools.islice(keys, 1, None)))
 
 
 def _note_backwards(result: ChunkResult, numbers: Sequence[int] | int, created: list[bytes]) -> None:
@@ -199,7 +209,7 @@ def _note_backwards(result: ChunkResult, numbers: Sequence[int] | int, created: 
         previous = key
 
 
-def _finish_input_chunk(
+def _finish_chunk(
     result: ChunkResult, rows: list[bytes], commits: list[bytes], created: list[bytes]
 ) -> ChunkResult:
     """Fill in the valid rows' leaf hashes (RFC 9162 §2.1.1), commits and created_at values."""
@@ -220,8 +230,13 @@ def validate_stored_chunk(first_line: int, data: bytes) -> ChunkResult:
         lines.pop()
     result = ChunkResult(first_line=first_line, line_count=len(lines))
     result.line_lengths = array.array("q", map(len, lines))
-    if _stored_chunk_whole(result, data, lines):
-        return result
+    whole = _canonical_chunk(data, lines)
+    if whole is not None and whole[2]:
+        # The usual chunk (every line canonical, in created_at order): nothing runs per line.
+        result.lines = array.array("q", range(first_line, first_line + len(lines)))
+        result.lengths = array.array("q", result.line_lengths)
+        return _finish_chunk(result, lines, whole[0], whole[1])
+    del whole
     fast = schema.canonical_line_fields
     order_key = schema.created_at_order_key
     commits: list[str] = []
@@ -262,31 +277,6 @@ def validate_stored_chunk(first_line: int, data: bytes) -> ChunkResult:
         result.first_created = (result.lines[0], created[0])
         result.last_created = (result.lines[-1], created[-1])
     return result
-
-
-def _stored_chunk_whole(result: ChunkResult, data: bytes, lines: list[bytes]) -> bool:
-    """:func:`validate_stored_chunk` for the usual chunk, filling ``result``: every line canonical,
-    each matched whole by the strict fast-path regex (one findall over the chunk, as in
-    _validate_input), and created_at never going back (compared without the final Z: canonical
-    spellings sort as their instants).  Nothing then runs per line in Python.  False for any other
-    chunk (``result`` untouched but its line lengths): the line-by-line loop names each problem."""
-    found = strict_canonical_rows(data) if data.endswith(b"\n") else []
-    if not lines or len(found) != len(lines) or max(result.line_lengths) > schema.MAX_LINE_BYTES:
-        return False
-    commits, created = map(list, zip(*found))
-    keys = list(map(operator.itemgetter(slice(None, -1)), created))
-    if not all(map(operator.le, keys, itertools.islice(keys, 1, None))):
-        return False
-    first_line, count = result.first_line, len(lines)
-    result.lines = array.array("q", range(first_line, first_line + count))
-    result.lengths = array.array("q", result.line_lengths)
-    result.leaf_hashes = merkle.joined_leaf_hashes(lines)
-    result.commit_text = b"\n".join(commits).decode("ascii")
-    result.created_text = b"\n".join(created).decode("ascii")
-    result.rows = count
-    result.first_created = (first_line, created[0].decode("ascii"))
-    result.last_created = (first_line + count - 1, created[-1].decode("ascii"))
-    return True
 
 
 def iter_line_chunks(chunks: Iterable[bytes], chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
