@@ -292,9 +292,11 @@ def test_a_changed_row_fails_every_signed_root_after_it_even_inside_a_whole_tile
     assert {"checkpoint 300", "checkpoint 600", "checkpoint 1000", "line 8"} <= set(wheres(report))
 
 
-@pytest.mark.parametrize("tamper", ["nothing", "a row", "a full tile", "a partial tile", "a tile missing"])
+@pytest.mark.parametrize(
+    "tamper", ["nothing", "a row", "an invalid row", "a full tile", "a partial tile", "a tile missing"]
+)
 def test_whole_tiles_and_leaf_by_leaf_give_the_same_report(monkeypatch: pytest.MonkeyPatch, tamper: str) -> None:
-    """verify/rows._check_valid_chunk takes whole tiles where it can; forced to take every leaf
+    """verify/rows.RowPass._fold_leaves takes whole tiles where it can; forced to take every leaf
     on its own, the report is the same, whatever was changed."""
     from kfm_ledger.verify import rows as row_pass
 
@@ -303,6 +305,10 @@ def test_whole_tiles_and_leaf_by_leaf_give_the_same_report(monkeypatch: pytest.M
         data = storage.read(JSONL_KEY)
         old = encode_row(sample_row(400))
         rewrite_jsonl(storage, data.replace(old, old.replace(b'"kwh":', b'"kwh":1')))
+    elif tamper == "an invalid row":  # a chunk with a row that fails the schema: its facts row by row
+        data = storage.read(JSONL_KEY)
+        old = encode_row(sample_row(400))
+        rewrite_jsonl(storage, data.replace(old, old.replace(b'"kwh":', b'"kwh":-')))
     elif tamper == "a full tile":
         key = tiles.tile_path(0, 2)
         storage.objects[key] = storage.objects[key][:64] + bytes(32) + storage.objects[key][96:]

@@ -145,53 +145,33 @@ class RowPass:
                 )
         if result.last_created is not None:
             self.previous = result.last_created
-        if result.rows and len(result.lines) == result.rows and result.lines[-1] - result.lines[0] == result.rows - 1:
-            self._check_valid_chunk(result)  # every line a valid row (the usual chunk)
+        # Every line stored (valid or not) is a leaf; offsets come from every line's length.
+        self._fold_leaves(result.leaf_hashes, result.rows)
+        first, lengths = self.rows, result.line_lengths
+        offsets = list(itertools.accumulate(map((1).__add__, lengths), initial=self.offset))
+        self.offset = offsets.pop()
+        self.rows = first + result.rows
+        if len(result.lines) == result.rows:  # every line a valid row (the usual chunk)
+            self.commits.check_consecutive(first, result.commits, offsets, lengths, result.created_at)
             return
-        # Offsets of the valid rows, for the index check: recomputed from every line's length.
-        # The hot loop (once per row): what it reads and writes is held in locals, and a root is
-        # computed only at a size that has one to compare with (a signed size, the saved one).
+        # The valid rows' facts for the index check, row by row; the others have no commit to check.
         batch: list[RowFacts] = []
-        append_fact = batch.append
         valid = dict(zip(result.lines, zip(result.commits, result.created_at)))
-        leaf_hashes = result.leaf_hashes
-        line_lengths = result.line_lengths
-        first_line = result.first_line
-        crange = self.crange
-        add_nodes = self.tile_checker.add
-        invalid_row = self.commits.invalid_row
-        expected_roots = run.expected_roots
-        since_size = run.report.since_size if run.since_root is not None else None
-        n = self.rows
-        offset = self.offset
         for k in range(result.rows):
-            fields = valid.get(first_line + k)
-            length = line_lengths[k]
-            add_nodes(crange.append(leaf_hashes[32 * k : 32 * k + 32]))
-            size = crange.size
-            if size in expected_roots:
-                self._check_signed_root(size)
-            if size == since_size:
-                since.check_prefix_root(run, size, crange.root())
+            fields = valid.get(result.first_line + k)
             if fields is not None:
-                append_fact((fields[0], n, offset, length, fields[1]))
+                batch.append((fields[0], first + k, offsets[k], lengths[k], fields[1]))
             else:
-                invalid_row(n)
-            n += 1
-            offset += length + 1
-        self.rows = n
-        self.offset = offset
+                self.commits.invalid_row(first + k)
         self.commits.check(batch)
 
-    def _check_valid_chunk(self, result: bulk.ChunkResult) -> None:
-        """:meth:`_check_chunk`'s fold for a chunk whose every line is a valid row: the leaves of
-        each whole level-0 tile it covers enter the tree as one subtree (RFC 9162 §2.1.1: the
-        255 nodes above them hashed level by level, c2sp.org/tlog-tiles' tile), unless a root to
-        check (a signed size, the ``--since`` size) falls inside it; the others leaf by leaf.  The
-        rows' facts for the index check are built column by column."""
+    def _fold_leaves(self, leaf_hashes: bytes, count: int) -> None:
+        """Fold ``count`` leaf hashes into the tree and the tile checks, checking the root at each
+        size that has one to compare with (a signed size, the ``--since`` size).  Each whole
+        level-0 tile enters as one subtree (RFC 9162 §2.1.1: the 255 nodes above its leaves hashed
+        level by level, c2sp.org/tlog-tiles' tile), unless such a size falls inside it; the other
+        leaves one by one."""
         run = self.run
-        leaf_hashes = result.leaf_hashes
-        count = result.rows
         crange = self.crange
         checker = self.tile_checker
         expected_roots = run.expected_roots
@@ -215,11 +195,6 @@ class RowPass:
                 self._check_signed_root(size)
             if size == since_size:
                 since.check_prefix_root(run, size, crange.root())
-        first, lengths = self.rows, result.line_lengths
-        offsets = list(itertools.accumulate(map((1).__add__, lengths), initial=self.offset))
-        self.offset = offsets.pop()
-        self.rows = first + count
-        self.commits.check_consecutive(first, result.commits, offsets, lengths, result.created_at)
 
     @functools.cached_property
     def _root_sizes(self) -> list[int]:
