@@ -413,8 +413,10 @@ def test_a_full_disk_under_the_commit_index_is_an_error_message_and_the_ledger_s
     with pytest.raises(sqlite3.OperationalError):
         kfm("append", str(rows), "--ledger", str(ledger))
     monkeypatch.undo()
-    assert kfm("append", str(rows), "--ledger", str(ledger)).exit_code == 0
-    assert kfm("verify", "--ledger", str(ledger)).exit_code == 0
+    r = kfm("append", str(rows), "--ledger", str(ledger))
+    assert r.exit_code == 0, r.output
+    r = kfm("verify", "--ledger", str(ledger))
+    assert r.exit_code == 0, r.output
 
 
 def _verify_json_open_failure(ledger: Path, *args: str) -> dict:

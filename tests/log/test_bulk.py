@@ -109,3 +109,44 @@ def test_rebasing_a_chunk_shifts_every_line_number() -> None:
         result.rebase(101)
         assert list(result.lines) == [n + 100 for n in lines]
         assert result.first_line == 101 and result.problems[0].line == 105
+
+
+def test_a_failure_in_the_last_checks_waits_for_the_rows_still_being_copied(tmp_path: Path, monkeypatch) -> None:
+    """A batch too small to write its rows in a thread of commit_batch's own (below
+    OVERLAP_TILES_AT) still has chunks being copied into the JSONL by the rows-ahead thread when
+    its last checks fail: the undo waits for them before it cuts, so that no copy lands after
+    the cut (the JSONL would keep unsigned bytes no record accounts for)."""
+    import sqlite3
+    import threading
+    import time
+
+    from kfm_ledger import index
+
+    led = Ledger.init(tmp_path / "l", origin=ORIGIN)
+    fill(led, 10)
+    before = files(tmp_path / "l")
+    real_copy = bulk.SpooledInput.copy_by_fd
+    copies_started = threading.Event()
+
+    def slow_copy(self, spool, append):  # type: ignore[no-untyped-def]
+        copies_started.set()
+        time.sleep(0.05)  # the last checks fail meanwhile
+        return real_copy(self, spool, append)
+
+    def full(*args, **kwargs):  # type: ignore[no-untyped-def]
+        copies_started.wait(5)
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(bulk.SpooledInput, "copy_by_fd", slow_copy)
+    monkeypatch.setattr(index.CommitIndex, "finish_inserts", full)
+    (tmp_path / "rows.jsonl").write_bytes(sample_jsonl(600, start=10))
+    with pytest.raises(sqlite3.OperationalError):
+        led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2)
+    time.sleep(0.5)  # any copy still running has landed by now
+    assert files(tmp_path / "l") == before
+    monkeypatch.undo()
+    led.close()
+    again = Ledger.open(tmp_path / "l")
+    assert again.append_file(tmp_path / "rows.jsonl", signer=signer_of(again), workers=2).count == 600
+    assert verify_ledger(again).ok
+    again.close()

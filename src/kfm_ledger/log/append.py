@@ -215,6 +215,9 @@ class RowsWrittenAhead(Protocol):
     def handed_over(self) -> None:
         """The exact record replaced the provisional one: never undo them from now on."""
 
+    def drain(self) -> None:
+        """Wait for every copy still being written; raise the first failure."""
+
 
 def commit_batch(
     led: Ledger,
@@ -315,6 +318,11 @@ def commit_batch(
     except BaseException:
         if tiles_job is not None:
             concurrent.futures.wait([tiles_job])  # its tiles exist before any undo deletes them
+        if ahead is not None:
+            # Rows copied ahead may still be on their way (write_rows never ran when an earlier
+            # step failed): none may land after the undo cuts the JSONL.
+            with contextlib.suppress(Exception):  # a failed copy: the undo removes what it wrote
+                ahead.drain()
         # Not a crash but a failure (I/O error, a tile in the way): the log has not
         # signed the new size, so undo now.
         with contextlib.suppress(Exception):  # the next writer's recovery retries
