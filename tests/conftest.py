@@ -38,6 +38,12 @@ def gocheck_path() -> str:
     pytest.skip(problem)
 
 
+def private_key_secret(text: str) -> str:
+    """The base64 key material of ``PRIVATE+KEY+<name>+<key ID>+<base64>``.  Split from the left:
+    the base64 itself may hold a "+" (a random key's does, one time in a few)."""
+    return text.split("+", 4)[4]
+
+
 def signer_of(ledger: Ledger):
     return load_signer(ledger.storage.read(SKEY_KEY))
 

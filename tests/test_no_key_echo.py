@@ -22,6 +22,8 @@ from kfm_ledger.core.tlogproof import parse_tlog_proof
 from kfm_ledger.errors import KfmError
 from kfm_ledger.log.ledger import Ledger
 
+from conftest import private_key_secret
+
 ORIGIN = "example.org/no-echo"
 
 
@@ -33,7 +35,7 @@ def _key_text() -> str:
 
 def _secret_pieces(text: str) -> list[str]:
     """Every 6-character piece of the key's base64 part: none may appear anywhere."""
-    b64 = text.rsplit("+", 1)[1]
+    b64 = private_key_secret(text)
     return [b64[i : i + 6] for i in range(len(b64) - 5)]
 
 

@@ -41,7 +41,7 @@ from kfm_ledger.core.note import (
     sign_note,
 )
 
-from conftest import gocheck_path
+from conftest import gocheck_path, private_key_secret
 
 # --- Go's documented example (golang.org/x/mod/sumdb/note, package doc and note_test.go).
 PETER_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
@@ -147,11 +147,11 @@ def test_every_mangled_skey_is_rejected_without_echoing_it() -> None:
     b = PETER_SKEY.encode()
     bad = {b[i:j] for i in range(0, len(b) + 1, 3) for j in range(i + 1, len(b) + 1) if (i, j) != (0, len(b))}
     bad |= {b[:i] + bytes([b[i] + 1]) + b[i + 1 :] for i in range(len(b))}
-    secret = PETER_SKEY.rsplit("+", 1)[1]
+    secret = private_key_secret(PETER_SKEY)
     for k in bad:
         with pytest.raises(errors.KeyFormatError) as info:
             Signer.from_private_key_text(k.decode("latin-1"))
-        assert secret[:8] not in str(info.value) and "AYEKFALV" not in str(info.value)
+        assert secret[:8] not in str(info.value) and secret[-8:] not in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -205,9 +205,9 @@ def test_generate_key_round_trips() -> None:
 
 def test_signer_never_shows_key_material() -> None:
     signer = Signer.from_private_key_text(PETER_SKEY)
-    seed64 = PETER_SKEY.rsplit("+", 1)[1]
+    seed64 = private_key_secret(PETER_SKEY)
     for shown in (repr(signer), str(signer), f"{signer}", repr([signer])):
-        assert "c74f20a3" in shown and seed64 not in shown and "AYEKF" not in shown
+        assert "c74f20a3" in shown and seed64 not in shown and seed64[:5] not in shown
     with pytest.raises(TypeError):
         pickle.dumps(signer)
 
