@@ -62,7 +62,10 @@ def test_readers_use_the_named_file_and_refuse_it_when_stale(led: Ledger, tmp_pa
         run_query(led, "SELECT count(*) FROM rollback_index")
     assert energy_report(led).source == "jsonl"  # auto: the proven scan
     target.write_bytes(b"not parquet")
-    assert mirror.check_mirror(led, regenerate=False).state == "modified"
+    status = mirror.check_mirror(led, regenerate=False)
+    # The messages name the file checked, not the ledger's own (never written here).
+    assert status.state == "modified" and status.problems[0].startswith(f"{target} is ")
+    assert mirror.verify_mirror(led)[0].startswith(f"{target} modified: {target} is ")
 
 
 def test_cli_out_and_mirror_file_on_a_local_ledger(led: Ledger, tmp_path: Path) -> None:

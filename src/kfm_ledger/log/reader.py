@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -389,7 +390,7 @@ def lines_checked_against(ledger: Ledger, leaves: Sequence[int], leaf_hashes: Se
                     f"the mirror's leaf hash for row {leaf} is not the signed row's, though its metadata names "
                     f"the current checkpoint: the mirror was modified; run `kfm mirror` to regenerate it "
                     "(or use --source jsonl)",
-                    key=MIRROR_KEY,
+                    key=os.fspath(ledger.mirror_file or MIRROR_KEY),  # the file read: --mirror-file's, else the own
                     index=leaf,
                 )
     return out

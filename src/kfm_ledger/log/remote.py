@@ -330,7 +330,7 @@ class RemoteLedger(SignedLog):
                     f"the mirror's leaf hash for row {index} is not the signed row's, though its metadata names "
                     "the current checkpoint: the mirror file was modified; run `kfm mirror --out FILE` to "
                     "regenerate it (or use --source jsonl)",
-                    key=MIRROR_KEY,
+                    key=os.fspath(self.mirror_file or MIRROR_KEY),  # (an s3:// ledger's mirror is a local file)
                     index=index,
                 )
         return out

@@ -103,10 +103,12 @@ def check_mirror(ledger: Ledger, *, regenerate: bool = True, progress: Progress 
         "ledger_size": signed.size,
         "ledger_root": signed.root,
     }
+    # The file the messages name: a --out / --mirror-file file where one is given, else the ledger's own.
+    name = mirror_name(ledger)
     if not files.mirror_exists(ledger):
         return MirrorStatus(
             state="missing",
-            problems=(f"{files.mirror_file(ledger) or MIRROR_KEY} does not exist",),
+            problems=(f"{name} does not exist",),
             **base,  # type: ignore[arg-type]
         )
     # The footer check alone reads only the footer of a local file; a full check needs the bytes.
@@ -119,9 +121,9 @@ def check_mirror(ledger: Ledger, *, regenerate: bool = True, progress: Progress 
     try:
         meta = read_mirror_metadata(stored if stored is not None else local)  # type: ignore[arg-type]
     except ValueError as e:
-        return status("modified", f"{MIRROR_KEY} is {e}")
+        return status("modified", f"{name} is {e}")
     found: dict[str, Any] = {"mirror_size": meta.tree_size, "mirror_root": meta.root}
-    verdict = _footer_verdict(ledger, meta, functools.partial(status, **found))
+    verdict = _footer_verdict(ledger, meta, name, functools.partial(status, **found))
     if verdict is not None:
         return verdict
     if not regenerate:
@@ -133,13 +135,19 @@ def check_mirror(ledger: Ledger, *, regenerate: bool = True, progress: Progress 
     return status("modified", *_explain_difference(stored, fresh, meta), regenerated=True, **found)
 
 
+def mirror_name(ledger: Ledger) -> str:
+    """The mirror file as messages name it: the file given (``--out``, ``--mirror-file``) or
+    :data:`MIRROR_KEY`, the ledger's own."""
+    return files.mirror_file(ledger) or MIRROR_KEY
+
+
 def _footer_verdict(
-    ledger: Ledger, meta: MirrorMetadata, status: Callable[..., MirrorStatus]
+    ledger: Ledger, meta: MirrorMetadata, name: str, status: Callable[..., MirrorStatus]
 ) -> MirrorStatus | None:
     """What the footer alone says (stale or modified), or None when it names the current checkpoint."""
     signed = ledger.checkpoint.checkpoint
     if meta.format is None and meta.origin is None and meta.tree_size is None:
-        return status("modified", f"{MIRROR_KEY} has no kfm mirror metadata (was it written by kfm?)")
+        return status("modified", f"{name} has no kfm mirror metadata (was it written by kfm?)")
     if meta.format != MIRROR_FORMAT_VERSION:
         return status(
             "stale",
@@ -186,7 +194,7 @@ def verify_mirror(ledger: Ledger) -> list[str]:
     result = check_mirror(ledger)
     if result.ok:
         return []
-    return [f"{MIRROR_KEY} {result.state}: {p}" for p in result.problems]
+    return [f"{mirror_name(ledger)} {result.state}: {p}" for p in result.problems]
 
 
 MirrorAfterAppend = Literal["absent", "stale", "regenerated"]
