@@ -20,7 +20,7 @@ def test_known_bytes() -> None:
     assert decode_entry_bundle(b"\x00\x02ab\x00\x00\x00\x01c", expected_count=3) == [b"ab", b"", b"c"]
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.binary(max_size=300), max_size=256))
 def test_round_trip(entries: list[bytes]) -> None:
     assert decode_entry_bundle(encode_entry_bundle(entries), expected_count=len(entries)) == entries
@@ -54,7 +54,7 @@ def test_count_mismatch() -> None:
         decode_entry_bundle(encode_entry_bundle([b"a", b"b"]), expected_count=3)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=2000))
 def test_fuzz_only_format_errors(data: bytes) -> None:
     try:

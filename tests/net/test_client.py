@@ -384,8 +384,10 @@ def test_a_trickling_server_cannot_hold_the_client(tmp_path: Path, signer: Signe
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     started = time.monotonic()
     try:
+        # A read timeout (1 s) far above the trickle's 50 ms pauses, so that only the total bound
+        # (3 x the timeout) can end the read, even when a loaded machine stalls the trickling thread.
         with pytest.raises(NetworkError, match="not complete after"):
-            check(ClientOptions(url=url, vkey=signer.verifier(), state_dir=tmp_path, timeout=0.3))
+            check(ClientOptions(url=url, vkey=signer.verifier(), state_dir=tmp_path, timeout=1.0))
         assert time.monotonic() - started < 10  # bounded by 3 x the timeout, not 1000 x 0.05 s
     finally:
         stop.set()

@@ -61,7 +61,8 @@ def faulted_append(client: S3Client | FaultyS3Client, cache) -> bool:
 
 
 def clean_ops(s3_server, template: dict[str, bytes], tmp_path) -> list[str]:
-    counting = FaultyS3Client(fresh(s3_server, template, "count"))
+    # A prefix of its own per test: objects an earlier count left would change the requests made.
+    counting = FaultyS3Client(fresh(s3_server, template, f"count-{tmp_path.name}"))
     assert faulted_append(counting, tmp_path / "count-cache")
     return counting.ops
 
