@@ -290,3 +290,46 @@ def test_two_witnesses_one_down(s: Setup) -> None:
     assert [w["ok"] for w in doc["witnesses"]] == [False, True] and doc["ok"] is False
     assert "cannot reach" in doc["witnesses"][0]["error"]
     assert len(_cosigs((s.ledger / "checkpoint").read_bytes(), s.cosigner)) == 1
+
+
+def test_witnesses_are_asked_at_the_same_time(s: Setup) -> None:
+    """Two witnesses: each request waits until the other witness's request has been made too, which
+    only a push asking them at the same time gets past (one asked after the other, the first would
+    wait in vain and the barrier break).  Both cosignatures are stored, in the witnesses' order."""
+    import threading
+
+    from kfm_ledger.config import WitnessEndpoint
+    from kfm_ledger.witness import client as witness_client
+    from kfm_ledger.witness.push import push_checkpoint
+
+    second_dir = s.tmp / "second"
+    second_dir.mkdir()
+    second_key, second_cosigner = write_witness_key(second_dir, "witness.test/second")
+    second = WitnessProcess(second_dir / "state", second_key, [(ORIGIN, s.ledger / "log.vkey")])
+    try:
+        both_asked = threading.Barrier(2, timeout=20)
+        real = witness_client.WitnessClient.add_checkpoint
+        waited: list[str] = []
+
+        def add_checkpoint(self, old_size, proof, note):  # type: ignore[no-untyped-def]
+            waited.append(self.url)
+            both_asked.wait()  # BrokenBarrierError if the other witness is not being asked meanwhile
+            return real(self, old_size, proof, note)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(witness_client.WitnessClient, "add_checkpoint", add_checkpoint)
+            led = Ledger.open(s.ledger)
+            try:
+                results = push_checkpoint(led, [
+                    WitnessEndpoint(url=s.witness.url, vkey=s.vkey.read_text().strip()),
+                    WitnessEndpoint(url=second.url, vkey=(second_dir / "witness.vkey").read_text().strip()),
+                ])
+            finally:
+                led.close()
+        assert sorted(waited) == sorted(f"{url}/add-checkpoint" for url in (s.witness.url, second.url))
+        assert [(r.url, r.ok, r.error) for r in results] == [(s.witness.url, True, None), (second.url, True, None)]
+        stored = (s.ledger / "checkpoint").read_bytes()
+        assert len(_cosigs(stored, s.cosigner)) == 1 and len(_cosigs(stored, second_cosigner)) == 1
+        assert stored == (s.ledger / "checkpoints" / "300").read_bytes()
+    finally:
+        second.stop()

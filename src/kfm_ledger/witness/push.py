@@ -1,7 +1,7 @@
 """The log side of witnessing: send the ledger's checkpoint to its witnesses and keep their
 cosignatures with it (c2sp.org/tlog-witness §add-checkpoint, c2sp.org/tlog-cosignature).
 
-For each ``[[witness]]`` of ``kfm.toml``:
+For each ``[[witness]]`` of ``kfm.toml``, all at the same time (:func:`push_checkpoint`):
 
 1. the old size is the largest size whose stored checkpoint carries a cosignature from that
    witness's key (0 if none): what it last cosigned, as far as the ledger knows;
@@ -22,6 +22,7 @@ ignores signature lines from keys it was not given (c2sp.org/signed-note §Signa
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,10 +36,11 @@ from kfm_ledger.errors import KfmError, ObjectNotFoundError, WitnessError
 from kfm_ledger.log.layout import CHECKPOINT_KEY, checkpoint_key
 from kfm_ledger.log.ledger import Ledger
 
-from .client import Conflict, WitnessClient
+from .client import Conflict, Cosigned, WitnessClient
 
 __all__ = [
     "MAX_ATTEMPTS",
+    "MAX_PARALLEL_PUSHES",
     "MAX_SCANNED_CHECKPOINTS",
     "PushResult",
     "last_cosigned_size",
@@ -48,6 +50,8 @@ __all__ = [
 
 #: Requests made to one witness for one checkpoint (the first, then one per 409 answer).
 MAX_ATTEMPTS = 3
+#: Witnesses asked at the same time by one push.
+MAX_PARALLEL_PUSHES = 16
 #: Stored checkpoints read, newest first, to find the size a witness last cosigned.
 MAX_SCANNED_CHECKPOINTS = 64
 
@@ -157,48 +161,114 @@ def push_checkpoint(
 ) -> list[PushResult]:
     """Send the ledger's latest checkpoint to every witness and store their cosignatures.
 
-    Never raises for one witness's failure: each :class:`PushResult` says what happened
-    (``ok``, ``error``, ``status``).  A bad witness key in the configuration is a result too."""
+    The witnesses are asked at the same time (at most :data:`MAX_PARALLEL_PUSHES` requests in
+    flight), so that a slow or unreachable one delays the others by nothing: an append with
+    several witnesses waits for the slowest, not for their sum.  Only the HTTP requests run in
+    other threads; every read and write of the ledger (the old size, the proofs, storing the
+    cosignatures under the writer lock) is made here, one at a time.  Every witness is sent the
+    same checkpoint: the latest when the push began, as the log signed it.
+
+    Never raises for one witness's failure: each :class:`PushResult` (in the order of
+    ``witnesses``) says what happened (``ok``, ``error``, ``status``).  A bad witness key in the
+    configuration is a result too."""
     ledger.refresh()
-    results = []
+    signed = ledger.checkpoint
+    pushes: list[_Push] = []
+    results: list[PushResult] = []
     for endpoint in witnesses:
         try:
             verifier = Verifier.from_vkey(endpoint.vkey)
         except KfmError as e:
-            results.append(PushResult(url=endpoint.url, witness="?", size=ledger.size, error=str(e)))
+            results.append(PushResult(url=endpoint.url, witness="?", size=signed.checkpoint.size, error=str(e)))
             continue
-        result = PushResult(url=endpoint.url, witness=verifier.name, size=ledger.size)
         try:
-            with WitnessClient(endpoint.url, verifier, timeout=timeout) as client:
-                _push_one(ledger, client, result)
-        except WitnessError as e:
-            result.error, result.status = str(e), e.status
+            client = WitnessClient(endpoint.url, verifier, timeout=timeout)
         except KfmError as e:
-            result.error = e.diagnostics()
-        results.append(result)
+            result = PushResult(url=endpoint.url, witness=verifier.name, size=signed.checkpoint.size)
+            results.append(result)
+            _failed(result, e)
+            continue
+        push = _Push(endpoint.url, client, signed.note, signed.checkpoint.size)
+        pushes.append(push)
+        results.append(push.result)
+    if not pushes:
+        return results
+    with contextlib.ExitStack() as stack, concurrent.futures.ThreadPoolExecutor(
+        min(len(pushes), MAX_PARALLEL_PUSHES), thread_name_prefix="kfm-witness-push"
+    ) as pool:
+        for push in pushes:
+            stack.callback(push.client.close)
+        in_flight: dict[concurrent.futures.Future[Cosigned | Conflict], _Push] = {}
+
+        def send(push: _Push, old: int | None = None) -> None:
+            """The push's next request (``old``: the size a 409 named), or its end if there is none."""
+            try:
+                request = push.next_request(ledger, old)
+            except KfmError as e:
+                push.fail(e)
+                return
+            if request is not None:
+                in_flight[pool.submit(push.client.add_checkpoint, *request)] = push
+
+        for push in pushes:
+            send(push)
+        while in_flight:
+            done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                push = in_flight.pop(future)
+                try:
+                    answer = future.result()
+                    if isinstance(answer, Conflict):
+                        send(push, answer.size)
+                        continue
+                    store_cosignatures(ledger, push.size, push.client.verifier, answer.cosignatures)
+                    push.result.ok, push.result.old_size = True, push.old
+                    push.result.timestamps = list(answer.timestamps)
+                except KfmError as e:
+                    push.fail(e)
     return results
 
 
-def _push_one(ledger: Ledger, client: WitnessClient, result: PushResult) -> None:
-    signed = ledger.checkpoint
-    size = signed.checkpoint.size
-    old = last_cosigned_size(ledger, client.verifier)
-    for _ in range(MAX_ATTEMPTS):
-        if old > size:
+class _Push:
+    """One witness's part of :func:`push_checkpoint`: its client, the checkpoint, the size it
+    was last shown to hold, and the requests made so far."""
+
+    def __init__(self, url: str, client: WitnessClient, note: bytes, size: int) -> None:
+        """``url``: the witness's as configured (the results name it so)."""
+        self.client, self.note, self.size = client, note, size
+        self.old = -1  # not looked up yet
+        self.attempts = 0
+        self.result = PushResult(url=url, witness=client.verifier.name, size=size)
+
+    def next_request(self, ledger: Ledger, old: int | None) -> tuple[int, list[bytes], bytes] | None:
+        """The arguments of the next ``add_checkpoint`` (c2sp.org/tlog-witness): the old size, an
+        RFC 9162 §2.1.4 consistency proof from it, the checkpoint; WitnessError when there is
+        none to make (a witness ahead of the ledger, or :data:`MAX_ATTEMPTS` made)."""
+        if old is None:
+            old = last_cosigned_size(ledger, self.client.verifier)
+        elif self.attempts >= MAX_ATTEMPTS:
             raise WitnessError(
-                f"witness {client.url} has cosigned size {old} of this log, more than the ledger's {size}: "
-                "the log was rolled back, or the witness was shown a fork; inspect before anything else",
-                url=client.url, status=409, found=str(old),
+                f"witness {self.client.url} kept answering 409 (last: size {old}) after {MAX_ATTEMPTS} attempts",
+                url=self.client.url, status=409, found=str(old),
             )
-        proof = ledger.consistency_proof(old, size) if 0 < old < size else []
-        answer = client.add_checkpoint(old, proof, signed.note)
-        if isinstance(answer, Conflict):
-            old = answer.size
-            continue
-        store_cosignatures(ledger, size, client.verifier, answer.cosignatures)
-        result.ok, result.old_size, result.timestamps = True, old, list(answer.timestamps)
-        return
-    raise WitnessError(
-        f"witness {client.url} kept answering 409 (last: size {old}) after {MAX_ATTEMPTS} attempts",
-        url=client.url, status=409, found=str(old),
-    )
+        if old > self.size:
+            raise WitnessError(
+                f"witness {self.client.url} has cosigned size {old} of this log, more than the ledger's {self.size}: "
+                "the log was rolled back, or the witness was shown a fork; inspect before anything else",
+                url=self.client.url, status=409, found=str(old),
+            )
+        self.old = old
+        self.attempts += 1
+        proof = ledger.consistency_proof(old, self.size) if 0 < old < self.size else []
+        return old, proof, self.note
+
+    def fail(self, error: KfmError) -> None:
+        _failed(self.result, error)
+
+
+def _failed(result: PushResult, error: KfmError) -> None:
+    """Record why a witness did not cosign: a witness's refusal with its HTTP status, else the error."""
+    if isinstance(error, WitnessError):
+        result.error, result.status = str(error), error.status
+    else:
+        result.error = error.diagnostics()
