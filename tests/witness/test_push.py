@@ -333,3 +333,44 @@ def test_witnesses_are_asked_at_the_same_time(s: Setup) -> None:
         assert stored == (s.ledger / "checkpoints" / "300").read_bytes()
     finally:
         second.stop()
+
+
+def test_an_interrupted_push_does_not_wait_for_a_silent_witness(s: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (here raised while the answering witness's cosignature is stored) ends the push at
+    once: the request to a witness that accepted the connection and never answers is cut off,
+    not waited for until its 60 s timeout."""
+    import threading
+    import time
+
+    from kfm_ledger.config import WitnessEndpoint
+    from kfm_ledger.witness import push as push_module
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(silent.accept()[0]), daemon=True).start()
+    other_key = CosignatureSigner.generate("witness.test/silent")
+
+    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 20
+        while not accepted and time.monotonic() < deadline:  # the silent witness's request is out
+            time.sleep(0.01)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(push_module, "store_cosignatures", interrupted)
+    led = Ledger.open(s.ledger)
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            silent_url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+            push_module.push_checkpoint(led, [
+                WitnessEndpoint(url=silent_url, vkey=other_key.verifier().vkey_text()),
+                WitnessEndpoint(url=s.witness.url, vkey=s.vkey.read_text().strip()),
+            ], timeout=60)
+        assert accepted and time.monotonic() - started < 30  # not the silent witness's 60 s
+    finally:
+        led.close()
+        for conn in accepted:
+            conn.close()
+        silent.close()

@@ -11,6 +11,7 @@ carrying the status and the start of the body.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import urllib.parse
@@ -77,8 +78,11 @@ class WitnessClient:
         self._path = parts.path.rstrip("/") + ADD_CHECKPOINT_PATH
         self._timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
+        self._aborted = False  # abort() was called: no connection is made any more
 
     def _connection(self) -> http.client.HTTPConnection:
+        if self._aborted:
+            raise WitnessError(f"the request to witness {self.url} was cut off", url=self.url)
         if self._conn is None:
             cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
             self._conn = cls(self._host, self._port, timeout=self._timeout)
@@ -88,6 +92,17 @@ class WitnessClient:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def abort(self) -> None:
+        """Cut off a request another thread is making (its read fails at once); for an interrupted
+        push.  No request is made again (a retry would reconnect); the connection is closed by
+        :meth:`close` afterwards."""
+        self._aborted = True
+        conn = self._conn
+        sock = None if conn is None else conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> WitnessClient:
         return self

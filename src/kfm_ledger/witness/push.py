@@ -166,7 +166,8 @@ def push_checkpoint(
     several witnesses waits for the slowest, not for their sum.  Only the HTTP requests run in
     other threads; every read and write of the ledger (the old size, the proofs, storing the
     cosignatures under the writer lock) is made here, one at a time.  Every witness is sent the
-    same checkpoint: the latest when the push began, as the log signed it.
+    same checkpoint: the latest when the push began, byte for byte as stored then (the log's
+    signature and any cosignatures already kept; a witness ignores lines of keys it does not know).
 
     Never raises for one witness's failure: each :class:`PushResult` (in the order of
     ``witnesses``) says what happened (``ok``, ``error``, ``status``).  A bad witness key in the
@@ -193,23 +194,22 @@ def push_checkpoint(
         results.append(push.result)
     if not pushes:
         return results
-    with contextlib.ExitStack() as stack, concurrent.futures.ThreadPoolExecutor(
+    pool = concurrent.futures.ThreadPoolExecutor(
         min(len(pushes), MAX_PARALLEL_PUSHES), thread_name_prefix="kfm-witness-push"
-    ) as pool:
-        for push in pushes:
-            stack.callback(push.client.close)
-        in_flight: dict[concurrent.futures.Future[Cosigned | Conflict], _Push] = {}
+    )
+    in_flight: dict[concurrent.futures.Future[Cosigned | Conflict], _Push] = {}
 
-        def send(push: _Push, old: int | None = None) -> None:
-            """The push's next request (``old``: the size a 409 named), or its end if there is none."""
-            try:
-                request = push.next_request(ledger, old)
-            except KfmError as e:
-                push.fail(e)
-                return
-            if request is not None:
-                in_flight[pool.submit(push.client.add_checkpoint, *request)] = push
+    def send(push: _Push, old: int | None = None) -> None:
+        """The push's next request (``old``: the size a 409 named), or its end if there is none."""
+        try:
+            request = push.next_request(ledger, old)
+        except KfmError as e:
+            push.fail(e)
+            return
+        if request is not None:
+            in_flight[pool.submit(push.client.add_checkpoint, *request)] = push
 
+    try:
         for push in pushes:
             send(push)
         while in_flight:
@@ -226,6 +226,17 @@ def push_checkpoint(
                     push.result.timestamps = list(answer.timestamps)
                 except KfmError as e:
                     push.fail(e)
+    except BaseException:
+        # Interrupted (Ctrl-C) or a bug: requests not yet sent are dropped and those in flight
+        # cut off (their sockets shut down), not waited for.
+        pool.shutdown(wait=False, cancel_futures=True)
+        for push in pushes:
+            push.client.abort()
+        raise
+    finally:
+        pool.shutdown(wait=True)  # (no request in flight here but an aborted one, ending at once)
+        for push in pushes:
+            push.client.close()
     return results
 
 
