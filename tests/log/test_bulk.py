@@ -137,14 +137,15 @@ def test_a_failure_in_the_last_checks_waits_for_the_rows_still_being_copied(tmp_
         copies_started.wait(5)
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(bulk.SpooledInput, "copy_by_fd", slow_copy)
-    monkeypatch.setattr(index.CommitIndex, "finish_inserts", full)
     (tmp_path / "rows.jsonl").write_bytes(sample_jsonl(600, start=10))
-    with pytest.raises(sqlite3.OperationalError):
-        led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2)
+    with monkeypatch.context() as patched:  # (the small chunks of the autouse fixture stay)
+        patched.setattr(bulk.SpooledInput, "copy_by_fd", slow_copy)
+        patched.setattr(index.CommitIndex, "finish_inserts", full)
+        with pytest.raises(sqlite3.OperationalError):
+            led.append_file(tmp_path / "rows.jsonl", signer=signer_of(led), workers=2)
+    assert copies_started.is_set()  # the rows went ahead by the copy this test slows
     time.sleep(0.5)  # any copy still running has landed by now
     assert files(tmp_path / "l") == before
-    monkeypatch.undo()
     led.close()
     again = Ledger.open(tmp_path / "l")
     assert again.append_file(tmp_path / "rows.jsonl", signer=signer_of(again), workers=2).count == 600

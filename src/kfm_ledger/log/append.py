@@ -318,6 +318,8 @@ def commit_batch(
     except BaseException:
         if tiles_job is not None:
             concurrent.futures.wait([tiles_job])  # its tiles exist before any undo deletes them
+        if rows_job is not None:  # (awaited already, unless an interrupt cut that wait short)
+            concurrent.futures.wait([rows_job])
         if ahead is not None:
             # Rows copied ahead may still be on their way (write_rows never ran when an earlier
             # step failed): none may land after the undo cuts the JSONL.
