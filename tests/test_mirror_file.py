@@ -66,6 +66,9 @@ def test_readers_use_the_named_file_and_refuse_it_when_stale(led: Ledger, tmp_pa
     # The messages name the file checked, not the ledger's own (never written here).
     assert status.state == "modified" and status.problems[0].startswith(f"{target} is ")
     assert mirror.verify_mirror(led)[0].startswith(f"{target} modified: {target} is ")
+    assert f"run `kfm mirror --out {target}` to regenerate it" in status.render_text()
+    led.mirror_file = None
+    assert "run `kfm mirror` to create it" in mirror.check_mirror(led, regenerate=False).render_text()
 
 
 def test_cli_out_and_mirror_file_on_a_local_ledger(led: Ledger, tmp_path: Path) -> None:

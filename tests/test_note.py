@@ -151,7 +151,7 @@ def test_every_mangled_skey_is_rejected_without_echoing_it() -> None:
     for k in bad:
         with pytest.raises(errors.KeyFormatError) as info:
             Signer.from_private_key_text(k.decode("latin-1"))
-        assert secret[:8] not in str(info.value) and secret[-8:] not in str(info.value)
+        assert not any(secret[i : i + 8] in str(info.value) for i in range(len(secret) - 7))
 
 
 @pytest.mark.parametrize(

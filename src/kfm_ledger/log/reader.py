@@ -386,11 +386,14 @@ def lines_checked_against(ledger: Ledger, leaves: Sequence[int], leaf_hashes: Se
         for leaf, line, expected in zip(leaves, out, leaf_hashes):
             if sha(b"\x00" + line).digest() != expected:
                 proven_entry(ledger, leaf, line)  # raises naming the row when the row was changed
+                # The file read: --mirror-file's, else the ledger's own.
+                named = None if ledger.mirror_file is None else os.fspath(ledger.mirror_file)
+                regenerate = "kfm mirror" if named is None else f"kfm mirror --out {named}"
                 raise CorruptLedgerError(
                     f"the mirror's leaf hash for row {leaf} is not the signed row's, though its metadata names "
-                    f"the current checkpoint: the mirror was modified; run `kfm mirror` to regenerate it "
+                    f"the current checkpoint: the mirror was modified; run `{regenerate}` to regenerate it "
                     "(or use --source jsonl)",
-                    key=os.fspath(ledger.mirror_file or MIRROR_KEY),  # the file read: --mirror-file's, else the own
+                    key=named or MIRROR_KEY,
                     index=leaf,
                 )
     return out

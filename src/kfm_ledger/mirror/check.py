@@ -43,6 +43,7 @@ class MirrorStatus:
     mirror_size: int | None = None
     mirror_root: bytes | None = None
     regenerated: bool = False  #: whether the bytes were compared with a regeneration
+    named: bool = False  #: ``path`` is a file the user named (``--out``, ``--mirror-file``), not the ledger's own
     problems: tuple[str, ...] = field(default=())
 
     @property
@@ -71,8 +72,14 @@ class MirrorStatus:
             return f"mirror OK: {where} mirrors tree size {self.ledger_size} ({how})"
         lines = [f"mirror {self.state.upper()}: {where}"]
         lines += [f"  {p}" for p in self.problems]
-        lines.append("  run `kfm mirror` to " + ("create it" if self.state == "missing" else "regenerate it"))
+        what = "create it" if self.state == "missing" else "regenerate it"
+        lines.append(f"  run `{self.regenerate_command}` to {what}")
         return "\n".join(lines)
+
+    @property
+    def regenerate_command(self) -> str:
+        """The command that writes this mirror afresh (a named file's with ``--out``)."""
+        return f"kfm mirror --out {self.path}" if self.named and self.path else "kfm mirror"
 
     def raise_for_status(self) -> None:
         """Raise :class:`MirrorDriftError` unless the mirror is ok."""
@@ -102,6 +109,7 @@ def check_mirror(ledger: Ledger, *, regenerate: bool = True, progress: Progress 
         "path": files.mirror_local_path(ledger),
         "ledger_size": signed.size,
         "ledger_root": signed.root,
+        "named": files.mirror_file(ledger) is not None,
     }
     # The file the messages name: a --out / --mirror-file file where one is given, else the ledger's own.
     name = mirror_name(ledger)

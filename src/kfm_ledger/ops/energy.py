@@ -443,7 +443,7 @@ def use_mirror(ledger: Ledger, source: Source) -> bool:
         raise EnergySourceError(
             f"the mirror cannot be used: {status.state}: "
             + "; ".join(status.problems)
-            + "; run `kfm mirror` or use --source jsonl",
+            + f"; run `{status.regenerate_command}` or use --source jsonl",
             state=status.state,
             problems=status.problems,
         )
