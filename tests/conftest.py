@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,6 +41,35 @@ def gocheck_path() -> str:
     if os.environ.get("KFM_REQUIRE_GOCHECK") == "1":
         pytest.fail(f"KFM_REQUIRE_GOCHECK=1 but the Go checker is missing: {problem}", pytrace=False)
     pytest.skip(problem)
+
+
+@contextlib.contextmanager
+def trickling_server() -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 that answers one request with a 200 promising 1,000 bytes and
+    then sends one byte every 50 ms; yields its URL (``http://127.0.0.1:<port>``)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+                while not stop.is_set():
+                    conn.sendall(b"x")
+                    time.sleep(0.05)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)
 
 
 def private_key_secret(text: str) -> str:

@@ -40,6 +40,8 @@ from kfm_ledger.net.server import LogApp
 from kfm_ledger.net.state import OriginState
 from kfm_ledger.sample import sample_commit, sample_jsonl
 
+from conftest import trickling_server
+
 
 @pytest.fixture(scope="module")
 def signer() -> Signer:
@@ -359,40 +361,13 @@ def test_entry_that_is_not_a_row_is_refused(tmp_path: Path, signer: Signer) -> N
 
 
 def test_a_trickling_server_cannot_hold_the_client(tmp_path: Path, signer: Signer) -> None:
-    import socket
-    import threading
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    stop = threading.Event()
-
-    def trickle() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.recv(4096)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
-            while not stop.is_set():
-                try:
-                    conn.sendall(b"x")
-                except OSError:
-                    return
-                time.sleep(0.05)
-
-    thread = threading.Thread(target=trickle, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     started = time.monotonic()
-    try:
+    with trickling_server() as url:
         # A read timeout (1 s) far above the trickle's 50 ms pauses, so that only the total bound
         # (3 x the timeout) can end the read, even when a loaded machine stalls the trickling thread.
         with pytest.raises(NetworkError, match="not complete after"):
             check(ClientOptions(url=url, vkey=signer.verifier(), state_dir=tmp_path, timeout=1.0))
-        assert time.monotonic() - started < 10  # bounded by 3 x the timeout, not 1000 x 0.05 s
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
+    assert time.monotonic() - started < 10  # bounded by 3 x the timeout, not 1000 x 0.05 s
 
 
 def test_prove_by_index_needs_no_lookup_api(tmp_path: Path, signer: Signer) -> None:

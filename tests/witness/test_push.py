@@ -25,7 +25,7 @@ from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_jsonl
 from kfm_ledger.witness.push import last_cosigned_size, store_cosignatures
 
-from conftest import ORIGIN, fill
+from conftest import ORIGIN, fill, trickling_server
 
 runner = CliRunner()
 
@@ -374,3 +374,27 @@ def test_an_interrupted_push_does_not_wait_for_a_silent_witness(s: Setup, monkey
         for conn in accepted:
             conn.close()
         silent.close()
+
+
+def test_a_trickling_witness_cannot_hold_the_push(s: Setup) -> None:
+    """A witness sending its answer a byte at a time is given up after 3 x the timeout in all
+    (the timeout bounds each read only), reported as not complete; the other witness cosigns."""
+    import time
+
+    from kfm_ledger.config import WitnessEndpoint
+    from kfm_ledger.witness.push import push_checkpoint
+
+    other_key = CosignatureSigner.generate("witness.test/trickle")
+    led = Ledger.open(s.ledger)
+    started = time.monotonic()
+    try:
+        with trickling_server() as url:
+            results = push_checkpoint(led, [
+                WitnessEndpoint(url=url, vkey=other_key.verifier().vkey_text()),
+                WitnessEndpoint(url=s.witness.url, vkey=s.vkey.read_text().strip()),
+            ], timeout=1.0)
+    finally:
+        led.close()
+    assert time.monotonic() - started < 10  # 3 x 1 s, not 1,000 x 50 ms
+    assert [r.ok for r in results] == [False, True]
+    assert results[0].error == f"witness {url}/add-checkpoint: answer not complete after 3 s"

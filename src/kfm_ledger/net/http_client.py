@@ -119,33 +119,41 @@ class Fetcher:
         if length is not None and length.isdigit() and int(length) > limit and resp.status == 200:
             self.close()
             raise NetworkError(f"GET {url}: answer of {int(length)} bytes, more than the {limit} allowed", url=url)
-        # In pieces, against a deadline: a server trickling bytes cannot hold a client for
-        # longer than TOTAL_TIMEOUT_FACTOR x the timeout (which bounds each read only).
-        deadline = time.monotonic() + self.timeout * TOTAL_TIMEOUT_FACTOR
-        pieces: list[bytes] = []
-        got = 0
-        while got <= limit:
-            piece = resp.read1(min(65536, limit + 1 - got))
-            if not piece:
-                break
-            pieces.append(piece)
-            got += len(piece)
-            if time.monotonic() > deadline:
-                self.close()
-                raise NetworkError(f"GET {url}: answer not complete after {self.timeout * TOTAL_TIMEOUT_FACTOR:g} s",
-                                   url=url)
-        raw = b"".join(pieces)
+        raw = read_body_before(resp, limit, time.monotonic() + self.timeout * TOTAL_TIMEOUT_FACTOR)
+        if raw is None:
+            self.close()
+            raise NetworkError(f"GET {url}: answer not complete after {self.timeout * TOTAL_TIMEOUT_FACTOR:g} s",
+                               url=url)
         if len(raw) > limit:
             self.close()
             raise NetworkError(f"GET {url}: answer longer than the {limit} bytes allowed", url=url)
-        if not resp.isclosed():
-            resp.read()  # nothing left (bounded above); keeps the connection usable
         encoding = (resp.getheader("Content-Encoding") or "identity").strip().lower()
         if encoding == "identity":
             return raw
         if encoding == "gzip" and accept_gzip:
             return _gunzip(raw, limit, url)
         raise NetworkError(f"GET {url}: unexpected Content-Encoding {encoding[:40]!r}", url=url, status=resp.status)
+
+
+def read_body_before(resp: http.client.HTTPResponse, limit: int, deadline: float) -> bytes | None:
+    """At most ``limit + 1`` bytes of ``resp``'s body, read in pieces; None when it was not
+    complete by ``deadline`` (a :func:`time.monotonic` time).  The connection's timeout bounds
+    each read only: this bounds them all, so that a server trickling bytes cannot hold a reader
+    (use ``TOTAL_TIMEOUT_FACTOR`` times the timeout).  A body within ``limit`` is read to its
+    end, so that the connection can carry the next request; a longer one is not (close it)."""
+    pieces: list[bytes] = []
+    got = 0
+    while got <= limit:
+        piece = resp.read1(min(65536, limit + 1 - got))
+        if not piece:
+            break
+        pieces.append(piece)
+        got += len(piece)
+        if time.monotonic() > deadline:
+            return None
+    if got <= limit and not resp.isclosed():
+        resp.read()  # nothing left (the body ended): completes the response, keeping the connection usable
+    return b"".join(pieces)
 
 
 def _gunzip(raw: bytes, limit: int, url: str) -> bytes:

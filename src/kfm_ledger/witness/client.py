@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import socket
+import time
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from kfm_ledger.core.cosignature import verify_cosignature
 from kfm_ledger.core.keys import ALG_COSIGNATURE_V1, Verifier
 from kfm_ledger.core.note import NoteSignature, parse_note
 from kfm_ledger.errors import FormatError, KeyFormatError, NoteError, WitnessError
+from kfm_ledger.net.http_client import TOTAL_TIMEOUT_FACTOR, read_body_before
 
 from .protocol import (
     ADD_CHECKPOINT_PATH,
@@ -118,7 +120,14 @@ class WitnessClient:
             try:
                 conn.request("POST", self._path, body=body, headers={"Content-Type": "text/plain; charset=utf-8"})
                 response = conn.getresponse()
-                data = response.read(MAX_RESPONSE_BYTES + 1)
+                within = self._timeout * TOTAL_TIMEOUT_FACTOR  # (the timeout bounds each read only)
+                data = read_body_before(response, MAX_RESPONSE_BYTES, time.monotonic() + within)
+                if data is None:
+                    self.close()
+                    raise WitnessError(
+                        f"witness {self.url}: answer not complete after {within:g} s", url=self.url,
+                        status=response.status,
+                    )
                 if len(data) > MAX_RESPONSE_BYTES:
                     self.close()
                     raise WitnessError(
