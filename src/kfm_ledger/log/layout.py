@@ -17,6 +17,8 @@ Layout (keys in a :class:`~kfm_ledger.storage.Storage`; a local directory by def
 
 from __future__ import annotations
 
+import os
+
 JSONL_KEY = "rollback-index.jsonl"
 CHECKPOINT_KEY = "checkpoint"
 CHECKPOINTS_PREFIX = "checkpoints/"
@@ -45,3 +47,15 @@ def checkpoint_size_of(key: str) -> int | None:
     if name.isdigit() and str(int(name)) == name:
         return int(name)
     return None
+
+
+def mirror_file_name(named: str | os.PathLike[str] | None) -> str:
+    """How messages name the Parquet mirror: the local file the user named (``--out``,
+    ``--mirror-file``), else :data:`MIRROR_KEY`, the ledger's own."""
+    return MIRROR_KEY if named is None else os.fspath(named)
+
+
+def mirror_regenerate_command(named: str | os.PathLike[str] | None) -> str:
+    """The command that writes that mirror afresh: ``kfm mirror``, or ``kfm mirror --out FILE``
+    for a file the user named."""
+    return "kfm mirror" if named is None else f"kfm mirror --out {os.fspath(named)}"

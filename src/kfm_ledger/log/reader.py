@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -28,7 +27,7 @@ from kfm_ledger import schema
 from kfm_ledger.core import merkle, tiles
 from kfm_ledger.errors import CorruptLedgerError, KfmError, ProofError
 
-from .layout import INDEX_FILE, JSONL_KEY, MIRROR_KEY
+from .layout import INDEX_FILE, JSONL_KEY, mirror_file_name, mirror_regenerate_command
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -386,14 +385,11 @@ def lines_checked_against(ledger: Ledger, leaves: Sequence[int], leaf_hashes: Se
         for leaf, line, expected in zip(leaves, out, leaf_hashes):
             if sha(b"\x00" + line).digest() != expected:
                 proven_entry(ledger, leaf, line)  # raises naming the row when the row was changed
-                # The file read: --mirror-file's, else the ledger's own.
-                named = None if ledger.mirror_file is None else os.fspath(ledger.mirror_file)
-                regenerate = "kfm mirror" if named is None else f"kfm mirror --out {named}"
                 raise CorruptLedgerError(
                     f"the mirror's leaf hash for row {leaf} is not the signed row's, though its metadata names "
-                    f"the current checkpoint: the mirror was modified; run `{regenerate}` to regenerate it "
-                    "(or use --source jsonl)",
-                    key=named or MIRROR_KEY,
+                    f"the current checkpoint: the mirror was modified; run "
+                    f"`{mirror_regenerate_command(ledger.mirror_file)}` to regenerate it (or use --source jsonl)",
+                    key=mirror_file_name(ledger.mirror_file),  # the file read: --mirror-file's, else the own
                     index=leaf,
                 )
     return out

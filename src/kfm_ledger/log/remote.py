@@ -39,7 +39,7 @@ from kfm_ledger.errors import (
 from kfm_ledger.index import CommitIndex, IndexedEntry, IndexLocation
 
 from .keys import read_text_key
-from .layout import CHECKPOINT_KEY, MIRROR_KEY, VKEY_KEY, checkpoint_key
+from .layout import CHECKPOINT_KEY, VKEY_KEY, checkpoint_key, mirror_file_name
 from .prover import Prover
 from .reader import asked_row
 from .remote_index import RemoteIndex
@@ -330,7 +330,7 @@ class RemoteLedger(SignedLog):
                     f"the mirror's leaf hash for row {index} is not the signed row's, though its metadata names "
                     "the current checkpoint: the mirror file was modified; run `kfm mirror --out FILE` to "
                     "regenerate it (or use --source jsonl)",
-                    key=os.fspath(self.mirror_file or MIRROR_KEY),  # (an s3:// ledger's mirror is a local file)
+                    key=mirror_file_name(self.mirror_file),  # (an s3:// ledger's mirror is a local file)
                     index=index,
                 )
         return out

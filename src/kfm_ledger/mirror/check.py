@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kfm_ledger.core import merkle
-from kfm_ledger.log.layout import MIRROR_KEY
+from kfm_ledger.log.layout import MIRROR_KEY, mirror_file_name, mirror_regenerate_command
 from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.log.progress import Progress
 
@@ -79,7 +79,7 @@ class MirrorStatus:
     @property
     def regenerate_command(self) -> str:
         """The command that writes this mirror afresh (a named file's with ``--out``)."""
-        return f"kfm mirror --out {self.path}" if self.named and self.path else "kfm mirror"
+        return mirror_regenerate_command(self.path if self.named else None)
 
     def raise_for_status(self) -> None:
         """Raise :class:`MirrorDriftError` unless the mirror is ok."""
@@ -112,7 +112,7 @@ def check_mirror(ledger: Ledger, *, regenerate: bool = True, progress: Progress 
         "named": files.mirror_file(ledger) is not None,
     }
     # The file the messages name: a --out / --mirror-file file where one is given, else the ledger's own.
-    name = mirror_name(ledger)
+    name = mirror_file_name(ledger.mirror_file)
     if not files.mirror_exists(ledger):
         return MirrorStatus(
             state="missing",
@@ -141,12 +141,6 @@ def check_mirror(ledger: Ledger, *, regenerate: bool = True, progress: Progress 
     if fresh == stored:
         return status("ok", regenerated=True, **found)
     return status("modified", *_explain_difference(stored, fresh, meta), regenerated=True, **found)
-
-
-def mirror_name(ledger: Ledger) -> str:
-    """The mirror file as messages name it: the file given (``--out``, ``--mirror-file``) or
-    :data:`MIRROR_KEY`, the ledger's own."""
-    return files.mirror_file(ledger) or MIRROR_KEY
 
 
 def _footer_verdict(
@@ -202,7 +196,7 @@ def verify_mirror(ledger: Ledger) -> list[str]:
     result = check_mirror(ledger)
     if result.ok:
         return []
-    return [f"{mirror_name(ledger)} {result.state}: {p}" for p in result.problems]
+    return [f"{mirror_file_name(ledger.mirror_file)} {result.state}: {p}" for p in result.problems]
 
 
 MirrorAfterAppend = Literal["absent", "stale", "regenerated"]
