@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from typer.testing import CliRunner
 from wit_support import WitnessProcess, write_witness_key
 
 from kfm_ledger.cli import app
+from kfm_ledger.config import WitnessEndpoint
 from kfm_ledger.core.cosignature import CosignatureSigner
 from kfm_ledger.core.keys import Verifier
 from kfm_ledger.core.note import NoteSignature, open_note, parse_note
@@ -23,7 +26,9 @@ from kfm_ledger.core.tlogproof import format_tlog_proof, verify_tlog_proof
 from kfm_ledger.errors import BadSignatureError
 from kfm_ledger.log.ledger import Ledger
 from kfm_ledger.sample import sample_jsonl
-from kfm_ledger.witness.push import last_cosigned_size, store_cosignatures
+from kfm_ledger.witness import client as witness_client
+from kfm_ledger.witness import push as push_module
+from kfm_ledger.witness.push import last_cosigned_size, push_checkpoint, store_cosignatures
 
 from conftest import ORIGIN, fill, trickling_server
 
@@ -296,12 +301,6 @@ def test_witnesses_are_asked_at_the_same_time(s: Setup) -> None:
     """Two witnesses: each request waits until the other witness's request has been made too, which
     only a push asking them at the same time gets past (one asked after the other, the first would
     wait in vain and the barrier break).  Both cosignatures are stored, in the witnesses' order."""
-    import threading
-
-    from kfm_ledger.config import WitnessEndpoint
-    from kfm_ledger.witness import client as witness_client
-    from kfm_ledger.witness.push import push_checkpoint
-
     second_dir = s.tmp / "second"
     second_dir.mkdir()
     second_key, second_cosigner = write_witness_key(second_dir, "witness.test/second")
@@ -339,12 +338,6 @@ def test_an_interrupted_push_does_not_wait_for_a_silent_witness(s: Setup, monkey
     """Ctrl-C (here raised while the answering witness's cosignature is stored) ends the push at
     once: the request to a witness that accepted the connection and never answers is cut off,
     not waited for until its 60 s timeout."""
-    import threading
-    import time
-
-    from kfm_ledger.config import WitnessEndpoint
-    from kfm_ledger.witness import push as push_module
-
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(4)
@@ -379,11 +372,6 @@ def test_an_interrupted_push_does_not_wait_for_a_silent_witness(s: Setup, monkey
 def test_a_trickling_witness_cannot_hold_the_push(s: Setup) -> None:
     """A witness sending its answer a byte at a time is given up after 3 x the timeout in all
     (the timeout bounds each read only), reported as not complete; the other witness cosigns."""
-    import time
-
-    from kfm_ledger.config import WitnessEndpoint
-    from kfm_ledger.witness.push import push_checkpoint
-
     other_key = CosignatureSigner.generate("witness.test/trickle")
     led = Ledger.open(s.ledger)
     started = time.monotonic()

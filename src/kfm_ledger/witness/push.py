@@ -200,14 +200,13 @@ def push_checkpoint(
     in_flight: dict[concurrent.futures.Future[Cosigned | Conflict], _Push] = {}
 
     def send(push: _Push, old: int | None = None) -> None:
-        """The push's next request (``old``: the size a 409 named), or its end if there is none."""
+        """The push's next request (``old``: the size a 409 named), or its end when there is none."""
         try:
             request = push.next_request(ledger, old)
         except KfmError as e:
-            push.fail(e)
+            _failed(push.result, e)
             return
-        if request is not None:
-            in_flight[pool.submit(push.client.add_checkpoint, *request)] = push
+        in_flight[pool.submit(push.client.add_checkpoint, *request)] = push
 
     try:
         for push in pushes:
@@ -225,7 +224,7 @@ def push_checkpoint(
                     push.result.ok, push.result.old_size = True, push.old
                     push.result.timestamps = list(answer.timestamps)
                 except KfmError as e:
-                    push.fail(e)
+                    _failed(push.result, e)
     except BaseException:
         # Interrupted (Ctrl-C) or a bug: requests not yet sent are dropped and those in flight
         # cut off (their sockets shut down), not waited for.
@@ -251,7 +250,7 @@ class _Push:
         self.attempts = 0
         self.result = PushResult(url=url, witness=client.verifier.name, size=size)
 
-    def next_request(self, ledger: Ledger, old: int | None) -> tuple[int, list[bytes], bytes] | None:
+    def next_request(self, ledger: Ledger, old: int | None) -> tuple[int, list[bytes], bytes]:
         """The arguments of the next ``add_checkpoint`` (c2sp.org/tlog-witness): the old size, an
         RFC 9162 §2.1.4 consistency proof from it, the checkpoint; WitnessError when there is
         none to make (a witness ahead of the ledger, or :data:`MAX_ATTEMPTS` made)."""
@@ -272,9 +271,6 @@ class _Push:
         self.attempts += 1
         proof = ledger.consistency_proof(old, self.size) if 0 < old < self.size else []
         return old, proof, self.note
-
-    def fail(self, error: KfmError) -> None:
-        _failed(self.result, error)
 
 
 def _failed(result: PushResult, error: KfmError) -> None:
